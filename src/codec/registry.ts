@@ -1,0 +1,42 @@
+import type { Protocol } from '../config/schema.js';
+import type { FailureReason } from '../errors.js';
+import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
+import { redisCodec } from './redis.js';
+import type { CommandSpec } from './redis-commands.js';
+
+/**
+ * Everything protocol-specific that the session, the connection and the pool need, behind one
+ * interface. A new protocol is one object implementing this, registered below; nothing else in
+ * poolside switches on the protocol name.
+ */
+export interface Codec {
+  readonly protocol: Protocol;
+  requestDecoder(sink: RequestSink, maxRequestBytes: number): RequestDecoder;
+  responseDecoder(sink: ResponseSink): ResponseDecoder;
+  /** How the request uses connections, where its keys are, whether it may be retried. */
+  classify(bytes: Buffer, args: ArgView): CommandSpec;
+  /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
+  forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
+  /** For a `select` request: the database it selects, or -1 when the server should judge it. */
+  selectIndex(bytes: Buffer, args: ArgView): number;
+  encodeSelect(db: number): Buffer;
+  /** Requests that prepare a new connection (authentication, database); each answers once. */
+  initRequests(username: string | null, password: string | null, db: number): Buffer[];
+  /** Returns a connection to its fresh state after a session changed it; one reply. */
+  readonly resetRequest: Buffer;
+  /** The cheapest no-op request, one reply. */
+  readonly heartbeatRequest: Buffer;
+  /** The reply to a client's QUIT. */
+  readonly quitReply: Buffer;
+  isErrorResponse(bytes: Buffer): boolean;
+  /** A native error reply: `-ERR poolside REASON message`. */
+  errorReply(reason: FailureReason, message: string): Buffer;
+}
+
+const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec };
+
+export function codecFor(protocol: Protocol): Codec {
+  const codec = codecs[protocol];
+  if (codec === undefined) throw new Error(`protocol ${protocol} is not implemented yet`);
+  return codec;
+}

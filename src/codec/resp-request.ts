@@ -1,0 +1,423 @@
+/**
+ * Framing of client requests in RESP (see resp.ts for the grammar). The multibulk path is the hot
+ * path: it walks the length lines byte by byte, skips payloads by count, and hands the sink the
+ * original bytes plus argument offsets. Inline commands are rare (telnet, redis-cli pipes), so they
+ * are re-encoded as a multibulk: everything downstream then only ever sees one request shape.
+ */
+import { ProtocolError, type ArgView, type RequestDecoder, type RequestSink } from './codec.js';
+
+export interface RespRequestDecoderOptions {
+  /** Largest request, all framing included (Redis's proto-max-bulk-len is 512 MiB). */
+  maxRequestBytes?: number;
+  /** Largest argument count in one multibulk. */
+  maxArgs?: number;
+  /** Longest inline command line (Redis's PROTO_INLINE_MAX_SIZE). */
+  maxInlineBytes?: number;
+}
+
+const DEFAULTS = {
+  maxRequestBytes: 512 * 1024 * 1024,
+  maxArgs: 1024 * 1024,
+  maxInlineBytes: 64 * 1024,
+} as const;
+
+// ArgView offsets are Int32, so no request may be larger than this.
+const MAX_OFFSET = 0x7fffffff;
+
+const CR = 0x0d;
+const LF = 0x0a;
+const STAR = 0x2a;
+const DOLLAR = 0x24;
+const MINUS = 0x2d;
+const ZERO = 0x30;
+const NINE = 0x39;
+
+// Longest command name built byte by byte; longer ones are garbage and take the slow path.
+const MAX_SHORT_NAME = 32;
+
+const INVALID_MULTIBULK = 'Protocol error: invalid multibulk length';
+const INVALID_BULK = 'Protocol error: invalid bulk length';
+
+const enum State {
+  /** Between requests: the next byte decides multibulk or inline. */
+  Idle,
+  /** Digits of `*<n>`, up to the CR. */
+  Count,
+  CountLF,
+  /** Expecting the `$` of the next argument. */
+  Dollar,
+  /** Digits of `$<len>`, up to the CR. */
+  Length,
+  LengthLF,
+  /** Skipping the argument's payload by count. */
+  Payload,
+  PayloadCR,
+  PayloadLF,
+  /** Looking for the LF that ends an inline command line. */
+  Inline,
+  /** A ProtocolError was thrown; the client is being closed. */
+  Dead,
+}
+
+export class RespRequestDecoder implements RequestDecoder {
+  readonly #sink: RequestSink;
+  readonly #maxRequestBytes: number;
+  readonly #maxArgs: number;
+  readonly #maxInlineBytes: number;
+
+  #state = State.Idle;
+  /** Pieces of the current request from earlier chunks, concatenated once when it completes. */
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+
+  // The number being read on a length line, digit by digit.
+  #num = 0;
+  #numDigits = 0;
+  #numNegative = false;
+
+  /** Arguments announced by `*<n>`; `#args.count` says how many have been read so far. */
+  #argCount = 0;
+  /** Payload bytes of the current argument not yet seen. */
+  #payloadLeft = 0;
+  readonly #args: ArgView = { count: 0, starts: new Int32Array(16), ends: new Int32Array(16) };
+
+  constructor(sink: RequestSink, options: RespRequestDecoderOptions = {}) {
+    this.#sink = sink;
+    this.#maxRequestBytes = limit('maxRequestBytes', options.maxRequestBytes ?? DEFAULTS.maxRequestBytes);
+    this.#maxArgs = limit('maxArgs', options.maxArgs ?? DEFAULTS.maxArgs);
+    this.#maxInlineBytes = limit('maxInlineBytes', options.maxInlineBytes ?? DEFAULTS.maxInlineBytes);
+  }
+
+  get buffered(): number {
+    return this.#heldBytes;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.#state === State.Dead) throw new ProtocolError('Protocol error: stream already failed');
+    const n = chunk.length;
+    const args = this.#args;
+    let i = 0;
+    // Where the current request starts in this chunk (0 when it began in an earlier one), and the
+    // request-relative offset of chunk[0]: request offset of chunk[i] is `base + i`.
+    let start = 0;
+    let base = this.#heldBytes;
+
+    while (i < n) {
+      switch (this.#state) {
+        case State.Idle:
+          start = i;
+          base = -i;
+          if (chunk[i] === STAR) {
+            i++;
+            this.#startNumber();
+            this.#state = State.Count;
+          } else {
+            this.#state = State.Inline;
+          }
+          break;
+
+        case State.Count: {
+          const b = chunk[i++];
+          if (b === CR) this.#state = State.CountLF;
+          else if (b === MINUS && this.#numDigits === 0 && !this.#numNegative) this.#numNegative = true;
+          // `*-1` is the only negative count we let through, so its limit is 1.
+          else this.#digit(b, this.#numNegative ? 1 : this.#maxArgs, INVALID_MULTIBULK);
+          break;
+        }
+
+        case State.CountLF:
+          if (chunk[i++] !== LF || this.#numDigits === 0) throw this.#fail(INVALID_MULTIBULK);
+          if (this.#numNegative && this.#num !== 1) throw this.#fail(INVALID_MULTIBULK);
+          if (this.#numNegative || this.#num === 0) {
+            // Redis ignores `*0` and `*-1`; so do we, dropping any piece held for them.
+            this.#reset();
+          } else {
+            this.#argCount = this.#num;
+            args.count = 0;
+            this.#state = State.Dollar;
+          }
+          break;
+
+        case State.Dollar: {
+          const b = chunk[i++];
+          if (b !== DOLLAR) throw this.#fail(`Protocol error: expected '$', got '${printable(b)}'`);
+          this.#startNumber();
+          this.#state = State.Length;
+          break;
+        }
+
+        case State.Length: {
+          const b = chunk[i++];
+          if (b === CR) this.#state = State.LengthLF;
+          else this.#digit(b, this.#maxRequestBytes, INVALID_BULK);
+          break;
+        }
+
+        case State.LengthLF: {
+          if (chunk[i++] !== LF || this.#numDigits === 0) throw this.#fail(INVALID_BULK);
+          const argStart = base + i;
+          const len = this.#num;
+          if (argStart + len + 2 > this.#maxRequestBytes) {
+            throw this.#fail(`Protocol error: request larger than ${this.#maxRequestBytes} bytes`);
+          }
+          const k = args.count;
+          if (k === args.starts.length) this.#grow(k * 2);
+          args.starts[k] = argStart;
+          args.ends[k] = argStart + len;
+          this.#payloadLeft = len;
+          this.#state = len === 0 ? State.PayloadCR : State.Payload;
+          break;
+        }
+
+        case State.Payload: {
+          const take = Math.min(this.#payloadLeft, n - i);
+          i += take;
+          this.#payloadLeft -= take;
+          if (this.#payloadLeft === 0) this.#state = State.PayloadCR;
+          break;
+        }
+
+        case State.PayloadCR:
+          if (chunk[i++] !== CR) throw this.#fail('Protocol error: expected CRLF after bulk string');
+          this.#state = State.PayloadLF;
+          break;
+
+        case State.PayloadLF:
+          if (chunk[i++] !== LF) throw this.#fail('Protocol error: expected CRLF after bulk string');
+          if (++args.count < this.#argCount) {
+            this.#state = State.Dollar;
+          } else {
+            const bytes = this.#heldBytes === 0 ? chunk.subarray(start, i) : this.#assemble(chunk, i);
+            this.#reset();
+            this.#sink.onRequest(bytes, args);
+          }
+          break;
+
+        case State.Inline: {
+          const lf = chunk.indexOf(LF, i);
+          const end = lf === -1 ? n : lf;
+          if (base + end > this.#maxInlineBytes) throw this.#fail('Protocol error: too big inline request');
+          i = end;
+          if (lf === -1) break;
+          const line = this.#heldBytes === 0 ? chunk.subarray(start, lf) : this.#assemble(chunk, lf);
+          i = lf + 1;
+          this.#reset();
+          this.#inline(line);
+          break;
+        }
+      }
+    }
+
+    if (this.#state !== State.Idle && start < n) {
+      this.#held.push(chunk.subarray(start));
+      this.#heldBytes += n - start;
+    }
+  }
+
+  #inline(line: Buffer): void {
+    // The LF ends the line; a CR before it belongs to the line ending too.
+    const end = line.length > 0 && line[line.length - 1] === CR ? line.length - 1 : line.length;
+    const tokens = splitInline(line.subarray(0, end));
+    if (tokens === null) throw this.#fail('Protocol error: unbalanced quotes in request');
+    // Blank lines are how telnet users say nothing; Redis skips them.
+    if (tokens.length === 0) return;
+    if (tokens.length > this.#args.starts.length) this.#grow(tokens.length);
+    const bytes = writeMultibulk(tokens, this.#args);
+    this.#sink.onRequest(bytes, this.#args);
+  }
+
+  /** The held pieces plus `chunk[0, end)`, copied once into one buffer. */
+  #assemble(chunk: Buffer, end: number): Buffer {
+    this.#held.push(chunk.subarray(0, end));
+    return Buffer.concat(this.#held, this.#heldBytes + end);
+  }
+
+  #reset(): void {
+    this.#state = State.Idle;
+    if (this.#heldBytes !== 0) {
+      this.#held = [];
+      this.#heldBytes = 0;
+    }
+  }
+
+  #startNumber(): void {
+    this.#num = 0;
+    this.#numDigits = 0;
+    this.#numNegative = false;
+  }
+
+  /** One digit of a length line. Like Redis's string2ll: no sign but `-`, no leading zeros. */
+  #digit(b: number, max: number, message: string): void {
+    if (b < ZERO || b > NINE || (this.#numDigits > 0 && this.#num === 0)) throw this.#fail(message);
+    this.#num = this.#num * 10 + (b - ZERO);
+    this.#numDigits++;
+    // Checked per digit so a huge length fails at once instead of after a long run of digits.
+    if (this.#num > max) throw this.#fail(message);
+  }
+
+  #grow(capacity: number): void {
+    const args = this.#args;
+    const starts = new Int32Array(capacity);
+    const ends = new Int32Array(capacity);
+    starts.set(args.starts.subarray(0, args.count));
+    ends.set(args.ends.subarray(0, args.count));
+    args.starts = starts;
+    args.ends = ends;
+  }
+
+  #fail(message: string): ProtocolError {
+    this.#state = State.Dead;
+    this.#held = [];
+    this.#heldBytes = 0;
+    return new ProtocolError(message);
+  }
+}
+
+/** A command as a multibulk request, strings encoded as UTF-8. */
+export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
+  return writeMultibulk(args.map((arg) => (typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg)), null);
+}
+
+/** Argument 0 in ASCII upper case, e.g. `GET`; '' for a request without arguments. */
+export function commandName(bytes: Buffer, args: ArgView): string {
+  if (args.count === 0) return '';
+  const start = args.starts[0];
+  const end = args.ends[0];
+  // Only a-z change: Redis compares command names ASCII-case-insensitively, and String#toUpperCase
+  // would also change latin1 letters (and turn ß into SS).
+  if (end - start > MAX_SHORT_NAME) {
+    return bytes.toString('latin1', start, end).replace(/[a-z]+/g, (run) => run.toUpperCase());
+  }
+  // Real command names are short; building them in JS is about twice as fast as toString().
+  let name = '';
+  for (let i = start; i < end; i++) {
+    const b = bytes[i];
+    name += String.fromCharCode(b >= 0x61 && b <= 0x7a ? b - 0x20 : b);
+  }
+  return name;
+}
+
+/** `*<n>\r\n` then `$<len>\r\n<arg>\r\n` per argument; records payload offsets in `view` if given. */
+function writeMultibulk(args: readonly Buffer[], view: ArgView | null): Buffer {
+  let size = 3 + decimalLength(args.length);
+  for (const arg of args) size += 5 + decimalLength(arg.length) + arg.length;
+  const out = Buffer.allocUnsafe(size);
+  let at = out.write(`*${args.length}\r\n`, 0, 'latin1');
+  for (let k = 0; k < args.length; k++) {
+    const arg = args[k];
+    at += out.write(`$${arg.length}\r\n`, at, 'latin1');
+    if (view !== null) {
+      view.starts[k] = at;
+      view.ends[k] = at + arg.length;
+    }
+    at += arg.copy(out, at);
+    out[at++] = CR;
+    out[at++] = LF;
+  }
+  if (view !== null) view.count = args.length;
+  return out;
+}
+
+function decimalLength(n: number): number {
+  return n < 10 ? 1 : String(n).length;
+}
+
+const SPACE = 0x20;
+const TAB = 0x09;
+const DQUOTE = 0x22;
+const SQUOTE = 0x27;
+const BACKSLASH = 0x5c;
+
+/** C's isspace(), which sdssplitargs uses between tokens and after a closing quote. */
+function isSpace(b: number): boolean {
+  return b === SPACE || (b >= TAB && b <= CR);
+}
+
+/**
+ * Redis's sdssplitargs: blanks separate tokens; "double quotes" take \n \r \t \b \a \xHH and
+ * \<any> escapes; 'single quotes' take only \'; a closing quote must be followed by a blank or the
+ * end. Returns null on unbalanced quotes. Redis runs it on a C string, so a NUL byte ends the line.
+ */
+function splitInline(line: Buffer): Buffer[] | null {
+  const nul = line.indexOf(0);
+  const end = nul === -1 ? line.length : nul;
+  const tokens: Buffer[] = [];
+  const token: number[] = [];
+  let p = 0;
+  for (;;) {
+    while (p < end && isSpace(line[p])) p++;
+    if (p === end) return tokens;
+    let quote = 0;
+    token.length = 0;
+    for (;;) {
+      if (quote === 0) {
+        const b = p < end ? line[p] : 0;
+        if (b === SPACE || b === LF || b === CR || b === TAB || b === 0) break;
+        if (b === DQUOTE || b === SQUOTE) quote = b;
+        else token.push(b);
+        p++;
+        continue;
+      }
+      if (p === end) return null;
+      const b = line[p];
+      const next = p + 1 < end ? line[p + 1] : -1;
+      if (b === quote) {
+        if (next !== -1 && !isSpace(next)) return null;
+        p++;
+        break;
+      }
+      if (b === BACKSLASH && quote === DQUOTE && next !== -1) {
+        const hex = next === 0x78 && p + 3 < end ? hexByte(line[p + 2], line[p + 3]) : -1;
+        if (hex !== -1) {
+          token.push(hex);
+          p += 4;
+        } else {
+          token.push(unescape(next));
+          p += 2;
+        }
+      } else if (b === BACKSLASH && quote === SQUOTE && next === SQUOTE) {
+        token.push(SQUOTE);
+        p += 2;
+      } else {
+        token.push(b);
+        p++;
+      }
+    }
+    tokens.push(Buffer.from(token));
+  }
+}
+
+function unescape(b: number): number {
+  switch (b) {
+    case 0x6e: return LF; // n
+    case 0x72: return CR; // r
+    case 0x74: return TAB; // t
+    case 0x62: return 0x08; // b
+    case 0x61: return 0x07; // a
+    default: return b;
+  }
+}
+
+function hexByte(hi: number, lo: number): number {
+  const h = hexDigit(hi);
+  const l = hexDigit(lo);
+  return h === -1 || l === -1 ? -1 : h * 16 + l;
+}
+
+function hexDigit(b: number): number {
+  if (b >= ZERO && b <= NINE) return b - ZERO;
+  const lower = b | 0x20;
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
+}
+
+/** A byte for an error message: itself when printable ASCII, else `\xHH`. */
+export function printable(b: number): string {
+  return b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, '0')}`;
+}
+
+function limit(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1 || value > MAX_OFFSET) {
+    throw new RangeError(`${name} must be an integer from 1 to ${MAX_OFFSET}, got ${value}`);
+  }
+  return value;
+}

@@ -1,0 +1,615 @@
+/**
+ * YAML text → validated Config. The document is walked node by node (not via toJS()) so that every
+ * problem can name the file, line, column and YAML path it came from. Problems are collected, never
+ * thrown one at a time: a user fixing a config should see all of it in one run, and a rejected
+ * reload should say everything that is wrong with the new file.
+ */
+
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
+import type { Document, Node as YamlNode, YAMLMap } from 'yaml';
+import { twemproxyServerName } from '../router/ketama.js';
+import { DEFAULTS } from './schema.js';
+import type {
+  AdminConfig,
+  Config,
+  KetamaHash,
+  KetamaOnEjection,
+  LeaseMode,
+  ListenAddress,
+  LogLevel,
+  PoolConfig,
+  Protocol,
+  Routing,
+  ServerConfig,
+  TcpAddress,
+} from './schema.js';
+import {
+  describe,
+  formatAddress,
+  listenersClash,
+  oneOf,
+  parseAdminAddress,
+  parseDuration,
+  parseHashTag,
+  parseListenAddress,
+  parseMode,
+  parseName,
+  parsePercent,
+  parseServerAddress,
+  parseServerString,
+  parseSize,
+  parseString,
+  suggest,
+  wholeNumber,
+} from './validate.js';
+import type { Parser, ServerString } from './validate.js';
+
+export interface ConfigProblem {
+  file: string;
+  /** 1-based. */
+  line: number;
+  /** 1-based. */
+  column: number;
+  /** YAML path such as `pools.cache.servers[1].address`; empty for YAML syntax errors. */
+  path: string;
+  message: string;
+}
+
+/** A config that cannot be used, with every problem found in it. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_ERROR' as const;
+  readonly problems: readonly ConfigProblem[];
+  constructor(problems: readonly ConfigProblem[]) {
+    super(problems.map(formatProblem).join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** `config.yaml:7:9 pools.cache.servers[1].address: expected host:port, got "10.0.0.5"` */
+export function formatProblem(p: ConfigProblem): string {
+  const where = `${p.file}:${p.line}:${p.column}`;
+  return p.path === '' ? `${where} ${p.message}` : `${where} ${p.path}: ${p.message}`;
+}
+
+const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
+/** Parsing covers every protocol; enabling one once its codec exists is adding it here. */
+const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis']);
+const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
+const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
+const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
+const KETAMA_HASHES: readonly KetamaHash[] = [
+  'fnv1a_64', 'fnv1_64', 'fnv1a_32', 'fnv1_32', 'md5', 'crc32', 'murmur', 'one_at_a_time',
+];
+const ON_EJECTION: readonly KetamaOnEjection[] = ['rehash', 'fail'];
+const POOL_NAME = /^[a-zA-Z0-9_-]+$/;
+
+const ROOT_KEYS = ['admin', 'log', 'shutdown_grace', 'pools'];
+const POOL_KEYS = [
+  'protocol', 'listen', 'servers', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue', 'connect',
+  'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
+];
+const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db'];
+
+/** Reads the file and parses it; see parseConfig. */
+export function loadConfig(file: string): Config {
+  return parseConfig(readFileSync(file, 'utf8'), file);
+}
+
+/**
+ * Parses and validates config text. `file` is used in messages as given, and resolved for
+ * Config.file and for relative password_file paths. `env` and `readFile` are where password_env
+ * and password_file are looked up, injectable so tests need no real secrets. Throws ConfigError.
+ */
+export function parseConfig(
+  text: string,
+  file: string,
+  env: NodeJS.ProcessEnv = process.env,
+  readFile: (path: string) => string = (path) => readFileSync(path, 'utf8'),
+): Config {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const walk = new Walk(file, doc, lines, env, readFile);
+  // Syntax errors are reported alongside the rest: yaml recovers well enough that the remaining
+  // problems are usually real, and one run that shows everything beats a fix-and-rerun loop.
+  for (const error of [...doc.errors, ...doc.warnings]) walk.at(error.pos[0], '', error.message);
+  const config = readRoot(walk, resolve(file));
+  if (walk.problems.length > 0) {
+    throw new ConfigError([...walk.problems].sort((a, b) => a.line - b.line || a.column - b.column));
+  }
+  return config;
+}
+
+/** A value in the document, its YAML path, and the key node it hangs from (where "is required" points). */
+interface Slot {
+  node: YamlNode;
+  path: string;
+  key: YamlNode | null;
+}
+
+interface Listener {
+  address: ListenAddress;
+  /** Null for the admin endpoint's default address, which is not written in the file. */
+  slot: Slot | null;
+}
+
+const offsetOf = (node: YamlNode | null | undefined): number => node?.range?.[0] ?? 0;
+
+/** The state of one parse: where problems go, and what the cross-pool checks need. */
+class Walk {
+  readonly problems: ConfigProblem[] = [];
+  readonly listeners: Listener[] = [];
+  /** Nodes already reported: cross-field checks skip them rather than compare against a fallback. */
+  readonly #reported = new Set<YamlNode>();
+
+  constructor(
+    readonly file: string,
+    readonly doc: Document,
+    readonly lines: LineCounter,
+    readonly env: NodeJS.ProcessEnv,
+    readonly readFile: (path: string) => string,
+  ) {}
+
+  at(offset: number, path: string, message: string): void {
+    const { line, col } = this.lines.linePos(offset);
+    this.problems.push({ file: this.file, line: Math.max(line, 1), column: Math.max(col, 1), path, message });
+  }
+
+  report(slot: Slot, message: string): void {
+    this.#reported.add(slot.node);
+    this.at(offsetOf(slot.node), slot.path, message);
+  }
+
+  /**
+   * A cross-field rule: reports `message` at the first present slot when `holds` is false, unless
+   * one of the slots was already reported (its value is then a fallback and comparing it misleads).
+   */
+  check(holds: boolean, slots: (Slot | undefined)[], message: string): void {
+    if (holds || slots.some((slot) => slot !== undefined && this.#reported.has(slot.node))) return;
+    const at = slots.find((slot) => slot !== undefined);
+    if (at !== undefined) this.report(at, message);
+  }
+
+  /** A child slot, or undefined when the value is absent or null (both mean "use the default"). */
+  child(node: unknown, path: string, key: YamlNode | null): Slot | undefined {
+    let value = node;
+    if (isAlias(value)) {
+      const target = value.resolve(this.doc);
+      if (target === undefined) {
+        this.at(offsetOf(value), path, `alias *${value.source} has no anchor`);
+        return undefined;
+      }
+      value = target;
+    }
+    if (!isScalar(value) && !isMap(value) && !isSeq(value)) return undefined;
+    if (isScalar(value) && value.value === null) return undefined;
+    return { node: value, path, key };
+  }
+
+  /** A scalar's JS value; mappings and lists come back as {} and [] so messages can describe them. */
+  plain(slot: Slot): unknown {
+    if (isScalar(slot.node)) return slot.node.value;
+    return isSeq(slot.node) ? [] : {};
+  }
+
+  /** Runs a validate.ts parser on the slot and reports its message; the fallback keeps the walk going. */
+  parse<T>(slot: Slot | undefined, fallback: T, parser: Parser<T>): T {
+    if (slot === undefined) return fallback;
+    const result = parser(this.plain(slot), isScalar(slot.node) ? slot.node.source : undefined);
+    if (result.ok) return result.value;
+    this.report(slot, result.message);
+    return fallback;
+  }
+
+  /** `zero`: whether 0 is meaningful here ("0 disables") or a mistake. */
+  duration(slot: Slot | undefined, fallback: number, zero: 'allowed' | 'rejected'): number {
+    const ms = this.parse(slot, fallback, parseDuration);
+    if (slot !== undefined && ms === 0 && zero === 'rejected') this.report(slot, 'must be greater than 0');
+    return ms;
+  }
+
+  size(slot: Slot | undefined, fallback: number): number {
+    const bytes = this.parse(slot, fallback, parseSize);
+    if (slot !== undefined && bytes === 0) this.report(slot, 'must be greater than 0');
+    return bytes;
+  }
+
+  /** The mapping at `slot` with its keys checked, or undefined (reported) if it is not a mapping. */
+  section(slot: Slot, keys: readonly string[]): Section | undefined {
+    if (isMap(slot.node)) return new Section(this, slot, slot.node, keys);
+    this.report(slot, `expected a mapping with keys ${keys.join(', ')}, got ${describe(this.plain(slot))}`);
+    return undefined;
+  }
+
+  /** The items of a list; a single scalar counts as a list of one when `single` allows it. */
+  list(slot: Slot, what: string, single: boolean): Slot[] {
+    if (isSeq(slot.node)) {
+      if (slot.node.items.length === 0) this.report(slot, `needs at least one ${what}`);
+      const items: Slot[] = [];
+      slot.node.items.forEach((item, i) => {
+        const path = `${slot.path}[${i}]`;
+        const child = this.child(item, path, null);
+        if (child !== undefined) items.push(child);
+        else this.at(offsetOf(isScalar(item) ? item : slot.node), path, `expected ${what}, got nothing`);
+      });
+      return items;
+    }
+    if (single && isScalar(slot.node)) return [slot];
+    this.report(slot, `expected a list of ${what}s, got ${describe(this.plain(slot))}`);
+    return [];
+  }
+}
+
+const join = (path: string, key: string): string => (path === '' ? key : `${path}.${key}`);
+
+/** A mapping whose keys have been checked against the known ones; unknown keys are reported. */
+class Section {
+  readonly #walk: Walk;
+  readonly #slot: Slot;
+  readonly #values = new Map<string, Slot | undefined>();
+
+  constructor(walk: Walk, slot: Slot, map: YAMLMap, keys: readonly string[]) {
+    this.#walk = walk;
+    this.#slot = slot;
+    for (const { key: keyNode, value } of map.items) {
+      if (!isScalar(keyNode) || (typeof keyNode.value !== 'string' && typeof keyNode.value !== 'number')) {
+        walk.at(offsetOf(slot.node), slot.path, 'keys must be plain strings');
+        continue;
+      }
+      const key = String(keyNode.value);
+      const path = join(slot.path, key);
+      if (keys.includes(key)) {
+        this.#values.set(key, walk.child(value, path, keyNode));
+      } else {
+        const close = suggest(key, keys);
+        walk.at(offsetOf(keyNode), path, close === null ? 'unknown key' : `unknown key; did you mean ${close}?`);
+      }
+    }
+  }
+
+  get(key: string): Slot | undefined {
+    return this.#values.get(key);
+  }
+
+  /** Like get, but a missing value is reported at the key this mapping hangs from. */
+  require(key: string, what: string): Slot | undefined {
+    const slot = this.#values.get(key);
+    if (slot === undefined) {
+      this.#walk.at(offsetOf(this.#slot.key ?? this.#slot.node), join(this.#slot.path, key), `is required (${what})`);
+    }
+    return slot;
+  }
+
+  /** A nested mapping, or undefined when absent (the caller uses defaults) or not a mapping (reported). */
+  section(key: string, keys: readonly string[]): Section | undefined {
+    const slot = this.get(key);
+    return slot === undefined ? undefined : this.#walk.section(slot, keys);
+  }
+}
+
+function readRoot(walk: Walk, file: string): Config {
+  const config: Config = {
+    file,
+    admin: null,
+    log: { ...DEFAULTS.log },
+    shutdownGraceMs: DEFAULTS.shutdownGraceMs,
+    pools: [],
+  };
+  const contents = walk.child(walk.doc.contents, '', null);
+  if (contents === undefined) {
+    walk.at(0, 'pools', 'is required (the config is empty; it needs at least one pool)');
+    return config;
+  }
+  const root = walk.section(contents, ROOT_KEYS);
+  if (root === undefined) return config;
+  config.admin = readAdmin(walk, root.get('admin'));
+  config.log.level = walk.parse(root.section('log', ['level'])?.get('level'), DEFAULTS.log.level, oneOf(LOG_LEVELS));
+  config.shutdownGraceMs = walk.duration(root.get('shutdown_grace'), DEFAULTS.shutdownGraceMs, 'allowed');
+  config.pools = readPools(walk, root.require('pools', 'at least one pool'));
+  checkListenerClashes(walk);
+  return config;
+}
+
+function readAdmin(walk: Walk, slot: Slot | undefined): AdminConfig | null {
+  const fallback = parseAdminAddress(DEFAULTS.admin.listen);
+  if (!fallback.ok) throw new Error(`DEFAULTS.admin.listen is invalid: ${fallback.message}`);
+  const enabled = slot === undefined || !isScalar(slot.node) || slot.node.value !== false;
+  if (!enabled) return null;
+  const isFlag = slot !== undefined && isScalar(slot.node) && slot.node.value === true;
+  const listenSlot = slot === undefined || isFlag ? undefined : walk.section(slot, ['listen'])?.get('listen');
+  const listen = walk.parse(listenSlot, fallback.value, parseAdminAddress);
+  walk.listeners.push({ address: listen, slot: listenSlot ?? null });
+  return { listen };
+}
+
+function readPools(walk: Walk, slot: Slot | undefined): PoolConfig[] {
+  if (slot === undefined) return [];
+  if (!isMap(slot.node)) {
+    walk.report(slot, `expected a mapping of pool name to pool, got ${describe(walk.plain(slot))}`);
+    return [];
+  }
+  if (slot.node.items.length === 0) walk.report(slot, 'needs at least one pool');
+  const pools: PoolConfig[] = [];
+  for (const pair of slot.node.items) {
+    const keyNode = isScalar(pair.key) ? pair.key : slot.node;
+    const name = isScalar(pair.key) ? String(pair.key.value) : '';
+    const path = POOL_NAME.test(name) ? `pools.${name}` : `pools[${JSON.stringify(name)}]`;
+    if (!POOL_NAME.test(name)) walk.at(offsetOf(keyNode), path, 'pool names may contain only letters, digits, _ and -');
+    const poolSlot = walk.child(pair.value, path, keyNode);
+    if (poolSlot === undefined) {
+      walk.at(offsetOf(keyNode), path, 'expected a pool with protocol, listen and servers, got nothing');
+      continue;
+    }
+    const pool = walk.section(poolSlot, POOL_KEYS);
+    if (pool !== undefined) pools.push(readPool(walk, name, pool));
+  }
+  return pools;
+}
+
+function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
+  const d = DEFAULTS.pool;
+  const protocolSlot = pool.require('protocol', PROTOCOLS.join(' | '));
+  const protocol = walk.parse(protocolSlot, 'redis', oneOf(PROTOCOLS));
+  const available = [...IMPLEMENTED_PROTOCOLS].join(', ');
+  const notYet = `protocol ${protocol} is not implemented yet (available: ${available})`;
+  walk.check(IMPLEMENTED_PROTOCOLS.has(protocol), [protocolSlot], notYet);
+
+  const listenSlot = pool.require('listen', 'an address or a list of addresses');
+  const listenSlots = listenSlot === undefined ? [] : walk.list(listenSlot, 'listen address', true);
+  const listen = listenSlots.map((slot) => readListen(walk, slot));
+
+  const serversSlot = pool.require('servers', 'a list of host:port addresses');
+  const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false));
+
+  const routing = walk.parse(pool.get('routing'), d.routing, oneOf(ROUTINGS));
+  if (routing === 'ketama') {
+    for (const { config, weightSlot } of servers) {
+      const message = `routing: ketama needs every weight to be at least 1, got ${config.weight}`;
+      walk.check(config.weight >= 1, [weightSlot], message);
+    }
+  }
+  const ketama = pool.section('ketama', ['hash', 'on_ejection', 'hash_tag']);
+
+  const connections = pool.section('connections', ['min', 'max']);
+  const [minSlot, maxSlot] = [connections?.get('min'), connections?.get('max')];
+  const min = walk.parse(minSlot, d.connections.min, wholeNumber(0));
+  const max = walk.parse(maxSlot, d.connections.max, wholeNumber(1));
+  walk.check(min <= max, [minSlot, maxSlot], `connections.min (${min}) must not exceed connections.max (${max})`);
+
+  const exclusive = pool.section('exclusive', ['max', 'idle_timeout']);
+  const exclusiveMaxSlot = exclusive?.get('max');
+  const exclusiveMax = walk.parse(exclusiveMaxSlot, d.exclusive.max, wholeNumber(0));
+  const leaseSlot = pool.get('lease');
+  const lease = walk.parse(leaseSlot, d.lease, oneOf(LEASES));
+  const noExclusive = 'lease: exclusive needs exclusive.max of at least 1';
+  walk.check(lease === 'shared' || exclusiveMax >= 1, [leaseSlot, exclusiveMaxSlot], noExclusive);
+
+  const queue = pool.section('queue', ['max', 'timeout']);
+  const connect = pool.section('connect', ['timeout', 'backoff']);
+  const backoff = connect?.section('backoff', ['initial', 'max']);
+  const [initialSlot, backoffMaxSlot] = [backoff?.get('initial'), backoff?.get('max')];
+  const initialMs = walk.duration(initialSlot, d.connect.backoff.initialMs, 'rejected');
+  const maxMs = walk.duration(backoffMaxSlot, d.connect.backoff.maxMs, 'rejected');
+  walk.check(
+    initialMs <= maxMs,
+    [backoffMaxSlot, initialSlot],
+    `connect.backoff.max (${maxMs}ms) must be at least connect.backoff.initial (${initialMs}ms)`,
+  );
+
+  const eject = pool.section('eject', ['after_failures', 'for']);
+  const clients = pool.section('clients', ['max', 'output_buffer']);
+  const output = clients?.section('output_buffer', ['soft', 'hard']);
+  const [softSlot, hardSlot] = [output?.get('soft'), output?.get('hard')];
+  const outputSoftBytes = walk.size(softSlot, d.clients.outputSoftBytes);
+  const outputHardBytes = walk.size(hardSlot, d.clients.outputHardBytes);
+  walk.check(
+    outputSoftBytes <= outputHardBytes,
+    [hardSlot, softSlot],
+    `clients.output_buffer.hard (${outputHardBytes} bytes) must be at least soft (${outputSoftBytes} bytes)`,
+  );
+
+  return {
+    name,
+    protocol,
+    listen,
+    servers: servers.map((s) => s.config),
+    routing,
+    ketama: {
+      hash: walk.parse(ketama?.get('hash'), d.ketama.hash, oneOf(KETAMA_HASHES)),
+      onEjection: walk.parse(ketama?.get('on_ejection'), d.ketama.onEjection, oneOf(ON_EJECTION)),
+      hashTag: walk.parse(ketama?.get('hash_tag'), d.ketama.hashTag, parseHashTag),
+    },
+    connections: { min, max },
+    exclusive: {
+      max: exclusiveMax,
+      idleTimeoutMs: walk.duration(exclusive?.get('idle_timeout'), d.exclusive.idleTimeoutMs, 'allowed'),
+    },
+    lease,
+    queue: {
+      max: walk.parse(queue?.get('max'), d.queue.max, wholeNumber(0)),
+      timeoutMs: walk.duration(queue?.get('timeout'), d.queue.timeoutMs, 'rejected'),
+    },
+    connect: {
+      timeoutMs: walk.duration(connect?.get('timeout'), d.connect.timeoutMs, 'rejected'),
+      backoff: { initialMs, maxMs },
+    },
+    heartbeat: readHeartbeat(walk, pool.get('heartbeat')),
+    idleTimeoutMs: walk.duration(pool.get('idle_timeout'), d.idleTimeoutMs, 'allowed'),
+    maxLifetimeMs: walk.duration(pool.get('max_lifetime'), d.maxLifetimeMs, 'allowed'),
+    eject: {
+      afterFailures: walk.parse(eject?.get('after_failures'), d.eject.afterFailures, wholeNumber(1)),
+      forMs: walk.duration(eject?.get('for'), d.eject.forMs, 'rejected'),
+    },
+    requestTimeoutMs: walk.duration(pool.get('request_timeout'), d.requestTimeoutMs, 'allowed'),
+    clients: {
+      max: walk.parse(clients?.get('max'), d.clients.max, wholeNumber(1)),
+      outputSoftBytes,
+      outputHardBytes,
+    },
+    maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
+  };
+}
+
+function readHeartbeat(walk: Walk, slot: Slot | undefined): PoolConfig['heartbeat'] {
+  const d = DEFAULTS.pool.heartbeat;
+  if (slot !== undefined && isScalar(slot.node) && typeof slot.node.value === 'boolean') {
+    return slot.node.value ? { ...d } : { ...d, intervalMs: 0 };
+  }
+  const heartbeat = slot === undefined ? undefined : walk.section(slot, ['interval', 'timeout', 'misses', 'jitter']);
+  const intervalSlot = heartbeat?.get('interval');
+  const timeoutSlot = heartbeat?.get('timeout');
+  const jitterSlot = heartbeat?.get('jitter');
+  const intervalMs = walk.duration(intervalSlot, d.intervalMs, 'allowed');
+  const timeoutMs = walk.duration(timeoutSlot, d.timeoutMs, intervalMs === 0 ? 'allowed' : 'rejected');
+  walk.check(
+    intervalMs === 0 || timeoutMs < intervalMs,
+    [timeoutSlot, intervalSlot],
+    `heartbeat.timeout (${timeoutMs}ms) must be less than heartbeat.interval (${intervalMs}ms)`,
+  );
+  const jitter = walk.parse(jitterSlot, d.jitter, parsePercent);
+  // At 100% a beat could be scheduled at interval × 0, i.e. in a tight loop.
+  walk.check(jitter < 1, [jitterSlot], 'must be less than 100%');
+  return { intervalMs, timeoutMs, misses: walk.parse(heartbeat?.get('misses'), d.misses, wholeNumber(1)), jitter };
+}
+
+function readListen(walk: Walk, slot: Slot): ListenAddress {
+  // Only reached with a problem already reported; port 0 never clashes with another listener.
+  const fallback: ListenAddress = { kind: 'tcp', host: '127.0.0.1', port: 0 };
+  let addressSlot: Slot | undefined = slot;
+  let mode: number = DEFAULTS.pool.unixMode;
+  let modeSlot: Slot | undefined;
+  if (isMap(slot.node)) {
+    const entry = walk.section(slot, ['address', 'mode']);
+    addressSlot = entry?.require('address', 'host:port or unix:/path');
+    modeSlot = entry?.get('mode');
+    mode = walk.parse(modeSlot, mode, parseMode);
+  }
+  if (addressSlot === undefined) return fallback;
+  const address = walk.parse(addressSlot, fallback, (value) => parseListenAddress(value, mode));
+  walk.check(modeSlot === undefined || address.kind === 'unix', [modeSlot], 'mode applies only to unix: sockets');
+  walk.listeners.push({ address, slot: addressSlot });
+  return address;
+}
+
+interface ReadServer {
+  config: ServerConfig;
+  /** Where a bad weight is reported: the weight's value, or the whole server string. */
+  weightSlot: Slot;
+  /** Where a duplicate name is reported: the name's value, or the address it defaulted from. */
+  nameSlot: Slot;
+}
+
+function readServers(walk: Walk, slots: Slot[]): ReadServer[] {
+  const servers: ReadServer[] = [];
+  const firstWithName = new Map<string, string>();
+  for (const slot of slots) {
+    const server = isMap(slot.node) ? readServerObject(walk, slot) : readServerString(walk, slot);
+    if (server === undefined) continue;
+    const { name } = server.config;
+    const first = firstWithName.get(name);
+    if (first === undefined) firstWithName.set(name, slot.path);
+    const duplicate = `server name ${JSON.stringify(name)} is already used by ${first}; names must be unique in a pool`;
+    walk.check(first === undefined, [server.nameSlot], duplicate);
+    servers.push(server);
+  }
+  return servers;
+}
+
+function readServerString(walk: Walk, slot: Slot): ReadServer | undefined {
+  const parsed = walk.parse<ServerString | null>(slot, null, parseServerString);
+  if (parsed === null) return undefined;
+  const config: ServerConfig = {
+    address: parsed.address,
+    name: parsed.name ?? defaultName(parsed.addressText, parsed.address.port),
+    weight: parsed.weight ?? DEFAULTS.server.weight,
+    username: null,
+    password: null,
+    db: DEFAULTS.server.db,
+  };
+  return { config, weightSlot: slot, nameSlot: slot };
+}
+
+function readServerObject(walk: Walk, slot: Slot): ReadServer | undefined {
+  const server = walk.section(slot, SERVER_KEYS);
+  const addressSlot = server?.require('address', 'host:port');
+  if (server === undefined || addressSlot === undefined) return undefined;
+  // A bad address is reported; the placeholder lets the server's other fields be checked too.
+  const address = walk.parse<TcpAddress>(addressSlot, { kind: 'tcp', host: '127.0.0.1', port: 1 }, parseServerAddress);
+  const [nameSlot, weightSlot, usernameSlot] = [server.get('name'), server.get('weight'), server.get('username')];
+  const unnamed = defaultName(String(walk.plain(addressSlot)).trim(), address.port);
+  const username = usernameSlot === undefined ? null : walk.parse(usernameSlot, '', parseString);
+  const password = readPassword(walk, server);
+  if (server.get('password_file') === undefined && server.get('password_env') === undefined) {
+    walk.check(username === null, [usernameSlot], 'username needs a password: add password_file or password_env');
+  }
+  const config: ServerConfig = {
+    address,
+    name: walk.parse(nameSlot, unnamed, parseName),
+    weight: walk.parse(weightSlot, DEFAULTS.server.weight, wholeNumber(0)),
+    username,
+    password,
+    db: walk.parse(server.get('db'), DEFAULTS.server.db, wholeNumber(0)),
+  };
+  return { config, weightSlot: weightSlot ?? addressSlot, nameSlot: nameSlot ?? addressSlot };
+}
+
+/**
+ * twemproxy's name for an unnamed server, `host:port` as written (just `host` on port 11211), so a
+ * ketama pool moved from twemproxy keeps every key on the same server.
+ */
+function defaultName(hostPort: string, port: number): string {
+  return twemproxyServerName({ host: hostPort.slice(0, hostPort.lastIndexOf(':')), port });
+}
+
+/** Resolves password_file / password_env. Messages name the file or the variable, never the secret. */
+function readPassword(walk: Walk, server: Section): string | null {
+  const fileSlot = server.get('password_file');
+  const envSlot = server.get('password_env');
+  if (fileSlot !== undefined && envSlot !== undefined) {
+    walk.report(envSlot, 'give password_file or password_env, not both');
+    return null;
+  }
+  if (fileSlot !== undefined) {
+    const given = walk.parse(fileSlot, '', parseString);
+    if (given === '') return null;
+    // Relative to the config file, so a config and its secrets can move together.
+    const path = isAbsolute(given) ? given : resolve(dirname(resolve(walk.file)), given);
+    let content: string;
+    try {
+      content = walk.readFile(path);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      walk.report(fileSlot, `cannot read password file ${path}${code === undefined ? '' : ` (${code})`}`);
+      return null;
+    }
+    // `echo secret > file` leaves a newline that is not part of the password.
+    const password = content.replace(/(?:\r?\n)+$/, '');
+    walk.check(password !== '', [fileSlot], `password file ${path} is empty`);
+    return password;
+  }
+  if (envSlot !== undefined) {
+    const name = walk.parse(envSlot, '', parseString);
+    if (name === '') return null;
+    const password = walk.env[name];
+    walk.check(password !== undefined, [envSlot], `environment variable ${name} is not set`);
+    walk.check(password !== '', [envSlot], `environment variable ${name} is empty`);
+    return password ?? null;
+  }
+  return null;
+}
+
+function checkListenerClashes(walk: Walk): void {
+  walk.listeners.forEach(({ address, slot }, i) => {
+    if (slot === null) return;
+    const first = walk.listeners.slice(0, i).find((earlier) => listenersClash(earlier.address, address));
+    if (first === undefined) return;
+    let owner = `admin.listen (the default ${DEFAULTS.admin.listen}; set admin.listen or admin: false)`;
+    if (first.slot !== null) {
+      const { line, col } = walk.lines.linePos(offsetOf(first.slot.node));
+      owner = `${first.slot.path} (line ${line}:${col})`;
+    }
+    walk.report(slot, `${formatAddress(address)} is already used by ${owner}`);
+  });
+}

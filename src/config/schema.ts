@@ -1,0 +1,139 @@
+/**
+ * The validated configuration, as the rest of poolside sees it: camelCase, durations in
+ * milliseconds, every default filled in. The YAML shape (snake_case, `500ms`, `5s`) is documented
+ * in docs/configuration.md and config.example.yaml; load.ts turns one into the other and
+ * DEFAULTS below is the one place defaults live.
+ */
+
+export type Protocol = 'redis' | 'memcached' | 'framed' | 'tcp';
+export type Routing = 'failover' | 'ketama';
+export type LeaseMode = 'shared' | 'exclusive';
+export type KetamaHash =
+  | 'fnv1a_64'
+  | 'fnv1_64'
+  | 'fnv1a_32'
+  | 'fnv1_32'
+  | 'md5'
+  | 'crc16'
+  | 'crc32'
+  | 'crc32a'
+  | 'hsieh'
+  | 'jenkins'
+  | 'murmur'
+  | 'one_at_a_time';
+/** What a ketama pool does with the keys of an ejected server. */
+export type KetamaOnEjection = 'rehash' | 'fail';
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface TcpAddress {
+  kind: 'tcp';
+  host: string;
+  port: number;
+}
+
+export interface UnixAddress {
+  kind: 'unix';
+  path: string;
+  /** File mode of the socket, e.g. 0o660. */
+  mode: number;
+}
+
+export type ListenAddress = TcpAddress | UnixAddress;
+
+export interface ServerConfig {
+  address: TcpAddress;
+  /** Label in metrics and logs, and the ketama continuum name (twemproxy-compatible). */
+  name: string;
+  weight: number;
+  username: string | null;
+  /** Resolved from password_file or password_env at load time; never logged. */
+  password: string | null;
+  /** Redis database selected on every new connection (0 = leave as is). */
+  db: number;
+}
+
+export interface BackoffConfig {
+  initialMs: number;
+  maxMs: number;
+}
+
+export interface HeartbeatConfig {
+  /** 0 disables heartbeats. */
+  intervalMs: number;
+  timeoutMs: number;
+  misses: number;
+  /** Fraction 0..1: each beat is scheduled at interval × (1 ± jitter). */
+  jitter: number;
+}
+
+export interface PoolConfig {
+  name: string;
+  protocol: Protocol;
+  listen: ListenAddress[];
+  servers: ServerConfig[];
+  routing: Routing;
+  /** hashTag: two characters such as "{}" (hash only what is between them), or "" for none (twemproxy's default). */
+  ketama: { hash: KetamaHash; onEjection: KetamaOnEjection; hashTag: string };
+  /** Shared (pipelined) connections per server; max is a hard cap, connects in progress included. */
+  connections: { min: number; max: number };
+  /** Exclusive (pinned) connections per server, lent to one session at a time. */
+  exclusive: { max: number; idleTimeoutMs: number };
+  lease: LeaseMode;
+  queue: { max: number; timeoutMs: number };
+  connect: { timeoutMs: number; backoff: BackoffConfig };
+  heartbeat: HeartbeatConfig;
+  /** Idle shared connections above min are closed after this long; 0 = never. */
+  idleTimeoutMs: number;
+  /** Connections are replaced after this long (± heartbeat jitter); 0 = never. */
+  maxLifetimeMs: number;
+  eject: { afterFailures: number; forMs: number };
+  /** 0 = no deadline. */
+  requestTimeoutMs: number;
+  clients: {
+    max: number;
+    /** Pending output bytes at which a client's reads are paused. */
+    outputSoftBytes: number;
+    /** Pending output bytes at which a client is closed. */
+    outputHardBytes: number;
+  };
+  /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
+  maxRequestBytes: number;
+}
+
+export interface AdminConfig {
+  listen: TcpAddress;
+}
+
+export interface Config {
+  /** Absolute path of the file this was loaded from, for reload and messages. */
+  file: string;
+  admin: AdminConfig | null;
+  log: { level: LogLevel };
+  /** Seconds to let in-flight requests finish on SIGTERM. */
+  shutdownGraceMs: number;
+  pools: PoolConfig[];
+}
+
+export const DEFAULTS = {
+  admin: { listen: '127.0.0.1:9121' },
+  log: { level: 'info' as LogLevel },
+  shutdownGraceMs: 10_000,
+  pool: {
+    routing: 'failover' as Routing,
+    ketama: { hash: 'fnv1a_64' as KetamaHash, onEjection: 'fail' as KetamaOnEjection, hashTag: '' },
+    connections: { min: 2, max: 8 },
+    exclusive: { max: 32, idleTimeoutMs: 60_000 },
+    lease: 'shared' as LeaseMode,
+    queue: { max: 1000, timeoutMs: 500 },
+    connect: { timeoutMs: 1000, backoff: { initialMs: 100, maxMs: 5000 } },
+    heartbeat: { intervalMs: 5000, timeoutMs: 1000, misses: 2, jitter: 0.2 },
+    idleTimeoutMs: 300_000,
+    maxLifetimeMs: 3_600_000,
+    eject: { afterFailures: 3, forMs: 10_000 },
+    requestTimeoutMs: 2000,
+    clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20 },
+    maxRequestBytes: 512 << 20,
+    unixMode: 0o660,
+  },
+  server: { weight: 1, db: 0 },
+} as const;

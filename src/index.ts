@@ -1,0 +1,10 @@
+export { Proxy } from './proxy.js';
+export type { ProxyOptions, BoundListener } from './proxy.js';
+export { loadConfig, parseConfig, ConfigError } from './config/load.js';
+export type { Config, PoolConfig, ServerConfig, ListenAddress } from './config/schema.js';
+export { FAILURE_REASONS } from './errors.js';
+export type { FailureReason } from './errors.js';
+export { jsonLogger, silentLogger } from './util/log.js';
+export type { Logger } from './util/log.js';
+export { systemClock } from './util/clock.js';
+export type { Clock } from './util/clock.js';

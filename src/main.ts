@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+/**
+ * The command line: the only file that touches process.* (arguments, exit codes, signals).
+ *
+ *   poolside --config FILE         run
+ *   poolside --check-config FILE   validate FILE, print every problem, exit 0 or 2
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError, loadConfig } from './config/load.js';
+import type { Config } from './config/schema.js';
+import { formatAddress } from './listener.js';
+import { Proxy } from './proxy.js';
+import { jsonLogger } from './util/log.js';
+
+const USAGE = `usage: poolside --config FILE
+       poolside --check-config FILE
+       poolside --version`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function parseArgs(argv: string[]): { mode: 'run' | 'check'; file: string } | { mode: 'help' | 'version' } | { mode: 'error'; message: string } {
+  const [flag, file, ...rest] = argv;
+  if (flag === '--help' || flag === '-h') return { mode: 'help' };
+  if (flag === '--version') return { mode: 'version' };
+  if ((flag === '--config' || flag === '-c' || flag === '--check-config') && file !== undefined && rest.length === 0) {
+    return { mode: flag === '--check-config' ? 'check' : 'run', file };
+  }
+  return { mode: 'error', message: USAGE };
+}
+
+function load(file: string): Config | null {
+  try {
+    return loadConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`poolside: ${err.message}\n`);
+      return null;
+    }
+    process.stderr.write(`poolside: cannot read config ${file}: ${(err as Error).message}\n`);
+    return null;
+  }
+}
+
+async function run(file: string): Promise<void> {
+  const config = load(file);
+  if (config === null) {
+    process.exitCode = 2;
+    return;
+  }
+  const log = jsonLogger(config.log.level, process.stderr);
+  let proxy: Proxy;
+  try {
+    proxy = await Proxy.start(config, { log });
+  } catch (err) {
+    log.error('poolside could not start', { error: (err as Error).message });
+    process.exitCode = 1;
+    return;
+  }
+  const servers = config.pools.flatMap((p) => p.servers.map((s) => `${p.name}:${s.name}`));
+  log.info('poolside started', {
+    version: version(),
+    config: config.file,
+    pools: config.pools.length,
+    listeners: proxy.listeners.map((l) => formatAddress(l.bound)).join(' '),
+    servers: servers.join(' '),
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) {
+      log.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    stopping = true;
+    log.info('shutting down: no new clients, waiting for connected ones to leave', { signal, grace_ms: config.shutdownGraceMs });
+    void proxy.close(config.shutdownGraceMs).then(() => {
+      log.info('poolside stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => log.warn('SIGHUP: live reload is not implemented yet; restart poolside to apply config changes', { reason: 'reload_unsupported' }));
+}
+
+const args = parseArgs(process.argv.slice(2));
+switch (args.mode) {
+  case 'help':
+    process.stdout.write(`${USAGE}\n`);
+    break;
+  case 'version':
+    process.stdout.write(`poolside ${version()}\n`);
+    break;
+  case 'error':
+    process.stderr.write(`${args.message}\n`);
+    process.exitCode = 2;
+    break;
+  case 'check': {
+    const config = load(args.file);
+    if (config === null) process.exitCode = 2;
+    else process.stdout.write(`${config.file}: OK (${config.pools.length} pool${config.pools.length === 1 ? '' : 's'})\n`);
+    break;
+  }
+  case 'run':
+    await run(args.file);
+    break;
+}

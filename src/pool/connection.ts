@@ -1,0 +1,262 @@
+/**
+ * One persistent socket from poolside to a server.
+ *
+ *   send(bytes, target) ──▶ #out ──(setImmediate: cork, write…, uncork = one writev)──▶ server
+ *                      └──▶ #inflight FIFO: targets in the order their requests were written
+ *   server ──▶ response decoder ──▶ onResponse(bytes) ──▶ #inflight.shift().onResponse(bytes)
+ *
+ * Each request gets exactly one response, in order, so the head of the FIFO owns the next
+ * response. A response with no target waiting breaks that invariant: the connection is destroyed.
+ * Time-based duties (request deadline, heartbeat, lifetime) run from the owner's periodic sweep
+ * through tick(): nothing here reads the clock per request.
+ */
+import net from 'node:net';
+import type { Codec } from '../codec/registry.js';
+import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
+import type { FailureReason } from '../errors.js';
+import { Fifo } from '../util/fifo.js';
+
+/** Who receives the response to one request. */
+export interface ResponseTarget {
+  /** The complete response, in order. Called at most once, or onFailure instead. */
+  onResponse(bytes: Buffer): void;
+  /**
+   * The request will get no response on this connection. `retryable`: its bytes reached the
+   * connection but no byte of its response was read, so running it again elsewhere is safe if
+   * the command is idempotent.
+   */
+  onFailure(reason: FailureReason, message: string, retryable: boolean): void;
+}
+
+export const CLOSE_REASONS = [
+  'idle_timeout',
+  'max_lifetime',
+  'heartbeat_failed',
+  'request_timeout',
+  'remote_closed',
+  'error',
+  'protocol_error',
+  'unexpected_response',
+  'connect_failed',
+  'init_failed',
+  'reset_failed',
+  'session_state',
+  'shutdown',
+] as const;
+export type CloseReason = (typeof CLOSE_REASONS)[number];
+
+export type ConnectionState =
+  | { kind: 'connecting' }
+  | { kind: 'initializing'; pending: number }
+  | { kind: 'ready' }
+  | { kind: 'closed'; reason: CloseReason; message: string };
+
+export interface ConnectionOwner {
+  onReady(conn: Connection): void;
+  /** Fired once, after every in-flight target was failed. */
+  onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void;
+}
+
+export interface ConnectionSettings {
+  host: string;
+  port: number;
+  connectTimeoutMs: number;
+  username: string | null;
+  password: string | null;
+  db: number;
+}
+
+/** A database index unknown to poolside: the next session to use the connection selects its own. */
+export const DB_UNKNOWN = -1;
+
+let nextId = 1;
+
+export class Connection implements ResponseSink {
+  readonly id = nextId++;
+  /** Database the connection is in after every request written so far (DB_UNKNOWN if unsure). */
+  db: number;
+  /** Responses received so far; the sweeper compares it between ticks to see progress. */
+  responses = 0;
+  /** `responses` as of the owner's last sweep, and when it last changed (progress or idle since). */
+  seenResponses = -1;
+  lastProgressAt: number;
+  readonly createdAt: number;
+  /** When the owner retires this connection (max_lifetime with jitter); Infinity = never. */
+  expiresAt = Infinity;
+
+  #state: ConnectionState = { kind: 'connecting' };
+  readonly #socket: net.Socket;
+  readonly #decoder: ResponseDecoder;
+  readonly #inflight = new Fifo<ResponseTarget>(64);
+  #out: Buffer[] = [];
+  #flushScheduled = false;
+  #connectTimer: NodeJS.Timeout | null;
+  #relay: ((bytes: Buffer) => void) | null = null;
+  readonly #owner: ConnectionOwner;
+  readonly #codec: Codec;
+  readonly #flush = (): void => this.#flushNow();
+
+  constructor(codec: Codec, settings: ConnectionSettings, owner: ConnectionOwner, now: number) {
+    this.#codec = codec;
+    this.#owner = owner;
+    this.db = settings.db;
+    this.createdAt = now;
+    this.lastProgressAt = now;
+    this.#decoder = codec.responseDecoder(this);
+    const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
+    this.#socket = socket;
+    this.#connectTimer = setTimeout(
+      () => this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms`),
+      settings.connectTimeoutMs,
+    );
+    socket.once('connect', () => this.#onConnect(settings));
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (err: Error) => {
+      const reason: CloseReason = this.#state.kind === 'connecting' ? 'connect_failed' : 'error';
+      this.destroy(reason, err.message);
+    });
+    socket.on('close', () => this.destroy('remote_closed', 'server closed the connection'));
+  }
+
+  markProgress(now: number): void {
+    this.seenResponses = this.responses;
+    this.lastProgressAt = now;
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  get ready(): boolean {
+    return this.#state.kind === 'ready';
+  }
+
+  /** Requests written (or queued to be written) and not yet answered. */
+  get inflight(): number {
+    return this.#inflight.length;
+  }
+
+  /**
+   * Queues a request; its response goes to `target`. Bytes are written once per event-loop turn,
+   * together with every other request queued in the same turn.
+   */
+  send(bytes: Buffer, target: ResponseTarget): void {
+    this.#inflight.push(target);
+    this.#out.push(bytes);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flush);
+    }
+  }
+
+  /** Writes bytes that expect no matched response (relay mode only). */
+  sendRaw(bytes: Buffer): void {
+    this.#out.push(bytes);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flush);
+    }
+  }
+
+  /**
+   * From now on every response goes to `sink` unmatched (SUBSCRIBE, MONITOR: the server pushes
+   * frames no request asked for). Only on an exclusive connection with nothing in flight.
+   */
+  startRelay(sink: (bytes: Buffer) => void): void {
+    this.#relay = sink;
+  }
+
+  get relaying(): boolean {
+    return this.#relay !== null;
+  }
+
+  /** Destroys the connection: every in-flight target fails, the owner hears once. Idempotent. */
+  destroy(reason: CloseReason, message: string): void {
+    const state = this.#state;
+    if (state.kind === 'closed') return;
+    const wasReady = state.kind === 'ready';
+    this.#state = { kind: 'closed', reason, message };
+    if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
+    this.#connectTimer = null;
+    this.#socket.destroy();
+    this.#out = [];
+    this.#relay = null;
+    const failure: FailureReason = 'SERVER_ERROR';
+    const detail = `connection to server lost (${reason}: ${message})`;
+    // Only the head can have had response bytes read; everything behind it is untouched.
+    let first = true;
+    for (let target = this.#inflight.shift(); target !== undefined; target = this.#inflight.shift()) {
+      // The head of a timed-out connection is the request that got stuck: never run it twice.
+      const retryable = !(first && (this.#decoder.midFrame || reason === 'request_timeout'));
+      target.onFailure(first && reason === 'request_timeout' ? 'REQUEST_TIMEOUT' : failure, detail, retryable);
+      first = false;
+    }
+    this.#owner.onClose(this, reason, message, wasReady);
+  }
+
+  onResponse(bytes: Buffer): void {
+    this.responses++;
+    if (this.#relay !== null) {
+      this.#relay(bytes);
+      return;
+    }
+    const target = this.#inflight.shift();
+    if (target === undefined) {
+      this.destroy('unexpected_response', 'a response arrived with no request waiting for it');
+      return;
+    }
+    target.onResponse(bytes);
+  }
+
+  #onConnect(settings: ConnectionSettings): void {
+    if (this.#state.kind !== 'connecting') return;
+    const init = this.#codec.initRequests(settings.username, settings.password, settings.db);
+    if (init.length === 0) {
+      this.#becomeReady();
+      return;
+    }
+    this.#state = { kind: 'initializing', pending: init.length };
+    const step: ResponseTarget = {
+      onResponse: (bytes) => {
+        if (this.#codec.isErrorResponse(bytes)) {
+          this.destroy('init_failed', bytes.toString('latin1').trim().slice(1, 200));
+          return;
+        }
+        const state = this.#state;
+        if (state.kind === 'initializing' && --state.pending === 0) this.#becomeReady();
+      },
+      onFailure: () => {},
+    };
+    for (const request of init) this.send(request, step);
+  }
+
+  #becomeReady(): void {
+    if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
+    this.#connectTimer = null;
+    this.#state = { kind: 'ready' };
+    this.#owner.onReady(this);
+  }
+
+  #onData(chunk: Buffer): void {
+    try {
+      this.#decoder.push(chunk);
+    } catch (err) {
+      this.destroy('protocol_error', (err as Error).message);
+    }
+  }
+
+  #flushNow(): void {
+    this.#flushScheduled = false;
+    const out = this.#out;
+    if (out.length === 0 || this.#state.kind === 'closed') return;
+    this.#out = [];
+    const socket = this.#socket;
+    if (out.length === 1) {
+      socket.write(out[0]);
+      return;
+    }
+    socket.cork();
+    for (const bytes of out) socket.write(bytes);
+    socket.uncork();
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * One configured pool: its servers, its router, the queue of sessions waiting for a connection,
+ * and one periodic sweep that runs every time-based duty (queue timeouts, request deadlines, idle
+ * and lifetime retirement, ejection expiry) for all of its connections. One timer per pool, not
+ * one per request or per connection.
+ */
+import type { Codec } from '../codec/registry.js';
+import type { PoolConfig } from '../config/schema.js';
+import { FAILURE_REASONS } from '../errors.js';
+import type { FailureReason } from '../errors.js';
+import { FailoverRouter } from '../router/failover.js';
+import { hashFunction, hashKey } from '../router/hash.js';
+import type { HashFunction } from '../router/hash.js';
+import { KetamaRouter } from '../router/ketama-router.js';
+import { NO_SERVER } from '../router/router.js';
+import type { Router } from '../router/router.js';
+import type { Clock, Timer } from '../util/clock.js';
+import { Fifo } from '../util/fifo.js';
+import type { Logger } from '../util/log.js';
+import type { ServerHealth } from './health.js';
+import { ServerPool } from './server-pool.js';
+import type { ServerPoolEvents, ServerStats } from './server-pool.js';
+
+/** A session that waits for a connection to its server. */
+export interface Waiter {
+  /** A connection became ready (or routing changed): try again. */
+  resume(): void;
+  /** queue.timeout passed, or no server is left to wait for. */
+  abandon(reason: FailureReason, message: string): void;
+}
+
+interface WaitEntry {
+  waiter: Waiter;
+  since: number;
+}
+
+/** Per-pool counters in plain numbers; metrics read them at scrape time. */
+export interface PoolCounters {
+  requests: number;
+  failures: Float64Array;
+  clientsAccepted: number;
+  clientsRejected: number;
+  protocolErrors: number;
+  /** Idempotent requests sent again after their connection died. */
+  retries: number;
+  /** Clients closed because their unread replies passed clients.output_buffer.hard. */
+  clientsOverflowed: number;
+  pins: Map<string, number>;
+}
+
+export interface PoolStats {
+  name: string;
+  protocol: string;
+  clients: number;
+  waiting: { sessions: number; requests: number; oldestMs: number };
+  servers: ServerStats[];
+}
+
+export class Pool implements ServerPoolEvents {
+  readonly config: PoolConfig;
+  readonly codec: Codec;
+  readonly servers: ServerPool[];
+  readonly router: Router;
+  readonly counters: PoolCounters = {
+    requests: 0,
+    failures: new Float64Array(FAILURE_REASONS.length),
+    clientsAccepted: 0,
+    clientsRejected: 0,
+    protocolErrors: 0,
+    retries: 0,
+    clientsOverflowed: 0,
+    pins: new Map(),
+  };
+  /** Sessions connected now. */
+  clients = 0;
+  /** Requests held by waiting sessions (bounded by queue.max). */
+  waitingRequests = 0;
+  readonly #hash: HashFunction;
+  readonly #hashTag: string;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  #waiters = new Fifo<WaitEntry>();
+  readonly #sweep: Timer;
+  #resumeScheduled = false;
+
+  constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger) {
+    this.config = config;
+    this.codec = codec;
+    this.#clock = clock;
+    this.#log = log;
+    this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, codec, clock, log, this));
+    this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
+    this.#hash = hashFunction(config.ketama.hash);
+    this.#hashTag = config.ketama.hashTag;
+    this.#sweep = clock.setInterval(() => this.#onSweep(), sweepInterval(config));
+    this.#sweep.unref();
+  }
+
+  start(): void {
+    for (const server of this.servers) server.start();
+  }
+
+  /** The continuum hash of one key (ketama pools). */
+  hashKey(bytes: Buffer, start: number, end: number): number {
+    return hashKey(this.#hash, bytes, start, end, this.#hashTag);
+  }
+
+  /** Server index for a key hash (-1 for keyless), or NO_SERVER. */
+  route(hash: number): number {
+    return this.router.route(hash);
+  }
+
+  /**
+   * Queues a session until a connection is ready; `since` is when it began waiting (kept across
+   * resumes that found nothing ready). False when the queue is full.
+   */
+  wait(waiter: Waiter, since: number): boolean {
+    if (this.waitingRequests >= this.config.queue.max) return false;
+    this.#waiters.push({ waiter, since });
+    return true;
+  }
+
+  now(): number {
+    return this.#clock.now();
+  }
+
+  fail(reason: FailureReason): void {
+    this.counters.failures[FAILURE_REASONS.indexOf(reason)]++;
+  }
+
+  countPin(reason: string): void {
+    this.counters.pins.set(reason, (this.counters.pins.get(reason) ?? 0) + 1);
+  }
+
+  onConnectionReady(): void {
+    this.#scheduleResume();
+  }
+
+  onHealthChange(_server: ServerPool, before: ServerHealth, after: ServerHealth): void {
+    if ((before.kind === 'ejected') !== (after.kind === 'ejected')) this.router.rebuild();
+    // Waiters re-route: an ejected server's waiters move on or fail fast.
+    this.#scheduleResume();
+  }
+
+  stats(): PoolStats {
+    let oldest = 0;
+    const now = this.#clock.now();
+    for (const entry of this.#waiters) {
+      oldest = Math.max(oldest, now - entry.since);
+      break;
+    }
+    return {
+      name: this.config.name,
+      protocol: this.config.protocol,
+      clients: this.clients,
+      waiting: { sessions: this.#waiters.length, requests: this.waitingRequests, oldestMs: oldest },
+      servers: this.servers.map((server) => server.stats()),
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#clock.clearInterval(this.#sweep);
+    for (const entry of this.#waiters.drain()) entry.waiter.abandon('DRAINING', 'poolside is shutting down');
+    await Promise.all(this.servers.map((server) => server.close()));
+  }
+
+  #scheduleResume(): void {
+    if (this.#resumeScheduled || this.#waiters.length === 0) return;
+    this.#resumeScheduled = true;
+    queueMicrotask(() => {
+      this.#resumeScheduled = false;
+      // Waiters that still cannot go re-queue themselves behind this snapshot.
+      for (const entry of this.#waiters.drain()) entry.waiter.resume();
+    });
+  }
+
+  #onSweep(): void {
+    const now = this.#clock.now();
+    for (const server of this.servers) server.tick(now);
+    const timeout = this.config.queue.timeoutMs;
+    for (let head = this.#waiters.peek(); head !== undefined && now - head.since >= timeout; head = this.#waiters.peek()) {
+      this.#waiters.shift();
+      head.waiter.abandon('POOL_TIMEOUT', `no connection to pool ${this.config.name} within ${timeout}ms`);
+    }
+    if (this.#waiters.length > 0 && this.route(-1) === NO_SERVER && !this.router.keyed) {
+      for (const entry of this.#waiters.drain()) entry.waiter.resume();
+    }
+  }
+}
+
+/** Often enough to honour the tightest deadline within a quarter of it, never busier than 10 ms. */
+function sweepInterval(config: PoolConfig): number {
+  const deadlines = [config.queue.timeoutMs, config.requestTimeoutMs, config.heartbeat.timeoutMs, 1000].filter((ms) => ms > 0);
+  return Math.max(10, Math.min(250, Math.floor(Math.min(...deadlines) / 4)));
+}
+
+export { NO_SERVER };

@@ -1,0 +1,401 @@
+/**
+ * The connections to one server: `min..max` shared connections pipelined by many sessions, and a
+ * generic-pool of exclusive connections lent to one session at a time. Owns the server's health
+ * (health.ts), refill with jittered exponential backoff, and the periodic duties of its
+ * connections (request deadline, idle timeout, lifetime), run from the pool's sweep.
+ */
+import genericPool from 'generic-pool';
+import type { Codec } from '../codec/registry.js';
+import type { PoolConfig, ServerConfig } from '../config/schema.js';
+import type { Clock, Timer } from '../util/clock.js';
+import { jittered } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
+import { CLOSE_REASONS, Connection, DB_UNKNOWN } from './connection.js';
+import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
+import type { ServerHealth } from './health.js';
+import { isHopeful, nextHealth } from './health.js';
+
+/** A shared connection is opened beyond min only when every ready one has this many in flight. */
+const GROW_AT_INFLIGHT = 16;
+
+export interface ServerPoolEvents {
+  /** A shared connection became ready: sessions waiting for this server may go on. */
+  onConnectionReady(server: ServerPool): void;
+  /** The server's health changed (for routing rebuilds and logs). */
+  onHealthChange(server: ServerPool, before: ServerHealth, after: ServerHealth): void;
+}
+
+/** Counters in plain numbers; metrics read them at scrape time. */
+export interface ServerCounters {
+  connectionsOpened: number;
+  connectionsClosed: Record<CloseReason, number>;
+  connectFailures: number;
+  ejections: number;
+}
+
+export interface ServerStats {
+  name: string;
+  address: string;
+  health: ServerHealth;
+  connections: { idle: number; active: number; connecting: number };
+  inflight: number;
+  exclusive: { borrowed: number; idle: number; pending: number };
+  counters: ServerCounters;
+}
+
+export class ServerPool implements ConnectionOwner {
+  readonly index: number;
+  readonly config: ServerConfig;
+  readonly #pool: PoolConfig;
+  readonly #codec: Codec;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #events: ServerPoolEvents;
+  readonly #settings: ConnectionSettings;
+  #shared: Connection[] = [];
+  #health: ServerHealth = { kind: 'starting' };
+  #refillTimer: Timer | null = null;
+  #closed = false;
+  readonly #exclusive: genericPool.Pool<Connection>;
+  /** Exclusive connections, by the callbacks waiting for them to become ready. */
+  readonly #exclusiveOwner: ExclusiveOwner;
+  readonly counters: ServerCounters = {
+    connectionsOpened: 0,
+    connectionsClosed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>,
+    connectFailures: 0,
+    ejections: 0,
+  };
+  /** Handed to connections for injected SELECTs: an error means the connection's db is unknown. */
+  readonly selectTarget: ResponseTarget;
+
+  constructor(index: number, config: ServerConfig, pool: PoolConfig, codec: Codec, clock: Clock, log: Logger, events: ServerPoolEvents) {
+    this.index = index;
+    this.config = config;
+    this.#pool = pool;
+    this.#codec = codec;
+    this.#clock = clock;
+    this.#log = log;
+    this.#events = events;
+    this.#settings = {
+      host: config.address.host,
+      port: config.address.port,
+      connectTimeoutMs: pool.connect.timeoutMs,
+      username: config.username,
+      password: config.password,
+      db: config.db,
+    };
+    this.selectTarget = {
+      onResponse: (bytes) => {
+        if (codec.isErrorResponse(bytes)) {
+          log.warn('replayed SELECT refused by server', { pool: pool.name, server: config.name, reason: 'select_failed' });
+        }
+      },
+      onFailure: () => {},
+    };
+    this.#exclusiveOwner = new ExclusiveOwner(this);
+    this.#exclusive = genericPool.createPool<Connection>(
+      {
+        create: () => this.#createExclusive(),
+        destroy: async (conn) => conn.destroy('shutdown', 'exclusive connection retired'),
+        // generic-pool cannot drop an idle resource from outside: a dead one is caught on borrow.
+        validate: async (conn) => conn.ready && conn.inflight === 0,
+      },
+      {
+        max: pool.exclusive.max,
+        min: 0,
+        testOnBorrow: true,
+        acquireTimeoutMillis: Math.max(1, pool.queue.timeoutMs),
+        idleTimeoutMillis: pool.exclusive.idleTimeoutMs,
+        evictionRunIntervalMillis: Math.min(pool.exclusive.idleTimeoutMs, 30_000),
+        autostart: false,
+      },
+    );
+    // A failed create() would otherwise surface as an unhandled 'factoryCreateError' event.
+    this.#exclusive.on('factoryCreateError', () => {});
+    this.#exclusive.on('factoryDestroyError', () => {});
+  }
+
+  get name(): string {
+    return this.config.name;
+  }
+
+  get health(): ServerHealth {
+    return this.#health;
+  }
+
+  get hopeful(): boolean {
+    return isHopeful(this.#health);
+  }
+
+  /** Opens the first connections. */
+  start(): void {
+    this.#refill();
+  }
+
+  /**
+   * The shared connection with the fewest requests in flight, or null when none is ready.
+   * Opens another connection (up to max) when every ready one is busy.
+   */
+  pickConnection(): Connection | null {
+    let best: Connection | null = null;
+    let connecting = 0;
+    const shared = this.#shared;
+    for (let i = 0; i < shared.length; i++) {
+      const conn = shared[i];
+      if (!conn.ready) {
+        connecting++;
+        continue;
+      }
+      if (best === null || conn.inflight < best.inflight) best = conn;
+    }
+    if (best !== null && best.inflight >= GROW_AT_INFLIGHT && connecting === 0 && shared.length < this.#pool.connections.max) {
+      this.#open();
+    }
+    return best;
+  }
+
+  /** Any ready shared connection? */
+  get usable(): boolean {
+    for (const conn of this.#shared) if (conn.ready) return true;
+    return false;
+  }
+
+  /** Borrows an exclusive connection; rejects after queue.timeout. */
+  async acquireExclusive(): Promise<Connection> {
+    return this.#exclusive.acquire();
+  }
+
+  /**
+   * Returns an exclusive connection. A connection whose state a session changed (`dirty`) is
+   * reset and re-initialised first; one with requests still in flight cannot be trusted and is
+   * destroyed.
+   */
+  releaseExclusive(conn: Connection, dirty: boolean): void {
+    if (!conn.ready || conn.inflight > 0 || conn.relaying) {
+      if (conn.ready) conn.destroy('session_state', 'released with requests in flight or in subscribe mode');
+      void this.#exclusive.destroy(conn).catch(() => {});
+      return;
+    }
+    if (!dirty) {
+      void this.#exclusive.release(conn).catch(() => {});
+      return;
+    }
+    const requests = [this.#codec.resetRequest, ...this.#codec.initRequests(this.config.username, this.config.password, this.config.db)];
+    let pending = requests.length;
+    const target: ResponseTarget = {
+      onResponse: (bytes) => {
+        if (this.#codec.isErrorResponse(bytes)) {
+          conn.destroy('reset_failed', bytes.toString('latin1').trim().slice(0, 200));
+          return;
+        }
+        if (--pending === 0) {
+          conn.db = this.config.db;
+          void this.#exclusive.release(conn).catch(() => {});
+        }
+      },
+      onFailure: () => {
+        void this.#exclusive.destroy(conn).catch(() => {});
+      },
+    };
+    for (const request of requests) conn.send(request, target);
+  }
+
+  /** Periodic duties, called by the pool's sweep. */
+  tick(now: number): void {
+    const before = this.#health;
+    const after = nextHealth(before, { kind: 'tick', now }, this.#pool.eject, now);
+    if (after !== before) {
+      this.#setHealth(after);
+      this.#refill();
+    }
+    const { requestTimeoutMs, idleTimeoutMs, connections } = this.#pool;
+    let idleAboveMin = this.#shared.length - connections.min;
+    for (const conn of [...this.#shared]) {
+      if (!conn.ready) continue;
+      if (conn.inflight === 0) {
+        // Idle: progress is measured from when it went idle.
+        if (conn.responses !== conn.seenResponses) conn.markProgress(now);
+        if (idleTimeoutMs > 0 && idleAboveMin > 0 && now - conn.lastProgressAt >= idleTimeoutMs) {
+          idleAboveMin--;
+          conn.destroy('idle_timeout', `idle for ${idleTimeoutMs}ms`);
+          continue;
+        }
+      } else if (conn.responses !== conn.seenResponses) {
+        conn.markProgress(now);
+      } else if (requestTimeoutMs > 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
+        conn.destroy('request_timeout', `no response for ${requestTimeoutMs}ms`);
+        continue;
+      }
+      if (now >= conn.expiresAt && conn.inflight === 0 && this.#readyCount() > 1) {
+        conn.destroy('max_lifetime', 'reached max_lifetime');
+      }
+    }
+  }
+
+  stats(): ServerStats {
+    let idle = 0;
+    let active = 0;
+    let connecting = 0;
+    let inflight = 0;
+    for (const conn of this.#shared) {
+      if (!conn.ready) connecting++;
+      else if (conn.inflight === 0) idle++;
+      else active++;
+      inflight += conn.inflight;
+    }
+    return {
+      name: this.config.name,
+      address: `${this.config.address.host}:${this.config.address.port}`,
+      health: this.#health,
+      connections: { idle, active, connecting },
+      inflight,
+      exclusive: { borrowed: this.#exclusive.borrowed, idle: this.#exclusive.available, pending: this.#exclusive.pending },
+      counters: this.counters,
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#refillTimer !== null) this.#clock.clearTimeout(this.#refillTimer);
+    this.#refillTimer = null;
+    for (const conn of [...this.#shared]) conn.destroy('shutdown', 'poolside is shutting down');
+    await this.#exclusive.drain();
+    await this.#exclusive.clear();
+  }
+
+  onReady(conn: Connection): void {
+    conn.markProgress(this.#clock.now());
+    this.#health = this.#transition({ kind: 'connected' });
+    this.#events.onConnectionReady(this);
+    this.#refill();
+  }
+
+  onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void {
+    this.counters.connectionsClosed[reason]++;
+    const index = this.#shared.indexOf(conn);
+    if (index < 0) return; // an exclusive connection: generic-pool finds out on borrow
+    this.#shared.splice(index, 1);
+    if (this.#closed) return;
+    if (!wasReady) {
+      this.counters.connectFailures++;
+      this.#log.warn('connect to server failed', { pool: this.#pool.name, server: this.name, reason, error: message });
+      this.#transition({ kind: 'failed', error: message });
+    } else if (reason !== 'idle_timeout' && reason !== 'max_lifetime') {
+      this.#log.warn('pooled connection closed', { pool: this.#pool.name, server: this.name, reason, error: message });
+    }
+    this.#refill();
+  }
+
+  #transition(event: { kind: 'connected' } | { kind: 'failed'; error: string }): ServerHealth {
+    const now = this.#clock.now();
+    const after = nextHealth(this.#health, event, this.#pool.eject, now);
+    if (after !== this.#health) this.#setHealth(after);
+    return after;
+  }
+
+  #setHealth(after: ServerHealth): void {
+    const before = this.#health;
+    this.#health = after;
+    if (after.kind === 'ejected' && before.kind !== 'ejected') {
+      this.counters.ejections++;
+      this.#log.warn('server ejected', {
+        pool: this.#pool.name,
+        server: this.name,
+        reason: 'ejected',
+        failures: after.failures,
+        error: after.lastError,
+        for_ms: this.#pool.eject.forMs,
+      });
+    } else if (after.kind === 'up' && before.kind !== 'up' && before.kind !== 'starting') {
+      this.#log.info('server back in routing', { pool: this.#pool.name, server: this.name });
+    }
+    this.#events.onHealthChange(this, before, after);
+  }
+
+  /** Keeps the pool at min: opens what is missing now, or after a backoff while the server fails. */
+  #refill(): void {
+    if (this.#closed || this.#refillTimer !== null) return;
+    const health = this.#health;
+    if (health.kind === 'ejected') return;
+    const missing = this.#pool.connections.min - this.#shared.length;
+    if (missing <= 0) return;
+    const failures = health.kind === 'failing' || health.kind === 'probing' ? health.failures : 0;
+    if (failures === 0) {
+      for (let i = 0; i < missing; i++) this.#open();
+      return;
+    }
+    // Failing: one connect at a time (single-flight), after a jittered exponential backoff.
+    if (this.#shared.length > 0) return;
+    const { initialMs, maxMs } = this.#pool.connect.backoff;
+    const delay = jittered(this.#clock, Math.min(maxMs, initialMs * 2 ** (failures - 1)), 0.2);
+    this.#refillTimer = this.#clock.setTimeout(() => {
+      this.#refillTimer = null;
+      if (!this.#closed && this.#health.kind !== 'ejected' && this.#shared.length === 0) this.#open();
+    }, delay);
+    this.#refillTimer.unref();
+  }
+
+  #open(): Connection {
+    const now = this.#clock.now();
+    const conn = new Connection(this.#codec, this.#settings, this, now);
+    this.counters.connectionsOpened++;
+    this.#shared.push(conn);
+    const { maxLifetimeMs, heartbeat } = this.#pool;
+    if (maxLifetimeMs > 0) conn.expiresAt = now + jittered(this.#clock, maxLifetimeMs, heartbeat.jitter);
+    return conn;
+  }
+
+  async #createExclusive(): Promise<Connection> {
+    const health = this.#health;
+    if (health.kind === 'ejected') {
+      // generic-pool retries a rejecting create() at once while anyone waits: slow it down.
+      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), this.#pool.connect.backoff.initialMs));
+      throw new Error(`server ${this.name} is ejected`);
+    }
+    this.counters.connectionsOpened++;
+    return this.#exclusiveOwner.open(this.#codec, this.#settings, this.#clock.now());
+  }
+
+  #readyCount(): number {
+    let n = 0;
+    for (const conn of this.#shared) if (conn.ready) n++;
+    return n;
+  }
+
+  /** Called by ExclusiveOwner so exclusive connection closes are counted like shared ones. */
+  countClose(reason: CloseReason): void {
+    this.counters.connectionsClosed[reason]++;
+  }
+}
+
+/** Resolves exclusive connects for generic-pool's create(). */
+class ExclusiveOwner implements ConnectionOwner {
+  readonly #server: ServerPool;
+  readonly #waiting = new Map<Connection, { resolve: (conn: Connection) => void; reject: (err: Error) => void }>();
+
+  constructor(server: ServerPool) {
+    this.#server = server;
+  }
+
+  open(codec: Codec, settings: ConnectionSettings, now: number): Promise<Connection> {
+    return new Promise((resolve, reject) => {
+      const conn = new Connection(codec, settings, this, now);
+      this.#waiting.set(conn, { resolve, reject });
+    });
+  }
+
+  onReady(conn: Connection): void {
+    const waiter = this.#waiting.get(conn);
+    this.#waiting.delete(conn);
+    waiter?.resolve(conn);
+  }
+
+  onClose(conn: Connection, reason: CloseReason, message: string): void {
+    this.#server.countClose(reason);
+    const waiter = this.#waiting.get(conn);
+    this.#waiting.delete(conn);
+    waiter?.reject(new Error(`connect failed (${reason}): ${message}`));
+  }
+}
+
+export { DB_UNKNOWN };

@@ -1,0 +1,153 @@
+/**
+ * The composition root: builds pools, listeners and sessions from a Config, and owns their
+ * lifetime. Nothing else creates long-lived objects, so a test can run several proxies in one
+ * process.
+ */
+import fs from 'node:fs';
+import type net from 'node:net';
+import { ClientSession } from './client-session.js';
+import { codecFor } from './codec/registry.js';
+import type { Config, ListenAddress } from './config/schema.js';
+import { formatAddress, listen } from './listener.js';
+import { Pool } from './pool/pool.js';
+import type { PoolStats } from './pool/pool.js';
+import type { Clock } from './util/clock.js';
+import { systemClock } from './util/clock.js';
+import type { Logger } from './util/log.js';
+import { silentLogger } from './util/log.js';
+
+export interface ProxyOptions {
+  clock?: Clock;
+  log?: Logger;
+}
+
+export interface BoundListener {
+  pool: string;
+  /** As configured. */
+  address: ListenAddress;
+  /** As bound: the real port when the configured one was 0. */
+  bound: ListenAddress;
+  server: net.Server;
+}
+
+export class Proxy {
+  readonly config: Config;
+  readonly pools = new Map<string, Pool>();
+  readonly listeners: BoundListener[] = [];
+  readonly #sessions = new Set<ClientSession>();
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  #closing: Promise<void> | null = null;
+
+  private constructor(config: Config, options: ProxyOptions) {
+    this.config = config;
+    this.#log = options.log ?? silentLogger;
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** Builds and starts everything; rejects (with everything closed again) if any listener fails. */
+  static async start(config: Config, options: ProxyOptions = {}): Promise<Proxy> {
+    const proxy = new Proxy(config, options);
+    try {
+      await proxy.#start();
+    } catch (err) {
+      await proxy.close();
+      throw err;
+    }
+    return proxy;
+  }
+
+  /** The bound TCP port or unix path of a pool's n-th listener (tests bind port 0). */
+  address(pool: string, n = 0): ListenAddress {
+    const found = this.listeners.filter((l) => l.pool === pool)[n];
+    if (found === undefined) throw new Error(`pool ${pool} has no listener ${n}`);
+    return found.bound;
+  }
+
+  stats(): PoolStats[] {
+    return [...this.pools.values()].map((pool) => pool.stats());
+  }
+
+  get clients(): number {
+    return this.#sessions.size;
+  }
+
+  /**
+   * Stops accepting clients, gives connected ones up to `graceMs` to leave, then closes
+   * everything. Idempotent.
+   */
+  close(graceMs = 0): Promise<void> {
+    this.#closing ??= this.#close(graceMs);
+    return this.#closing;
+  }
+
+  async #start(): Promise<void> {
+    for (const config of this.config.pools) {
+      const pool = new Pool(config, codecFor(config.protocol), this.#clock, this.#log);
+      this.pools.set(config.name, pool);
+      pool.start();
+    }
+    for (const config of this.config.pools) {
+      const pool = this.pools.get(config.name) as Pool;
+      for (const address of config.listen) {
+        const server = await listen(address, (socket) => this.#accept(pool, socket));
+        const bound = boundAddress(address, server);
+        this.listeners.push({ pool: config.name, address, bound, server });
+        this.#log.info('listening', { pool: config.name, address: formatAddress(bound) });
+      }
+    }
+  }
+
+  #accept(pool: Pool, socket: net.Socket): void {
+    if (this.#closing !== null) {
+      socket.end(pool.codec.errorReply('DRAINING', 'poolside is shutting down'));
+      return;
+    }
+    if (pool.clients >= pool.config.clients.max) {
+      pool.counters.clientsRejected++;
+      pool.fail('TOO_MANY_CLIENTS');
+      this.#log.warn('client refused: clients.max reached', { pool: pool.config.name, reason: 'TOO_MANY_CLIENTS', max: pool.config.clients.max });
+      socket.on('error', () => {});
+      socket.end(pool.codec.errorReply('TOO_MANY_CLIENTS', `pool ${pool.config.name} has ${pool.config.clients.max} clients`));
+      return;
+    }
+    pool.clients++;
+    pool.counters.clientsAccepted++;
+    const session = new ClientSession(socket, {
+      pool,
+      log: this.#log,
+      onClose: (s) => {
+        pool.clients--;
+        this.#sessions.delete(s);
+      },
+    });
+    this.#sessions.add(session);
+  }
+
+  async #close(graceMs: number): Promise<void> {
+    await Promise.all(
+      this.listeners.map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            l.server.close(() => resolve());
+          }),
+      ),
+    );
+    const deadline = this.#clock.now() + graceMs;
+    while (this.#sessions.size > 0 && this.#clock.now() < deadline) {
+      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), 50));
+    }
+    for (const session of this.#sessions) session.close();
+    await Promise.all([...this.pools.values()].map((pool) => pool.close()));
+    for (const l of this.listeners) {
+      if (l.address.kind === 'unix') fs.rmSync(l.address.path, { force: true });
+    }
+  }
+}
+
+function boundAddress(address: ListenAddress, server: net.Server): ListenAddress {
+  if (address.kind === 'unix') return address;
+  const info = server.address();
+  if (info === null || typeof info === 'string') return address;
+  return { kind: 'tcp', host: address.host, port: info.port };
+}

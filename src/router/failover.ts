@@ -1,0 +1,33 @@
+import type { ServerPool } from '../pool/server-pool.js';
+import { NO_SERVER } from './router.js';
+import type { Router } from './router.js';
+
+/**
+ * Ordered servers: the first server that is up takes the traffic (requests wait briefly while it
+ * reconnects); a failing or ejected server is skipped for the next one. When every server is
+ * failing, requests wait for the first that is not ejected; when all are ejected they fail at once.
+ */
+export class FailoverRouter implements Router {
+  readonly keyed = false;
+  readonly #servers: readonly ServerPool[];
+
+  constructor(servers: readonly ServerPool[]) {
+    this.#servers = servers;
+  }
+
+  route(): number {
+    const servers = this.#servers;
+    for (let i = 0; i < servers.length; i++) {
+      const server = servers[i];
+      if (server.usable && server.health.kind !== 'ejected') return i;
+      // A server that is starting or up (between reconnects) is worth a short wait; a failing one is not.
+      if (server.health.kind === 'starting' || server.health.kind === 'up') return i;
+    }
+    for (let i = 0; i < servers.length; i++) {
+      if (servers[i].hopeful) return i;
+    }
+    return NO_SERVER;
+  }
+
+  rebuild(): void {}
+}

@@ -1,0 +1,54 @@
+/**
+ * A first-in first-out queue on a growable ring buffer: O(1) push and shift without the
+ * O(n) `Array.prototype.shift` of a plain array.
+ */
+export class Fifo<T> {
+  #items: (T | undefined)[];
+  #head = 0;
+  #length = 0;
+
+  constructor(capacity = 16) {
+    this.#items = new Array<T | undefined>(capacity);
+  }
+
+  get length(): number {
+    return this.#length;
+  }
+
+  push(item: T): void {
+    if (this.#length === this.#items.length) this.#grow();
+    this.#items[(this.#head + this.#length) % this.#items.length] = item;
+    this.#length++;
+  }
+
+  peek(): T | undefined {
+    return this.#length === 0 ? undefined : this.#items[this.#head];
+  }
+
+  shift(): T | undefined {
+    if (this.#length === 0) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head] = undefined;
+    this.#head = (this.#head + 1) % this.#items.length;
+    this.#length--;
+    return item;
+  }
+
+  /** Removes and returns every item, oldest first. */
+  drain(): T[] {
+    const out: T[] = [];
+    for (let item = this.shift(); item !== undefined; item = this.shift()) out.push(item);
+    return out;
+  }
+
+  *[Symbol.iterator](): IterableIterator<T> {
+    for (let i = 0; i < this.#length; i++) yield this.#items[(this.#head + i) % this.#items.length] as T;
+  }
+
+  #grow(): void {
+    const items = new Array<T | undefined>(Math.max(16, this.#items.length * 2));
+    for (let i = 0; i < this.#length; i++) items[i] = this.#items[(this.#head + i) % this.#items.length];
+    this.#items = items;
+    this.#head = 0;
+  }
+}

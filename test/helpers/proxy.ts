@@ -1,0 +1,33 @@
+/** Runs the real proxy in-process against configs written as YAML, the way a user writes them. */
+import YAML from 'yaml';
+import { parseConfig } from '../../src/config/load.js';
+import { Proxy } from '../../src/proxy.js';
+import type { ProxyOptions } from '../../src/proxy.js';
+import type { Logger } from '../../src/util/log.js';
+
+export type PoolYaml = Record<string, unknown>;
+
+/** A proxy with one pool `p` listening on 127.0.0.1:0 (plus `extra` listeners), for these servers. */
+export async function startProxy(servers: string[], pool: PoolYaml = {}, options: ProxyOptions & { admin?: unknown } = {}): Promise<Proxy> {
+  const doc = {
+    admin: options.admin ?? false,
+    pools: { p: { protocol: 'redis', listen: ['127.0.0.1:0'], servers, ...pool } },
+  };
+  const config = parseConfig(YAML.stringify(doc), 'test.yaml');
+  return Proxy.start(config, { log: options.log ?? quietLog(), ...options });
+}
+
+export function portOf(proxy: Proxy, pool = 'p', n = 0): number {
+  const address = proxy.address(pool, n);
+  if (address.kind !== 'tcp') throw new Error('not a TCP listener');
+  return address.port;
+}
+
+/** A logger that keeps lines for assertions and prints nothing. */
+export function quietLog(): Logger & { lines: { level: string; msg: string; fields: Record<string, unknown> }[] } {
+  const lines: { level: string; msg: string; fields: Record<string, unknown> }[] = [];
+  const at = (level: string) => (msg: string, fields?: Record<string, unknown>) => {
+    lines.push({ level, msg, fields: fields ?? {} });
+  };
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}

@@ -1,0 +1,162 @@
+/**
+ * Real servers for integration tests: redis-server processes on free loopback ports in temp
+ * directories. A missing binary is a setup error that says how to install it; tests never skip.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export function requireBinary(name: string, debianPackage: string): string {
+  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
+  const bin = found.stdout.trim();
+  if (found.status !== 0 || bin === '') {
+    throw new Error(`${name} is not installed: the integration tests need it. Install it with: apt-get install -y ${debianPackage}`);
+  }
+  return bin;
+}
+
+/** A port that was free a moment ago (the OS picked it for a socket we closed at once). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address() as net.AddressInfo;
+      server.close(() => resolve(address.port));
+    });
+  });
+}
+
+export function tempDir(prefix = 'poolside-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Polls `check` until it returns true or the deadline passes. */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000, everyMs = 10): Promise<number> {
+  const start = performance.now();
+  for (;;) {
+    if (await check()) return performance.now() - start;
+    if (performance.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+export class RedisServer {
+  readonly port: number;
+  readonly dir: string;
+  #child: ChildProcess | null = null;
+  #extraArgs: string[];
+
+  private constructor(port: number, dir: string, extraArgs: string[]) {
+    this.port = port;
+    this.dir = dir;
+    this.#extraArgs = extraArgs;
+  }
+
+  static async start(extraArgs: string[] = []): Promise<RedisServer> {
+    requireBinary('redis-server', 'redis-server');
+    for (let attempt = 0; ; attempt++) {
+      const server = new RedisServer(await freePort(), tempDir('poolside-redis-'), extraArgs);
+      try {
+        await server.#spawn();
+        return server;
+      } catch (err) {
+        await server.stop();
+        if (attempt >= 3) throw err;
+      }
+    }
+  }
+
+  get pid(): number {
+    if (this.#child?.pid === undefined) throw new Error('redis-server is not running');
+    return this.#child.pid;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Sends one command on a new connection and returns the raw reply text. */
+  async command(...args: string[]): Promise<string> {
+    return rawCommand(this.port, args);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.#child?.kill(sig);
+  }
+
+  /** Kills the process (SIGKILL) and waits for it to be gone. */
+  async kill(): Promise<void> {
+    const child = this.#child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGCONT');
+    child.kill('SIGKILL');
+    await exited;
+    this.#child = null;
+  }
+
+  /** Starts the server again on the same port and directory. */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.#spawn();
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  async #spawn(): Promise<void> {
+    const child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--daemonize', 'no', ...this.#extraArgs],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    this.#child = child;
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      await waitFor(async () => {
+        if (child.exitCode !== null) throw new Error(`redis-server exited: ${output.slice(-500)}`);
+        try {
+          return (await rawCommand(this.port, ['PING'])) === '+PONG\r\n';
+        } catch {
+          return false;
+        }
+      }, `redis-server on port ${this.port}`);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+  }
+}
+
+/** One command on a fresh TCP connection; resolves with the first complete-looking reply. */
+export function rawCommand(port: number, args: string[], host = '127.0.0.1'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    let reply = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no reply to ${args[0]} from ${host}:${port}`));
+    }, 2000);
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      if (reply.endsWith('\r\n')) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(reply);
+      }
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+  });
+}
