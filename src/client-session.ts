@@ -43,6 +43,8 @@ class Slot implements ResponseTarget {
   /** For SELECT: the database it selects (-1 if the server must judge) and the one before. */
   selectDb = -1;
   selectPrev = -1;
+  /** Clock time when the request was framed; 0 for replies that answer no request. */
+  startedAt = 0;
 
   constructor(
     readonly session: ClientSession,
@@ -167,11 +169,14 @@ export class ClientSession implements RequestSink, Waiter {
       const keys = this.#codec.forEachKey(spec, bytes, args, this.#visitKey);
       hash = this.#keyHash;
       if (keys === 0 && spec.use === 'shared' && !KEYLESS_ANYWHERE.has(spec.name)) {
-        this.#answerError(new Slot(this, bytes, spec, hash), 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
+        const slot = new Slot(this, bytes, spec, hash);
+        this.#replies.push(slot);
+        this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
         return;
       }
     }
     const slot = new Slot(this, bytes, spec, hash);
+    slot.startedAt = pool.now();
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
     this.#replies.push(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
@@ -181,7 +186,9 @@ export class ClientSession implements RequestSink, Waiter {
   resume(): void {
     if (this.#wait !== 'connection') return;
     this.#wait = 'none';
+    const since = this.#waitSince;
     this.#drainBacklog();
+    if ((this.#wait as WaitFor) !== 'connection') this.#pool.counters.waitDuration.observe((this.#pool.now() - since) / 1000);
   }
 
   /** Pool: queue.timeout passed or nothing is left to wait for; every held request fails. */
@@ -240,7 +247,10 @@ export class ClientSession implements RequestSink, Waiter {
     switch (spec.use) {
       case 'quit':
         this.#quitting = true;
-        this.#answer(slot, this.#codec.quitReply);
+        this.#answer(slot, this.#codec.okReply);
+        return true;
+      case 'ok':
+        this.#answer(slot, this.#codec.okReply);
         return true;
       case 'unsupported':
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} ${spec.note}`);
@@ -379,6 +389,8 @@ export class ClientSession implements RequestSink, Waiter {
         if (spec.use === 'pin-session') lease.session = true;
     }
     lease.outstanding++;
+    // A blocking command may legitimately wait longer than request_timeout.
+    if (spec.use === 'pin-once') lease.conn.blocking++;
     this.#send(slot, lease.conn, lease.server);
     return true;
   }
@@ -433,6 +445,7 @@ export class ClientSession implements RequestSink, Waiter {
     const lease = this.#lease;
     if (lease.kind === 'pinned' && slot.conn === lease.conn) {
       lease.outstanding--;
+      if (slot.spec.use === 'pin-once') lease.conn.blocking--;
     } else if (slot.server >= 0 && this.#affConn[slot.server] === slot.conn) {
       this.#affCount[slot.server]--;
     }
@@ -459,14 +472,18 @@ export class ClientSession implements RequestSink, Waiter {
 
   #answerError(slot: Slot, reason: FailureReason, message: string): void {
     this.#pool.fail(reason);
-    if (!slot.done && this.#replies.length === 0) this.#replies.push(slot);
     this.#answer(slot, this.#codec.errorReply(reason, message));
   }
 
   #flush(): void {
     const replies = this.#replies;
+    let now = 0;
     for (let head = replies.peek(); head !== undefined && head.done; head = replies.peek()) {
       replies.shift();
+      if (head.startedAt > 0) {
+        if (now === 0) now = this.#pool.now();
+        this.#pool.counters.requestDuration.observe((now - head.startedAt) / 1000);
+      }
       if (!this.#closed && head.response.length > 0) this.#write(head.response);
     }
     if (this.#quitting && replies.length === 0 && !this.#closed) this.#socket.end();

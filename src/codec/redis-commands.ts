@@ -19,6 +19,8 @@
  * - `relay`: turns the connection into a push stream (SUBSCRIBE, MONITOR): pinned until the client
  *   leaves, every frame relayed, the connection closed afterwards.
  * - `quit`: answered +OK, then the client is closed.
+ * - `ok`: answered +OK by poolside without forwarding (CLIENT SETINFO: library metadata that would
+ *   label a shared connection with one client's name).
  * - `unsupported`: refused with UNSUPPORTED_COMMAND; the client stays connected.
  */
 export type LeaseUse =
@@ -30,6 +32,7 @@ export type LeaseUse =
   | 'pin-session'
   | 'relay'
   | 'quit'
+  | 'ok'
   | 'unsupported';
 
 /** Where the keys of a command are, for routing by key. */
@@ -126,7 +129,8 @@ function defineClient(subs: string, use: LeaseUse, note = ''): void {
   }
 }
 defineClient('ID INFO LIST GETNAME GETREDIR TRACKINGINFO HELP', 'shared');
-defineClient('SETNAME SETINFO TRACKING CACHING NO-EVICT NO-TOUCH', 'pin-session', 'session_state');
+defineClient('SETINFO', 'ok');
+defineClient('SETNAME TRACKING CACHING NO-EVICT NO-TOUCH', 'pin-session', 'session_state');
 defineClient('KILL PAUSE UNPAUSE UNBLOCK', 'unsupported', 'acts on other clients and is not supported through poolside');
 // Without one reply per request, no connection's reply FIFO can be trusted.
 defineClient('REPLY', 'unsupported', 'breaks one-reply-per-request and is not supported through poolside');

@@ -24,7 +24,7 @@ export const redisCodec: Codec = {
   },
   resetRequest: encodeCommand(['RESET']),
   heartbeatRequest: encodeCommand(['PING']),
-  quitReply: Buffer.from('+OK\r\n'),
+  okReply: Buffer.from('+OK\r\n'),
   isErrorResponse: (bytes) => bytes[0] === 0x2d /* - */ || bytes[0] === 0x21 /* ! */,
   errorReply(reason: FailureReason, message: string): Buffer {
     // Most failures repeat the same text (one pool, one reason): build each reply once.

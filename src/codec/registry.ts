@@ -26,8 +26,8 @@ export interface Codec {
   readonly resetRequest: Buffer;
   /** The cheapest no-op request, one reply. */
   readonly heartbeatRequest: Buffer;
-  /** The reply to a client's QUIT. */
-  readonly quitReply: Buffer;
+  /** The reply to QUIT and to commands poolside accepts without forwarding (CLIENT SETINFO). */
+  readonly okReply: Buffer;
   isErrorResponse(bytes: Buffer): boolean;
   /** A native error reply: `-ERR poolside REASON message`. */
   errorReply(reason: FailureReason, message: string): Buffer;

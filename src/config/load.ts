@@ -10,7 +10,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { Document, Node as YamlNode, YAMLMap } from 'yaml';
 import { twemproxyServerName } from '../router/ketama.js';
-import { DEFAULTS } from './schema.js';
+import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {
   AdminConfig,
   Config,
@@ -80,9 +80,6 @@ const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis']
 const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
-const KETAMA_HASHES: readonly KetamaHash[] = [
-  'fnv1a_64', 'fnv1_64', 'fnv1a_32', 'fnv1_32', 'md5', 'crc32', 'murmur', 'one_at_a_time',
-];
 const ON_EJECTION: readonly KetamaOnEjection[] = ['rehash', 'fail'];
 const POOL_NAME = /^[a-zA-Z0-9_-]+$/;
 
@@ -111,15 +108,28 @@ export function parseConfig(
 ): Config {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  const syntax = [...doc.errors, ...doc.warnings].map((error) => {
+    // yaml's wording here names its own API, which means nothing to someone editing a config.
+    const oneDocument = 'a config file holds one YAML document; remove this ---';
+    return problemAt(file, lines, error.pos[0], '', error.code === 'MULTIPLE_DOCS' ? oneDocument : error.message);
+  });
+  // The document is validated even when it has syntax errors: yaml recovers well enough that most
+  // other problems are real, and one run that shows everything beats a fix-and-rerun loop. Syntax
+  // errors come first because what follows them may be their consequence.
   const walk = new Walk(file, doc, lines, env, readFile);
-  // Syntax errors are reported alongside the rest: yaml recovers well enough that the remaining
-  // problems are usually real, and one run that shows everything beats a fix-and-rerun loop.
-  for (const error of [...doc.errors, ...doc.warnings]) walk.at(error.pos[0], '', error.message);
   const config = readRoot(walk, resolve(file));
-  if (walk.problems.length > 0) {
-    throw new ConfigError([...walk.problems].sort((a, b) => a.line - b.line || a.column - b.column));
-  }
+  const problems = [...sortProblems(syntax), ...sortProblems(walk.problems)];
+  if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+function problemAt(file: string, lines: LineCounter, offset: number, path: string, message: string): ConfigProblem {
+  const { line, col } = lines.linePos(offset);
+  return { file, line, column: col, path, message };
+}
+
+function sortProblems(problems: ConfigProblem[]): ConfigProblem[] {
+  return [...problems].sort((a, b) => a.line - b.line || a.column - b.column);
 }
 
 /** A value in the document, its YAML path, and the key node it hangs from (where "is required" points). */
@@ -153,8 +163,7 @@ class Walk {
   ) {}
 
   at(offset: number, path: string, message: string): void {
-    const { line, col } = this.lines.linePos(offset);
-    this.problems.push({ file: this.file, line: Math.max(line, 1), column: Math.max(col, 1), path, message });
+    this.problems.push(problemAt(this.file, this.lines, offset, path, message));
   }
 
   report(slot: Slot, message: string): void {
@@ -300,6 +309,11 @@ function readRoot(walk: Walk, file: string): Config {
   const contents = walk.child(walk.doc.contents, '', null);
   if (contents === undefined) {
     walk.at(0, 'pools', 'is required (the config is empty; it needs at least one pool)');
+    return config;
+  }
+  if (!isMap(contents.node)) {
+    const got = describe(walk.plain(contents));
+    walk.report(contents, `the top level must be a mapping with keys ${ROOT_KEYS.join(', ')}, got ${got}`);
     return config;
   }
   const root = walk.section(contents, ROOT_KEYS);

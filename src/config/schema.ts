@@ -8,19 +8,9 @@
 export type Protocol = 'redis' | 'memcached' | 'framed' | 'tcp';
 export type Routing = 'failover' | 'ketama';
 export type LeaseMode = 'shared' | 'exclusive';
-export type KetamaHash =
-  | 'fnv1a_64'
-  | 'fnv1_64'
-  | 'fnv1a_32'
-  | 'fnv1_32'
-  | 'md5'
-  | 'crc16'
-  | 'crc32'
-  | 'crc32a'
-  | 'hsieh'
-  | 'jenkins'
-  | 'murmur'
-  | 'one_at_a_time';
+/** Every key hash twemproxy 0.5 offers; KETAMA_HASHES lists them for validation. */
+export const KETAMA_HASHES = ['fnv1a_64', 'fnv1_64', 'fnv1a_32', 'fnv1_32', 'md5', 'crc16', 'crc32', 'crc32a', 'hsieh', 'jenkins', 'murmur', 'one_at_a_time'] as const;
+export type KetamaHash = (typeof KETAMA_HASHES)[number];
 /** What a ketama pool does with the keys of an ejected server. */
 export type KetamaOnEjection = 'rehash' | 'fail';
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -109,7 +99,7 @@ export interface Config {
   file: string;
   admin: AdminConfig | null;
   log: { level: LogLevel };
-  /** Seconds to let in-flight requests finish on SIGTERM. */
+  /** Milliseconds connected clients get to leave after SIGTERM before they are closed. */
   shutdownGraceMs: number;
   pools: PoolConfig[];
 }

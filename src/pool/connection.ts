@@ -14,6 +14,7 @@ import net from 'node:net';
 import type { Codec } from '../codec/registry.js';
 import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
+import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
 
 /** Who receives the response to one request. */
@@ -53,6 +54,8 @@ export type ConnectionState =
 
 export interface ConnectionOwner {
   onReady(conn: Connection): void;
+  /** A heartbeat was answered (`ok`: with a reply that is not an error). */
+  onHeartbeat(conn: Connection, ok: boolean): void;
   /** Fired once, after every in-flight target was failed. */
   onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void;
 }
@@ -61,6 +64,7 @@ export interface ConnectionSettings {
   host: string;
   port: number;
   connectTimeoutMs: number;
+  clock: Clock;
   username: string | null;
   password: string | null;
   db: number;
@@ -83,6 +87,16 @@ export class Connection implements ResponseSink {
   readonly createdAt: number;
   /** When the owner retires this connection (max_lifetime with jitter); Infinity = never. */
   expiresAt = Infinity;
+  /** Past max_lifetime: lent to no new request, closed once idle and replaced. */
+  retiring = false;
+  /** When the heartbeat in flight was sent, or -1 when none is. */
+  beatSentAt = -1;
+  /** Heartbeats in a row that got no reply within heartbeat.timeout. */
+  misses = 0;
+  /** When the next heartbeat is due if the connection stays idle. */
+  nextBeatAt = Infinity;
+  /** Blocking commands (BLPOP…) in flight: exempt from request_timeout while > 0. */
+  blocking = 0;
 
   #state: ConnectionState = { kind: 'connecting' };
   readonly #socket: net.Socket;
@@ -90,11 +104,21 @@ export class Connection implements ResponseSink {
   readonly #inflight = new Fifo<ResponseTarget>(64);
   #out: Buffer[] = [];
   #flushScheduled = false;
-  #connectTimer: NodeJS.Timeout | null;
+  #connectTimer: Timer | null;
+  readonly #clock: Clock;
   #relay: ((bytes: Buffer) => void) | null = null;
   readonly #owner: ConnectionOwner;
   readonly #codec: Codec;
   readonly #flush = (): void => this.#flushNow();
+  readonly #beatTarget: ResponseTarget = {
+    onResponse: (bytes) => {
+      this.beatSentAt = -1;
+      const ok = !this.#codec.isErrorResponse(bytes);
+      if (ok) this.misses = 0;
+      this.#owner.onHeartbeat(this, ok);
+    },
+    onFailure: () => {},
+  };
 
   constructor(codec: Codec, settings: ConnectionSettings, owner: ConnectionOwner, now: number) {
     this.#codec = codec;
@@ -105,7 +129,8 @@ export class Connection implements ResponseSink {
     this.#decoder = codec.responseDecoder(this);
     const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
     this.#socket = socket;
-    this.#connectTimer = setTimeout(
+    this.#clock = settings.clock;
+    this.#connectTimer = settings.clock.setTimeout(
       () => this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms`),
       settings.connectTimeoutMs,
     );
@@ -141,12 +166,25 @@ export class Connection implements ResponseSink {
    * together with every other request queued in the same turn.
    */
   send(bytes: Buffer, target: ResponseTarget): void {
+    const state = this.#state;
+    if (state.kind === 'closed') {
+      // Lent, then closed while its session was idle: the session hears on its next request.
+      const message = `connection to server lost (${state.reason}: ${state.message})`;
+      queueMicrotask(() => target.onFailure('SERVER_ERROR', message, true));
+      return;
+    }
     this.#inflight.push(target);
     this.#out.push(bytes);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(this.#flush);
     }
+  }
+
+  /** Sends the codec's no-op request; the owner hears of the reply through onHeartbeat. */
+  beat(now: number): void {
+    this.beatSentAt = now;
+    this.send(this.#codec.heartbeatRequest, this.#beatTarget);
   }
 
   /** Writes bytes that expect no matched response (relay mode only). */
@@ -176,7 +214,7 @@ export class Connection implements ResponseSink {
     if (state.kind === 'closed') return;
     const wasReady = state.kind === 'ready';
     this.#state = { kind: 'closed', reason, message };
-    if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
+    if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);
     this.#connectTimer = null;
     this.#socket.destroy();
     this.#out = [];
@@ -210,11 +248,9 @@ export class Connection implements ResponseSink {
 
   #onConnect(settings: ConnectionSettings): void {
     if (this.#state.kind !== 'connecting') return;
-    const init = this.#codec.initRequests(settings.username, settings.password, settings.db);
-    if (init.length === 0) {
-      this.#becomeReady();
-      return;
-    }
+    // The heartbeat last: a connection is ready only once the server has answered, so a server
+    // that accepts TCP but is frozen (SIGSTOP, a full backlog) fails the connect timeout instead.
+    const init = [...this.#codec.initRequests(settings.username, settings.password, settings.db), this.#codec.heartbeatRequest];
     this.#state = { kind: 'initializing', pending: init.length };
     const step: ResponseTarget = {
       onResponse: (bytes) => {
@@ -231,7 +267,7 @@ export class Connection implements ResponseSink {
   }
 
   #becomeReady(): void {
-    if (this.#connectTimer !== null) clearTimeout(this.#connectTimer);
+    if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);
     this.#connectTimer = null;
     this.#state = { kind: 'ready' };
     this.#owner.onReady(this);

@@ -16,6 +16,7 @@ import { NO_SERVER } from '../router/router.js';
 import type { Router } from '../router/router.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
+import { Histogram, REQUEST_BUCKETS, WAIT_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
 import type { ServerHealth } from './health.js';
 import { ServerPool } from './server-pool.js';
@@ -46,6 +47,10 @@ export interface PoolCounters {
   /** Clients closed because their unread replies passed clients.output_buffer.hard. */
   clientsOverflowed: number;
   pins: Map<string, number>;
+  /** From the request being framed to its reply being written to the client. */
+  requestDuration: Histogram;
+  /** How long requests waited for a connection (only those that waited). */
+  waitDuration: Histogram;
 }
 
 export interface PoolStats {
@@ -70,6 +75,8 @@ export class Pool implements ServerPoolEvents {
     retries: 0,
     clientsOverflowed: 0,
     pins: new Map(),
+    requestDuration: new Histogram(REQUEST_BUCKETS),
+    waitDuration: new Histogram(WAIT_BUCKETS),
   };
   /** Sessions connected now. */
   clients = 0;

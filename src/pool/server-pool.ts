@@ -9,6 +9,7 @@ import type { Codec } from '../codec/registry.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { jittered } from '../util/clock.js';
+import { CONNECT_BUCKETS, Histogram, REQUEST_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
 import { CLOSE_REASONS, Connection, DB_UNKNOWN } from './connection.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
@@ -31,6 +32,11 @@ export interface ServerCounters {
   connectionsClosed: Record<CloseReason, number>;
   connectFailures: number;
   ejections: number;
+  heartbeatFailures: { timeout: number; error: number };
+  heartbeatDuration: Histogram;
+  connectDuration: Histogram;
+  /** Unix time in seconds of the last answered heartbeat (0 = never). */
+  lastHeartbeatSuccess: number;
 }
 
 export interface ServerStats {
@@ -53,6 +59,8 @@ export class ServerPool implements ConnectionOwner {
   readonly #events: ServerPoolEvents;
   readonly #settings: ConnectionSettings;
   #shared: Connection[] = [];
+  /** Exclusive connections lent to sessions now: the sweep enforces request_timeout on them. */
+  readonly #lent = new Set<Connection>();
   #health: ServerHealth = { kind: 'starting' };
   #refillTimer: Timer | null = null;
   #closed = false;
@@ -64,6 +72,10 @@ export class ServerPool implements ConnectionOwner {
     connectionsClosed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>,
     connectFailures: 0,
     ejections: 0,
+    heartbeatFailures: { timeout: 0, error: 0 },
+    heartbeatDuration: new Histogram(REQUEST_BUCKETS),
+    connectDuration: new Histogram(CONNECT_BUCKETS),
+    lastHeartbeatSuccess: 0,
   };
   /** Handed to connections for injected SELECTs: an error means the connection's db is unknown. */
   readonly selectTarget: ResponseTarget;
@@ -80,6 +92,7 @@ export class ServerPool implements ConnectionOwner {
       host: config.address.host,
       port: config.address.port,
       connectTimeoutMs: pool.connect.timeoutMs,
+      clock,
       username: config.username,
       password: config.password,
       db: config.db,
@@ -98,7 +111,7 @@ export class ServerPool implements ConnectionOwner {
         create: () => this.#createExclusive(),
         destroy: async (conn) => conn.destroy('shutdown', 'exclusive connection retired'),
         // generic-pool cannot drop an idle resource from outside: a dead one is caught on borrow.
-        validate: async (conn) => conn.ready && conn.inflight === 0,
+        validate: (conn) => this.#validateExclusive(conn),
       },
       {
         max: pool.exclusive.max,
@@ -138,6 +151,7 @@ export class ServerPool implements ConnectionOwner {
    */
   pickConnection(): Connection | null {
     let best: Connection | null = null;
+    let retiring: Connection | null = null;
     let connecting = 0;
     const shared = this.#shared;
     for (let i = 0; i < shared.length; i++) {
@@ -146,8 +160,14 @@ export class ServerPool implements ConnectionOwner {
         connecting++;
         continue;
       }
+      if (conn.retiring) {
+        retiring = conn;
+        continue;
+      }
       if (best === null || conn.inflight < best.inflight) best = conn;
     }
+    // A connection past its lifetime still serves until its replacement is ready.
+    if (best === null) return retiring;
     if (best !== null && best.inflight >= GROW_AT_INFLIGHT && connecting === 0 && shared.length < this.#pool.connections.max) {
       this.#open();
     }
@@ -162,7 +182,9 @@ export class ServerPool implements ConnectionOwner {
 
   /** Borrows an exclusive connection; rejects after queue.timeout. */
   async acquireExclusive(): Promise<Connection> {
-    return this.#exclusive.acquire();
+    const conn = await this.#exclusive.acquire();
+    this.#lent.add(conn);
+    return conn;
   }
 
   /**
@@ -171,11 +193,13 @@ export class ServerPool implements ConnectionOwner {
    * destroyed.
    */
   releaseExclusive(conn: Connection, dirty: boolean): void {
+    this.#lent.delete(conn);
     if (!conn.ready || conn.inflight > 0 || conn.relaying) {
       if (conn.ready) conn.destroy('session_state', 'released with requests in flight or in subscribe mode');
       void this.#exclusive.destroy(conn).catch(() => {});
       return;
     }
+    conn.markProgress(this.#clock.now());
     if (!dirty) {
       void this.#exclusive.release(conn).catch(() => {});
       return;
@@ -200,7 +224,41 @@ export class ServerPool implements ConnectionOwner {
     for (const request of requests) conn.send(request, target);
   }
 
-  /** Periodic duties, called by the pool's sweep. */
+  /**
+   * Before lending an exclusive connection: one that sat idle longer than the heartbeat interval
+   * must answer a heartbeat first. Never throws (a throwing validate() crashes generic-pool).
+   */
+  #validateExclusive(conn: Connection): Promise<boolean> {
+    if (!conn.ready || conn.inflight > 0) return Promise.resolve(false);
+    const { intervalMs, timeoutMs } = this.#pool.heartbeat;
+    const now = this.#clock.now();
+    if (intervalMs === 0 || now - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = this.#clock.setTimeout(() => {
+        this.counters.heartbeatFailures.timeout++;
+        conn.destroy('heartbeat_failed', `validation heartbeat unanswered within ${timeoutMs}ms`);
+        resolve(false);
+      }, timeoutMs);
+      conn.send(this.#codec.heartbeatRequest, {
+        onResponse: (bytes) => {
+          this.#clock.clearTimeout(timer);
+          const ok = !this.#codec.isErrorResponse(bytes);
+          if (ok) conn.markProgress(this.#clock.now());
+          else conn.destroy('heartbeat_failed', 'validation heartbeat answered with an error');
+          resolve(ok);
+        },
+        onFailure: () => {
+          this.#clock.clearTimeout(timer);
+          resolve(false);
+        },
+      });
+    });
+  }
+
+  /**
+   * Periodic duties, called by the pool's sweep: ejection expiry, request deadlines, heartbeats of
+   * idle connections, idle_timeout above min, and max_lifetime replacement.
+   */
   tick(now: number): void {
     const before = this.#health;
     const after = nextHealth(before, { kind: 'tick', now }, this.#pool.eject, now);
@@ -208,28 +266,88 @@ export class ServerPool implements ConnectionOwner {
       this.#setHealth(after);
       this.#refill();
     }
-    const { requestTimeoutMs, idleTimeoutMs, connections } = this.#pool;
-    let idleAboveMin = this.#shared.length - connections.min;
-    for (const conn of [...this.#shared]) {
-      if (!conn.ready) continue;
-      if (conn.inflight === 0) {
-        // Idle: progress is measured from when it went idle.
-        if (conn.responses !== conn.seenResponses) conn.markProgress(now);
-        if (idleTimeoutMs > 0 && idleAboveMin > 0 && now - conn.lastProgressAt >= idleTimeoutMs) {
-          idleAboveMin--;
-          conn.destroy('idle_timeout', `idle for ${idleTimeoutMs}ms`);
-          continue;
+    const { requestTimeoutMs, idleTimeoutMs, connections, heartbeat } = this.#pool;
+    if (requestTimeoutMs > 0) {
+      for (const conn of this.#lent) {
+        if (conn.responses !== conn.seenResponses || conn.inflight === 0) conn.markProgress(now);
+        else if (conn.blocking === 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
+          this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
         }
-      } else if (conn.responses !== conn.seenResponses) {
-        conn.markProgress(now);
-      } else if (requestTimeoutMs > 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
-        conn.destroy('request_timeout', `no response for ${requestTimeoutMs}ms`);
-        continue;
-      }
-      if (now >= conn.expiresAt && conn.inflight === 0 && this.#readyCount() > 1) {
-        conn.destroy('max_lifetime', 'reached max_lifetime');
       }
     }
+    let idleAboveMin = this.#shared.length - connections.min;
+    // Backwards: destroy() removes the connection from #shared through onClose.
+    for (let i = this.#shared.length - 1; i >= 0; i--) {
+      const conn = this.#shared[i];
+      if (conn === undefined || !conn.ready) continue;
+      if (conn.responses !== conn.seenResponses) {
+        conn.markProgress(now);
+        if (heartbeat.intervalMs > 0) conn.nextBeatAt = now + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter);
+      }
+      if (conn.beatSentAt >= 0) {
+        // A heartbeat is out: it alone decides, client requests behind it included.
+        if (now - conn.beatSentAt < heartbeat.timeoutMs) continue;
+        conn.misses++;
+        this.counters.heartbeatFailures.timeout++;
+        if (conn.misses >= heartbeat.misses) {
+          this.#evict(conn, 'heartbeat_failed', `${conn.misses} heartbeats unanswered within ${heartbeat.timeoutMs}ms`);
+          continue;
+        }
+        conn.beat(now);
+        continue;
+      }
+      if (conn.inflight > 0) {
+        if (requestTimeoutMs > 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
+          this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms`);
+        }
+        continue;
+      }
+      if (conn.retiring && this.#readyCount() > 0) {
+        conn.destroy('max_lifetime', 'reached max_lifetime');
+        continue;
+      }
+      if (now >= conn.expiresAt && !conn.retiring) {
+        // Replace before retiring: the new connection opens now, the old one closes once another is ready.
+        conn.retiring = true;
+        this.#refill();
+      }
+      if (idleTimeoutMs > 0 && idleAboveMin > 0 && now - conn.lastProgressAt >= idleTimeoutMs) {
+        idleAboveMin--;
+        conn.destroy('idle_timeout', `idle for ${idleTimeoutMs}ms`);
+        continue;
+      }
+      if (heartbeat.intervalMs > 0 && now >= conn.nextBeatAt) conn.beat(now);
+    }
+  }
+
+  /** A connection that stopped answering: closed, counted against the server's health, siblings checked. */
+  #evict(conn: Connection, reason: CloseReason, message: string): void {
+    conn.destroy(reason, message);
+    this.#transition({ kind: 'failed', error: message });
+    this.#sweepSiblings();
+  }
+
+  /**
+   * After one connection to this server died, heartbeat every idle sibling now rather than at
+   * its next interval: the next client should not be the one to find the next dead connection.
+   */
+  #sweepSiblings(): void {
+    if (this.#pool.heartbeat.intervalMs === 0) return;
+    const now = this.#clock.now();
+    for (const conn of this.#shared) {
+      if (conn.ready && conn.inflight === 0 && conn.beatSentAt < 0) conn.beat(now);
+    }
+  }
+
+  onHeartbeat(conn: Connection, ok: boolean): void {
+    const now = this.#clock.now();
+    this.counters.heartbeatDuration.observe((now - conn.beatSentAt) / 1000);
+    if (ok) {
+      this.counters.lastHeartbeatSuccess = Date.now() / 1000;
+      return;
+    }
+    this.counters.heartbeatFailures.error++;
+    this.#evict(conn, 'heartbeat_failed', 'heartbeat answered with an error');
   }
 
   stats(): ServerStats {
@@ -264,7 +382,11 @@ export class ServerPool implements ConnectionOwner {
   }
 
   onReady(conn: Connection): void {
-    conn.markProgress(this.#clock.now());
+    const now = this.#clock.now();
+    conn.markProgress(now);
+    this.counters.connectDuration.observe((now - conn.createdAt) / 1000);
+    const { intervalMs, jitter } = this.#pool.heartbeat;
+    if (intervalMs > 0) conn.nextBeatAt = now + jittered(this.#clock, intervalMs, jitter);
     this.#health = this.#transition({ kind: 'connected' });
     this.#events.onConnectionReady(this);
     this.#refill();
@@ -280,8 +402,9 @@ export class ServerPool implements ConnectionOwner {
       this.counters.connectFailures++;
       this.#log.warn('connect to server failed', { pool: this.#pool.name, server: this.name, reason, error: message });
       this.#transition({ kind: 'failed', error: message });
-    } else if (reason !== 'idle_timeout' && reason !== 'max_lifetime') {
+    } else if (reason === 'remote_closed' || reason === 'error' || reason === 'protocol_error' || reason === 'unexpected_response') {
       this.#log.warn('pooled connection closed', { pool: this.#pool.name, server: this.name, reason, error: message });
+      this.#sweepSiblings();
     }
     this.#refill();
   }
@@ -317,7 +440,9 @@ export class ServerPool implements ConnectionOwner {
     if (this.#closed || this.#refillTimer !== null) return;
     const health = this.#health;
     if (health.kind === 'ejected') return;
-    const missing = this.#pool.connections.min - this.#shared.length;
+    let live = 0;
+    for (const conn of this.#shared) if (!conn.retiring) live++;
+    const missing = this.#pool.connections.min - live;
     if (missing <= 0) return;
     const failures = health.kind === 'failing' || health.kind === 'probing' ? health.failures : 0;
     if (failures === 0) {
@@ -356,9 +481,10 @@ export class ServerPool implements ConnectionOwner {
     return this.#exclusiveOwner.open(this.#codec, this.#settings, this.#clock.now());
   }
 
+  /** Ready connections that take new requests. */
   #readyCount(): number {
     let n = 0;
-    for (const conn of this.#shared) if (conn.ready) n++;
+    for (const conn of this.#shared) if (conn.ready && !conn.retiring) n++;
     return n;
   }
 
@@ -383,6 +509,8 @@ class ExclusiveOwner implements ConnectionOwner {
       this.#waiting.set(conn, { resolve, reject });
     });
   }
+
+  onHeartbeat(): void {}
 
   onReady(conn: Connection): void {
     const waiter = this.#waiting.get(conn);

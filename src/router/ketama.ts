@@ -19,7 +19,11 @@
  * Ejection. twemproxy (with auto_eject_hosts) rebuilds the continuum over the live servers only:
  * weights are shared out among them and dead servers contribute no points. Callers mirror that by
  * building a new KetamaContinuum over the live subset and mapping the index it returns back to
- * their own server list.
+ * their own server list. Because each server's point count is recomputed from its share of the
+ * live weight, servers of unequal weight gain or lose points on a rebuild, so a few keys move
+ * between surviving servers too. With equal weights usually only the ejected server's keys move,
+ * but single-precision rounding gives every server 156 points instead of 160 at some server counts
+ * (25, 47, 50, 55, …), and a rebuild to or from such a count moves keys between survivors as well.
  */
 
 import { createHash } from 'node:crypto';

@@ -103,12 +103,20 @@ describe('ketama placement matches twemproxy (nutcracker 0.5.0 golden file)', ()
   });
 
   it('hashes an empty key to 0 rather than through the hash function, as twemproxy does', () => {
-    // fnv1a_64("") is 0x84222325; position 0 belongs to the server of the lowest point. The golden
-    // pool "main" has the two on different servers, so the placement test above tells them apart.
-    const main = golden.pools.find((pool) => pool.name === 'main');
-    if (main === undefined) throw new Error('golden file has no pool "main"');
-    const continuum = new KetamaContinuum(main.servers.map((server) => ({ name: twemproxyServerName(server), weight: server.weight })));
-    expect(continuum.serverFor(0)).not.toBe(continuum.serverFor(hashOf('fnv1a_64', '')));
+    // Position 0 belongs to the server of the lowest point; hashing "" would give e.g.
+    // fnv1a_64("") = 0x84222325. Pools where the two differ tell the rules apart.
+    let decisive = 0;
+    for (const pool of golden.pools) {
+      const live = pool.servers.map((server, index) => ({ server, index })).filter(({ server }) => server.live);
+      const continuum = new KetamaContinuum(live.map(({ server }) => ({ name: twemproxyServerName(server), weight: server.weight })));
+      const atZero = live[continuum.serverFor(0)].index;
+      const hashed = live[continuum.serverFor(hashFunction(pool.hash)(Buffer.alloc(0), 0, 0))].index;
+      const recorded = pool.keys.find(([key]) => key === '');
+      if (recorded === undefined) throw new Error(`golden pool ${pool.name} has no empty key`);
+      expect(recorded[1]).toBe(atZero);
+      if (atZero !== hashed) decisive++;
+    }
+    expect(decisive).toBeGreaterThan(0);
     expect(hashKey(hashFunction('fnv1a_64'), Buffer.alloc(0), 0, 0, '{}')).toBe(0);
   });
 });
@@ -205,9 +213,11 @@ describe('hash functions', () => {
   });
 
   it('sign-extends bytes >= 0x80 like twemproxy reading keys through a signed char', () => {
-    // (0x811c9dc5 ^ 0xffffffff) * 16777619 mod 2^32, not (0x811c9dc5 ^ 0xff) * 16777619.
-    expect(hashOf('fnv1a_32', Buffer.of(0xff))).toBe(Number((BigInt(0x811c9dc5 ^ 0xffffffff) >>> 0n) * 16777619n % 2n ** 32n));
-    expect(hashOf('fnv1a_32', Buffer.of(0xff))).not.toBe(Number(BigInt((0x811c9dc5 ^ 0xff) >>> 0) * 16777619n % 2n ** 32n));
+    const fnv1a32 = (xored: bigint): number => Number((xored * 16777619n) % 2n ** 32n);
+    // (uint32_t)(char)0xff is 0xffffffff, so the state is xored with 0xffffffff, not 0xff.
+    expect(hashOf('fnv1a_32', Buffer.of(0xff))).toBe(fnv1a32(0x811c9dc5n ^ 0xffffffffn));
+    expect(hashOf('fnv1a_32', Buffer.of(0xff))).not.toBe(fnv1a32(0x811c9dc5n ^ 0xffn));
+    expect(hashOf('fnv1a_32', Buffer.of(0x7f))).toBe(fnv1a32(0x811c9dc5n ^ 0x7fn));
   });
 
   it('md5 returns the first digest word, little-endian, and agrees with node:crypto at every length', () => {
@@ -221,12 +231,17 @@ describe('hash functions', () => {
     expect(hashOf('md5', big)).toBe(createHash('md5').update(big).digest().readUInt32LE(0));
   });
 
-  it('crc32a is CRC-32; crc32 is libmemcached’s 15-bit variant; crc16 is CRC-16/ARC', () => {
+  it('crc32a is CRC-32 and crc32 is libmemcached’s 15-bit variant', () => {
     expect(hashOf('crc32a', '123456789')).toBe(0xcbf43926);
     expect(hashOf('crc32a', '')).toBe(0);
     expect(hashOf('crc32', '123456789')).toBe(0x4bf4); // (0xcbf43926 >> 16) & 0x7fff
-    expect(hashOf('crc16', '123456789')).toBe(0xbb3d);
+  });
+
+  it('crc16 is 0.5.0’s unmasked CRC-16/XMODEM: the XMODEM checksum in the low 16 bits', () => {
     expect(hashOf('crc16', '')).toBe(0);
+    expect(hashOf('crc16', 'A')).toBe(0x58e5); // table entry 0x41; one byte cannot overflow
+    expect(hashOf('crc16', '123456789') & 0xffff).toBe(0x31c3); // the CRC-16/XMODEM check value
+    expect(hashOf('crc16', '123456789')).toBeGreaterThan(0xffff);
   });
 
   it('one_at_a_time gives Jenkins’ published values', () => {
@@ -261,6 +276,11 @@ describe('KetamaContinuum', () => {
     expect(new KetamaContinuum(['a', 'b', 'c', 'd'].map((name, i) => ({ name, weight: i + 1 }))).size).toBe(64 + 128 + 192 + 256);
     // twemproxy's single-precision arithmetic rounds 58 point groups down to 57 for the 29.
     expect(new KetamaContinuum([{ name: 'a', weight: 1 }, { name: 'b', weight: 29 }, { name: 'c', weight: 30 }]).size).toBe(8 + 228 + 240);
+    // ... and, with 25 equal servers, 40 point groups down to 39 each.
+    const equal = (count: number): KetamaContinuum =>
+      new KetamaContinuum(Array.from({ length: count }, (_, i) => ({ name: `s${i}`, weight: 1 })));
+    expect(equal(24).size).toBe(24 * 160);
+    expect(equal(25).size).toBe(25 * 156);
   });
 
   it('sends keys to servers roughly in proportion to their weights', () => {
@@ -290,7 +310,7 @@ describe('KetamaContinuum', () => {
     for (const hash of [0, 1, 0x7fffffff, 0x80000000, 0xffffffff]) expect(continuum.serverFor(hash)).toBe(0);
   });
 
-  it('keeps the keys of surviving servers in place when one is left out (consistent hashing)', () => {
+  it('keeps the keys of surviving equal-weight servers in place when one is left out', () => {
     const names = ['a', 'b', 'c', 'd'];
     const all = new KetamaContinuum(names.map((name) => ({ name, weight: 1 })));
     const withoutB = new KetamaContinuum(['a', 'c', 'd'].map((name) => ({ name, weight: 1 })));
@@ -307,13 +327,26 @@ describe('KetamaContinuum', () => {
     expect(moved).toBeGreaterThan(1000);
   });
 
-  it('refuses what twemproxy would refuse or not define', () => {
+  it('refuses an empty server list and weights that are not positive whole numbers', () => {
     expect(() => new KetamaContinuum([])).toThrow(RangeError);
     expect(() => new KetamaContinuum([{ name: 'a', weight: 0 }])).toThrow(RangeError);
+    expect(() => new KetamaContinuum([{ name: 'a', weight: -1 }])).toThrow(RangeError);
     expect(() => new KetamaContinuum([{ name: 'a', weight: 1.5 }])).toThrow(RangeError);
-    // 84 bytes + "-10" is 87 bytes: twemproxy would hash stack bytes past its 86-byte buffer.
-    expect(() => new KetamaContinuum([{ name: 'x'.repeat(84), weight: 1 }])).toThrow(RangeError);
-    expect(new KetamaContinuum([{ name: 'x'.repeat(83), weight: 1 }]).size).toBe(160);
+  });
+
+  it('hashes point labels longer than 272 bytes as their first 272 bytes, like twemproxy 0.5.0', () => {
+    // Every label of a 300-byte name shares its first 272 bytes, so all 40 groups land on the same
+    // 4 points and the server owns only the arcs before those 4. The golden pool "long-names"
+    // checks this against nutcracker; here: the other server gets almost every key.
+    const continuum = new KetamaContinuum([{ name: 'x'.repeat(300), weight: 1 }, { name: 'short', weight: 1 }]);
+    expect(continuum.size).toBe(320);
+    const fnv = hashFunction('fnv1a_64');
+    let longNamed = 0;
+    for (let i = 0; i < 10_000; i++) {
+      const key = Buffer.from(`k${i}`);
+      if (continuum.serverFor(fnv(key, 0, key.length)) === 0) longNamed++;
+    }
+    expect(longNamed).toBeLessThan(1000);
   });
 });
 

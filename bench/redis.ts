@@ -1,0 +1,878 @@
+/**
+ * End-to-end Redis benchmark: redis-benchmark against redis-server directly, through twemproxy
+ * (nutcracker) and through poolside (one or more config variants), all started by this script in
+ * one run, so every number in the table was measured on the same machine at the same time.
+ *
+ *   npm run bench                          full run (~3-5 minutes)
+ *   npm run bench -- --quick               smoke check: small N, one repetition
+ *   npm run bench -- --pipeline 1          only -P 1
+ *   npm run bench -- --variant 'nohb={heartbeat: false}'
+ *   npm run bench -- --help
+ *
+ * Besides ops/s (from redis-benchmark's CSV), it reads each proxy's CPU time (utime + stime in
+ * /proc/<pid>/stat) before and after every run and prints CPU µs per request. See bench/README.md.
+ *
+ * Prints, never asserts: the exit code is 0 unless a process failed to start (1) or a bad flag (2).
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+
+// ---------------------------------------------------------------------------------------------
+// Variants: every entry is one more poolside process in the run, with its own config.
+
+/** A YAML mapping as plain data: what `pool` and `root` fragments are made of. */
+export type YamlValue = string | number | boolean | null | YamlValue[] | { [key: string]: YamlValue };
+export type YamlMap = { [key: string]: YamlValue };
+
+/** What a `during` hook learns about the redis-benchmark run it accompanies. */
+export interface RunInfo {
+  variant: string;
+  pipeline: number;
+  op: Op;
+  requests: number;
+  /** poolside's client port. */
+  port: number;
+  /** http://127.0.0.1:<admin port> (the admin endpoint: /metrics, /healthz, /stats). */
+  adminUrl: string;
+}
+
+/**
+ * Ends a side activity started by `during`; may return a one-line note that is printed under the
+ * table (e.g. "12 scrapes, 0 failed").
+ */
+export type StopActivity = () => Promise<string | void> | string | void;
+
+export interface Variant {
+  /** Target name in the table: letters, digits and `+-_.`. */
+  name: string;
+  /** Merged (deeply) over the base pool section; `heartbeat: false` replaces a mapping. */
+  pool?: YamlMap;
+  /** Merged over the config's root (admin, log, shutdown_grace). */
+  root?: YamlMap;
+  /** Started just before each redis-benchmark run against this variant, stopped right after. */
+  during?: (run: RunInfo) => StopActivity;
+}
+
+/** A `during` hook: GET `adminUrl + urlPath` every `everyMs` while the benchmark runs. */
+export function scrapeEvery(everyMs: number, urlPath: string): (run: RunInfo) => StopActivity {
+  return (run) => {
+    let ok = 0;
+    let failed = 0;
+    let lastError = '';
+    const inFlight = new Set<Promise<void>>();
+    const scrape = (): void => {
+      const p = fetch(`${run.adminUrl}${urlPath}`)
+        .then(async (res) => {
+          await res.arrayBuffer();
+          if (res.ok) ok++;
+          else {
+            failed++;
+            lastError = `HTTP ${res.status}`;
+          }
+        })
+        .catch((err: unknown) => {
+          failed++;
+          lastError = err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err);
+        })
+        .finally(() => inFlight.delete(p));
+      inFlight.add(p);
+    };
+    const timer = setInterval(scrape, everyMs);
+    return async () => {
+      clearInterval(timer);
+      await Promise.all(inFlight);
+      return `${urlPath}: ${ok} scrapes ok, ${failed} failed${failed > 0 ? ` (${lastError})` : ''}`;
+    };
+  };
+}
+
+const VARIANTS: Variant[] = [
+  // The baseline: defaults, except 2 shared connections (twemproxy's server_connections).
+  { name: 'poolside' },
+  // Later comparisons, each one more poolside process in the same run:
+  // { name: 'poolside-nohb', pool: { heartbeat: false } },
+  // { name: 'poolside+hb1s', pool: { heartbeat: { interval: '1s', timeout: '500ms' } } },
+  // { name: 'poolside+scrape1s', during: scrapeEvery(1000, '/metrics') },
+  // { name: 'poolside-c1', pool: { connections: { min: 1, max: 1 } } },
+];
+
+/** The pool section every variant starts from. */
+function basePool(listenPort: number, redisPort: number): YamlMap {
+  return {
+    protocol: 'redis',
+    listen: [`127.0.0.1:${listenPort}`],
+    servers: [`127.0.0.1:${redisPort}`],
+    routing: 'failover',
+    connections: { min: 2, max: 2 },
+  };
+}
+
+/** The whole poolside config file for one variant, as YAML text. */
+export function poolsideConfig(variant: Variant, ports: { listen: number; admin: number; redis: number }): string {
+  const root: YamlMap = {
+    admin: { listen: `127.0.0.1:${ports.admin}` },
+    log: { level: 'info' },
+    shutdown_grace: '1s',
+  };
+  const merged = deepMerge(root, variant.root ?? {});
+  merged.pools = { bench: deepMerge(basePool(ports.listen, ports.redis), variant.pool ?? {}) };
+  return `# generated by bench/redis.ts for variant ${variant.name}\n${YAML.stringify(merged)}`;
+}
+
+function isMap(v: YamlValue | undefined): v is YamlMap {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function deepMerge(base: YamlMap, over: YamlMap): YamlMap {
+  const out: YamlMap = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const prev = out[key];
+    out[key] = isMap(prev) && isMap(value) ? deepMerge(prev, value) : value;
+  }
+  return out;
+}
+
+/** twemproxy's config for one pool in front of the one redis-server. */
+function twemproxyConfig(listenPort: number, redisPort: number, serverConnections: number): string {
+  return [
+    'bench:',
+    `  listen: 127.0.0.1:${listenPort}`,
+    '  hash: fnv1a_64',
+    '  distribution: ketama',
+    '  redis: true',
+    `  server_connections: ${serverConnections}`,
+    '  auto_eject_hosts: false',
+    '  preconnect: true',
+    '  timeout: 2000',
+    '  servers:',
+    `    - 127.0.0.1:${redisPort}:1`,
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+type Op = 'set' | 'get';
+const OPS: readonly Op[] = ['set', 'get'];
+
+interface Options {
+  quick: boolean;
+  pipelines: number[];
+  reps: number;
+  clients: number;
+  /** -n per pipeline depth. */
+  requests: Map<number, number>;
+  twemproxyConns: number[];
+  extraVariants: Variant[];
+  logDir: string | null;
+  timeoutMs: number;
+}
+
+const HELP = `usage: npm run bench -- [options]
+
+  --quick                 small N and one repetition (a smoke check, ~30 s)
+  --pipeline LIST         pipeline depths, e.g. 1,16 (default 1,16)
+  --reps K                repetitions per measurement, median reported (default 3; --quick: 1)
+  --clients C             redis-benchmark -c (default 50)
+  --requests P=N,...      redis-benchmark -n per pipeline depth (default 400000*P capped at
+                          2000000: 1=400000,16=2000000; --quick: a tenth)
+  --twemproxy-conns LIST  one nutcracker per server_connections value (default 1,2); the first is
+                          the baseline of the "vs twem" column
+  --variant NAME=YAML     one more poolside process whose pool section is the base merged with
+                          YAML (a flow mapping), e.g. --variant 'nohb={heartbeat: false}';
+                          repeatable
+  --logs DIR              keep configs and process logs in DIR (default: the temp dir, removed
+                          at exit; copied out if something went wrong)
+  --timeout SECONDS       longest a single redis-benchmark run may take (default 120)
+`;
+
+class UsageError extends Error {}
+
+function parseList(flag: string, text: string): number[] {
+  const values = text.split(',').map((s) => Number(s.trim()));
+  if (values.length === 0 || values.some((v) => !Number.isInteger(v) || v < 1)) throw new UsageError(`${flag}: expected positive integers separated by commas, got ${text}`);
+  return values;
+}
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const opts: Options = {
+    quick: false,
+    pipelines: [1, 16],
+    reps: 3,
+    clients: 50,
+    requests: new Map(),
+    twemproxyConns: [1, 2],
+    extraVariants: [],
+    logDir: null,
+    timeoutMs: 120_000,
+  };
+  let reps: number | null = null;
+  const explicitRequests = new Map<number, number>();
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i] as string;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        return 'help';
+      case '--quick':
+        opts.quick = true;
+        break;
+      case '--pipeline':
+      case '--pipelines':
+        opts.pipelines = parseList(flag, value());
+        break;
+      case '--reps':
+        reps = parseList(flag, value())[0] as number;
+        break;
+      case '--clients':
+        opts.clients = parseList(flag, value())[0] as number;
+        break;
+      case '--twemproxy-conns':
+        opts.twemproxyConns = parseList(flag, value());
+        break;
+      case '--requests':
+        for (const part of value().split(',')) {
+          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
+          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
+          explicitRequests.set(Number(m[1]), Number(m[2]));
+        }
+        break;
+      case '--variant': {
+        const text = value();
+        const eq = text.indexOf('=');
+        const name = eq < 0 ? text : text.slice(0, eq);
+        if (!/^[A-Za-z0-9+_.-]+$/.test(name)) throw new UsageError(`--variant: bad name ${JSON.stringify(name)} (use letters, digits and +-_.)`);
+        const parsed: unknown = eq < 0 ? {} : YAML.parse(text.slice(eq + 1));
+        const fragment = (parsed ?? {}) as YamlValue;
+        if (!isMap(fragment)) throw new UsageError(`--variant ${name}: the fragment must be a YAML mapping, e.g. '{heartbeat: false}'`);
+        opts.extraVariants.push({ name, pool: fragment });
+        break;
+      }
+      case '--logs':
+        opts.logDir = path.resolve(value());
+        break;
+      case '--timeout':
+        opts.timeoutMs = (parseList(flag, value())[0] as number) * 1000;
+        break;
+      default:
+        throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
+    }
+  }
+  opts.reps = reps ?? (opts.quick ? 1 : 3);
+  for (const p of opts.pipelines) {
+    // ~3-5 s per proxy run on a 2-core machine (~100k ops/s at P1, ~500k at P16 through a proxy).
+    const full = Math.min(400_000 * p, 2_000_000);
+    opts.requests.set(p, explicitRequests.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
+  }
+  return opts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLK_TCK = readClockTicks();
+
+function readClockTicks(): number {
+  try {
+    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+    return Number.isFinite(n) && n > 0 ? n : 100;
+  } catch {
+    return 100;
+  }
+}
+
+interface Managed {
+  name: string;
+  proc: ChildProcess;
+  log: string;
+  /** Set when the process exits: how it exited. */
+  exited: string | null;
+  /** Exits we caused (stop()) are not failures. */
+  stopping: boolean;
+}
+
+const managed: Managed[] = [];
+let tempDir: string | null = null;
+let currentBenchmark: ChildProcess | null = null;
+
+function startProcess(name: string, command: string, args: string[], log: string): Managed {
+  const fd = fs.openSync(log, 'a');
+  const proc = spawn(command, args, { cwd: ROOT, stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  const m: Managed = { name, proc, log, exited: null, stopping: false };
+  proc.on('error', (err) => {
+    m.exited ??= `could not be started: ${err.message}`;
+  });
+  proc.on('exit', (code, signal) => {
+    m.exited ??= signal !== null ? `killed by ${signal}` : `exited with code ${code}`;
+  });
+  managed.push(m);
+  return m;
+}
+
+async function stopProcess(m: Managed): Promise<void> {
+  m.stopping = true;
+  if (m.exited !== null || m.proc.exitCode !== null || m.proc.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => m.proc.once('exit', () => resolve()));
+  m.proc.kill('SIGTERM');
+  const timer = setTimeout(() => m.proc.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function stopAll(): Promise<void> {
+  currentBenchmark?.kill('SIGKILL');
+  await Promise.all([...managed].reverse().map((m) => stopProcess(m)));
+}
+
+/** Last-resort cleanup on exit (synchronous: kill whatever still runs, remove the temp dir). */
+function cleanupSync(): void {
+  currentBenchmark?.kill('SIGKILL');
+  for (const m of managed) {
+    if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
+  }
+  if (tempDir !== null) fs.rmSync(tempDir, { recursive: true, force: true });
+  tempDir = null;
+}
+
+/** utime + stime of a process, in microseconds; null once it is gone. */
+function cpuMicros(pid: number | undefined): number | null {
+  if (pid === undefined) return null;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2 (comm) may contain spaces and parentheses: count fields after its last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state): utime (14) and stime (15) are fields[11] and fields[12].
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return (ticks * 1e6) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+function freePort(taken: Set<number>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const info = server.address();
+      const port = typeof info === 'object' && info !== null ? info.port : 0;
+      server.close(() => {
+        if (port === 0 || taken.has(port)) freePort(taken).then(resolve, reject);
+        else {
+          taken.add(port);
+          resolve(port);
+        }
+      });
+    });
+  });
+}
+
+/** One PING; resolves true on +PONG within timeoutMs. */
+function ping(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    let answer = '';
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.on('connect', () => socket.write('*1\r\n$4\r\nPING\r\n'));
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString('latin1');
+      if (answer.includes('\r\n')) done(answer.startsWith('+PONG'));
+    });
+    socket.on('error', () => done(false));
+    socket.on('close', () => done(false));
+  });
+}
+
+class StartError extends Error {}
+
+async function waitForPing(m: Managed, port: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (m.exited !== null) throw new StartError(`${m.name} ${m.exited} before answering PING\n${tail(m.log, 30)}`);
+    if (await ping(port, 1000)) return;
+    await sleep(100);
+  }
+  throw new StartError(`${m.name} did not answer PING on 127.0.0.1:${port} within ${timeoutMs / 1000}s\n${tail(m.log, 30)}`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function tail(file: string, lines: number): string {
+  try {
+    const text = fs.readFileSync(file, 'utf8').trimEnd();
+    if (text === '') return `  (${path.basename(file)} is empty)`;
+    return text
+      .split('\n')
+      .slice(-lines)
+      .map((l) => `  | ${l}`)
+      .join('\n');
+  } catch {
+    return `  (no ${path.basename(file)})`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets and runs
+
+type Kind = 'redis' | 'twemproxy' | 'poolside';
+
+interface Target {
+  name: string;
+  kind: Kind;
+  port: number;
+  /** The proxy process (absent for direct redis). */
+  proc: Managed | null;
+  variant: Variant | null;
+  adminPort: number | null;
+}
+
+interface Sample {
+  opsPerSec: number;
+  p50Ms: number;
+  /** null for direct redis, or when /proc could not be read. */
+  proxyCpuUs: number | null;
+  redisCpuUs: number | null;
+  wallMs: number;
+}
+
+interface Measurement {
+  target: Target;
+  pipeline: number;
+  op: Op;
+  samples: Sample[];
+  /** Non-CSV output, non-zero exits, timeouts: the first few, with counts. */
+  problems: Map<string, number>;
+  notes: string[];
+}
+
+interface BenchmarkResult {
+  code: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+  wallMs: number;
+}
+
+function runBenchmark(port: number, op: Op, pipeline: number, requests: number, clients: number, timeoutMs: number): Promise<BenchmarkResult> {
+  const args = ['-h', '127.0.0.1', '-p', String(port), '-t', op, '-c', String(clients), '-n', String(requests), '-P', String(pipeline), '-q', '--csv'];
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const proc = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    currentBenchmark = proc;
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    proc.stdout.setEncoding('utf8').on('data', (s: string) => {
+      if (stdout.length < 1 << 20) stdout += s;
+    });
+    proc.stderr.setEncoding('utf8').on('data', (s: string) => {
+      if (stderr.length < 1 << 20) stderr += s;
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      proc.kill('SIGKILL');
+    }, timeoutMs);
+    proc.on('error', (err) => {
+      stderr += `redis-benchmark: ${err.message}\n`;
+    });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (currentBenchmark === proc) currentBenchmark = null;
+      resolve({ code, signal, timedOut, stdout, stderr, wallMs: Date.now() - started });
+    });
+  });
+}
+
+/** The CSV row for `op` ("SET","12345.67","0.123",...) and every line that is not CSV. */
+function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | null {
+  for (const line of out.split(/\r?\n/)) {
+    const cells = line.split(',').map((c) => c.replace(/^"|"$/g, ''));
+    if ((cells[0] ?? '').toLowerCase() === op && cells.length >= 2) {
+      const rps = Number(cells[1]);
+      // 7.x columns: test, rps, avg, min, p50, p95, p99, max
+      const p50Ms = Number(cells[4] ?? NaN);
+      if (Number.isFinite(rps)) return { rps, p50Ms };
+    }
+  }
+  return null;
+}
+
+/** Expected noise: twemproxy does not implement CONFIG, which redis-benchmark asks for. */
+const HARMLESS = [/^WARNING: Could not fetch server CONFIG$/];
+
+/** Every line that is neither CSV nor known noise: errors ("Error from server: ...", "Server closed the connection"). */
+function otherLines(out: string): string[] {
+  return out
+    .split(/\r?\n/)
+    .map((l) => l.replace(/\r/g, '').trim())
+    .filter((l) => l !== '' && !l.startsWith('"') && !HARMLESS.some((re) => re.test(l)));
+}
+
+function addProblem(m: Measurement, text: string): void {
+  // Identical lines (redis-benchmark -e repeats an error at most once a second) are counted.
+  const key = text.length > 300 ? `${text.slice(0, 300)}...` : text;
+  m.problems.set(key, (m.problems.get(key) ?? 0) + 1);
+}
+
+async function measure(m: Measurement, opts: Options, redisPid: number | undefined): Promise<void> {
+  const { target, pipeline, op } = m;
+  if (target.proc?.exited != null) return;
+  const requests = opts.requests.get(pipeline) as number;
+  const stopSide: StopActivity | null =
+    target.variant?.during?.({
+      variant: target.name,
+      pipeline,
+      op,
+      requests,
+      port: target.port,
+      adminUrl: `http://127.0.0.1:${target.adminPort}`,
+    }) ?? null;
+  const proxyBefore = cpuMicros(target.proc?.proc.pid);
+  const redisBefore = cpuMicros(redisPid);
+  const result = await runBenchmark(target.port, op, pipeline, requests, opts.clients, opts.timeoutMs);
+  const proxyAfter = cpuMicros(target.proc?.proc.pid);
+  const redisAfter = cpuMicros(redisPid);
+  if (stopSide !== null) {
+    const note = await stopSide();
+    if (typeof note === 'string' && note !== '') m.notes.push(note);
+  }
+  for (const line of [...otherLines(result.stdout), ...otherLines(result.stderr)]) addProblem(m, line);
+  if (result.timedOut) addProblem(m, `redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
+  else if (result.code !== 0) addProblem(m, `redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
+  if (target.proc !== null && target.proc.exited !== null) addProblem(m, `${target.name} ${target.proc.exited} during this run`);
+  const parsed = parseBenchmark(result.stdout, op);
+  if (parsed === null || result.timedOut) return;
+  const perRequest = (before: number | null, after: number | null): number | null => (before === null || after === null ? null : (after - before) / requests);
+  m.samples.push({
+    opsPerSec: parsed.rps,
+    p50Ms: parsed.p50Ms,
+    proxyCpuUs: target.proc === null ? null : perRequest(proxyBefore, proxyAfter),
+    redisCpuUs: perRequest(redisBefore, redisAfter),
+    wallMs: result.wallMs,
+  });
+}
+
+function median(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function medianOf(samples: Sample[], pick: (s: Sample) => number | null): number | null {
+  return median(samples.map(pick).filter((v): v is number => v !== null && Number.isFinite(v)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function fmtInt(n: number | null): string {
+  return n === null ? '-' : Math.round(n).toLocaleString('en-US');
+}
+
+function fmt(n: number | null, digits: number, suffix = ''): string {
+  return n === null ? '-' : `${n.toFixed(digits)}${suffix}`;
+}
+
+function table(header: string[], rows: string[][], rightAlign: boolean[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (rightAlign[i] ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function report(measurements: Measurement[], opts: Options, baselineName: string): { text: string; problems: boolean } {
+  const find = (name: string, p: number, op: Op): Measurement | undefined => measurements.find((m) => m.target.name === name && m.pipeline === p && m.op === op);
+  const ops = (m: Measurement | undefined): number | null => (m === undefined ? null : medianOf(m.samples, (s) => s.opsPerSec));
+  const out: string[] = [];
+  const rows: string[][] = [];
+  for (const p of opts.pipelines) {
+    for (const op of OPS) {
+      const base = ops(find(baselineName, p, op));
+      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) {
+        const o = ops(m);
+        rows.push([
+          m.target.name,
+          String(p),
+          op.toUpperCase(),
+          fmtInt(o),
+          o === null || base === null ? '-' : `${(o / base).toFixed(2)}x`,
+          fmt(medianOf(m.samples, (s) => s.proxyCpuUs), 2),
+          fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
+          fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
+          `${m.samples.length}/${opts.reps}`,
+        ]);
+      }
+    }
+  }
+  out.push(
+    table(
+      ['target', 'P', 'op', 'ops/s', `vs ${baselineName}`, 'proxy CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
+      rows,
+      [false, true, false, true, true, true, true, true, true],
+    ),
+  );
+
+  // Problems and notes.
+  let problems = false;
+  for (const m of measurements) {
+    if (m.problems.size === 0) continue;
+    problems = true;
+    out.push('', `PROBLEMS ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}:`);
+    let shown = 0;
+    for (const [text, count] of m.problems) {
+      if (shown++ >= 8) {
+        out.push(`  ... ${m.problems.size - 8} more distinct lines`);
+        break;
+      }
+      out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
+    }
+  }
+  const notes = measurements.filter((m) => m.notes.length > 0);
+  if (notes.length > 0) {
+    out.push('', 'Side activities:');
+    for (const m of notes) out.push(`  ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}: ${m.notes.join('; ')}`);
+  }
+
+  // Targets.
+  out.push('', `Targets (vs ${baselineName}; printed, not asserted):`);
+  const poolsides = [...new Set(measurements.filter((m) => m.target.kind === 'poolside').map((m) => m.target.name))];
+  const mark = (ok: boolean | null): string => (ok === null ? 'n/a ' : ok ? 'MET ' : 'MISS');
+  for (const name of poolsides) {
+    for (const p of opts.pipelines) {
+      for (const op of OPS) {
+        const m = find(name, p, op);
+        const o = ops(m);
+        const base = ops(find(baselineName, p, op));
+        const cpu = m === undefined ? null : medianOf(m.samples, (s) => s.proxyCpuUs);
+        const ratio = o === null || base === null ? null : o / base;
+        const baseCpu = (() => {
+          const b = find(baselineName, p, op);
+          return b === undefined ? null : medianOf(b.samples, (s) => s.proxyCpuUs);
+        })();
+        const cpuNote = `CPU ${fmt(cpu, 2)} µs/req (${baselineName} ${fmt(baseCpu, 2)})`;
+        if (p === 1) {
+          out.push(`  [${mark(ratio === null ? null : ratio >= 1)}] ${name} P1 ${op.toUpperCase()}: throughput ${fmt(ratio, 2, 'x')} ${baselineName} (target >= 1.00x)`);
+          out.push(`  [${mark(cpu === null ? null : cpu <= 8)}] ${name} P1 ${op.toUpperCase()}: ${cpuNote} (target <= ~8)`);
+        } else if (p === 16) {
+          out.push(`  [${mark(ratio === null ? null : ratio >= 2.5)}] ${name} P16 ${op.toUpperCase()}: throughput ${fmt(ratio, 2, 'x')} ${baselineName} (target >= 2.5x); ${cpuNote}`);
+        } else {
+          out.push(`  [info] ${name} P${p} ${op.toUpperCase()}: throughput ${fmt(ratio, 2, 'x')} ${baselineName}; ${cpuNote}`);
+        }
+      }
+    }
+  }
+  return { text: out.join('\n'), problems };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+function version(command: string, args: string[]): string {
+  const r = spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] || `${command}: ?`;
+}
+
+async function main(): Promise<number> {
+  let parsed: Options | 'help';
+  try {
+    parsed = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const opts = parsed;
+  const variants = [...VARIANTS, ...opts.extraVariants];
+  const names = new Set<string>();
+  for (const v of variants) {
+    if (names.has(v.name)) throw new UsageError(`two variants are named ${v.name}`);
+    names.add(v.name);
+  }
+
+  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-bench-'));
+  const logDir = opts.logDir ?? tempDir;
+  fs.mkdirSync(logDir, { recursive: true });
+  const taken = new Set<number>();
+  const targets: Target[] = [];
+
+  const log = (s: string): void => {
+    process.stderr.write(`${s}\n`);
+  };
+
+  log(`bench: temp dir ${tempDir}${opts.logDir !== null ? `, logs in ${logDir}` : ''}`);
+
+  // 1. redis-server
+  const redisPort = await freePort(taken);
+  const redisDir = path.join(tempDir, 'redis');
+  fs.mkdirSync(redisDir);
+  const redis = startProcess(
+    'redis-server',
+    'redis-server',
+    ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', redisDir, '--daemonize', 'no', '--logfile', ''],
+    path.join(logDir, 'redis.log'),
+  );
+  await waitForPing(redis, redisPort);
+  targets.push({ name: 'redis', kind: 'redis', port: redisPort, proc: null, variant: null, adminPort: null });
+  log(`bench: redis-server pid ${redis.proc.pid} on 127.0.0.1:${redisPort}`);
+
+  // 2. twemproxy, one per server_connections value
+  for (const conns of opts.twemproxyConns) {
+    const name = conns === opts.twemproxyConns[0] ? 'twemproxy' : `twemproxy-c${conns}`;
+    const port = await freePort(taken);
+    const statsPort = await freePort(taken);
+    const conf = path.join(logDir, `${name}.yml`);
+    fs.writeFileSync(conf, twemproxyConfig(port, redisPort, conns));
+    const m = startProcess(
+      name,
+      'nutcracker',
+      ['-c', conf, '-s', String(statsPort), '-a', '127.0.0.1', '-o', path.join(logDir, `${name}.log`), '-p', path.join(tempDir, `${name}.pid`)],
+      path.join(logDir, `${name}.stdio.log`),
+    );
+    // nutcracker logs to -o; point `log` there so failures show its messages.
+    m.log = path.join(logDir, `${name}.log`);
+    await waitForPing(m, port);
+    targets.push({ name, kind: 'twemproxy', port, proc: m, variant: null, adminPort: statsPort });
+    log(`bench: ${name} (server_connections ${conns}) pid ${m.proc.pid} on 127.0.0.1:${port}`);
+  }
+
+  // 3. poolside, one per variant
+  const mainJs = path.join(ROOT, 'dist', 'main.js');
+  if (!fs.existsSync(mainJs)) throw new StartError(`${mainJs} does not exist: run npm run build first (npm run bench does)`);
+  for (const variant of variants) {
+    const port = await freePort(taken);
+    const adminPort = await freePort(taken);
+    const conf = path.join(logDir, `${variant.name}.yaml`);
+    fs.writeFileSync(conf, poolsideConfig(variant, { listen: port, admin: adminPort, redis: redisPort }));
+    const m = startProcess(variant.name, process.execPath, [mainJs, '--config', conf], path.join(logDir, `${variant.name}.log`));
+    await waitForPing(m, port);
+    targets.push({ name: variant.name, kind: 'poolside', port, proc: m, variant, adminPort });
+    log(`bench: ${variant.name} pid ${m.proc.pid} on 127.0.0.1:${port} (admin ${adminPort})`);
+  }
+
+  const baselineName = targets.find((t) => t.kind === 'twemproxy')?.name ?? 'redis';
+  const header = [
+    `poolside bench: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+    `${version('redis-server', ['--version'])}; ${version('nutcracker', ['--version'])}; ${version('redis-benchmark', ['--version'])}`,
+    `redis-benchmark -c ${opts.clients} ${opts.pipelines.map((p) => `-P ${p} -n ${opts.requests.get(p)}`).join(' / ')}, -t set then get; ` +
+      `median of ${opts.reps} interleaved run${opts.reps === 1 ? '' : 's'}${opts.quick ? ' (QUICK: smoke check only)' : ''}`,
+    `twemproxy: server_connections ${opts.twemproxyConns.join(' and ')}; poolside: connections {min: 2, max: 2} unless a variant says otherwise`,
+  ];
+  log(header.join('\n'));
+
+  // Warm-up (JIT, connection growth): a short unmeasured run per target and depth.
+  for (const t of targets) {
+    for (const p of opts.pipelines) {
+      const n = Math.min(opts.requests.get(p) as number, opts.quick ? 5_000 * p : 20_000 * p);
+      await runBenchmark(t.port, 'set', p, n, opts.clients, opts.timeoutMs);
+      await runBenchmark(t.port, 'get', p, n, opts.clients, opts.timeoutMs);
+    }
+  }
+
+  const measurements: Measurement[] = [];
+  for (const p of opts.pipelines) {
+    for (const op of OPS) {
+      for (const target of targets) measurements.push({ target, pipeline: p, op, samples: [], problems: new Map(), notes: [] });
+    }
+  }
+  const total = opts.reps * opts.pipelines.length * targets.length * OPS.length;
+  let done = 0;
+  const started = Date.now();
+  for (let rep = 0; rep < opts.reps; rep++) {
+    for (const p of opts.pipelines) {
+      // Rotate the order each repetition so no target always runs first (or right after another).
+      const order = targets.map((_, i) => targets[(i + rep) % targets.length] as Target);
+      for (const target of order) {
+        for (const op of OPS) {
+          const m = measurements.find((x) => x.target === target && x.pipeline === p && x.op === op) as Measurement;
+          await measure(m, opts, redis.proc.pid);
+          done++;
+          const last = m.samples.at(-1);
+          log(
+            `bench: [${String(done).padStart(String(total).length)}/${total}] rep ${rep + 1} P${p} ${op.toUpperCase()} ${target.name}: ` +
+              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, proxy ${fmt(last.proxyCpuUs, 2)} µs/req, ${(last.wallMs / 1000).toFixed(1)}s`) +
+              (m.problems.size > 0 ? ` (problems: ${[...m.problems.keys()][0]})` : ''),
+          );
+        }
+      }
+    }
+  }
+  log(`bench: measured in ${((Date.now() - started) / 1000).toFixed(0)}s`);
+
+  const crashed = managed.filter((m) => m.exited !== null && !m.stopping);
+  const { text, problems } = report(measurements, opts, baselineName);
+  process.stdout.write(`\n${header.join('\n')}\n\n${text}\n`);
+  for (const m of crashed) process.stdout.write(`\nCRASH: ${m.name} ${m.exited}; last lines of ${path.basename(m.log)}:\n${tail(m.log, 40)}\n`);
+
+  await stopAll();
+  if ((problems || crashed.length > 0) && opts.logDir === null) {
+    const keep = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-bench-logs-'));
+    for (const f of fs.readdirSync(logDir)) {
+      const from = path.join(logDir, f);
+      if (fs.statSync(from).isFile()) fs.copyFileSync(from, path.join(keep, f));
+    }
+    process.stdout.write(`\nSomething went wrong: configs and logs kept in ${keep}\n`);
+  }
+  return 0;
+}
+
+process.on('exit', cleanupSync);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    process.stderr.write(`\nbench: ${signal}, stopping everything\n`);
+    void stopAll().finally(() => {
+      cleanupSync();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  });
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  if (err instanceof StartError || err instanceof UsageError) {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exitCode = err instanceof UsageError ? 2 : 1;
+  } else {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  }
+  await stopAll();
+} finally {
+  cleanupSync();
+}
