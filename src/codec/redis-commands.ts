@@ -146,7 +146,9 @@ const XREADGROUP_BLOCK: CommandSpec = { name: 'XREADGROUP', use: 'pin-once', key
 function argEquals(bytes: Buffer, start: number, end: number, upper: string): boolean {
   if (end - start !== upper.length) return false;
   for (let i = 0; i < upper.length; i++) {
-    if ((bytes[start + i] & 0xdf) !== upper.charCodeAt(i)) return false;
+    let c = bytes[start + i];
+    if (c >= 0x61 && c <= 0x7a) c -= 0x20; // ASCII lowercase to uppercase; digits stay digits
+    if (c !== upper.charCodeAt(i)) return false;
   }
   return true;
 }
