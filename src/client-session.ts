@@ -40,9 +40,8 @@ class Slot implements ResponseTarget {
   server = -1;
   conn: Connection | null = null;
   retried = false;
-  /** For SELECT: the database it selects (-1 if the server must judge) and the one before. */
+  /** For SELECT: the database it selects (-1 if the server must judge it). */
   selectDb = -1;
-  selectPrev = -1;
   /** Clock time when the request was framed; 0 for replies that answer no request. */
   startedAt = 0;
 
@@ -105,7 +104,7 @@ export class ClientSession implements RequestSink, Waiter {
   readonly #affConn: (Connection | null)[];
   readonly #affCount: Int32Array;
   /** A transaction whose MULTI could not be served: its commands fail until EXEC/DISCARD. */
-  #txAborted: string | null = null;
+  #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   #quitting = false;
   #corked = false;
@@ -177,6 +176,8 @@ export class ClientSession implements RequestSink, Waiter {
     }
     const slot = new Slot(this, bytes, spec, hash);
     slot.startedAt = pool.now();
+    // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
+    if (spec.use === 'quit') this.#quitting = true;
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
     this.#replies.push(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
@@ -200,10 +201,13 @@ export class ClientSession implements RequestSink, Waiter {
 
   onSlotResponse(slot: Slot, bytes: Buffer): void {
     this.#settle(slot);
-    if (slot.selectDb >= 0 && this.#codec.isErrorResponse(bytes)) {
-      // The server refused the SELECT: nothing changed on its side.
-      this.#db = slot.selectPrev;
-      if (slot.conn !== null && slot.conn.db === slot.selectDb) slot.conn.db = DB_UNKNOWN;
+    if (slot.spec.use === 'select') {
+      if (this.#codec.isErrorResponse(bytes)) {
+        // Refused: the server did not move; whoever uses the connection next selects again.
+        if (slot.conn !== null && slot.conn.db === slot.selectDb) slot.conn.db = DB_UNKNOWN;
+      } else if (slot.selectDb >= 0) {
+        this.#db = slot.selectDb;
+      }
     }
     slot.response = bytes;
     slot.done = true;
@@ -216,7 +220,7 @@ export class ClientSession implements RequestSink, Waiter {
     const onPinned = lease.kind === 'pinned' && slot.conn === lease.conn;
     this.#settle(slot);
     if (onPinned) {
-      if (lease.multi) this.#txAborted = `transaction lost: ${message}`;
+      if (lease.multi) this.#txAborted = { reason, message };
       this.#lease = { kind: 'shared' };
       this.#pool.servers[lease.server].releaseExclusive(lease.conn, true);
     } else if (retryable && slot.spec.idempotent && !slot.retried && !this.#closed) {
@@ -239,16 +243,13 @@ export class ClientSession implements RequestSink, Waiter {
   #dispatch(slot: Slot): boolean {
     const spec = slot.spec;
     if (this.#txAborted !== null) {
-      const message = this.#txAborted;
+      const { reason, message } = this.#txAborted;
       if (spec.use === 'pin-close') this.#txAborted = null;
-      this.#answerError(slot, 'SERVER_ERROR', message);
+      this.#answerError(slot, reason, `transaction aborted: ${message}`);
       return true;
     }
     switch (spec.use) {
       case 'quit':
-        this.#quitting = true;
-        this.#answer(slot, this.#codec.okReply);
-        return true;
       case 'ok':
         this.#answer(slot, this.#codec.okReply);
         return true;
@@ -303,8 +304,9 @@ export class ClientSession implements RequestSink, Waiter {
     const pool = this.#pool;
     const spec = slot.spec;
     if (pool.router.keyed && (spec.use !== 'pin-once' || slot.hash < 0)) {
-      if (spec.use === 'pin-open') this.#txAborted = `${spec.name} is not supported in ketama pool ${pool.config.name}`;
-      this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} needs a connection of its own, which ketama pool ${pool.config.name} cannot give`);
+      const message = `${spec.name} needs a connection of its own, which ketama pool ${pool.config.name} cannot give`;
+      if (spec.use === 'pin-open') this.#txAborted = { reason: 'UNSUPPORTED_COMMAND', message };
+      this.#answerError(slot, 'UNSUPPORTED_COMMAND', message);
       return true;
     }
     // Requests already in flight on shared connections must run before anything on the new one.
@@ -314,8 +316,9 @@ export class ClientSession implements RequestSink, Waiter {
     }
     const server = pool.route(slot.hash);
     if (server === NO_SERVER) {
-      if (spec.use === 'pin-open') this.#txAborted = `no healthy server in pool ${pool.config.name}`;
-      this.#answerError(slot, 'NO_HEALTHY_SERVER', `no healthy server in pool ${pool.config.name}`);
+      const message = `no healthy server in pool ${pool.config.name}`;
+      if (spec.use === 'pin-open') this.#txAborted = { reason: 'NO_HEALTHY_SERVER', message };
+      this.#answerError(slot, 'NO_HEALTHY_SERVER', message);
       return true;
     }
     pool.countPin(spec.note);
@@ -346,7 +349,7 @@ export class ClientSession implements RequestSink, Waiter {
     if (slot !== undefined) {
       this.#pool.waitingRequests--;
       const message = `no exclusive connection for ${slot.spec.name} in pool ${this.#pool.config.name}: ${err.message}`;
-      if (slot.spec.use === 'pin-open') this.#txAborted = message;
+      if (slot.spec.use === 'pin-open') this.#txAborted = { reason: 'POOL_TIMEOUT', message };
       this.#answerError(slot, 'POOL_TIMEOUT', message);
     }
     this.#drainBacklog();
@@ -402,23 +405,30 @@ export class ClientSession implements RequestSink, Waiter {
       conn.send(this.#codec.encodeSelect(db), this.#pool.servers[server].selectTarget);
       conn.db = db;
     }
-    if (slot.selectDb >= 0) {
-      slot.selectPrev = this.#db;
-      this.#db = slot.selectDb;
+    const lease = this.#lease;
+    if (slot.selectDb >= 0 && !(lease.kind === 'pinned' && lease.multi)) {
+      // The connection will be in that database if the server accepts; the session adopts it
+      // only then, and sends nothing more until it knows (a barrier: see onSlotResponse).
       conn.db = slot.selectDb;
     } else if (slot.spec.use === 'select') {
-      // A SELECT poolside cannot read: let the server judge it, and trust nothing after it.
+      // Unreadable, or queued in a MULTI that may be discarded: trust nothing after it.
       conn.db = DB_UNKNOWN;
     }
     slot.server = server;
     slot.conn = conn;
     this.#outstanding++;
     conn.send(slot.bytes, slot);
+    if (slot.spec.use === 'select') this.#wait = 'idle';
   }
 
   #hold(slot: Slot): void {
+    const pool = this.#pool;
+    if (pool.waitingRequests >= pool.config.queue.max) {
+      this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
+      return;
+    }
     this.#backlog.push(slot);
-    this.#pool.waitingRequests++;
+    pool.waitingRequests++;
   }
 
   #drainBacklog(): void {

@@ -5,10 +5,13 @@
  */
 import fs from 'node:fs';
 import type net from 'node:net';
+import { Registry } from 'prom-client';
+import { AdminServer } from './admin.js';
 import { ClientSession } from './client-session.js';
 import { codecFor } from './codec/registry.js';
-import type { Config, ListenAddress } from './config/schema.js';
+import type { Config, ListenAddress, TcpAddress } from './config/schema.js';
 import { formatAddress, listen } from './listener.js';
+import { packageVersion, registerMetrics } from './metrics.js';
 import { Pool } from './pool/pool.js';
 import type { PoolStats } from './pool/pool.js';
 import type { Clock } from './util/clock.js';
@@ -19,6 +22,13 @@ import { silentLogger } from './util/log.js';
 export interface ProxyOptions {
   clock?: Clock;
   log?: Logger;
+  /**
+   * Where the admin endpoint's metrics are declared (config.admin set); a new Registry by
+   * default, never prom-client's global one.
+   */
+  registry?: Registry;
+  /** For poolside_build_info and /stats; package.json's version by default. */
+  version?: string;
 }
 
 export interface BoundListener {
@@ -37,10 +47,13 @@ export class Proxy {
   readonly #sessions = new Set<ClientSession>();
   readonly #log: Logger;
   readonly #clock: Clock;
+  readonly #options: ProxyOptions;
+  #admin: AdminServer | null = null;
   #closing: Promise<void> | null = null;
 
   private constructor(config: Config, options: ProxyOptions) {
     this.config = config;
+    this.#options = options;
     this.#log = options.log ?? silentLogger;
     this.#clock = options.clock ?? systemClock;
   }
@@ -62,6 +75,17 @@ export class Proxy {
     const found = this.listeners.filter((l) => l.pool === pool)[n];
     if (found === undefined) throw new Error(`pool ${pool} has no listener ${n}`);
     return found.bound;
+  }
+
+  /** The admin endpoint's bound address (tests bind port 0); throws when config.admin is null. */
+  adminAddress(): TcpAddress {
+    if (this.#admin === null) throw new Error('the admin endpoint is off (admin: false)');
+    return this.#admin.address;
+  }
+
+  /** True from the moment close() begins: no new clients, /readyz answers 503. */
+  get draining(): boolean {
+    return this.#closing !== null;
   }
 
   stats(): PoolStats[] {
@@ -96,6 +120,24 @@ export class Proxy {
         this.#log.info('listening', { pool: config.name, address: formatAddress(bound) });
       }
     }
+    if (this.config.admin !== null) await this.#startAdmin(this.config.admin.listen);
+  }
+
+  async #startAdmin(address: TcpAddress): Promise<void> {
+    const registry = this.#options.registry ?? new Registry();
+    const version = this.#options.version ?? packageVersion();
+    const pools = (): Iterable<Pool> => this.pools.values();
+    registerMetrics({ registry, pools, version });
+    this.#admin = await AdminServer.start({
+      listen: address,
+      registry,
+      pools,
+      draining: () => this.draining,
+      clock: this.#clock,
+      log: this.#log,
+      version,
+    });
+    this.#log.info('admin endpoint listening', { address: formatAddress(this.#admin.address) });
   }
 
   #accept(pool: Pool, socket: net.Socket): void {
@@ -125,7 +167,9 @@ export class Proxy {
   }
 
   async #close(graceMs: number): Promise<void> {
-    await Promise.all(
+    // server.close() calls back only once every accepted client has gone: stop accepting now,
+    // and wait for the callbacks after the sessions were given their grace and closed.
+    const listenersClosed = Promise.all(
       this.listeners.map(
         (l) =>
           new Promise<void>((resolve) => {
@@ -138,10 +182,13 @@ export class Proxy {
       await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), 50));
     }
     for (const session of this.#sessions) session.close();
+    await listenersClosed;
     await Promise.all([...this.pools.values()].map((pool) => pool.close()));
     for (const l of this.listeners) {
       if (l.address.kind === 'unix') fs.rmSync(l.address.path, { force: true });
     }
+    // Last: /readyz answers 503 through the whole drain, so orchestrators see it.
+    await this.#admin?.close();
   }
 }
 

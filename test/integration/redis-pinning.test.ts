@@ -278,6 +278,26 @@ describe('SELECT', () => {
     }
   });
 
+  it('gives ioredis clients connecting with different db options each their own database', async () => {
+    const { port, redis, proxy } = await setup({ connections: { min: 1, max: 1 } });
+    await markDatabases(redis, 4);
+    const clients = await Promise.all(Array.from({ length: 12 }, (_, i) => connectRedis(cleanup, port, { db: i % 4 })));
+    await Promise.all(
+      clients.map(async (client, i) => {
+        for (let round = 0; round < 10; round++) {
+          const replies = (await client.pipeline().get('db-marker').set(`opt:${i}`, String(round)).get(`opt:${i}`).exec()) ?? [];
+          expect(replies).toEqual([
+            [null, `db${i % 4}`],
+            [null, 'OK'],
+            [null, String(round)],
+          ]);
+        }
+      }),
+    );
+    for (let i = 0; i < clients.length; i++) expect(await getDirect(redis, i % 4, `opt:${i}`)).toBe('9');
+    expect(exclusive(proxy).borrowed).toBe(0);
+  });
+
   it('keeps the selected database across MULTI/EXEC and after the transaction', async () => {
     const { port, redis } = await setup();
     await markDatabases(redis, 4);
@@ -338,10 +358,10 @@ describe('SELECT', () => {
     expect(replies[4]).toBe('db1');
   });
 
-  // Product bug: ClientSession.#send adopts SELECT n's database before the server accepted it;
-  // when another session moves the shared connection to its own database in between, the replayed
-  // SELECT 99 fails and this session's next request runs in the other client's database.
-  it.fails('runs the request after a refused SELECT in the previous database when another client used the connection in between', async () => {
+  // A session adopts SELECT n's database only once the server accepted it, and holds its later
+  // requests until then: otherwise another session could move the shared connection to its own
+  // database in between, and this session's next request would run there.
+  it('runs the request after a refused SELECT in the previous database when another client used the connection in between', async () => {
     // One shared connection, and the server frozen so that both clients' requests are written
     // before the refusal of SELECT 99 comes back.
     const { port, redis, proxy } = await setup({ connections: { min: 1, max: 1 } });
@@ -359,7 +379,9 @@ describe('SELECT', () => {
     b.send('GET', 'db-marker');
     await waitFor(() => inflight() >= 3, "b's requests written");
     a.send('GET', 'db-marker');
-    await waitFor(() => inflight() >= 4, "a's GET written");
+    // Held behind the unanswered SELECT, not written.
+    await waitFor(() => proxy.stats()[0].waiting.requests >= 1, "a's GET held");
+    expect(inflight()).toBe(3);
     redis.signal('SIGCONT');
 
     const [refused, marker] = await a.take(2);
@@ -370,11 +392,10 @@ describe('SELECT', () => {
 });
 
 describe("a client library's connect handshake", () => {
-  // ioredis (5.x, default options) sends CLIENT SETINFO LIB-NAME / LIB-VER on connect. poolside
-  // classifies CLIENT SETINFO as pin-session, so every ioredis session holds an exclusive server
-  // connection for its whole life, and clients beyond exclusive.max wait queue.timeout twice and
-  // get POOL_TIMEOUT for the handshake. See the report: CLIENT SETINFO should not pin.
-  it.fails('does not pin 50 default ioredis clients to exclusive connections', async () => {
+  // ioredis 5.x sends CLIENT SETINFO LIB-NAME / LIB-VER on every connect. Pinning a session for it
+  // would give every ioredis client an exclusive server connection for life, and clients beyond
+  // exclusive.max would wait queue.timeout twice and get POOL_TIMEOUT for the handshake.
+  it('does not pin 50 default ioredis clients to exclusive connections', async () => {
     const { port, proxy } = await setup();
     const clients = await Promise.all(Array.from({ length: 50 }, () => connectRedis(cleanup, port)));
     await Promise.all(clients.map((client, i) => client.set(`hs:${i}`, String(i))));
@@ -382,5 +403,6 @@ describe("a client library's connect handshake", () => {
     const pool = proxy.pools.get('p');
     expect(pool?.counters.failures.reduce((a, b) => a + b, 0)).toBe(0);
     expect(exclusive(proxy).borrowed).toBe(0);
+    expect(proxy.stats()[0].servers[0].counters.connectionsOpened).toBeLessThanOrEqual(8);
   });
 });
