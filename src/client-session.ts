@@ -24,6 +24,7 @@ import { DB_UNKNOWN } from './pool/connection.js';
 import type { Pool, Waiter } from './pool/pool.js';
 import { NO_SERVER } from './router/router.js';
 import { Fifo } from './util/fifo.js';
+import { writeBatch } from './util/write-batch.js';
 import type { Logger } from './util/log.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -95,7 +96,8 @@ export class ClientSession implements RequestSink, Waiter {
   readonly #replies = new Fifo<Slot>();
   readonly #backlog = new Fifo<Slot>();
   #wait: WaitFor = 'none';
-  #waitSince = 0;
+  /** When the request at the head of the backlog began waiting for a connection; -1 = not waiting. */
+  #waitSince = -1;
   #outstanding = 0;
   #lease: Lease = { kind: 'shared' };
   /** Database chosen by SELECT; -1 = the server's configured one. */
@@ -107,12 +109,11 @@ export class ClientSession implements RequestSink, Waiter {
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   #quitting = false;
-  #corked = false;
+  #out: Buffer[] = [];
+  /** When the chunk being framed was read: the start time of every request framed from it. */
+  #chunkAt = 0;
   #paused = false;
-  readonly #uncork = (): void => {
-    this.#corked = false;
-    this.#socket.uncork();
-  };
+  readonly #flushOut = (): void => this.#writeOut();
   readonly #resumeReads = (): void => {
     this.#paused = false;
     if (!this.#closed) this.#socket.resume();
@@ -175,7 +176,7 @@ export class ClientSession implements RequestSink, Waiter {
       }
     }
     const slot = new Slot(this, bytes, spec, hash);
-    slot.startedAt = pool.now();
+    slot.startedAt = this.#chunkAt;
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
     if (spec.use === 'quit') this.#quitting = true;
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
@@ -189,13 +190,17 @@ export class ClientSession implements RequestSink, Waiter {
     this.#wait = 'none';
     const since = this.#waitSince;
     this.#drainBacklog();
-    if ((this.#wait as WaitFor) !== 'connection') this.#pool.counters.waitDuration.observe((this.#pool.now() - since) / 1000);
+    if ((this.#wait as WaitFor) !== 'connection') {
+      this.#pool.counters.waitDuration.observe((this.#pool.now() - since) / 1000);
+      this.#waitSince = -1;
+    }
   }
 
   /** Pool: queue.timeout passed or nothing is left to wait for; every held request fails. */
   abandon(reason: FailureReason, message: string): void {
     if (this.#wait !== 'connection') return;
     this.#wait = 'none';
+    this.#waitSince = -1;
     this.#failBacklog(reason, message);
   }
 
@@ -284,7 +289,8 @@ export class ClientSession implements RequestSink, Waiter {
       conn = pool.servers[server].pickConnection();
       if (conn === null) {
         if (!mayWait) return false;
-        if (this.#wait === 'none') this.#waitSince = pool.now();
+        // Kept across resumes that found nothing ready: queue.timeout counts from the first wait.
+        if (this.#waitSince < 0) this.#waitSince = pool.now();
         if (!pool.wait(this, this.#waitSince)) {
           this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
           return true;
@@ -481,7 +487,7 @@ export class ClientSession implements RequestSink, Waiter {
   }
 
   #answerError(slot: Slot, reason: FailureReason, message: string): void {
-    this.#pool.fail(reason);
+    this.#pool.fail(reason, message);
     this.#answer(slot, this.#codec.errorReply(reason, message));
   }
 
@@ -496,23 +502,32 @@ export class ClientSession implements RequestSink, Waiter {
       }
       if (!this.#closed && head.response.length > 0) this.#write(head.response);
     }
-    if (this.#quitting && replies.length === 0 && !this.#closed) this.#socket.end();
+    if (this.#quitting && replies.length === 0 && !this.#closed) {
+      this.#writeOut();
+      this.#socket.end();
+    }
   }
 
+  /** Queues reply bytes; everything queued in one turn goes out in one write (#flushOut). */
   #write(bytes: Buffer): void {
+    this.#out.push(bytes);
+    if (this.#out.length === 1) queueMicrotask(this.#flushOut);
+  }
+
+  #writeOut(): void {
+    const out = this.#out;
     const socket = this.#socket;
-    if (!this.#corked) {
-      this.#corked = true;
-      socket.cork();
-      queueMicrotask(this.#uncork);
-    }
-    socket.write(bytes);
+    if (out.length === 0 || this.#closed || socket.destroyed) return;
+    this.#out = [];
+    writeBatch(socket, out);
     const pending = socket.writableLength;
     const { outputSoftBytes, outputHardBytes } = this.#pool.config.clients;
     if (pending >= outputHardBytes) {
       this.#pool.counters.clientsOverflowed++;
       this.#log.warn('client closed: it stopped reading its replies', { pool: this.#pool.config.name, reason: 'output_overflow', pending });
-      socket.destroy();
+      // A reset, not a FIN: the replies it never read are discarded, and a client that is not
+      // reading would not see a FIN until it read everything before it.
+      socket.resetAndDestroy();
     } else if (pending >= outputSoftBytes && !this.#paused) {
       // Stop reading its requests until it reads its replies; shared connections never wait for it.
       this.#paused = true;
@@ -525,12 +540,13 @@ export class ClientSession implements RequestSink, Waiter {
 
   #onData(chunk: Buffer): void {
     if (this.#quitting) return;
+    // One clock read per read from the client, not per request framed from it.
+    this.#chunkAt = this.#pool.now();
     try {
       this.#decoder.push(chunk);
     } catch (err) {
       const message = (err as Error).message;
       this.#pool.counters.protocolErrors++;
-      this.#log.warn('client sent bytes that cannot be framed; closing it', { pool: this.#pool.config.name, reason: 'PROTOCOL_ERROR', error: message });
       const slot = new Slot(this, EMPTY, RELAYED, -1);
       this.#replies.push(slot);
       this.#quitting = true;

@@ -1,7 +1,7 @@
 /**
  * One persistent socket from poolside to a server.
  *
- *   send(bytes, target) ──▶ #out ──(setImmediate: cork, write…, uncork = one writev)──▶ server
+ *   send(bytes, target) ──▶ #out ──(setImmediate: writeBatch, one write per turn)──▶ server
  *                      └──▶ #inflight FIFO: targets in the order their requests were written
  *   server ──▶ response decoder ──▶ onResponse(bytes) ──▶ #inflight.shift().onResponse(bytes)
  *
@@ -16,6 +16,7 @@ import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
+import { writeBatch } from '../util/write-batch.js';
 
 /** Who receives the response to one request. */
 export interface ResponseTarget {
@@ -54,8 +55,8 @@ export type ConnectionState =
 
 export interface ConnectionOwner {
   onReady(conn: Connection): void;
-  /** A heartbeat was answered (`ok`: with a reply that is not an error). */
-  onHeartbeat(conn: Connection, ok: boolean): void;
+  /** A heartbeat sent at `sentAt` (clock time) was answered; `ok`: with a reply that is not an error. */
+  onHeartbeat(conn: Connection, ok: boolean, sentAt: number): void;
   /** Fired once, after every in-flight target was failed. */
   onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void;
 }
@@ -84,6 +85,11 @@ export class Connection implements ResponseSink {
   /** `responses` as of the owner's last sweep, and when it last changed (progress or idle since). */
   seenResponses = -1;
   lastProgressAt: number;
+  /** Heartbeats answered: responses minus these are the ones clients asked for. */
+  heartbeatsAnswered = 0;
+  /** Client responses as of the owner's last sweep, and when that last changed (for idle_timeout). */
+  seenUsed = 0;
+  lastUsedAt: number;
   readonly createdAt: number;
   /** When the owner retires this connection (max_lifetime with jitter); Infinity = never. */
   expiresAt = Infinity;
@@ -112,10 +118,12 @@ export class Connection implements ResponseSink {
   readonly #flush = (): void => this.#flushNow();
   readonly #beatTarget: ResponseTarget = {
     onResponse: (bytes) => {
+      const sentAt = this.beatSentAt;
       this.beatSentAt = -1;
+      this.heartbeatsAnswered++;
       const ok = !this.#codec.isErrorResponse(bytes);
       if (ok) this.misses = 0;
-      this.#owner.onHeartbeat(this, ok);
+      this.#owner.onHeartbeat(this, ok, sentAt);
     },
     onFailure: () => {},
   };
@@ -126,6 +134,7 @@ export class Connection implements ResponseSink {
     this.db = settings.db;
     this.createdAt = now;
     this.lastProgressAt = now;
+    this.lastUsedAt = now;
     this.#decoder = codec.responseDecoder(this);
     const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
     this.#socket = socket;
@@ -286,13 +295,6 @@ export class Connection implements ResponseSink {
     const out = this.#out;
     if (out.length === 0 || this.#state.kind === 'closed') return;
     this.#out = [];
-    const socket = this.#socket;
-    if (out.length === 1) {
-      socket.write(out[0]);
-      return;
-    }
-    socket.cork();
-    for (const bytes of out) socket.write(bytes);
-    socket.uncork();
+    writeBatch(this.#socket, out);
   }
 }
