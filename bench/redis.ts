@@ -3,7 +3,7 @@
  * (nutcracker) and through poolside (one or more config variants), all started by this script in
  * one run, so every number in the table was measured on the same machine at the same time.
  *
- *   npm run bench                          full run (~3-5 minutes)
+ *   npm run bench                          full run (~3-4 minutes)
  *   npm run bench -- --quick               smoke check: small N, one repetition
  *   npm run bench -- --pipeline 1          only -P 1
  *   npm run bench -- --variant 'nohb={heartbeat: false}'
@@ -12,11 +12,11 @@
  * Besides ops/s (from redis-benchmark's CSV), it reads each proxy's CPU time (utime + stime in
  * /proc/<pid>/stat) before and after every run and prints CPU µs per request. See bench/README.md.
  *
- * Prints, never asserts: the exit code is 0 unless a process failed to start (1) or a bad flag (2).
+ * Prints, never asserts: the exit code is 0 unless a process failed to start or the backend
+ * redis-server died mid-run (1), or a flag was bad (2).
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -60,7 +60,7 @@ export interface Variant {
   during?: (run: RunInfo) => StopActivity;
 }
 
-/** A `during` hook: GET `adminUrl + urlPath` every `everyMs` while the benchmark runs. */
+/** A `during` hook: GET `adminUrl + urlPath` at the start and every `everyMs` while the benchmark runs. */
 export function scrapeEvery(everyMs: number, urlPath: string): (run: RunInfo) => StopActivity {
   return (run) => {
     let ok = 0;
@@ -84,6 +84,7 @@ export function scrapeEvery(everyMs: number, urlPath: string): (run: RunInfo) =>
         .finally(() => inFlight.delete(p));
       inFlight.add(p);
     };
+    scrape();
     const timer = setInterval(scrape, everyMs);
     return async () => {
       clearInterval(timer);
@@ -93,15 +94,25 @@ export function scrapeEvery(everyMs: number, urlPath: string): (run: RunInfo) =>
   };
 }
 
+/** Always run. */
 const VARIANTS: Variant[] = [
   // The baseline: defaults, except 2 shared connections (twemproxy's server_connections).
   { name: 'poolside' },
-  // Later comparisons, each one more poolside process in the same run:
+  // More comparisons, each one more poolside process in the same run, e.g.:
   // { name: 'poolside-nohb', pool: { heartbeat: false } },
   // { name: 'poolside+hb1s', pool: { heartbeat: { interval: '1s', timeout: '500ms' } } },
   // { name: 'poolside+scrape1s', during: scrapeEvery(1000, '/metrics') },
-  // { name: 'poolside-c1', pool: { connections: { min: 1, max: 1 } } },
+  // (or pick the presets below with --with nohb,hb1s,scrape1s)
 ];
+
+/** Run when named in --with. */
+const PRESETS: Record<string, Variant> = {
+  nohb: { name: 'poolside-nohb', pool: { heartbeat: false } },
+  hb1s: { name: 'poolside+hb1s', pool: { heartbeat: { interval: '1s', timeout: '500ms' } } },
+  scrape1s: { name: 'poolside+scrape1s', during: scrapeEvery(1000, '/metrics') },
+  c1: { name: 'poolside-c1', pool: { connections: { min: 1, max: 1 } } },
+  exclusive: { name: 'poolside-exclusive', pool: { lease: 'exclusive', connections: { min: 2, max: 64 } } },
+};
 
 /** The pool section every variant starts from. */
 function basePool(listenPort: number, redisPort: number): YamlMap {
@@ -178,7 +189,7 @@ interface Options {
 
 const HELP = `usage: npm run bench -- [options]
 
-  --quick                 small N and one repetition (a smoke check, ~30 s)
+  --quick                 N/10 and one repetition (a smoke check, ~30 s)
   --pipeline LIST         pipeline depths, e.g. 1,16 (default 1,16)
   --reps K                repetitions per measurement, median reported (default 3; --quick: 1)
   --clients C             redis-benchmark -c (default 50)
@@ -186,6 +197,9 @@ const HELP = `usage: npm run bench -- [options]
                           2000000: 1=400000,16=2000000; --quick: a tenth)
   --twemproxy-conns LIST  one nutcracker per server_connections value (default 1,2); the first is
                           the baseline of the "vs twem" column
+  --with PRESET,...       more poolside variants in the same run: nohb (heartbeat: false),
+                          hb1s (heartbeat every 1s), scrape1s (GET /metrics every second during
+                          each run), c1 (1 connection), exclusive (lease: exclusive, max 64)
   --variant NAME=YAML     one more poolside process whose pool section is the base merged with
                           YAML (a flow mapping), e.g. --variant 'nohb={heartbeat: false}';
                           repeatable
@@ -250,6 +264,13 @@ function parseOptions(argv: string[]): Options | 'help' {
           explicitRequests.set(Number(m[1]), Number(m[2]));
         }
         break;
+      case '--with':
+        for (const name of value().split(',').map((s) => s.trim())) {
+          const preset = PRESETS[name];
+          if (preset === undefined) throw new UsageError(`--with: no preset ${name} (presets: ${Object.keys(PRESETS).join(', ')})`);
+          opts.extraVariants.push(preset);
+        }
+        break;
       case '--variant': {
         const text = value();
         const eq = text.indexOf('=');
@@ -308,6 +329,8 @@ interface Managed {
 const managed: Managed[] = [];
 let tempDir: string | null = null;
 let currentBenchmark: ChildProcess | null = null;
+/** Set by SIGINT/SIGTERM: the loop stops reporting while everything is being stopped. */
+let aborting = false;
 
 function startProcess(name: string, command: string, args: string[], log: string): Managed {
   const fd = fs.openSync(log, 'a');
@@ -537,9 +560,10 @@ function addProblem(m: Measurement, text: string): void {
   m.problems.set(key, (m.problems.get(key) ?? 0) + 1);
 }
 
-async function measure(m: Measurement, opts: Options, redisPid: number | undefined): Promise<void> {
+/** Runs redis-benchmark once for `m`; returns the problems this run added. */
+async function measure(m: Measurement, opts: Options, redisPid: number | undefined): Promise<string[]> {
   const { target, pipeline, op } = m;
-  if (target.proc?.exited != null) return;
+  if (target.proc?.exited != null) return [`${target.name} is gone (${target.proc.exited}): skipped`];
   const requests = opts.requests.get(pipeline) as number;
   const stopSide: StopActivity | null =
     target.variant?.during?.({
@@ -559,12 +583,14 @@ async function measure(m: Measurement, opts: Options, redisPid: number | undefin
     const note = await stopSide();
     if (typeof note === 'string' && note !== '') m.notes.push(note);
   }
-  for (const line of [...otherLines(result.stdout), ...otherLines(result.stderr)]) addProblem(m, line);
-  if (result.timedOut) addProblem(m, `redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
-  else if (result.code !== 0) addProblem(m, `redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
-  if (target.proc !== null && target.proc.exited !== null) addProblem(m, `${target.name} ${target.proc.exited} during this run`);
+  const problems = [...otherLines(result.stdout), ...otherLines(result.stderr)];
+  if (result.timedOut) problems.push(`redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
+  else if (result.code !== 0) problems.push(`redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
+  if (target.proc !== null && target.proc.exited !== null) problems.push(`${target.name} ${target.proc.exited} during this run`);
+  for (const line of problems) addProblem(m, line);
   const parsed = parseBenchmark(result.stdout, op);
-  if (parsed === null || result.timedOut) return;
+  // A run that hit an error exits early (redis-benchmark 7): its rate is not a measurement.
+  if (parsed === null || result.timedOut || result.code !== 0) return problems;
   const perRequest = (before: number | null, after: number | null): number | null => (before === null || after === null ? null : (after - before) / requests);
   m.samples.push({
     opsPerSec: parsed.rps,
@@ -573,6 +599,7 @@ async function measure(m: Measurement, opts: Options, redisPid: number | undefin
     redisCpuUs: perRequest(redisBefore, redisAfter),
     wallMs: result.wallMs,
   });
+  return problems;
 }
 
 function median(values: number[]): number | null {
@@ -729,7 +756,7 @@ async function main(): Promise<number> {
   const targets: Target[] = [];
 
   const log = (s: string): void => {
-    process.stderr.write(`${s}\n`);
+    if (!aborting) process.stderr.write(`${s}\n`);
   };
 
   log(`bench: temp dir ${tempDir}${opts.logDir !== null ? `, logs in ${logDir}` : ''}`);
@@ -813,21 +840,28 @@ async function main(): Promise<number> {
   const total = opts.reps * opts.pipelines.length * targets.length * OPS.length;
   let done = 0;
   const started = Date.now();
-  for (let rep = 0; rep < opts.reps; rep++) {
+  let backendDied = false;
+  measuring: for (let rep = 0; rep < opts.reps; rep++) {
     for (const p of opts.pipelines) {
       // Rotate the order each repetition so no target always runs first (or right after another).
       const order = targets.map((_, i) => targets[(i + rep) % targets.length] as Target);
       for (const target of order) {
         for (const op of OPS) {
           const m = measurements.find((x) => x.target === target && x.pipeline === p && x.op === op) as Measurement;
-          await measure(m, opts, redis.proc.pid);
+          const before = m.samples.length;
+          const newProblems = await measure(m, opts, redis.proc.pid);
           done++;
-          const last = m.samples.at(-1);
+          const last = m.samples.length > before ? m.samples.at(-1) : undefined;
           log(
             `bench: [${String(done).padStart(String(total).length)}/${total}] rep ${rep + 1} P${p} ${op.toUpperCase()} ${target.name}: ` +
               (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, proxy ${fmt(last.proxyCpuUs, 2)} µs/req, ${(last.wallMs / 1000).toFixed(1)}s`) +
-              (m.problems.size > 0 ? ` (problems: ${[...m.problems.keys()][0]})` : ''),
+              (newProblems.length > 0 ? ` (problems: ${newProblems.join(' | ').slice(0, 300)})` : ''),
           );
+          if (redis.exited !== null) {
+            // Every later number would be meaningless (and some proxies retry in a loop).
+            backendDied = true;
+            break measuring;
+          }
         }
       }
     }
@@ -838,6 +872,12 @@ async function main(): Promise<number> {
   const { text, problems } = report(measurements, opts, baselineName);
   process.stdout.write(`\n${header.join('\n')}\n\n${text}\n`);
   for (const m of crashed) process.stdout.write(`\nCRASH: ${m.name} ${m.exited}; last lines of ${path.basename(m.log)}:\n${tail(m.log, 40)}\n`);
+  if (backendDied) {
+    process.stdout.write(
+      `\nABORTED: the backend redis-server ${redis.exited} (not stopped by this script: another process on this machine?). ` +
+        `The table holds only the runs before that.\n`,
+    );
+  }
 
   await stopAll();
   if ((problems || crashed.length > 0) && opts.logDir === null) {
@@ -848,12 +888,14 @@ async function main(): Promise<number> {
     }
     process.stdout.write(`\nSomething went wrong: configs and logs kept in ${keep}\n`);
   }
-  return 0;
+  return backendDied ? 1 : 0;
 }
 
 process.on('exit', cleanupSync);
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
+    if (aborting) return;
+    aborting = true;
     process.stderr.write(`\nbench: ${signal}, stopping everything\n`);
     void stopAll().finally(() => {
       cleanupSync();

@@ -142,13 +142,14 @@ export class Proxy {
 
   #accept(pool: Pool, socket: net.Socket): void {
     if (this.#closing !== null) {
+      pool.fail('DRAINING', 'client refused: poolside is shutting down');
+      socket.on('error', () => {});
       socket.end(pool.codec.errorReply('DRAINING', 'poolside is shutting down'));
       return;
     }
     if (pool.clients >= pool.config.clients.max) {
       pool.counters.clientsRejected++;
-      pool.fail('TOO_MANY_CLIENTS');
-      this.#log.warn('client refused: clients.max reached', { pool: pool.config.name, reason: 'TOO_MANY_CLIENTS', max: pool.config.clients.max });
+      pool.fail('TOO_MANY_CLIENTS', `client refused: clients.max (${pool.config.clients.max}) reached`);
       socket.on('error', () => {});
       socket.end(pool.codec.errorReply('TOO_MANY_CLIENTS', `pool ${pool.config.name} has ${pool.config.clients.max} clients`));
       return;

@@ -28,7 +28,10 @@ export interface EjectPolicy {
 export function nextHealth(health: ServerHealth, event: HealthEvent, policy: EjectPolicy, now: number): ServerHealth {
   switch (event.kind) {
     case 'connected':
-      return health.kind === 'up' ? health : { kind: 'up' };
+      // A connect begun before the ejection that completes during it proves nothing yet:
+      // the server stays out for eject.for, then a probe decides.
+      if (health.kind === 'up' || health.kind === 'ejected') return health;
+      return { kind: 'up' };
     case 'failed': {
       if (health.kind === 'ejected') return health;
       const failures = health.kind === 'failing' || health.kind === 'probing' ? health.failures + 1 : 1;

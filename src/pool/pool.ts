@@ -87,6 +87,8 @@ export class Pool implements ServerPoolEvents {
   readonly #clock: Clock;
   readonly #log: Logger;
   #waiters = new Fifo<WaitEntry>();
+  readonly #failureLoggedAt = new Float64Array(FAILURE_REASONS.length).fill(-Infinity);
+  readonly #failuresUnlogged = new Float64Array(FAILURE_REASONS.length);
   readonly #sweep: Timer;
   #resumeScheduled = false;
 
@@ -131,8 +133,21 @@ export class Pool implements ServerPoolEvents {
     return this.#clock.now();
   }
 
-  fail(reason: FailureReason): void {
-    this.counters.failures[FAILURE_REASONS.indexOf(reason)]++;
+  /**
+   * Counts a request poolside answered with an error, and logs it at warn: at most once a second
+   * per reason, with how many were not logged, so a flood of failures cannot flood the log.
+   */
+  fail(reason: FailureReason, message: string): void {
+    const i = FAILURE_REASONS.indexOf(reason);
+    this.counters.failures[i]++;
+    const now = this.#clock.now();
+    if (now - this.#failureLoggedAt[i] < 1000) {
+      this.#failuresUnlogged[i]++;
+      return;
+    }
+    this.#log.warn('request failed', { pool: this.config.name, reason, error: message, unlogged_since_last: this.#failuresUnlogged[i] });
+    this.#failureLoggedAt[i] = now;
+    this.#failuresUnlogged[i] = 0;
   }
 
   countPin(reason: string): void {

@@ -166,8 +166,14 @@ export class ServerPool implements ConnectionOwner {
       }
       if (best === null || conn.inflight < best.inflight) best = conn;
     }
-    // A connection past its lifetime still serves until its replacement is ready.
-    if (best === null) return retiring;
+    if (best === null) {
+      // With min 0 (or every connection evicted) nothing may be on its way: start one.
+      if (connecting === 0 && shared.length < this.#pool.connections.max && this.#health.kind !== 'ejected' && this.#refillTimer === null) {
+        this.#open();
+      }
+      // A connection past its lifetime still serves until its replacement is ready.
+      return retiring;
+    }
     if (best !== null && best.inflight >= GROW_AT_INFLIGHT && connecting === 0 && shared.length < this.#pool.connections.max) {
       this.#open();
     }
@@ -283,6 +289,12 @@ export class ServerPool implements ConnectionOwner {
       if (conn.responses !== conn.seenResponses) {
         conn.markProgress(now);
         if (heartbeat.intervalMs > 0) conn.nextBeatAt = now + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter);
+        // Heartbeat replies keep a connection honest, not busy: idle_timeout counts client traffic only.
+        const used = conn.responses - conn.heartbeatsAnswered;
+        if (used !== conn.seenUsed) {
+          conn.seenUsed = used;
+          conn.lastUsedAt = now;
+        }
       }
       if (conn.beatSentAt >= 0) {
         // A heartbeat is out: it alone decides, client requests behind it included.
@@ -311,7 +323,7 @@ export class ServerPool implements ConnectionOwner {
         conn.retiring = true;
         this.#refill();
       }
-      if (idleTimeoutMs > 0 && idleAboveMin > 0 && now - conn.lastProgressAt >= idleTimeoutMs) {
+      if (idleTimeoutMs > 0 && idleAboveMin > 0 && now - conn.lastUsedAt >= idleTimeoutMs) {
         idleAboveMin--;
         conn.destroy('idle_timeout', `idle for ${idleTimeoutMs}ms`);
         continue;
@@ -322,6 +334,7 @@ export class ServerPool implements ConnectionOwner {
 
   /** A connection that stopped answering: closed, counted against the server's health, siblings checked. */
   #evict(conn: Connection, reason: CloseReason, message: string): void {
+    this.#log.warn('pooled connection evicted', { pool: this.#pool.name, server: this.name, reason, error: message });
     conn.destroy(reason, message);
     this.#transition({ kind: 'failed', error: message });
     this.#sweepSiblings();
@@ -339,11 +352,10 @@ export class ServerPool implements ConnectionOwner {
     }
   }
 
-  onHeartbeat(conn: Connection, ok: boolean): void {
-    const now = this.#clock.now();
-    this.counters.heartbeatDuration.observe((now - conn.beatSentAt) / 1000);
+  onHeartbeat(conn: Connection, ok: boolean, sentAt: number): void {
+    this.counters.heartbeatDuration.observe((this.#clock.now() - sentAt) / 1000);
     if (ok) {
-      this.counters.lastHeartbeatSuccess = Date.now() / 1000;
+      this.counters.lastHeartbeatSuccess = this.#clock.epochMs() / 1000;
       return;
     }
     this.counters.heartbeatFailures.error++;
@@ -489,8 +501,12 @@ export class ServerPool implements ConnectionOwner {
   }
 
   /** Called by ExclusiveOwner so exclusive connection closes are counted like shared ones. */
-  countClose(reason: CloseReason): void {
+  countClose(reason: CloseReason, message: string): void {
     this.counters.connectionsClosed[reason]++;
+    if (reason === 'connect_failed' || reason === 'init_failed') {
+      this.counters.connectFailures++;
+      this.#log.warn('exclusive connect to server failed', { pool: this.#pool.name, server: this.name, reason, error: message });
+    }
   }
 }
 
@@ -519,7 +535,7 @@ class ExclusiveOwner implements ConnectionOwner {
   }
 
   onClose(conn: Connection, reason: CloseReason, message: string): void {
-    this.#server.countClose(reason);
+    this.#server.countClose(reason, message);
     const waiter = this.#waiting.get(conn);
     this.#waiting.delete(conn);
     waiter?.reject(new Error(`connect failed (${reason}): ${message}`));

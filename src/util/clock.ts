@@ -10,6 +10,8 @@ export interface Timer {
 export interface Clock {
   /** Milliseconds, monotonic. */
   now(): number;
+  /** Milliseconds since the Unix epoch, for timestamps shown to people and Prometheus. */
+  epochMs(): number;
   setTimeout(fn: () => void, ms: number): Timer;
   clearTimeout(timer: Timer): void;
   setInterval(fn: () => void, ms: number): Timer;
@@ -20,6 +22,7 @@ export interface Clock {
 
 export const systemClock: Clock = {
   now: () => performance.now(),
+  epochMs: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout),
   setInterval: (fn, ms) => setInterval(fn, ms),

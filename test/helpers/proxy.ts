@@ -31,3 +31,14 @@ export function quietLog(): Logger & { lines: { level: string; msg: string; fiel
   };
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
+
+/** Waits until every server of every pool has a ready shared connection (start-up is asynchronous). */
+export async function waitReady(proxy: Proxy, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  const ready = (): boolean =>
+    proxy.stats().every((pool) => pool.servers.every((server) => server.connections.idle + server.connections.active > 0));
+  while (!ready()) {
+    if (performance.now() > deadline) throw new Error(`proxy not ready after ${timeoutMs}ms: ${JSON.stringify(proxy.stats().map((p) => p.servers.map((s) => s.health)))}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * The admin HTTP endpoint, on node:http with no framework:
+ *
+ *   GET /metrics   Prometheus text exposition of the registry
+ *   GET /healthz   200 "ok" while the process runs (liveness)
+ *   GET /readyz    200 when every pool has a server that takes traffic now; 503 with the reasons
+ *                  otherwise, and while poolside drains (readiness: the orchestrator stops
+ *                  sending new clients before they would be refused)
+ *   GET /stats     JSON snapshot of every pool, server and counter, plus uptime
+ *
+ * HEAD is answered wherever GET is. Unknown paths get 404, other methods 405 with an Allow header.
+ * A handler that throws answers 500 and is logged; it never takes the process down. Nothing here
+ * reads a ServerConfig, so no password can reach a response.
+ */
+import http from 'node:http';
+import type { Registry } from 'prom-client';
+import type { TcpAddress } from './config/schema.js';
+import { FAILURE_REASONS } from './errors.js';
+import { formatAddress, ListenError } from './listener.js';
+import { isServerUp } from './metrics.js';
+import type { HistogramCounts, MetricsPool } from './metrics.js';
+import type { PoolCounters } from './pool/pool.js';
+import type { ServerHealth } from './pool/health.js';
+import type { ServerStats } from './pool/server-pool.js';
+import type { Clock } from './util/clock.js';
+import type { Logger } from './util/log.js';
+
+export interface AdminOptions {
+  listen: TcpAddress;
+  registry: Registry;
+  /** The pools to report, asked for on every request (a reload may replace them). */
+  pools: () => Iterable<MetricsPool>;
+  /** True once shutdown began: /readyz answers 503 from then on. */
+  draining: () => boolean;
+  clock: Clock;
+  log: Logger;
+  version: string;
+}
+
+export interface Readiness {
+  ready: boolean;
+  /** Why not, one line per problem; empty when ready. */
+  reasons: string[];
+}
+
+interface Reply {
+  status: number;
+  contentType: string;
+  body: string;
+}
+
+const ALLOW = 'GET, HEAD';
+const TEXT = 'text/plain; charset=utf-8';
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/**
+ * Ready when poolside is not draining and every pool has at least one server that takes traffic
+ * now (isServerUp: not ejected, with a ready shared connection).
+ */
+export function readiness(pools: Iterable<MetricsPool>, draining: boolean): Readiness {
+  const reasons: string[] = [];
+  if (draining) reasons.push('poolside is shutting down');
+  for (const pool of pools) {
+    const { name, servers } = pool.stats();
+    if (servers.some(isServerUp)) continue;
+    const why = servers.map((s) => `${s.name} ${describeServer(s)}`).join(', ');
+    reasons.push(`pool ${name} has no server with a ready connection (${why})`);
+  }
+  return { ready: reasons.length === 0, reasons };
+}
+
+function describeServer(server: ServerStats): string {
+  const health = server.health;
+  if (health.kind === 'ejected' || health.kind === 'failing' || health.kind === 'probing') return `${health.kind}: ${health.lastError}`;
+  if (server.connections.connecting > 0) return `${health.kind}, connecting`;
+  return `${health.kind}, no connection`;
+}
+
+export class AdminServer {
+  readonly #server: http.Server;
+  readonly #options: AdminOptions;
+  readonly #startedAt: number;
+  readonly #routes: ReadonlyMap<string, () => Reply | Promise<Reply>>;
+  #bound: TcpAddress;
+
+  private constructor(options: AdminOptions) {
+    this.#options = options;
+    this.#startedAt = options.clock.now();
+    this.#bound = options.listen;
+    this.#routes = new Map<string, () => Reply | Promise<Reply>>([
+      ['/metrics', () => this.#metrics()],
+      ['/healthz', () => ({ status: 200, contentType: TEXT, body: 'ok\n' })],
+      ['/readyz', () => this.#readyz()],
+      ['/stats', () => this.#stats()],
+    ]);
+    this.#server = http.createServer((req, res) => {
+      this.#handle(req, res).catch((err: Error) => {
+        // Only writing the reply can get here (handlers are caught inside): drop the connection.
+        this.#options.log.warn('admin reply failed', { reason: 'admin_handler_error', error: err.message });
+        res.destroy();
+      });
+    });
+    // Scrapes and probes are small: a client that dribbles its headers is not waited for long.
+    this.#server.headersTimeout = 10_000;
+    this.#server.requestTimeout = 10_000;
+  }
+
+  /** Binds the endpoint; rejects with a ListenError when the address cannot be used. */
+  static async start(options: AdminOptions): Promise<AdminServer> {
+    const admin = new AdminServer(options);
+    await admin.#listen();
+    return admin;
+  }
+
+  /** As bound: the real port when the configured one was 0. */
+  get address(): TcpAddress {
+    return this.#bound;
+  }
+
+  /** Stops listening and closes every connection, keep-alive ones included. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+
+  #listen(): Promise<void> {
+    const { host, port } = this.#options.listen;
+    const label = `admin ${formatAddress(this.#options.listen)}`;
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new ListenError(`cannot listen on ${label}: ${err.code === 'EADDRINUSE' ? 'address already in use' : err.message}`));
+      };
+      this.#server.once('error', onError);
+      this.#server.listen({ host, port }, () => {
+        this.#server.off('error', onError);
+        this.#server.on('error', (err) => this.#options.log.error('admin endpoint error', { reason: 'admin_error', error: err.message }));
+        const info = this.#server.address();
+        if (info !== null && typeof info !== 'string') this.#bound = { kind: 'tcp', host, port: info.port };
+        resolve();
+      });
+    });
+  }
+
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    // A request body means nothing here; read and drop it so keep-alive works.
+    req.resume();
+    const url = req.url ?? '/';
+    const query = url.indexOf('?');
+    const path = query < 0 ? url : url.slice(0, query);
+    const route = this.#routes.get(path);
+    const method = req.method ?? 'GET';
+    let reply: Reply;
+    if (route === undefined) {
+      reply = { status: 404, contentType: TEXT, body: `not found: try ${[...this.#routes.keys()].join(' ')}\n` };
+    } else if (method !== 'GET' && method !== 'HEAD') {
+      reply = { status: 405, contentType: TEXT, body: `method ${method} not allowed on ${path}; allowed: ${ALLOW}\n` };
+    } else {
+      try {
+        reply = await route();
+      } catch (err) {
+        this.#options.log.warn('admin request failed', { path, reason: 'admin_handler_error', error: (err as Error).message });
+        reply = { status: 500, contentType: TEXT, body: 'internal error\n' };
+      }
+    }
+    if (res.destroyed) return;
+    const headers: http.OutgoingHttpHeaders = {
+      'Content-Type': reply.contentType,
+      'Content-Length': Buffer.byteLength(reply.body),
+      'Cache-Control': 'no-store',
+    };
+    if (reply.status === 405) headers.Allow = ALLOW;
+    res.writeHead(reply.status, headers);
+    res.end(method === 'HEAD' ? undefined : reply.body);
+  }
+
+  async #metrics(): Promise<Reply> {
+    const registry = this.#options.registry;
+    return { status: 200, contentType: registry.contentType, body: await registry.metrics() };
+  }
+
+  #readyz(): Reply {
+    const result = readiness(this.#options.pools(), this.#options.draining());
+    return { status: result.ready ? 200 : 503, contentType: JSON_TYPE, body: `${JSON.stringify(result)}\n` };
+  }
+
+  #stats(): Reply {
+    const { clock, version } = this.#options;
+    const now = clock.now();
+    const body = {
+      version,
+      uptimeSeconds: (now - this.#startedAt) / 1000,
+      draining: this.#options.draining(),
+      pools: [...this.#options.pools()].map((pool) => poolJson(pool, now)),
+    };
+    return { status: 200, contentType: JSON_TYPE, body: `${JSON.stringify(body, null, 2)}\n` };
+  }
+}
+
+// ── /stats as plain JSON: typed arrays and Maps do not survive JSON.stringify as they are ──────
+
+function poolJson(pool: MetricsPool, now: number): object {
+  const stats = pool.stats();
+  return {
+    name: stats.name,
+    protocol: stats.protocol,
+    clients: stats.clients,
+    waiting: stats.waiting,
+    counters: poolCountersJson(pool.counters),
+    servers: stats.servers.map((server) => serverJson(server, now)),
+  };
+}
+
+function poolCountersJson(c: PoolCounters): object {
+  return {
+    requests: c.requests,
+    failures: Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, c.failures[i]])),
+    retries: c.retries,
+    protocolErrors: c.protocolErrors,
+    clientsAccepted: c.clientsAccepted,
+    clientsRejected: c.clientsRejected,
+    clientsOverflowed: c.clientsOverflowed,
+    pins: Object.fromEntries(c.pins),
+    requestDuration: histogramJson(c.requestDuration),
+    waitDuration: histogramJson(c.waitDuration),
+  };
+}
+
+function serverJson(s: ServerStats, now: number): object {
+  const c = s.counters;
+  return {
+    name: s.name,
+    address: s.address,
+    up: isServerUp(s),
+    health: healthJson(s.health, now),
+    connections: s.connections,
+    inflight: s.inflight,
+    exclusive: s.exclusive,
+    counters: {
+      connectionsOpened: c.connectionsOpened,
+      connectionsClosed: c.connectionsClosed,
+      connectFailures: c.connectFailures,
+      ejections: c.ejections,
+      heartbeatFailures: c.heartbeatFailures,
+      lastHeartbeatSuccess: c.lastHeartbeatSuccess,
+      heartbeatDuration: histogramJson(c.heartbeatDuration),
+      connectDuration: histogramJson(c.connectDuration),
+    },
+  };
+}
+
+/** `until` is on poolside's monotonic clock, meaningless outside it: shown as time left instead. */
+function healthJson(health: ServerHealth, now: number): object {
+  switch (health.kind) {
+    case 'starting':
+    case 'up':
+      return { state: health.kind };
+    case 'failing':
+    case 'probing':
+      return { state: health.kind, failures: health.failures, lastError: health.lastError };
+    case 'ejected':
+      return { state: health.kind, failures: health.failures, lastError: health.lastError, probeInMs: Math.max(0, Math.round(health.until - now)) };
+  }
+}
+
+/**
+ * Cumulative counts by upper bound in seconds, as in the Prometheus exposition. A list, not an
+ * object keyed by bound: JavaScript would move integer-like keys such as "1" to the front.
+ */
+function histogramJson(h: HistogramCounts): object {
+  const buckets: { le: string; count: number }[] = [];
+  let cumulative = 0;
+  for (let i = 0; i < h.bounds.length; i++) {
+    cumulative += h.counts[i];
+    buckets.push({ le: String(h.bounds[i]), count: cumulative });
+  }
+  cumulative += h.counts[h.bounds.length];
+  buckets.push({ le: '+Inf', count: cumulative });
+  return { count: cumulative, sum: h.sum, buckets };
+}

@@ -1,0 +1,156 @@
+/**
+ * A real Prometheus server scraping the real proxy's admin endpoint: it accepts the exposition
+ * (its scrape parser is stricter about some things than promtool's lint), stores the series, and
+ * answers PromQL over them, the histogram quantiles docs/metrics.md suggests included.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { Proxy } from '../../src/proxy.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { connectRedis } from '../helpers/clients.js';
+import { request } from '../helpers/prometheus.js';
+import { portOf, quietLog } from '../helpers/proxy.js';
+import { freePort, RedisServer, requireBinary, tempDir, waitFor } from '../helpers/servers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+interface QueryResult {
+  status: string;
+  data: { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] };
+}
+
+interface TargetsResult {
+  data: { activeTargets: { health: string; lastError: string; scrapeUrl: string }[] };
+}
+
+/** A Prometheus server in a temp dir, scraping `target` every second; stopped and removed by Cleanup. */
+class PrometheusServer {
+  output = '';
+
+  private constructor(
+    readonly port: number,
+    readonly child: ChildProcess,
+  ) {}
+
+  static async start(target: string): Promise<PrometheusServer> {
+    const bin = requireBinary('prometheus', 'prometheus');
+    const dir = tempDir('poolside-prometheus-');
+    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const configFile = path.join(dir, 'prometheus.yml');
+    fs.writeFileSync(
+      configFile,
+      YAML.stringify({
+        global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
+        scrape_configs: [{ job_name: 'poolside', static_configs: [{ targets: [target] }] }],
+      }),
+    );
+    const port = await freePort();
+    const child = spawn(
+      bin,
+      [
+        `--config.file=${configFile}`,
+        `--storage.tsdb.path=${path.join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const server = new PrometheusServer(port, child);
+    child.stdout?.on('data', (chunk: Buffer) => (server.output += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (server.output += chunk.toString()));
+    cleanup.add(server, (s) => s.stop());
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}: ${server.output.slice(-2000)}`);
+        try {
+          return (await request(port, '/-/ready')).status === 200;
+        } catch {
+          return false;
+        }
+      },
+      `prometheus ready on port ${port}`,
+      20_000,
+      50,
+    );
+    return server;
+  }
+
+  async query(promql: string): Promise<QueryResult['data']['result']> {
+    const reply = await request(this.port, `/api/v1/query?query=${encodeURIComponent(promql)}`);
+    if (reply.status !== 200) throw new Error(`query ${promql} answered ${reply.status}: ${reply.body}`);
+    const body = JSON.parse(reply.body) as QueryResult;
+    return body.data.result;
+  }
+
+  async targets(): Promise<TargetsResult['data']['activeTargets']> {
+    const reply = await request(this.port, '/api/v1/targets');
+    return (JSON.parse(reply.body) as TargetsResult).data.activeTargets;
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within 5 s. */
+  async stop(): Promise<void> {
+    const child = this.child;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+describe('a real Prometheus server scraping poolside', () => {
+  it('scrapes the admin endpoint without errors and answers PromQL over poolside’s series', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const config = parseConfig(
+      YAML.stringify({ admin: { listen: '127.0.0.1:0' }, pools: { cache: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address] } } }),
+      'test.yaml',
+      {},
+    );
+    const proxy = cleanup.add(await Proxy.start(config, { log: quietLog() }), (p) => p.close());
+    const client = await connectRedis(cleanup, portOf(proxy, 'cache'), { disableClientInfo: true });
+    for (let i = 0; i < 20; i++) await client.set(`prom:${i}`, String(i));
+
+    const prometheus = await PrometheusServer.start(`127.0.0.1:${proxy.adminAddress().port}`);
+    let requests: QueryResult['data']['result'] = [];
+    await waitFor(
+      async () => {
+        requests = await prometheus.query('poolside_requests_total');
+        return requests.length > 0;
+      },
+      'poolside_requests_total in Prometheus',
+      20_000,
+      200,
+    );
+    expect(requests).toHaveLength(1);
+    expect(requests[0].metric).toMatchObject({ __name__: 'poolside_requests_total', pool: 'cache', job: 'poolside' });
+    expect(Number(requests[0].value[1])).toBe(20);
+
+    const [target] = await prometheus.targets();
+    expect(target.health).toBe('up');
+    expect(target.lastError).toBe('');
+
+    // The queries docs/metrics.md suggests evaluate over real series.
+    const p99 = await prometheus.query('histogram_quantile(0.99, sum by (pool, le) (poolside_request_duration_seconds_bucket))');
+    expect(p99).toHaveLength(1);
+    expect(Number(p99[0].value[1])).toBeGreaterThan(0);
+    expect(Number(p99[0].value[1])).toBeLessThanOrEqual(2.5);
+    const failures = await prometheus.query('sum by (pool, reason) (poolside_request_failures_total)');
+    expect(failures.length).toBeGreaterThanOrEqual(9);
+    expect((await prometheus.query('poolside_server_up{pool="cache"}')).map((r) => r.value[1])).toEqual(['1']);
+    expect((await prometheus.query('poolside_build_info')).map((r) => r.metric.version)).toEqual([proxyVersion()]);
+
+    await prometheus.stop();
+    expect(prometheus.output).not.toMatch(/level=error/);
+  });
+});
+
+function proxyVersion(): string {
+  return (JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
