@@ -149,6 +149,9 @@ export class Connection implements ResponseSink {
       const reason: CloseReason = this.#state.kind === 'connecting' ? 'connect_failed' : 'error';
       this.destroy(reason, err.message);
     });
+    // 'end' (the server's FIN) rather than waiting for 'close': no request may be lent a
+    // connection the server already hung up on.
+    socket.on('end', () => this.destroy('remote_closed', 'server closed the connection'));
     socket.on('close', () => this.destroy('remote_closed', 'server closed the connection'));
   }
 

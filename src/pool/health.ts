@@ -2,12 +2,27 @@
  * A server's health as a closed union with one transition function, so every path into and out
  * of ejection is in one place and unit tests can drive it with plain numbers.
  *
- *   starting ──connected──▶ up ◀──────────────connected────────────┐
- *      │                    │                                      │
+ *   starting ──connected──▶ up ◀──────────connected──────────────────────────────┐
+ *      │                     │                                                   │
  *      └──failure──▶ failing(n) ──n = after_failures──▶ ejected(until) ──expired──▶ probing
- *                       ▲                                   ▲                        │
- *                       └──────────────failure (n < limit)──┴────────failure─────────┘
+ *                                                          ▲    (connected: ignored)   │
+ *                                                          └─────────failure───────────┘
+ *
+ * A connect that completes while the server is ejected proves nothing: it stays out for
+ * eject.for, and then one probe connect decides.
  */
+import type { BackoffConfig } from '../config/schema.js';
+import type { Clock } from '../util/clock.js';
+import { jittered } from '../util/clock.js';
+
+/** Spread of each backoff delay: ±20%, so servers' refills never synchronise. */
+export const BACKOFF_JITTER = 0.2;
+
+/** Delay before the next connect after `failures` consecutive failures: initial × 2^(n-1), capped, jittered. */
+export function backoffDelay(failures: number, backoff: BackoffConfig, clock: Pick<Clock, 'random'>): number {
+  const base = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.max(0, failures - 1));
+  return jittered(clock, base, BACKOFF_JITTER);
+}
 export type ServerHealth =
   | { kind: 'starting' }
   | { kind: 'up' }

@@ -211,7 +211,7 @@ export class Pool implements ServerPoolEvents {
 }
 
 /** Often enough to honour the tightest deadline within a quarter of it, never busier than 10 ms. */
-function sweepInterval(config: PoolConfig): number {
+export function sweepInterval(config: Pick<PoolConfig, 'queue' | 'requestTimeoutMs' | 'heartbeat'>): number {
   const deadlines = [config.queue.timeoutMs, config.requestTimeoutMs, config.heartbeat.timeoutMs, 1000].filter((ms) => ms > 0);
   return Math.max(10, Math.min(250, Math.floor(Math.min(...deadlines) / 4)));
 }

@@ -14,7 +14,7 @@ import type { Logger } from '../util/log.js';
 import { CLOSE_REASONS, Connection, DB_UNKNOWN } from './connection.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
 import type { ServerHealth } from './health.js';
-import { isHopeful, nextHealth } from './health.js';
+import { backoffDelay, isHopeful, nextHealth } from './health.js';
 
 /** A shared connection is opened beyond min only when every ready one has this many in flight. */
 const GROW_AT_INFLIGHT = 16;
@@ -335,8 +335,9 @@ export class ServerPool implements ConnectionOwner {
   /** A connection that stopped answering: closed, counted against the server's health, siblings checked. */
   #evict(conn: Connection, reason: CloseReason, message: string): void {
     this.#log.warn('pooled connection evicted', { pool: this.#pool.name, server: this.name, reason, error: message });
-    conn.destroy(reason, message);
+    // The failure first: the refill that destroy() triggers must see the server failing, not up.
     this.#transition({ kind: 'failed', error: message });
+    conn.destroy(reason, message);
     this.#sweepSiblings();
   }
 
@@ -461,15 +462,26 @@ export class ServerPool implements ConnectionOwner {
       for (let i = 0; i < missing; i++) this.#open();
       return;
     }
-    // Failing: one connect at a time (single-flight), after a jittered exponential backoff.
-    if (this.#shared.length > 0) return;
-    const { initialMs, maxMs } = this.#pool.connect.backoff;
-    const delay = jittered(this.#clock, Math.min(maxMs, initialMs * 2 ** (failures - 1)), 0.2);
+    // Failing or probing: one connect at a time (single-flight). A probe goes at once (eject.for
+    // was the wait); a failing server's next attempt waits a jittered exponential backoff.
+    if (this.#connecting() > 0) return;
+    if (health.kind === 'probing') {
+      this.#open();
+      return;
+    }
+    const delay = backoffDelay(failures, this.#pool.connect.backoff, this.#clock);
     this.#refillTimer = this.#clock.setTimeout(() => {
       this.#refillTimer = null;
-      if (!this.#closed && this.#health.kind !== 'ejected' && this.#shared.length === 0) this.#open();
+      if (!this.#closed && this.#health.kind !== 'ejected' && this.#connecting() === 0) this.#open();
     }, delay);
     this.#refillTimer.unref();
+  }
+
+  /** Shared connects in progress. */
+  #connecting(): number {
+    let n = 0;
+    for (const conn of this.#shared) if (!conn.ready) n++;
+    return n;
   }
 
   #open(): Connection {

@@ -31,6 +31,6 @@ export const systemClock: Clock = {
 };
 
 /** `base` scaled by a uniform factor in [1 - jitter, 1 + jitter]. */
-export function jittered(clock: Clock, base: number, jitter: number): number {
+export function jittered(clock: Pick<Clock, 'random'>, base: number, jitter: number): number {
   return base * (1 - jitter + 2 * jitter * clock.random());
 }
