@@ -14,7 +14,6 @@ import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {
   AdminConfig,
   Config,
-  KetamaHash,
   KetamaOnEjection,
   LeaseMode,
   ListenAddress,

@@ -53,6 +53,21 @@ export interface PoolCounters {
   waitDuration: Histogram;
 }
 
+export function newPoolCounters(): PoolCounters {
+  return {
+    requests: 0,
+    failures: new Float64Array(FAILURE_REASONS.length),
+    clientsAccepted: 0,
+    clientsRejected: 0,
+    protocolErrors: 0,
+    retries: 0,
+    clientsOverflowed: 0,
+    pins: new Map(),
+    requestDuration: new Histogram(REQUEST_BUCKETS),
+    waitDuration: new Histogram(WAIT_BUCKETS),
+  };
+}
+
 export interface PoolStats {
   name: string;
   protocol: string;
@@ -66,18 +81,7 @@ export class Pool implements ServerPoolEvents {
   readonly codec: Codec;
   readonly servers: ServerPool[];
   readonly router: Router;
-  readonly counters: PoolCounters = {
-    requests: 0,
-    failures: new Float64Array(FAILURE_REASONS.length),
-    clientsAccepted: 0,
-    clientsRejected: 0,
-    protocolErrors: 0,
-    retries: 0,
-    clientsOverflowed: 0,
-    pins: new Map(),
-    requestDuration: new Histogram(REQUEST_BUCKETS),
-    waitDuration: new Histogram(WAIT_BUCKETS),
-  };
+  readonly counters: PoolCounters = newPoolCounters();
   /** Sessions connected now. */
   clients = 0;
   /** Requests held by waiting sessions (bounded by queue.max). */

@@ -39,6 +39,19 @@ export interface ServerCounters {
   lastHeartbeatSuccess: number;
 }
 
+export function newServerCounters(): ServerCounters {
+  return {
+    connectionsOpened: 0,
+    connectionsClosed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>,
+    connectFailures: 0,
+    ejections: 0,
+    heartbeatFailures: { timeout: 0, error: 0 },
+    heartbeatDuration: new Histogram(REQUEST_BUCKETS),
+    connectDuration: new Histogram(CONNECT_BUCKETS),
+    lastHeartbeatSuccess: 0,
+  };
+}
+
 export interface ServerStats {
   name: string;
   address: string;
@@ -67,16 +80,7 @@ export class ServerPool implements ConnectionOwner {
   readonly #exclusive: genericPool.Pool<Connection>;
   /** Exclusive connections, by the callbacks waiting for them to become ready. */
   readonly #exclusiveOwner: ExclusiveOwner;
-  readonly counters: ServerCounters = {
-    connectionsOpened: 0,
-    connectionsClosed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>,
-    connectFailures: 0,
-    ejections: 0,
-    heartbeatFailures: { timeout: 0, error: 0 },
-    heartbeatDuration: new Histogram(REQUEST_BUCKETS),
-    connectDuration: new Histogram(CONNECT_BUCKETS),
-    lastHeartbeatSuccess: 0,
-  };
+  readonly counters: ServerCounters = newServerCounters();
   /** Handed to connections for injected SELECTs: an error means the connection's db is unknown. */
   readonly selectTarget: ResponseTarget;
 

@@ -1,5 +1,3 @@
-import type { ServerPool } from '../pool/server-pool.js';
-
 /** No server can take the request now or soon: answer NO_HEALTHY_SERVER at once. */
 export const NO_SERVER = -1;
 

@@ -11,39 +11,16 @@ import { HEALTH_STATES, isServerUp, PIN_REASONS, registerMetrics } from '../../s
 import type { MetricsPool } from '../../src/metrics.js';
 import { CLOSE_REASONS } from '../../src/pool/connection.js';
 import type { ServerHealth } from '../../src/pool/health.js';
+import { newPoolCounters } from '../../src/pool/pool.js';
 import type { PoolCounters, PoolStats } from '../../src/pool/pool.js';
+import { newServerCounters } from '../../src/pool/server-pool.js';
 import type { ServerCounters, ServerStats } from '../../src/pool/server-pool.js';
-import { CONNECT_BUCKETS, Histogram, REQUEST_BUCKETS, WAIT_BUCKETS } from '../../src/util/histogram.js';
+import { REQUEST_BUCKETS } from '../../src/util/histogram.js';
 import { find, parseExposition, valueOf } from '../helpers/prometheus.js';
 import type { Exposition } from '../helpers/prometheus.js';
 
-function poolCounters(): PoolCounters {
-  return {
-    requests: 0,
-    failures: new Float64Array(FAILURE_REASONS.length),
-    clientsAccepted: 0,
-    clientsRejected: 0,
-    protocolErrors: 0,
-    retries: 0,
-    clientsOverflowed: 0,
-    pins: new Map(),
-    requestDuration: new Histogram(REQUEST_BUCKETS),
-    waitDuration: new Histogram(WAIT_BUCKETS),
-  };
-}
-
-function serverCounters(): ServerCounters {
-  return {
-    connectionsOpened: 0,
-    connectionsClosed: Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as ServerCounters['connectionsClosed'],
-    connectFailures: 0,
-    ejections: 0,
-    heartbeatFailures: { timeout: 0, error: 0 },
-    heartbeatDuration: new Histogram(REQUEST_BUCKETS),
-    connectDuration: new Histogram(CONNECT_BUCKETS),
-    lastHeartbeatSuccess: 0,
-  };
-}
+const poolCounters = (): PoolCounters => newPoolCounters();
+const serverCounters = (): ServerCounters => newServerCounters();
 
 function server(name: string, health: ServerHealth = { kind: 'up' }, connections = { idle: 2, active: 0, connecting: 0 }): ServerStats {
   return {
