@@ -322,3 +322,64 @@ describe('ketama routing', () => {
     replies.forEach((value, i) => expected[i](value));
   });
 });
+
+describe('ketama routing when a server is ejected', () => {
+  const ejectingPool = (servers: RedisServer[], onEjection: 'fail' | 'rehash'): Record<string, unknown> => ({
+    routing: 'ketama',
+    ketama: { on_ejection: onEjection },
+    connections: { min: 1, max: 2 },
+    queue: { timeout: '300ms' },
+    connect: { timeout: '200ms', backoff: { initial: '50ms', max: '100ms' } },
+    eject: { after_failures: 2, for: '30s' },
+    heartbeat: { interval: '200ms', timeout: '100ms' },
+    servers: servers.map((s) => s.address),
+  });
+
+  /** Where the continuum over `live` (indexes into `servers`) puts a key, as an index into `servers`. */
+  function ownerAmong(servers: RedisServer[], live: number[], key: string): number {
+    const continuum = new KetamaContinuum(live.map((i) => ({ name: `127.0.0.1:${servers[i].port}`, weight: 1 })));
+    const bytes = Buffer.from(key);
+    return live[continuum.serverFor(hashKey(hashFunction('fnv1a_64'), bytes, 0, bytes.length, ''))];
+  }
+
+  async function ejectFirst(servers: RedisServer[], onEjection: 'fail' | 'rehash'): Promise<{ client: RawClient; keys: string[] }> {
+    const proxy = cleanup.add(await startProxy([], ejectingPool(servers, onEjection)), (p) => p.close());
+    await waitFor(() => proxy.stats()[0].servers.every((s) => s.connections.idle >= 1), 'every server connected');
+    const client = await raw(portOf(proxy));
+    await servers[0].kill();
+    await waitFor(() => proxy.stats()[0].servers[0].health.kind === 'ejected', 'the killed server ejected', 5000);
+    const keys = Array.from({ length: 200 }, (_, i) => `${i}:eject`);
+    return { client, keys };
+  }
+
+  it('fails the keys of an ejected server at once with on_ejection: fail, and never moves them', async () => {
+    const servers = await startServers(3);
+    const { client, keys } = await ejectFirst(servers, 'fail');
+    const owners = keys.map((key) => ownerAmong(servers, [0, 1, 2], key));
+    expect(owners.filter((o) => o === 0).length).toBeGreaterThan(20);
+    for (const key of keys) client.send('SET', key, 'v');
+    const started = performance.now();
+    const replies = await client.take(keys.length);
+    expect(performance.now() - started).toBeLessThan(250); // no waiting for queue.timeout
+    replies.forEach((reply, i) => {
+      if (owners[i] === 0) expect(expectPoolsideError(reply), keys[i]).toBe('NO_HEALTHY_SERVER');
+      else expect(reply, keys[i]).toBe('OK');
+    });
+    // The other servers hold exactly their own keys: nothing of the ejected server moved to them.
+    for (const s of [1, 2]) expect(await direct(servers[s], [['DBSIZE']])).toEqual([owners.filter((o) => o === s).length]);
+  });
+
+  it('moves the keys of an ejected server to the continuum of the remaining servers with on_ejection: rehash', async () => {
+    const servers = await startServers(3);
+    const { client, keys } = await ejectFirst(servers, 'rehash');
+    for (const key of keys) client.send('SET', key, key);
+    expect(await client.take(keys.length)).toEqual(new Array(keys.length).fill('OK'));
+    const owners = keys.map((key) => ownerAmong(servers, [1, 2], key));
+    for (const s of [1, 2]) {
+      const mine = keys.filter((_, i) => owners[i] === s);
+      const [size, ...exists] = await direct(servers[s], [['DBSIZE'], ...mine.map((key) => ['EXISTS', key])]);
+      expect(size).toBe(mine.length);
+      expect(exists).toEqual(new Array(mine.length).fill(1));
+    }
+  });
+});
