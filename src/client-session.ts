@@ -343,6 +343,7 @@ export class ClientSession implements RequestSink, Waiter {
       return;
     }
     this.#lease = { kind: 'pinned', conn, server, outstanding: 0, multi: false, watch: false, session: false, relay: false };
+    conn.setPushSink(this.#onRelayed);
     this.#wait = 'none';
     this.#drainBacklog();
   }

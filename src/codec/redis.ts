@@ -26,6 +26,7 @@ export const redisCodec: Codec = {
   heartbeatRequest: encodeCommand(['PING']),
   okReply: Buffer.from('+OK\r\n'),
   isErrorResponse: (bytes) => bytes[0] === 0x2d /* - */ || bytes[0] === 0x21 /* ! */,
+  isPush: (bytes) => bytes[0] === 0x3e /* > */,
   errorReply(reason: FailureReason, message: string): Buffer {
     // Most failures repeat the same text (one pool, one reason): build each reply once.
     const text = `ERR poolside ${reason} ${message}`;

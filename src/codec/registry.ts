@@ -29,6 +29,8 @@ export interface Codec {
   /** The reply to QUIT and to commands poolside accepts without forwarding (CLIENT SETINFO). */
   readonly okReply: Buffer;
   isErrorResponse(bytes: Buffer): boolean;
+  /** An out-of-band frame the server sends unasked (RESP3 push: tracking invalidations, pub/sub). */
+  isPush(bytes: Buffer): boolean;
   /** A native error reply: `-ERR poolside REASON message`. */
   errorReply(reason: FailureReason, message: string): Buffer;
 }

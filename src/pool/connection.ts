@@ -113,6 +113,7 @@ export class Connection implements ResponseSink {
   #connectTimer: Timer | null;
   readonly #clock: Clock;
   #relay: ((bytes: Buffer) => void) | null = null;
+  #pushSink: ((bytes: Buffer) => void) | null = null;
   readonly #owner: ConnectionOwner;
   readonly #codec: Codec;
   readonly #flush = (): void => this.#flushNow();
@@ -216,6 +217,11 @@ export class Connection implements ResponseSink {
     this.#relay = sink;
   }
 
+  /** Where push frames go while a session holds this connection exclusively (null: nobody). */
+  setPushSink(sink: ((bytes: Buffer) => void) | null): void {
+    this.#pushSink = sink;
+  }
+
   get relaying(): boolean {
     return this.#relay !== null;
   }
@@ -231,6 +237,7 @@ export class Connection implements ResponseSink {
     this.#socket.destroy();
     this.#out = [];
     this.#relay = null;
+    this.#pushSink = null;
     const failure: FailureReason = 'SERVER_ERROR';
     const detail = `connection to server lost (${reason}: ${message})`;
     // Only the head can have had response bytes read; everything behind it is untouched.
@@ -248,6 +255,13 @@ export class Connection implements ResponseSink {
     this.responses++;
     if (this.#relay !== null) {
       this.#relay(bytes);
+      return;
+    }
+    if (this.#codec.isPush(bytes)) {
+      // Answers no request: on a pinned RESP3 connection (CLIENT TRACKING) it is the session's;
+      // on a shared one it cannot be anyone's, and the FIFO must not swallow it.
+      if (this.#pushSink !== null) this.#pushSink(bytes);
+      else this.destroy('unexpected_response', 'a push frame arrived on a connection no session owns');
       return;
     }
     const target = this.#inflight.shift();

@@ -204,6 +204,7 @@ export class ServerPool implements ConnectionOwner {
    */
   releaseExclusive(conn: Connection, dirty: boolean): void {
     this.#lent.delete(conn);
+    conn.setPushSink(null);
     if (!conn.ready || conn.inflight > 0 || conn.relaying) {
       if (conn.ready) conn.destroy('session_state', 'released with requests in flight or in subscribe mode');
       void this.#exclusive.destroy(conn).catch(() => {});

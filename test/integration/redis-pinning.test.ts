@@ -6,7 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
-import { RawClient, RespError } from '../helpers/resp-client.js';
+import net from 'node:net';
+import { encode, RawClient, RespError } from '../helpers/resp-client.js';
 import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -404,5 +405,35 @@ describe("a client library's connect handshake", () => {
     expect(pool?.counters.failures.reduce((a, b) => a + b, 0)).toBe(0);
     expect(exclusive(proxy).borrowed).toBe(0);
     expect(proxy.stats()[0].servers[0].counters.connectionsOpened).toBeLessThanOrEqual(8);
+  });
+});
+
+describe('RESP3 sessions', () => {
+  it('delivers CLIENT TRACKING invalidation pushes to the tracking client and keeps its replies matched', async () => {
+    const { port, proxy } = await setup();
+    // A plain socket: the test's RESP2 client would refuse RESP3 frames.
+    const tracker = cleanup.add(net.connect({ host: '127.0.0.1', port }), (s) => s.destroy());
+    await new Promise((resolve) => tracker.once('connect', resolve));
+    const writer = await raw(port);
+    let received = '';
+    tracker.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const sendRaw = (...args: string[]): void => void tracker.write(encode(...args));
+
+    sendRaw('HELLO', '3');
+    await waitFor(() => received.includes('proto'), 'the RESP3 HELLO map');
+    sendRaw('CLIENT', 'TRACKING', 'on');
+    sendRaw('GET', 'tracked');
+    await waitFor(() => received.endsWith('+OK\r\n_\r\n'), 'tracking on, then the null of GET');
+    expect(exclusive(proxy).borrowed).toBe(1);
+
+    expect(await writer.call('SET', 'tracked', 'new')).toBe('OK');
+    await waitFor(() => received.includes('>2\r\n$10\r\ninvalidate\r\n*1\r\n$7\r\ntracked\r\n'), 'the invalidation push');
+
+    // The push answered no request: the next reply is still GET's own.
+    const before = received.length;
+    sendRaw('GET', 'tracked');
+    await waitFor(() => received.length > before && received.endsWith('\r\n'), "GET's reply");
+    expect(received.slice(before)).toBe('$3\r\nnew\r\n');
+    expect(proxy.stats()[0].servers[0].counters.connectionsClosed.unexpected_response).toBe(0);
   });
 });
