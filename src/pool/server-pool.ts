@@ -1,10 +1,9 @@
 /**
- * The connections to one server: `min..max` shared connections pipelined by many sessions, and a
- * generic-pool of exclusive connections lent to one session at a time. Owns the server's health
- * (health.ts), refill with jittered exponential backoff, and the periodic duties of its
+ * The connections to one server: `min..max` shared connections pipelined by many sessions, and
+ * its exclusive pool (exclusive-pool.ts) for connections lent to one session at a time. Owns the
+ * server's health (health.ts), refill with jittered exponential backoff, and the periodic duties of its
  * connections (request deadline, idle timeout, lifetime), run from the pool's sweep.
  */
-import genericPool from 'generic-pool';
 import type { Codec } from '../codec/registry.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -12,6 +11,7 @@ import { jittered } from '../util/clock.js';
 import { CONNECT_BUCKETS, Histogram, REQUEST_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
 import { CLOSE_REASONS, Connection, DB_UNKNOWN } from './connection.js';
+import { ExclusivePool } from './exclusive-pool.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
 import type { ServerHealth } from './health.js';
 import { backoffDelay, isHopeful, nextHealth } from './health.js';
@@ -72,14 +72,10 @@ export class ServerPool implements ConnectionOwner {
   readonly #events: ServerPoolEvents;
   readonly #settings: ConnectionSettings;
   #shared: Connection[] = [];
-  /** Exclusive connections lent to sessions now: the sweep enforces request_timeout on them. */
-  readonly #lent = new Set<Connection>();
   #health: ServerHealth = { kind: 'starting' };
   #refillTimer: Timer | null = null;
   #closed = false;
-  readonly #exclusive: genericPool.Pool<Connection>;
-  /** Exclusive connections, by the callbacks waiting for them to become ready. */
-  readonly #exclusiveOwner: ExclusiveOwner;
+  readonly #exclusive: ExclusivePool;
   readonly counters: ServerCounters = newServerCounters();
   /** Handed to connections for injected SELECTs: an error means the connection's db is unknown. */
   readonly selectTarget: ResponseTarget;
@@ -109,27 +105,13 @@ export class ServerPool implements ConnectionOwner {
       },
       onFailure: () => {},
     };
-    this.#exclusiveOwner = new ExclusiveOwner(this);
-    this.#exclusive = genericPool.createPool<Connection>(
-      {
-        create: () => this.#createExclusive(),
-        destroy: async (conn) => conn.destroy('shutdown', 'exclusive connection retired'),
-        // generic-pool cannot drop an idle resource from outside: a dead one is caught on borrow.
-        validate: (conn) => this.#validateExclusive(conn),
-      },
-      {
-        max: pool.exclusive.max,
-        min: 0,
-        testOnBorrow: true,
-        acquireTimeoutMillis: Math.max(1, pool.queue.timeoutMs),
-        idleTimeoutMillis: pool.exclusive.idleTimeoutMs,
-        evictionRunIntervalMillis: Math.min(pool.exclusive.idleTimeoutMs, 30_000),
-        autostart: false,
-      },
-    );
-    // A failed create() would otherwise surface as an unhandled 'factoryCreateError' event.
-    this.#exclusive.on('factoryCreateError', () => {});
-    this.#exclusive.on('factoryDestroyError', () => {});
+    this.#exclusive = new ExclusivePool(pool, config, codec, clock, this.#settings, {
+      isEjected: () => this.#health.kind === 'ejected',
+      countOpened: () => this.counters.connectionsOpened++,
+      countClose: (reason, message) => this.#countExclusiveClose(reason, message),
+      countHeartbeatTimeout: () => this.counters.heartbeatFailures.timeout++,
+      evict: (conn, reason, message) => this.#evict(conn, reason, message),
+    });
   }
 
   get name(): string {
@@ -191,79 +173,13 @@ export class ServerPool implements ConnectionOwner {
   }
 
   /** Borrows an exclusive connection; rejects after queue.timeout. */
-  async acquireExclusive(): Promise<Connection> {
-    const conn = await this.#exclusive.acquire();
-    this.#lent.add(conn);
-    return conn;
+  acquireExclusive(): Promise<Connection> {
+    return this.#exclusive.acquire();
   }
 
-  /**
-   * Returns an exclusive connection. A connection whose state a session changed (`dirty`) is
-   * reset and re-initialised first; one with requests still in flight cannot be trusted and is
-   * destroyed.
-   */
+  /** Returns an exclusive connection; `dirty`: a session changed its state (it is RESET first). */
   releaseExclusive(conn: Connection, dirty: boolean): void {
-    this.#lent.delete(conn);
-    conn.setPushSink(null);
-    if (!conn.ready || conn.inflight > 0 || conn.relaying) {
-      if (conn.ready) conn.destroy('session_state', 'released with requests in flight or in subscribe mode');
-      void this.#exclusive.destroy(conn).catch(() => {});
-      return;
-    }
-    conn.markProgress(this.#clock.now());
-    if (!dirty) {
-      void this.#exclusive.release(conn).catch(() => {});
-      return;
-    }
-    const requests = [this.#codec.resetRequest, ...this.#codec.initRequests(this.config.username, this.config.password, this.config.db)];
-    let pending = requests.length;
-    const target: ResponseTarget = {
-      onResponse: (bytes) => {
-        if (this.#codec.isErrorResponse(bytes)) {
-          conn.destroy('reset_failed', bytes.toString('latin1').trim().slice(0, 200));
-          return;
-        }
-        if (--pending === 0) {
-          conn.db = this.config.db;
-          void this.#exclusive.release(conn).catch(() => {});
-        }
-      },
-      onFailure: () => {
-        void this.#exclusive.destroy(conn).catch(() => {});
-      },
-    };
-    for (const request of requests) conn.send(request, target);
-  }
-
-  /**
-   * Before lending an exclusive connection: one that sat idle longer than the heartbeat interval
-   * must answer a heartbeat first. Never throws (a throwing validate() crashes generic-pool).
-   */
-  #validateExclusive(conn: Connection): Promise<boolean> {
-    if (!conn.ready || conn.inflight > 0) return Promise.resolve(false);
-    const { intervalMs, timeoutMs } = this.#pool.heartbeat;
-    const now = this.#clock.now();
-    if (intervalMs === 0 || now - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = this.#clock.setTimeout(() => {
-        this.counters.heartbeatFailures.timeout++;
-        conn.destroy('heartbeat_failed', `validation heartbeat unanswered within ${timeoutMs}ms`);
-        resolve(false);
-      }, timeoutMs);
-      conn.send(this.#codec.heartbeatRequest, {
-        onResponse: (bytes) => {
-          this.#clock.clearTimeout(timer);
-          const ok = !this.#codec.isErrorResponse(bytes);
-          if (ok) conn.markProgress(this.#clock.now());
-          else conn.destroy('heartbeat_failed', 'validation heartbeat answered with an error');
-          resolve(ok);
-        },
-        onFailure: () => {
-          this.#clock.clearTimeout(timer);
-          resolve(false);
-        },
-      });
-    });
+    this.#exclusive.release(conn, dirty);
   }
 
   /**
@@ -278,14 +194,7 @@ export class ServerPool implements ConnectionOwner {
       this.#refill();
     }
     const { requestTimeoutMs, idleTimeoutMs, connections, heartbeat } = this.#pool;
-    if (requestTimeoutMs > 0) {
-      for (const conn of this.#lent) {
-        if (conn.responses !== conn.seenResponses || conn.inflight === 0) conn.markProgress(now);
-        else if (conn.blocking === 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
-          this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
-        }
-      }
-    }
+    this.#exclusive.tick(now);
     let idleAboveMin = this.#shared.length - connections.min;
     // Backwards: destroy() removes the connection from #shared through onClose.
     for (let i = this.#shared.length - 1; i >= 0; i--) {
@@ -385,7 +294,7 @@ export class ServerPool implements ConnectionOwner {
       health: this.#health,
       connections: { idle, active, connecting },
       inflight,
-      exclusive: { borrowed: this.#exclusive.borrowed, idle: this.#exclusive.available, pending: this.#exclusive.pending },
+      exclusive: this.#exclusive.stats(),
       counters: this.counters,
     };
   }
@@ -395,8 +304,7 @@ export class ServerPool implements ConnectionOwner {
     if (this.#refillTimer !== null) this.#clock.clearTimeout(this.#refillTimer);
     this.#refillTimer = null;
     for (const conn of [...this.#shared]) conn.destroy('shutdown', 'poolside is shutting down');
-    await this.#exclusive.drain();
-    await this.#exclusive.clear();
+    await this.#exclusive.close();
   }
 
   onReady(conn: Connection): void {
@@ -499,17 +407,6 @@ export class ServerPool implements ConnectionOwner {
     return conn;
   }
 
-  async #createExclusive(): Promise<Connection> {
-    const health = this.#health;
-    if (health.kind === 'ejected') {
-      // generic-pool retries a rejecting create() at once while anyone waits: slow it down.
-      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), this.#pool.connect.backoff.initialMs));
-      throw new Error(`server ${this.name} is ejected`);
-    }
-    this.counters.connectionsOpened++;
-    return this.#exclusiveOwner.open(this.#codec, this.#settings, this.#clock.now());
-  }
-
   /** Ready connections that take new requests. */
   #readyCount(): number {
     let n = 0;
@@ -517,45 +414,13 @@ export class ServerPool implements ConnectionOwner {
     return n;
   }
 
-  /** Called by ExclusiveOwner so exclusive connection closes are counted like shared ones. */
-  countClose(reason: CloseReason, message: string): void {
+  /** Exclusive connection closes are counted like shared ones. */
+  #countExclusiveClose(reason: CloseReason, message: string): void {
     this.counters.connectionsClosed[reason]++;
     if (reason === 'connect_failed' || reason === 'init_failed') {
       this.counters.connectFailures++;
       this.#log.warn('exclusive connect to server failed', { pool: this.#pool.name, server: this.name, reason, error: message });
     }
-  }
-}
-
-/** Resolves exclusive connects for generic-pool's create(). */
-class ExclusiveOwner implements ConnectionOwner {
-  readonly #server: ServerPool;
-  readonly #waiting = new Map<Connection, { resolve: (conn: Connection) => void; reject: (err: Error) => void }>();
-
-  constructor(server: ServerPool) {
-    this.#server = server;
-  }
-
-  open(codec: Codec, settings: ConnectionSettings, now: number): Promise<Connection> {
-    return new Promise((resolve, reject) => {
-      const conn = new Connection(codec, settings, this, now);
-      this.#waiting.set(conn, { resolve, reject });
-    });
-  }
-
-  onHeartbeat(): void {}
-
-  onReady(conn: Connection): void {
-    const waiter = this.#waiting.get(conn);
-    this.#waiting.delete(conn);
-    waiter?.resolve(conn);
-  }
-
-  onClose(conn: Connection, reason: CloseReason, message: string): void {
-    this.#server.countClose(reason, message);
-    const waiter = this.#waiting.get(conn);
-    this.#waiting.delete(conn);
-    waiter?.reject(new Error(`connect failed (${reason}): ${message}`));
   }
 }
 

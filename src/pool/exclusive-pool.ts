@@ -1,0 +1,193 @@
+/**
+ * A server's exclusive connections: lent to one session at a time (MULTI…EXEC, BLPOP, AUTH,
+ * SUBSCRIBE…). generic-pool keeps them, wrapped here so nothing else sees it, with its known
+ * pitfalls handled:
+ * - a rejecting create() is retried in a tight loop while anyone waits: create() for an ejected
+ *   server waits a backoff before it rejects;
+ * - acquire() waits forever without acquireTimeoutMillis: it is always queue.timeout;
+ * - a validate() that throws crashes the process: validate() never throws;
+ * - an idle resource cannot be dropped from outside: a dead one is caught on borrow (testOnBorrow),
+ *   and one idle longer than the heartbeat interval must answer a heartbeat first.
+ * Lent connections are tracked so the sweep enforces request_timeout on them too, blocking
+ * commands excepted.
+ */
+import genericPool from 'generic-pool';
+import type { Codec } from '../codec/registry.js';
+import type { PoolConfig, ServerConfig } from '../config/schema.js';
+import type { Clock } from '../util/clock.js';
+import { Connection } from './connection.js';
+import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
+
+/** What the exclusive pool needs from its server. */
+export interface ExclusiveHost {
+  isEjected(): boolean;
+  countOpened(): void;
+  /** An exclusive connection closed (connect failures included). */
+  countClose(reason: CloseReason, message: string): void;
+  countHeartbeatTimeout(): void;
+  /** A lent connection stopped answering: close it and count it against the server's health. */
+  evict(conn: Connection, reason: CloseReason, message: string): void;
+}
+
+export class ExclusivePool implements ConnectionOwner {
+  readonly #pool: PoolConfig;
+  readonly #server: ServerConfig;
+  readonly #codec: Codec;
+  readonly #clock: Clock;
+  readonly #settings: ConnectionSettings;
+  readonly #host: ExclusiveHost;
+  readonly #generic: genericPool.Pool<Connection>;
+  /** Lent to sessions now. */
+  readonly #lent = new Set<Connection>();
+  /** Connects in progress, by the create() promise waiting for each. */
+  readonly #connecting = new Map<Connection, { resolve: (conn: Connection) => void; reject: (err: Error) => void }>();
+
+  constructor(pool: PoolConfig, server: ServerConfig, codec: Codec, clock: Clock, settings: ConnectionSettings, host: ExclusiveHost) {
+    this.#pool = pool;
+    this.#server = server;
+    this.#codec = codec;
+    this.#clock = clock;
+    this.#settings = settings;
+    this.#host = host;
+    this.#generic = genericPool.createPool<Connection>(
+      {
+        create: () => this.#create(),
+        destroy: async (conn) => conn.destroy('shutdown', 'exclusive connection retired'),
+        validate: (conn) => this.#validate(conn),
+      },
+      {
+        max: pool.exclusive.max,
+        min: 0,
+        testOnBorrow: true,
+        acquireTimeoutMillis: Math.max(1, pool.queue.timeoutMs),
+        idleTimeoutMillis: pool.exclusive.idleTimeoutMs,
+        evictionRunIntervalMillis: Math.min(pool.exclusive.idleTimeoutMs, 30_000),
+        autostart: false,
+      },
+    );
+    // A failed create() would otherwise surface as an unhandled 'factoryCreateError' event.
+    this.#generic.on('factoryCreateError', () => {});
+    this.#generic.on('factoryDestroyError', () => {});
+  }
+
+  /** Borrows a connection; rejects after queue.timeout. */
+  async acquire(): Promise<Connection> {
+    const conn = await this.#generic.acquire();
+    this.#lent.add(conn);
+    return conn;
+  }
+
+  /**
+   * Takes a connection back. One whose state a session changed (`dirty`) is reset and
+   * re-initialised first; one with requests still in flight, or subscribed, cannot be trusted and
+   * is destroyed.
+   */
+  release(conn: Connection, dirty: boolean): void {
+    this.#lent.delete(conn);
+    conn.setPushSink(null);
+    if (!conn.ready || conn.inflight > 0 || conn.relaying) {
+      if (conn.ready) conn.destroy('session_state', 'released with requests in flight or in subscribe mode');
+      void this.#generic.destroy(conn).catch(() => {});
+      return;
+    }
+    conn.markProgress(this.#clock.now());
+    if (!dirty) {
+      void this.#generic.release(conn).catch(() => {});
+      return;
+    }
+    const { username, password, db } = this.#server;
+    const requests = [this.#codec.resetRequest, ...this.#codec.initRequests(username, password, db)];
+    let pending = requests.length;
+    const target: ResponseTarget = {
+      onResponse: (bytes) => {
+        if (this.#codec.isErrorResponse(bytes)) {
+          conn.destroy('reset_failed', bytes.toString('latin1').trim().slice(0, 200));
+          return;
+        }
+        if (--pending === 0) {
+          conn.db = db;
+          void this.#generic.release(conn).catch(() => {});
+        }
+      },
+      onFailure: () => {
+        void this.#generic.destroy(conn).catch(() => {});
+      },
+    };
+    for (const request of requests) conn.send(request, target);
+  }
+
+  /** request_timeout on lent connections, from the pool's sweep. */
+  tick(now: number): void {
+    const { requestTimeoutMs } = this.#pool;
+    if (requestTimeoutMs === 0) return;
+    for (const conn of this.#lent) {
+      if (conn.responses !== conn.seenResponses || conn.inflight === 0) conn.markProgress(now);
+      else if (conn.blocking === 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
+        this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
+      }
+    }
+  }
+
+  stats(): { borrowed: number; idle: number; pending: number } {
+    return { borrowed: this.#generic.borrowed, idle: this.#generic.available, pending: this.#generic.pending };
+  }
+
+  async close(): Promise<void> {
+    await this.#generic.drain();
+    await this.#generic.clear();
+  }
+
+  onReady(conn: Connection): void {
+    const waiter = this.#connecting.get(conn);
+    this.#connecting.delete(conn);
+    waiter?.resolve(conn);
+  }
+
+  onHeartbeat(): void {}
+
+  onClose(conn: Connection, reason: CloseReason, message: string): void {
+    this.#host.countClose(reason, message);
+    const waiter = this.#connecting.get(conn);
+    this.#connecting.delete(conn);
+    waiter?.reject(new Error(`connect failed (${reason}): ${message}`));
+  }
+
+  async #create(): Promise<Connection> {
+    if (this.#host.isEjected()) {
+      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), this.#pool.connect.backoff.initialMs));
+      throw new Error(`server ${this.#server.name} is ejected`);
+    }
+    this.#host.countOpened();
+    return new Promise((resolve, reject) => {
+      const conn = new Connection(this.#codec, this.#settings, this, this.#clock.now());
+      this.#connecting.set(conn, { resolve, reject });
+    });
+  }
+
+  /** Before lending: a connection idle longer than the heartbeat interval must answer one. */
+  #validate(conn: Connection): Promise<boolean> {
+    if (!conn.ready || conn.inflight > 0) return Promise.resolve(false);
+    const { intervalMs, timeoutMs } = this.#pool.heartbeat;
+    if (intervalMs === 0 || this.#clock.now() - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = this.#clock.setTimeout(() => {
+        this.#host.countHeartbeatTimeout();
+        conn.destroy('heartbeat_failed', `validation heartbeat unanswered within ${timeoutMs}ms`);
+        resolve(false);
+      }, timeoutMs);
+      conn.send(this.#codec.heartbeatRequest, {
+        onResponse: (bytes) => {
+          this.#clock.clearTimeout(timer);
+          const ok = !this.#codec.isErrorResponse(bytes);
+          if (ok) conn.markProgress(this.#clock.now());
+          else conn.destroy('heartbeat_failed', 'validation heartbeat answered with an error');
+          resolve(ok);
+        },
+        onFailure: () => {
+          this.#clock.clearTimeout(timer);
+          resolve(false);
+        },
+      });
+    });
+  }
+}
