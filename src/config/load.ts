@@ -1,14 +1,15 @@
 /**
- * YAML text → validated Config. The document is walked node by node (not via toJS()) so that every
- * problem can name the file, line, column and YAML path it came from. Problems are collected, never
- * thrown one at a time: a user fixing a config should see all of it in one run, and a rejected
- * reload should say everything that is wrong with the new file.
+ * YAML text → validated Config: poolside's schema (root, admin, pools, servers, listeners), its
+ * defaults and the checks that span fields or pools. The document is read through yaml-reader.ts so
+ * that every problem can name the file, line, column and YAML path it came from. Problems are
+ * collected, never thrown one at a time: a user fixing a config should see all of it in one run, and
+ * a rejected reload should say everything that is wrong with the new file.
  */
 
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
-import type { Document, Node as YamlNode, YAMLMap } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument } from 'yaml';
+import type { Document } from 'yaml';
 import { twemproxyServerName } from '../router/ketama.js';
 import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {
@@ -30,7 +31,6 @@ import {
   listenersClash,
   oneOf,
   parseAdminAddress,
-  parseDuration,
   parseHashTag,
   parseListenAddress,
   parseMode,
@@ -38,23 +38,15 @@ import {
   parsePercent,
   parseServerAddress,
   parseServerString,
-  parseSize,
   parseString,
-  suggest,
   wholeNumber,
 } from './validate.js';
-import type { Parser, ServerString } from './validate.js';
+import type { ServerString } from './validate.js';
+import { formatProblem, offsetOf, problemAt, YamlReader } from './yaml-reader.js';
+import type { ConfigProblem, Section, Slot } from './yaml-reader.js';
 
-export interface ConfigProblem {
-  file: string;
-  /** 1-based. */
-  line: number;
-  /** 1-based. */
-  column: number;
-  /** YAML path such as `pools.cache.servers[1].address`; empty for YAML syntax errors. */
-  path: string;
-  message: string;
-}
+export { formatProblem } from './yaml-reader.js';
+export type { ConfigProblem } from './yaml-reader.js';
 
 /** A config that cannot be used, with every problem found in it. */
 export class ConfigError extends Error {
@@ -65,12 +57,6 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
     this.problems = problems;
   }
-}
-
-/** `config.yaml:7:9 pools.cache.servers[1].address: expected host:port, got "10.0.0.5"` */
-export function formatProblem(p: ConfigProblem): string {
-  const where = `${p.file}:${p.line}:${p.column}`;
-  return p.path === '' ? `${where} ${p.message}` : `${where} ${p.path}: ${p.message}`;
 }
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
@@ -122,20 +108,8 @@ export function parseConfig(
   return config;
 }
 
-function problemAt(file: string, lines: LineCounter, offset: number, path: string, message: string): ConfigProblem {
-  const { line, col } = lines.linePos(offset);
-  return { file, line, column: col, path, message };
-}
-
 function sortProblems(problems: ConfigProblem[]): ConfigProblem[] {
   return [...problems].sort((a, b) => a.line - b.line || a.column - b.column);
-}
-
-/** A value in the document, its YAML path, and the key node it hangs from (where "is required" points). */
-interface Slot {
-  node: YamlNode;
-  path: string;
-  key: YamlNode | null;
 }
 
 interface Listener {
@@ -144,156 +118,18 @@ interface Listener {
   slot: Slot | null;
 }
 
-const offsetOf = (node: YamlNode | null | undefined): number => node?.range?.[0] ?? 0;
-
-/** The state of one parse: where problems go, and what the cross-pool checks need. */
-class Walk {
-  readonly problems: ConfigProblem[] = [];
+/** The state of one parse: the reader, plus what the cross-pool checks and password lookups need. */
+class Walk extends YamlReader {
   readonly listeners: Listener[] = [];
-  /** Nodes already reported: cross-field checks skip them rather than compare against a fallback. */
-  readonly #reported = new Set<YamlNode>();
 
   constructor(
-    readonly file: string,
-    readonly doc: Document,
-    readonly lines: LineCounter,
+    file: string,
+    doc: Document,
+    lines: LineCounter,
     readonly env: NodeJS.ProcessEnv,
     readonly readFile: (path: string) => string,
-  ) {}
-
-  at(offset: number, path: string, message: string): void {
-    this.problems.push(problemAt(this.file, this.lines, offset, path, message));
-  }
-
-  report(slot: Slot, message: string): void {
-    this.#reported.add(slot.node);
-    this.at(offsetOf(slot.node), slot.path, message);
-  }
-
-  /**
-   * A cross-field rule: reports `message` at the first present slot when `holds` is false, unless
-   * one of the slots was already reported (its value is then a fallback and comparing it misleads).
-   */
-  check(holds: boolean, slots: (Slot | undefined)[], message: string): void {
-    if (holds || slots.some((slot) => slot !== undefined && this.#reported.has(slot.node))) return;
-    const at = slots.find((slot) => slot !== undefined);
-    if (at !== undefined) this.report(at, message);
-  }
-
-  /** A child slot, or undefined when the value is absent or null (both mean "use the default"). */
-  child(node: unknown, path: string, key: YamlNode | null): Slot | undefined {
-    let value = node;
-    if (isAlias(value)) {
-      const target = value.resolve(this.doc);
-      if (target === undefined) {
-        this.at(offsetOf(value), path, `alias *${value.source} has no anchor`);
-        return undefined;
-      }
-      value = target;
-    }
-    if (!isScalar(value) && !isMap(value) && !isSeq(value)) return undefined;
-    if (isScalar(value) && value.value === null) return undefined;
-    return { node: value, path, key };
-  }
-
-  /** A scalar's JS value; mappings and lists come back as {} and [] so messages can describe them. */
-  plain(slot: Slot): unknown {
-    if (isScalar(slot.node)) return slot.node.value;
-    return isSeq(slot.node) ? [] : {};
-  }
-
-  /** Runs a validate.ts parser on the slot and reports its message; the fallback keeps the walk going. */
-  parse<T>(slot: Slot | undefined, fallback: T, parser: Parser<T>): T {
-    if (slot === undefined) return fallback;
-    const result = parser(this.plain(slot), isScalar(slot.node) ? slot.node.source : undefined);
-    if (result.ok) return result.value;
-    this.report(slot, result.message);
-    return fallback;
-  }
-
-  /** `zero`: whether 0 is meaningful here ("0 disables") or a mistake. */
-  duration(slot: Slot | undefined, fallback: number, zero: 'allowed' | 'rejected'): number {
-    const ms = this.parse(slot, fallback, parseDuration);
-    if (slot !== undefined && ms === 0 && zero === 'rejected') this.report(slot, 'must be greater than 0');
-    return ms;
-  }
-
-  size(slot: Slot | undefined, fallback: number): number {
-    const bytes = this.parse(slot, fallback, parseSize);
-    if (slot !== undefined && bytes === 0) this.report(slot, 'must be greater than 0');
-    return bytes;
-  }
-
-  /** The mapping at `slot` with its keys checked, or undefined (reported) if it is not a mapping. */
-  section(slot: Slot, keys: readonly string[]): Section | undefined {
-    if (isMap(slot.node)) return new Section(this, slot, slot.node, keys);
-    this.report(slot, `expected a mapping with keys ${keys.join(', ')}, got ${describe(this.plain(slot))}`);
-    return undefined;
-  }
-
-  /** The items of a list; a single scalar counts as a list of one when `single` allows it. */
-  list(slot: Slot, what: string, single: boolean): Slot[] {
-    if (isSeq(slot.node)) {
-      if (slot.node.items.length === 0) this.report(slot, `needs at least one ${what}`);
-      const items: Slot[] = [];
-      slot.node.items.forEach((item, i) => {
-        const path = `${slot.path}[${i}]`;
-        const child = this.child(item, path, null);
-        if (child !== undefined) items.push(child);
-        else this.at(offsetOf(isScalar(item) ? item : slot.node), path, `expected ${what}, got nothing`);
-      });
-      return items;
-    }
-    if (single && isScalar(slot.node)) return [slot];
-    this.report(slot, `expected a list of ${what}s, got ${describe(this.plain(slot))}`);
-    return [];
-  }
-}
-
-const join = (path: string, key: string): string => (path === '' ? key : `${path}.${key}`);
-
-/** A mapping whose keys have been checked against the known ones; unknown keys are reported. */
-class Section {
-  readonly #walk: Walk;
-  readonly #slot: Slot;
-  readonly #values = new Map<string, Slot | undefined>();
-
-  constructor(walk: Walk, slot: Slot, map: YAMLMap, keys: readonly string[]) {
-    this.#walk = walk;
-    this.#slot = slot;
-    for (const { key: keyNode, value } of map.items) {
-      if (!isScalar(keyNode) || (typeof keyNode.value !== 'string' && typeof keyNode.value !== 'number')) {
-        walk.at(offsetOf(slot.node), slot.path, 'keys must be plain strings');
-        continue;
-      }
-      const key = String(keyNode.value);
-      const path = join(slot.path, key);
-      if (keys.includes(key)) {
-        this.#values.set(key, walk.child(value, path, keyNode));
-      } else {
-        const close = suggest(key, keys);
-        walk.at(offsetOf(keyNode), path, close === null ? 'unknown key' : `unknown key; did you mean ${close}?`);
-      }
-    }
-  }
-
-  get(key: string): Slot | undefined {
-    return this.#values.get(key);
-  }
-
-  /** Like get, but a missing value is reported at the key this mapping hangs from. */
-  require(key: string, what: string): Slot | undefined {
-    const slot = this.#values.get(key);
-    if (slot === undefined) {
-      this.#walk.at(offsetOf(this.#slot.key ?? this.#slot.node), join(this.#slot.path, key), `is required (${what})`);
-    }
-    return slot;
-  }
-
-  /** A nested mapping, or undefined when absent (the caller uses defaults) or not a mapping (reported). */
-  section(key: string, keys: readonly string[]): Section | undefined {
-    const slot = this.get(key);
-    return slot === undefined ? undefined : this.#walk.section(slot, keys);
+  ) {
+    super(file, doc, lines);
   }
 }
 
