@@ -146,8 +146,10 @@ export class Connection implements ResponseSink {
     );
     socket.once('connect', () => this.#onConnect(settings));
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('error', (err: Error) => {
-      const reason: CloseReason = this.#state.kind === 'connecting' ? 'connect_failed' : 'error';
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      // A reset or a write to a socket the server closed is the server hanging up, like a FIN.
+      const hungUp = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+      const reason: CloseReason = this.#state.kind === 'connecting' ? 'connect_failed' : hungUp ? 'remote_closed' : 'error';
       this.destroy(reason, err.message);
     });
     // 'end' (the server's FIN) rather than waiting for 'close': no request may be lent a
