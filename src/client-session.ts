@@ -23,6 +23,8 @@ import type { Connection, ResponseTarget } from './pool/connection.js';
 import { DB_UNKNOWN } from './pool/connection.js';
 import type { Pool, Waiter } from './pool/pool.js';
 import { NO_SERVER } from './router/router.js';
+import { AUTH_ARITY, AUTH_OK, ClientAuth, NOAUTH, WRONGPASS } from './client-auth.js';
+import { encodeCommand } from './codec/resp.js';
 import { Fifo } from './util/fifo.js';
 import { writeBatch } from './util/write-batch.js';
 import type { Logger } from './util/log.js';
@@ -105,6 +107,9 @@ export class ClientSession implements RequestSink, Waiter {
   /** Per server: the shared connection this session's in-flight requests are on, and how many. */
   readonly #affConn: (Connection | null)[];
   readonly #affCount: Int32Array;
+  /** client_auth, when the pool has it; null: clients need not authenticate to poolside. */
+  readonly #auth: ClientAuth | null;
+  #authenticated: boolean;
   /** A transaction whose MULTI could not be served: its commands fail until EXEC/DISCARD. */
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
@@ -147,6 +152,8 @@ export class ClientSession implements RequestSink, Waiter {
     this.#log = options.log;
     this.#onClosed = options.onClose;
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
+    this.#auth = options.pool.clientAuth;
+    this.#authenticated = this.#auth === null;
     const servers = options.pool.servers.length;
     this.#affConn = new Array<Connection | null>(servers).fill(null);
     this.#affCount = new Int32Array(servers);
@@ -161,6 +168,9 @@ export class ClientSession implements RequestSink, Waiter {
     const pool = this.#pool;
     pool.counters.requests++;
     const spec = this.#codec.classify(bytes, args);
+    if (this.#auth !== null && (!this.#authenticated || spec.name === 'AUTH' || spec.name === 'HELLO')) {
+      if (this.#screen(spec.name, bytes, args)) return;
+    }
     let hash = -1;
     if (pool.router.keyed) {
       this.#keyBytes = bytes;
@@ -182,6 +192,59 @@ export class ClientSession implements RequestSink, Waiter {
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
     this.#replies.push(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
+  }
+
+  /**
+   * Authentication checked by poolside (client_auth): answers AUTH itself, takes the credentials
+   * out of HELLO … AUTH before it runs, and refuses everything else until the client has
+   * authenticated. True when the request was answered or replaced here.
+   */
+  #screen(name: string, bytes: Buffer, args: ArgView): boolean {
+    const auth = this.#auth as ClientAuth;
+    const arg = (i: number): Buffer => bytes.subarray(args.starts[i], args.ends[i]);
+    switch (name) {
+      case 'AUTH': {
+        if (args.count < 2 || args.count > 3) return this.#answerLocally(AUTH_ARITY);
+        const ok = auth.check(args.count === 3 ? arg(1) : null, arg(args.count - 1));
+        return this.#answerLocally(this.#authenticate(ok));
+      }
+      case 'HELLO': {
+        for (let i = 2; i + 2 < args.count; i++) {
+          if (arg(i).toString('latin1').toUpperCase() !== 'AUTH') continue;
+          if (!auth.check(arg(i + 1), arg(i + 2))) return this.#answerLocally(this.#authenticate(false));
+          this.#authenticate(true);
+          // The same HELLO without its credentials, framed again as if the client had sent it.
+          const rest: Buffer[] = [];
+          for (let j = 0; j < args.count; j++) if (j < i || j > i + 2) rest.push(arg(j));
+          this.#pool.counters.requests--;
+          this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(encodeCommand(rest));
+          return true;
+        }
+        return this.#authenticated ? false : this.#answerLocally(NOAUTH);
+      }
+      case 'QUIT':
+        return false;
+      default:
+        return this.#answerLocally(NOAUTH);
+    }
+  }
+
+  #authenticate(ok: boolean): Buffer {
+    if (ok) {
+      this.#authenticated = true;
+      return AUTH_OK;
+    }
+    this.#pool.counters.authFailures++;
+    this.#log.warn('client sent wrong credentials', { pool: this.#pool.config.name, reason: 'auth_failed' });
+    return WRONGPASS;
+  }
+
+  /** Answers the request being framed with `reply`, in its place among the replies. */
+  #answerLocally(reply: Buffer): true {
+    const slot = new Slot(this, EMPTY, RELAYED, -1);
+    this.#replies.push(slot);
+    this.#answer(slot, reply);
+    return true;
   }
 
   /** Pool: a connection became ready, or routing changed. */

@@ -160,6 +160,13 @@ export function registerMetrics(options: MetricsOptions): void {
     eachPool((p, emit) => emit(p.labels, p.counters.protocolErrors)),
   );
   family(
+    'poolside_client_auth_failures_total',
+    'AUTH or HELLO … AUTH from clients with credentials that client_auth does not accept.',
+    'counter',
+    POOL,
+    eachPool((p, emit) => emit(p.labels, p.counters.authFailures)),
+  );
+  family(
     'poolside_pool_waiting_requests',
     'Requests waiting for a connection now (bounded by queue.max).',
     'gauge',

@@ -70,10 +70,13 @@ const POOL_NAME = /^[a-zA-Z0-9_-]+$/;
 
 const ROOT_KEYS = ['admin', 'log', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
-  'protocol', 'listen', 'servers', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue', 'connect',
-  'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
+  'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
+  'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
 ];
 const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db'];
+const CLIENT_AUTH_KEYS = ['username', 'password_file', 'password_env'];
+/** Redis's AUTH <password> authenticates as this user; client_auth stores it as username null. */
+const REDIS_DEFAULT_USER = 'default';
 
 /** Reads the file and parses it; see parseConfig. */
 export function loadConfig(file: string): Config {
@@ -211,6 +214,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
 
   const serversSlot = pool.require('servers', 'a list of host:port addresses');
   const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false));
+  const clientAuth = readClientAuth(walk, pool.get('client_auth'));
 
   const routing = walk.parse(pool.get('routing'), d.routing, oneOf(ROUTINGS));
   if (routing === 'ketama') {
@@ -264,6 +268,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     protocol,
     listen,
     servers: servers.map((s) => s.config),
+    clientAuth,
     routing,
     ketama: {
       hash: walk.parse(ketama?.get('hash'), d.ketama.hash, oneOf(KETAMA_HASHES)),
@@ -390,7 +395,7 @@ function readServerObject(walk: Walk, slot: Slot): ReadServer | undefined {
   const unnamed = defaultName(String(walk.plain(addressSlot)).trim(), address.port);
   const username = usernameSlot === undefined ? null : walk.parse(usernameSlot, '', parseString);
   const password = readPassword(walk, server);
-  if (server.get('password_file') === undefined && server.get('password_env') === undefined) {
+  if (!passwordGiven(server)) {
     walk.check(username === null, [usernameSlot], 'username needs a password: add password_file or password_env');
   }
   const config: ServerConfig = {
@@ -410,6 +415,30 @@ function readServerObject(walk: Walk, slot: Slot): ReadServer | undefined {
  */
 function defaultName(hostPort: string, port: number): string {
   return twemproxyServerName({ host: hostPort.slice(0, hostPort.lastIndexOf(':')), port });
+}
+
+/**
+ * The pool's client_auth: what clients must present to poolside itself. Absent (or written with no
+ * value) is null. The password follows the servers' rules (readPassword) but is required here.
+ */
+function readClientAuth(walk: Walk, slot: Slot | undefined): PoolConfig['clientAuth'] {
+  if (slot === undefined) return null;
+  const auth = walk.section(slot, CLIENT_AUTH_KEYS);
+  if (auth === undefined) return null;
+  const usernameSlot = auth.get('username');
+  const username = usernameSlot === undefined ? null : walk.parse(usernameSlot, '', parseString);
+  if (!passwordGiven(auth)) {
+    walk.at(offsetOf(slot.key ?? slot.node), slot.path, 'needs a password: add password_file or password_env');
+    return null;
+  }
+  const password = readPassword(walk, auth);
+  if (password === null || password === '' || username === '') return null;
+  // AUTH <password> is AUTH default <password>, so naming the default user changes nothing.
+  return { username: username === REDIS_DEFAULT_USER ? null : username, password };
+}
+
+function passwordGiven(section: Section): boolean {
+  return section.get('password_file') !== undefined || section.get('password_env') !== undefined;
 }
 
 /** Resolves password_file / password_env. Messages name the file or the variable, never the secret. */

@@ -61,6 +61,13 @@ export interface PoolConfig {
   protocol: Protocol;
   listen: ListenAddress[];
   servers: ServerConfig[];
+  /**
+   * Credentials clients must present to poolside (AUTH, HELLO … AUTH), checked by poolside and never
+   * forwarded; null = clients need not authenticate (their AUTH goes to the server and pins the
+   * session). username null = Redis's default user: AUTH <password> and AUTH default <password>
+   * both match. password is resolved from password_file or password_env at load time; never logged.
+   */
+  clientAuth: { username: string | null; password: string } | null;
   routing: Routing;
   /** hashTag: two characters such as "{}" (hash only what is between them), or "" for none (twemproxy's default). */
   ketama: { hash: KetamaHash; onEjection: KetamaOnEjection; hashTag: string };
@@ -109,6 +116,7 @@ export const DEFAULTS = {
   log: { level: 'info' as LogLevel },
   shutdownGraceMs: 10_000,
   pool: {
+    clientAuth: null as PoolConfig['clientAuth'],
     routing: 'failover' as Routing,
     ketama: { hash: 'fnv1a_64' as KetamaHash, onEjection: 'fail' as KetamaOnEjection, hashTag: '' },
     connections: { min: 2, max: 8 },

@@ -4,6 +4,7 @@
  * and lifetime retirement, ejection expiry) for all of its connections. One timer per pool, not
  * one per request or per connection.
  */
+import { ClientAuth } from '../client-auth.js';
 import type { Codec } from '../codec/registry.js';
 import type { PoolConfig } from '../config/schema.js';
 import { FAILURE_REASONS } from '../errors.js';
@@ -46,6 +47,8 @@ export interface PoolCounters {
   retries: number;
   /** Clients closed because their unread replies passed clients.output_buffer.hard. */
   clientsOverflowed: number;
+  /** AUTH or HELLO … AUTH with credentials client_auth does not accept. */
+  authFailures: number;
   pins: Map<string, number>;
   /** From the request being framed to its reply being written to the client. */
   requestDuration: Histogram;
@@ -62,6 +65,7 @@ export function newPoolCounters(): PoolCounters {
     protocolErrors: 0,
     retries: 0,
     clientsOverflowed: 0,
+    authFailures: 0,
     pins: new Map(),
     requestDuration: new Histogram(REQUEST_BUCKETS),
     waitDuration: new Histogram(WAIT_BUCKETS),
@@ -82,6 +86,8 @@ export class Pool implements ServerPoolEvents {
   readonly servers: ServerPool[];
   readonly router: Router;
   readonly counters: PoolCounters = newPoolCounters();
+  /** Checks client credentials when the pool has client_auth. */
+  readonly clientAuth: ClientAuth | null;
   /** Sessions connected now. */
   clients = 0;
   /** Requests held by waiting sessions (bounded by queue.max). */
@@ -101,6 +107,7 @@ export class Pool implements ServerPoolEvents {
     this.codec = codec;
     this.#clock = clock;
     this.#log = log;
+    this.clientAuth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth);
     this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, codec, clock, log, this));
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
     this.#hash = hashFunction(config.ketama.hash);

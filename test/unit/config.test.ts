@@ -98,6 +98,7 @@ describe('parseConfig: a good config', () => {
           db: 0,
         },
       ],
+      clientAuth: null,
       routing: d.routing,
       ketama: d.ketama,
       connections: d.connections,
@@ -131,6 +132,7 @@ describe('parseConfig: a good config', () => {
       '      - { address: 10.0.0.5:6379, name: redis-a, weight: 3, username: app, password_env: REDIS_PW, db: 2 }',
       '      - { address: "redis-b.internal:6380", password_file: /etc/poolside/pw }',
       '      - 10.0.0.7:6379:2 redis-c',
+      '    client_auth: { username: app, password_env: CLIENT_PW }',
       '    routing: ketama',
       '    ketama: { hash: murmur, on_ejection: rehash, hash_tag: "{}" }',
       '    connections: { min: 0, max: 16 }',
@@ -146,7 +148,7 @@ describe('parseConfig: a good config', () => {
       '    clients: { max: 50, output_buffer: { soft: 64kb, hard: 2mb } }',
       '    max_request_size: 1048576',
     );
-    const config = parse(text, { env: { REDIS_PW: 's3cret' }, files: { '/etc/poolside/pw': 'filepw\n' } });
+    const config = parse(text, { env: { REDIS_PW: 's3cret', CLIENT_PW: 'letmein' }, files: { '/etc/poolside/pw': 'filepw\n' } });
     expect(config.admin).toEqual({ listen: { kind: 'tcp', host: '0.0.0.0', port: 0 } });
     expect(config.log.level).toBe('debug');
     expect(config.shutdownGraceMs).toBe(30_000);
@@ -184,6 +186,7 @@ describe('parseConfig: a good config', () => {
           db: 0,
         },
       ],
+      clientAuth: { username: 'app', password: 'letmein' },
       routing: 'ketama',
       ketama: { hash: 'murmur', onEjection: 'rehash', hashTag: '{}' },
       connections: { min: 0, max: 16 },
@@ -270,7 +273,7 @@ describe('docs/configuration.md', () => {
   it('has examples that load', () => {
     const examples = blocks.filter((b) => b.yaml && /^(admin|pools):/.test(b.text));
     expect(examples.length).toBeGreaterThanOrEqual(3);
-    for (const { text } of examples) expect(() => parse(text, { env: { REDIS_PASSWORD: 'pw' } })).not.toThrow();
+    for (const { text } of examples) expect(() => parse(text, { env: { REDIS_PASSWORD: 'pw', POOLSIDE_PASSWORD: 'pw' } })).not.toThrow();
   });
 
   it('shows the messages the loader really gives for its broken example', () => {
@@ -685,6 +688,112 @@ describe('parseConfig: passwords', () => {
     }
     expect(message.split('\n')).toHaveLength(3);
     expect(message).not.toContain(secret);
+  });
+});
+
+describe('parseConfig: client_auth', () => {
+  const clientAuth = (...lines: string[]): string => pool('    client_auth:', ...lines.map((l) => `      ${l}`));
+
+  it('is null when absent or written with no value', () => {
+    expect(onlyPool(parse(pool())).clientAuth).toBeNull();
+    expect(onlyPool(parse(pool('    client_auth:', '      # password_env: POOLSIDE_PASSWORD'))).clientAuth).toBeNull();
+  });
+
+  it('reads password_env from the injected environment, username optional', () => {
+    const config = parse(clientAuth('password_env: POOLSIDE_PASSWORD'), { env: { POOLSIDE_PASSWORD: 'hunter2' } });
+    expect(onlyPool(config).clientAuth).toEqual({ username: null, password: 'hunter2' });
+  });
+
+  it('reads username and password_file, relative to the config file, trimming the trailing newline only', () => {
+    const text = clientAuth('username: app', 'password_file: secrets/client.pw');
+    const config = parse(text, { files: { [resolve('secrets/client.pw')]: ' p w \n' } });
+    expect(onlyPool(config).clientAuth).toEqual({ username: 'app', password: ' p w ' });
+  });
+
+  it('stores username: default as null, since AUTH <password> authenticates as the default user', () => {
+    const config = parse(clientAuth('username: default', 'password_env: PW'), { env: { PW: 'x' } });
+    expect(onlyPool(config).clientAuth).toEqual({ username: null, password: 'x' });
+  });
+
+  it('refuses both password_file and password_env', () => {
+    const text = clientAuth('password_file: /pw', 'password_env: PW');
+    expect(problems(text, { env: { PW: 'x' }, files: { '/pw': 'x' } })).toEqual([
+      problem('pools.cache.client_auth.password_env', 'give password_file or password_env, not both', at(text, 'PW\n')),
+    ]);
+  });
+
+  it('refuses neither, at the client_auth key, with or without a username', () => {
+    const text = clientAuth('username: app');
+    expect(problems(text)).toEqual([
+      problem('pools.cache.client_auth', 'needs a password: add password_file or password_env', at(text, 'client_auth')),
+    ]);
+    expect(problems(pool('    client_auth: {}'))).toEqual([
+      problem('pools.cache.client_auth', 'needs a password: add password_file or password_env'),
+    ]);
+  });
+
+  it('reports an unset or empty variable and a missing or empty file, with file:line:column and path', () => {
+    const unset = clientAuth('password_env: POOLSIDE_PASSWORD');
+    expect(problems(unset)).toEqual([
+      {
+        file: 'config.yaml',
+        ...at(unset, 'POOLSIDE_PASSWORD'),
+        path: 'pools.cache.client_auth.password_env',
+        message: 'environment variable POOLSIDE_PASSWORD is not set',
+      },
+    ]);
+    expect(problems(unset, { env: { POOLSIDE_PASSWORD: '' } })).toEqual([
+      problem('pools.cache.client_auth.password_env', 'environment variable POOLSIDE_PASSWORD is empty'),
+    ]);
+    const missing = clientAuth('password_file: /etc/poolside/client.pw');
+    expect(problems(missing)).toEqual([
+      problem(
+        'pools.cache.client_auth.password_file',
+        'cannot read password file /etc/poolside/client.pw (ENOENT)',
+        at(missing, '/etc/poolside/client.pw'),
+      ),
+    ]);
+    expect(problems(missing, { files: { '/etc/poolside/client.pw': '\r\n' } })).toEqual([
+      problem('pools.cache.client_auth.password_file', 'password file /etc/poolside/client.pw is empty'),
+    ]);
+  });
+
+  it('refuses an empty username and a client_auth that is not a mapping', () => {
+    expect(problems(clientAuth('username: ""', 'password_env: PW'), { env: { PW: 'x' } })).toEqual([
+      problem('pools.cache.client_auth.username', 'expected a string, got ""'),
+    ]);
+    expect(problems(pool('    client_auth: hunter2'))).toEqual([
+      problem('pools.cache.client_auth', 'expected a mapping with keys username, password_file, password_env, got "hunter2"'),
+    ]);
+  });
+
+  it('reports unknown keys with the close one, at and under client_auth', () => {
+    const text = clientAuth('usrname: app', 'pasword_env: PW');
+    expect(problems(text, { env: { PW: 'x' } })).toEqual([
+      problem('pools.cache.client_auth', 'needs a password: add password_file or password_env', at(text, 'client_auth')),
+      problem('pools.cache.client_auth.usrname', 'unknown key; did you mean username?', at(text, 'usrname')),
+      problem('pools.cache.client_auth.pasword_env', 'unknown key; did you mean password_env?', at(text, 'pasword_env')),
+    ]);
+    expect(problems(pool('    clientAuth: { password_env: PW }'), { env: { PW: 'x' } })).toEqual([
+      problem('pools.cache.clientAuth', 'unknown key; did you mean client_auth?'),
+    ]);
+  });
+
+  it('never puts the password in an error message', () => {
+    const secret = 'correct-horse-battery-staple';
+    const both = clientAuth('username: [1]', 'password_file: /pw', 'password_env: PW');
+    const envOk = clientAuth('password_env: PW', 'user: x');
+    const fileOk = pool('    client_auth: { password_file: /pw }', '    routing: nope');
+    for (const text of [both, envOk, fileOk]) {
+      let message = '';
+      try {
+        parse(text, { env: { PW: secret }, files: { '/pw': `${secret}\n` } });
+      } catch (error) {
+        message = (error as Error).message;
+      }
+      expect(message).not.toBe('');
+      expect(message).not.toContain(secret);
+    }
   });
 });
 
