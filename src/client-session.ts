@@ -15,6 +15,8 @@
  * queue.timeout).
  */
 import type net from 'node:net';
+import { screen, WRONGPASS } from './client-auth.js';
+import type { ClientAuth } from './client-auth.js';
 import type { ArgView, RequestDecoder, RequestSink } from './codec/codec.js';
 import type { Codec } from './codec/registry.js';
 import type { CommandSpec } from './codec/redis-commands.js';
@@ -23,8 +25,6 @@ import type { Connection, ResponseTarget } from './pool/connection.js';
 import { DB_UNKNOWN } from './pool/connection.js';
 import type { Pool, Waiter } from './pool/pool.js';
 import { NO_SERVER } from './router/router.js';
-import { AUTH_ARITY, AUTH_OK, ClientAuth, NOAUTH, WRONGPASS } from './client-auth.js';
-import { encodeCommand } from './codec/resp.js';
 import { Fifo } from './util/fifo.js';
 import { writeBatch } from './util/write-batch.js';
 import type { Logger } from './util/log.js';
@@ -194,57 +194,29 @@ export class ClientSession implements RequestSink, Waiter {
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
   }
 
-  /**
-   * Authentication checked by poolside (client_auth): answers AUTH itself, takes the credentials
-   * out of HELLO … AUTH before it runs, and refuses everything else until the client has
-   * authenticated. True when the request was answered or replaced here.
-   */
+  /** Applies client_auth to a request; true when it was answered or replaced here. */
   #screen(name: string, bytes: Buffer, args: ArgView): boolean {
-    const auth = this.#auth as ClientAuth;
-    const arg = (i: number): Buffer => bytes.subarray(args.starts[i], args.ends[i]);
-    switch (name) {
-      case 'AUTH': {
-        if (args.count < 2 || args.count > 3) return this.#answerLocally(AUTH_ARITY);
-        const ok = auth.check(args.count === 3 ? arg(1) : null, arg(args.count - 1));
-        return this.#answerLocally(this.#authenticate(ok));
-      }
-      case 'HELLO': {
-        for (let i = 2; i + 2 < args.count; i++) {
-          if (arg(i).toString('latin1').toUpperCase() !== 'AUTH') continue;
-          if (!auth.check(arg(i + 1), arg(i + 2))) return this.#answerLocally(this.#authenticate(false));
-          this.#authenticate(true);
-          // The same HELLO without its credentials, framed again as if the client had sent it.
-          const rest: Buffer[] = [];
-          for (let j = 0; j < args.count; j++) if (j < i || j > i + 2) rest.push(arg(j));
-          this.#pool.counters.requests--;
-          this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(encodeCommand(rest));
-          return true;
-        }
-        return this.#authenticated ? false : this.#answerLocally(NOAUTH);
-      }
-      case 'QUIT':
+    const screened = screen(this.#auth as ClientAuth, name, bytes, args, this.#authenticated);
+    switch (screened.kind) {
+      case 'pass':
         return false;
-      default:
-        return this.#answerLocally(NOAUTH);
+      case 'answer': {
+        if (screened.reply === WRONGPASS) {
+          this.#pool.counters.authFailures++;
+          this.#log.warn('client sent wrong credentials', { pool: this.#pool.config.name, reason: 'auth_failed' });
+        }
+        this.#authenticated = screened.authenticated;
+        const slot = new Slot(this, EMPTY, RELAYED, -1);
+        this.#replies.push(slot);
+        this.#answer(slot, screened.reply);
+        return true;
+      }
+      case 'replace':
+        this.#authenticated = true;
+        this.#pool.counters.requests--;
+        this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(screened.request);
+        return true;
     }
-  }
-
-  #authenticate(ok: boolean): Buffer {
-    if (ok) {
-      this.#authenticated = true;
-      return AUTH_OK;
-    }
-    this.#pool.counters.authFailures++;
-    this.#log.warn('client sent wrong credentials', { pool: this.#pool.config.name, reason: 'auth_failed' });
-    return WRONGPASS;
-  }
-
-  /** Answers the request being framed with `reply`, in its place among the replies. */
-  #answerLocally(reply: Buffer): true {
-    const slot = new Slot(this, EMPTY, RELAYED, -1);
-    this.#replies.push(slot);
-    this.#answer(slot, reply);
-    return true;
   }
 
   /** Pool: a connection became ready, or routing changed. */
