@@ -80,10 +80,15 @@ export class Connection implements ResponseSink {
   readonly id = nextId++;
   /** Database the connection is in after every request written so far (DB_UNKNOWN if unsure). */
   db: number;
-  /** Responses received so far; the sweeper compares it between ticks to see progress. */
+  /** Complete responses received so far. */
   responses = 0;
-  /** `responses` as of the owner's last sweep, and when it last changed (progress or idle since). */
-  seenResponses = -1;
+  /**
+   * Reads from the server so far: the sweep compares it between ticks to see progress. Reads, not
+   * responses, so a large reply still streaming in is progress, not a stuck request.
+   */
+  reads = 0;
+  /** `reads` as of the owner's last sweep, and when it last changed (progress or idle since). */
+  seenReads = -1;
   lastProgressAt: number;
   /** Heartbeats answered: responses minus these are the ones clients asked for. */
   heartbeatsAnswered = 0;
@@ -159,7 +164,7 @@ export class Connection implements ResponseSink {
   }
 
   markProgress(now: number): void {
-    this.seenResponses = this.responses;
+    this.seenReads = this.reads;
     this.lastProgressAt = now;
   }
 
@@ -302,6 +307,7 @@ export class Connection implements ResponseSink {
   }
 
   #onData(chunk: Buffer): void {
+    this.reads++;
     try {
       this.#decoder.push(chunk);
     } catch (err) {

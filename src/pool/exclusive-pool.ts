@@ -121,7 +121,7 @@ export class ExclusivePool implements ConnectionOwner {
     const { requestTimeoutMs } = this.#pool;
     if (requestTimeoutMs === 0) return;
     for (const conn of this.#lent) {
-      if (conn.responses !== conn.seenResponses || conn.inflight === 0) conn.markProgress(now);
+      if (conn.reads !== conn.seenReads || conn.inflight === 0) conn.markProgress(now);
       else if (conn.blocking === 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
         this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
       }

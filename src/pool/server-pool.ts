@@ -200,7 +200,7 @@ export class ServerPool implements ConnectionOwner {
     for (let i = this.#shared.length - 1; i >= 0; i--) {
       const conn = this.#shared[i];
       if (conn === undefined || !conn.ready) continue;
-      if (conn.responses !== conn.seenResponses) {
+      if (conn.reads !== conn.seenReads) {
         conn.markProgress(now);
         if (heartbeat.intervalMs > 0) conn.nextBeatAt = now + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter);
         // Heartbeat replies keep a connection honest, not busy: idle_timeout counts client traffic only.
