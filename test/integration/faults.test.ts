@@ -654,58 +654,42 @@ describe('connection lifetime', () => {
     return Math.max(peak, ready(proxy));
   }
 
-  it('closes idle connections above min after idle_timeout with reason idle_timeout, never going below min (idle_timeout shorter than the heartbeat interval)', async () => {
-    const IDLE_TIMEOUT_MS = 500;
-    const redis = await startRedis();
-    const proxy = await proxyFor([redis.address], {
-      connections: { min: 1, max: 4 },
-      idle_timeout: `${IDLE_TIMEOUT_MS}ms`,
-      heartbeat: { interval: '2s', timeout: '150ms' },
-      queue: { timeout: '300ms' },
-      request_timeout: '1s',
-    });
-    const sweep = sweepMs({ queueTimeoutMs: 300, requestTimeoutMs: 1000, heartbeatTimeoutMs: 150 });
-    await waitFor(() => atMin(proxy, 1), 'one ready connection');
-    const peak = await growPool(proxy, 3);
-    expect(peak).toBeGreaterThanOrEqual(3);
-    const readyCount = sampler(() => ready(proxy), 2);
-    const bound = IDLE_TIMEOUT_MS + 2 * sweep + SLACK_MS;
-    const shrunk = await waitFor(() => ready(proxy) === 1, 'the pool back at min', bound + 3000);
-    record('idle_timeout 500ms (heartbeat 2s) → pool back at min', shrunk, bound);
-    expect(shrunk).toBeLessThan(bound);
-    await new Promise((resolve) => setTimeout(resolve, IDLE_TIMEOUT_MS + 2 * sweep)); // one more idle period: nothing else may close
-    const { min } = readyCount.stop();
-    expect(min).toBe(1);
-    expect(ready(proxy)).toBe(1);
-    expect(stats(proxy).counters.connectionsClosed.idle_timeout).toBe(peak - 1);
-    expect(failures(proxy)).toEqual({});
-  });
-
-  it('closes idle connections above min after idle_timeout although their heartbeats are answered (idle_timeout longer than the heartbeat interval)', async () => {
-    const IDLE_TIMEOUT_MS = 800;
-    const redis = await startRedis();
-    const proxy = await proxyFor([redis.address], {
-      connections: { min: 1, max: 4 },
-      idle_timeout: `${IDLE_TIMEOUT_MS}ms`,
-      heartbeat: { interval: '250ms', timeout: '100ms' },
-      queue: { timeout: '300ms' },
-      request_timeout: '1s',
-    });
-    const sweep = sweepMs({ queueTimeoutMs: 300, requestTimeoutMs: 1000, heartbeatTimeoutMs: 100 });
-    await waitFor(() => atMin(proxy, 1), 'one ready connection');
-    const peak = await growPool(proxy, 3);
-    expect(peak).toBeGreaterThanOrEqual(3);
-    const readyCount = sampler(() => ready(proxy), 2);
-    const bound = IDLE_TIMEOUT_MS + 2 * sweep + SLACK_MS;
-    const shrunk = await waitFor(() => ready(proxy) === 1, 'the pool back at min', bound + 1500).catch((err: Error) => {
-      measured['idle_timeout 800ms (heartbeat 250ms) → pool back at min'] = `never within ${bound + 1500}ms: ${ready(proxy)} ready`;
-      throw err;
-    });
-    record('idle_timeout 800ms (heartbeat 250ms) → pool back at min', shrunk, bound);
-    expect(shrunk).toBeLessThan(bound);
-    const { min } = readyCount.stop();
-    expect(min).toBe(1);
-    expect(stats(proxy).counters.connectionsClosed.idle_timeout).toBe(peak - 1);
-    expect(stats(proxy).counters.heartbeatFailures).toEqual({ timeout: 0, error: 0 });
-  });
+  // Shorter than the heartbeat interval, and longer: heartbeat replies keep a connection honest,
+  // never busy, so they must not hold it open past idle_timeout.
+  it.each([
+    { idleTimeoutMs: 500, interval: 2000, timeout: 150, relation: 'shorter than' },
+    { idleTimeoutMs: 800, interval: 250, timeout: 100, relation: 'longer than' },
+  ])(
+    'closes idle connections above min after idle_timeout with reason idle_timeout, never below min (idle_timeout $relation the heartbeat interval)',
+    async ({ idleTimeoutMs, interval, timeout }) => {
+      const redis = await startRedis();
+      const proxy = await proxyFor([redis.address], {
+        connections: { min: 1, max: 4 },
+        idle_timeout: `${idleTimeoutMs}ms`,
+        heartbeat: { interval: `${interval}ms`, timeout: `${timeout}ms` },
+        queue: { timeout: '300ms' },
+        request_timeout: '1s',
+      });
+      const sweep = sweepMs({ queueTimeoutMs: 300, requestTimeoutMs: 1000, heartbeatTimeoutMs: timeout });
+      await waitFor(() => atMin(proxy, 1), 'one ready connection');
+      const peak = await growPool(proxy, 3);
+      expect(peak).toBeGreaterThanOrEqual(3);
+      const readyCount = sampler(() => ready(proxy), 2);
+      const bound = idleTimeoutMs + 2 * sweep + SLACK_MS;
+      const label = `idle_timeout ${idleTimeoutMs}ms (heartbeat ${interval}ms) → pool back at min`;
+      const shrunk = await waitFor(() => ready(proxy) === 1, 'the pool back at min', bound + 3000).catch((err: Error) => {
+        measured[label] = `never within ${bound + 3000}ms: ${ready(proxy)} ready`;
+        throw err;
+      });
+      record(label, shrunk, bound);
+      expect(shrunk).toBeLessThan(bound);
+      await new Promise((resolve) => setTimeout(resolve, idleTimeoutMs + 2 * sweep)); // one more idle period: nothing else may close
+      const { min } = readyCount.stop();
+      expect(min).toBe(1);
+      expect(ready(proxy)).toBe(1);
+      expect(stats(proxy).counters.connectionsClosed.idle_timeout).toBe(peak - 1);
+      expect(stats(proxy).counters.heartbeatFailures).toEqual({ timeout: 0, error: 0 });
+      expect(failures(proxy)).toEqual({});
+    },
+  );
 });
