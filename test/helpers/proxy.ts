@@ -4,6 +4,8 @@ import { parseConfig } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import type { ProxyOptions } from '../../src/proxy.js';
 import type { Logger } from '../../src/util/log.js';
+import type { Cleanup } from './cleanup.js';
+import { RedisServer } from './servers.js';
 
 export type PoolYaml = Record<string, unknown>;
 
@@ -41,4 +43,11 @@ export async function waitReady(proxy: Proxy, timeoutMs = 5000): Promise<void> {
     if (performance.now() > deadline) throw new Error(`proxy not ready after ${timeoutMs}ms: ${JSON.stringify(proxy.stats().map((p) => p.servers.map((s) => s.health)))}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
+}
+
+/** One real redis-server and a proxy with pool `p` in front of it, both closed by `cleanup`. */
+export async function startRedisAndProxy(cleanup: Cleanup, pool: PoolYaml = {}): Promise<{ redis: RedisServer; proxy: Proxy; port: number }> {
+  const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+  const proxy = cleanup.add(await startProxy([redis.address], pool), (p) => p.close());
+  return { redis, proxy, port: portOf(proxy) };
 }

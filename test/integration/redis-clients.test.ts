@@ -12,7 +12,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
-import { portOf, quietLog, startProxy, waitReady } from '../helpers/proxy.js';
+import { portOf, quietLog, startProxy, waitReady, startRedisAndProxy } from '../helpers/proxy.js';
 import { encode, poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { RedisServer, tempDir, waitFor } from '../helpers/servers.js';
@@ -20,11 +20,7 @@ import { RedisServer, tempDir, waitFor } from '../helpers/servers.js';
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-async function setup(pool: Record<string, unknown> = {}): Promise<{ redis: RedisServer; proxy: Proxy; port: number }> {
-  const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-  const proxy = cleanup.add(await startProxy([redis.address], pool), (p) => p.close());
-  return { redis, proxy, port: portOf(proxy) };
-}
+const setup = (pool: Record<string, unknown> = {}): ReturnType<typeof startRedisAndProxy> => startRedisAndProxy(cleanup, pool);
 
 async function raw(target: number | { path: string }): Promise<RawClient> {
   return cleanup.add(await RawClient.connect(target), (c) => c.destroy());

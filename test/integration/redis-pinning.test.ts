@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
-import { portOf, startProxy } from '../helpers/proxy.js';
+import { startRedisAndProxy } from '../helpers/proxy.js';
 import net from 'node:net';
 import { encode, RawClient, RespError } from '../helpers/resp-client.js';
 import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
@@ -14,11 +14,7 @@ import type { Proxy } from '../../src/proxy.js';
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-async function setup(pool: Record<string, unknown> = {}): Promise<{ redis: RedisServer; proxy: Proxy; port: number }> {
-  const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-  const proxy = cleanup.add(await startProxy([redis.address], pool), (p) => p.close());
-  return { redis, proxy, port: portOf(proxy) };
-}
+const setup = (pool: Record<string, unknown> = {}): ReturnType<typeof startRedisAndProxy> => startRedisAndProxy(cleanup, pool);
 
 async function raw(port: number): Promise<RawClient> {
   return cleanup.add(await RawClient.connect(port), (c) => c.destroy());
