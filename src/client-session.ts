@@ -268,6 +268,7 @@ export class ClientSession implements RequestSink, Waiter {
       this.#pool.counters.retries++;
       if (this.#sendShared(slot, false)) return;
     }
+    slot.conn = null; // answered by poolside, not by a read from that connection
     this.#answerError(slot, reason, message);
     this.#afterSettle();
   }
@@ -533,8 +534,12 @@ export class ClientSession implements RequestSink, Waiter {
     for (let head = replies.peek(); head !== undefined && head.done; head = replies.peek()) {
       replies.shift();
       if (head.startedAt > 0) {
-        if (now === 0) now = this.#pool.now();
-        this.#pool.counters.requestDuration.observe((now - head.startedAt) / 1000);
+        // A reply ends when the read that completed it happened: one clock read per server read,
+        // not per reply. Replies poolside made itself end now.
+        const conn = head.conn;
+        let end = conn !== null && conn.lastReadAt >= head.startedAt ? conn.lastReadAt : now;
+        if (end === 0) end = now = this.#pool.now();
+        this.#pool.counters.requestDuration.observe((end - head.startedAt) / 1000);
       }
       if (!this.#closed && head.response.length > 0) this.#write(head.response);
     }

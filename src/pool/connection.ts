@@ -87,6 +87,8 @@ export class Connection implements ResponseSink {
    * responses, so a large reply still streaming in is progress, not a stuck request.
    */
   reads = 0;
+  /** Clock time of the last read: when every response framed from it arrived. */
+  lastReadAt = 0;
   /** `reads` as of the owner's last sweep, and when it last changed (progress or idle since). */
   seenReads = -1;
   lastProgressAt: number;
@@ -308,6 +310,7 @@ export class Connection implements ResponseSink {
 
   #onData(chunk: Buffer): void {
     this.reads++;
+    this.lastReadAt = this.#clock.now();
     try {
       this.#decoder.push(chunk);
     } catch (err) {
