@@ -2,9 +2,7 @@
  * Routing across several real redis-servers: failover (ordered, with detection and recovery) and
  * ketama (keys placed exactly where twemproxy places them).
  */
-import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { KetamaHash } from '../../src/config/schema.js';
 import { hashFunction, hashKey } from '../../src/router/hash.js';
 import { KetamaContinuum } from '../../src/router/ketama.js';
 import { Cleanup } from '../helpers/cleanup.js';
@@ -12,6 +10,7 @@ import { portOf, startProxy } from '../helpers/proxy.js';
 import { encode, poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { RedisServer, waitFor } from '../helpers/servers.js';
+import { loadGolden } from '../helpers/ketama-golden.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -141,20 +140,7 @@ describe('failover routing', () => {
   });
 });
 
-/** The shape written by test/fixtures/make-ketama-golden.ts. */
-interface GoldenFile {
-  pools: {
-    name: string;
-    hash: KetamaHash;
-    hashTag: string | null;
-    autoEject: boolean;
-    servers: { host: string; port: number; weight: number; name: string | null; live: boolean }[];
-    keys: [string, number][];
-    binaryKeys: [string, number][];
-  }[];
-}
-
-const golden = JSON.parse(readFileSync(new URL('../fixtures/ketama-golden.json', import.meta.url), 'utf8')) as GoldenFile;
+const golden = loadGolden();
 
 describe('ketama routing', () => {
   const ketamaPool = (servers: RedisServer[], ketama: Record<string, unknown> = {}): Record<string, unknown> => ({

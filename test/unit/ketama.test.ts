@@ -1,26 +1,13 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
 import type { KetamaHash } from '../../src/config/schema.js';
 import { hashFunction, hashKey, hashTagRange } from '../../src/router/hash.js';
 import { KetamaContinuum, twemproxyServerLine, twemproxyServerName } from '../../src/router/ketama.js';
+import { loadGolden } from '../helpers/ketama-golden.js';
 
-/** The shape written by test/fixtures/make-ketama-golden.ts. */
-interface GoldenFile {
-  pools: {
-    name: string;
-    hash: KetamaHash;
-    hashTag: string | null;
-    autoEject: boolean;
-    servers: { line: string; host: string; port: number; weight: number; name: string | null; live: boolean }[];
-    keys: [string, number][];
-    binaryKeys: [string, number][];
-  }[];
-}
-
-const golden = JSON.parse(readFileSync(new URL('../fixtures/ketama-golden.json', import.meta.url), 'utf8')) as GoldenFile;
+const golden = loadGolden();
 
 const ALL_HASHES: readonly KetamaHash[] = [
   'fnv1a_64',
