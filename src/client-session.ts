@@ -382,6 +382,8 @@ export class ClientSession implements RequestSink, Waiter {
     conn.setPushSink(this.#onRelayed);
     this.#wait = 'none';
     this.#drainBacklog();
+    // Nothing was sent on it (the request it was for is gone): give it back at once.
+    this.#afterSettle();
   }
 
   #onLeaseFailed(err: Error): void {
@@ -466,7 +468,9 @@ export class ClientSession implements RequestSink, Waiter {
 
   #hold(slot: Slot): void {
     const pool = this.#pool;
-    if (pool.waitingRequests >= pool.config.queue.max) {
+    // The first held request is the one the session now waits for (a lease may be on its way for
+    // it): it always stays. Those behind it count against queue.max.
+    if (this.#backlog.length > 0 && pool.waitingRequests >= pool.config.queue.max) {
       this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
       return;
     }
