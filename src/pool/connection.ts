@@ -196,11 +196,7 @@ export class Connection implements ResponseSink {
       return;
     }
     this.#inflight.push(target);
-    this.#out.push(bytes);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(this.#flush);
-    }
+    this.sendRaw(bytes);
   }
 
   /** Sends the codec's no-op request; the owner hears of the reply through onHeartbeat. */
@@ -209,7 +205,7 @@ export class Connection implements ResponseSink {
     this.send(this.#codec.heartbeatRequest, this.#beatTarget);
   }
 
-  /** Writes bytes that expect no matched response (relay mode only). */
+  /** Queues bytes to write this turn without a target: relay mode, and send()'s write half. */
   sendRaw(bytes: Buffer): void {
     this.#out.push(bytes);
     if (!this.#flushScheduled) {

@@ -226,5 +226,3 @@ export function sweepInterval(config: Pick<PoolConfig, 'queue' | 'requestTimeout
   const deadlines = [config.queue.timeoutMs, config.requestTimeoutMs, config.heartbeat.timeoutMs, 1000].filter((ms) => ms > 0);
   return Math.max(10, Math.min(250, Math.floor(Math.min(...deadlines) / 4)));
 }
-
-export { NO_SERVER };

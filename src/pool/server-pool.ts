@@ -10,7 +10,7 @@ import type { Clock, Timer } from '../util/clock.js';
 import { jittered } from '../util/clock.js';
 import { CONNECT_BUCKETS, Histogram, REQUEST_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
-import { CLOSE_REASONS, Connection, DB_UNKNOWN } from './connection.js';
+import { CLOSE_REASONS, Connection } from './connection.js';
 import { ExclusivePool } from './exclusive-pool.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
 import type { ServerHealth } from './health.js';
@@ -424,4 +424,3 @@ export class ServerPool implements ConnectionOwner {
   }
 }
 
-export { DB_UNKNOWN };
