@@ -19,10 +19,14 @@ import { screen, WRONGPASS } from './client-auth.js';
 import type { ClientAuth } from './client-auth.js';
 import type { ArgView, RequestDecoder, RequestSink } from './codec/codec.js';
 import type { Codec } from './codec/registry.js';
+import { ProtocolError } from './codec/codec.js';
 import type { CommandSpec } from './codec/redis-commands.js';
+import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './codec/redis-transaction.js';
+import type { DbChange, TxRole } from './codec/redis-transaction.js';
 import type { FailureReason } from './errors.js';
-import type { Connection, ResponseTarget } from './pool/connection.js';
+import type { CloseReason, Connection, ResponseTarget } from './pool/connection.js';
 import { DB_UNKNOWN } from './pool/connection.js';
+import type { Lease, LeaseHolder } from './pool/lease.js';
 import type { Pool, Waiter } from './pool/pool.js';
 import { NO_SERVER } from './router/router.js';
 import { Fifo } from './util/fifo.js';
@@ -45,6 +49,12 @@ class Slot implements ResponseTarget {
   retried = false;
   /** For SELECT: the database it selects (-1 if the server must judge it). */
   selectDb = -1;
+  /** What it means for transaction state, when sent on a pinned connection. */
+  role: TxRole = 'other';
+  /** Sent as DISCARD for an EXEC that must abort: the client gets this instead of the reply. */
+  replaceReply: Buffer | null = null;
+  /** Sent on the session's pinned connection (its reply updates the lease's state). */
+  pinned = false;
   /** Clock time when the request was framed; 0 for replies that answer no request. */
   startedAt = 0;
 
@@ -64,17 +74,19 @@ class Slot implements ResponseTarget {
   }
 }
 
-type Lease =
+type LeaseState =
   | { kind: 'shared' }
   | { kind: 'acquiring' }
   | {
       kind: 'pinned';
+      lease: Lease;
       conn: Connection;
       server: number;
+      /** Requests sent on it and not yet answered. */
       outstanding: number;
-      multi: boolean;
-      watch: boolean;
-      /** Connection state that only a RESET undoes (AUTH, HELLO 3, CLIENT SETNAME…). */
+      /** MULTI / WATCH state, from the server's replies. */
+      tx: RedisTransaction;
+      /** Connection state that only a RESET undoes (AUTH, HELLO 3, CLIENT SETNAME…), or session mode. */
       session: boolean;
       relay: boolean;
     };
@@ -88,7 +100,7 @@ export interface SessionOptions {
   onClose(session: ClientSession): void;
 }
 
-export class ClientSession implements RequestSink, Waiter {
+export class ClientSession implements RequestSink, Waiter, LeaseHolder {
   readonly #socket: net.Socket;
   readonly #pool: Pool;
   readonly #codec: Codec;
@@ -101,7 +113,7 @@ export class ClientSession implements RequestSink, Waiter {
   /** When the request at the head of the backlog began waiting for a connection; -1 = not waiting. */
   #waitSince = -1;
   #outstanding = 0;
-  #lease: Lease = { kind: 'shared' };
+  #lease: LeaseState = { kind: 'shared' };
   /** Database chosen by SELECT; -1 = the server's configured one. */
   #db = -1;
   /** Per server: the shared connection this session's in-flight requests are on, and how many. */
@@ -114,6 +126,8 @@ export class ClientSession implements RequestSink, Waiter {
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   #quitting = false;
+  /** Closing for an error, not QUIT: destroy once the replies are written, whatever the client sends. */
+  #closeHard = false;
   #out: Buffer[] = [];
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
@@ -122,13 +136,6 @@ export class ClientSession implements RequestSink, Waiter {
   readonly #resumeReads = (): void => {
     this.#paused = false;
     if (!this.#closed) this.#socket.resume();
-  };
-  readonly #onRelayed = (bytes: Buffer): void => {
-    const slot = new Slot(this, EMPTY, RELAYED, -1);
-    slot.response = bytes;
-    slot.done = true;
-    this.#replies.push(slot);
-    this.#flush();
   };
   // Key routing scratch, reused for every request of a ketama pool.
   #keyBytes: Buffer = EMPTY;
@@ -240,8 +247,10 @@ export class ClientSession implements RequestSink, Waiter {
   }
 
   onSlotResponse(slot: Slot, bytes: Buffer): void {
-    this.#settle(slot);
-    if (slot.spec.use === 'select') {
+    const lease = this.#lease;
+    if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
+      this.#applyDb(slot, lease.tx.onReply(slot.role, slot.selectDb, bytes));
+    } else if (slot.spec.use === 'select') {
       if (this.#codec.isErrorResponse(bytes)) {
         // Refused: the server did not move; whoever uses the connection next selects again.
         if (slot.conn !== null && slot.conn.db === slot.selectDb) slot.conn.db = DB_UNKNOWN;
@@ -249,21 +258,68 @@ export class ClientSession implements RequestSink, Waiter {
         this.#db = slot.selectDb;
       }
     }
-    slot.response = bytes;
+    this.#settle(slot);
+    slot.response = slot.replaceReply ?? bytes;
     slot.done = true;
     this.#flush();
     this.#afterSettle();
   }
 
-  onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void {
+  /** A reply on the pinned connection said where the connection is now. */
+  #applyDb(slot: Slot, change: DbChange): void {
+    const conn = slot.conn;
+    if (conn === null) return;
+    switch (change.kind) {
+      case 'none':
+        return;
+      case 'selected':
+        conn.db = change.db;
+        this.#db = change.db;
+        return;
+      case 'unknown':
+        conn.db = DB_UNKNOWN;
+        return;
+    }
+  }
+
+  // ── LeaseHolder ─────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * The pinned connection died. A session whose state lived on it (transaction, watch, AUTH, HELLO 3,
+   * client name, tracking, subscriptions) cannot go on without it: continuing on other connections
+   * would run its requests as someone else. Do what Redis does when a connection dies: its requests
+   * in flight have failed, the client is closed, and its library reconnects and sets its state again.
+   */
+  onLeaseLost(reason: CloseReason, message: string): void {
     const lease = this.#lease;
-    const onPinned = lease.kind === 'pinned' && slot.conn === lease.conn;
+    if (lease.kind !== 'pinned') return;
+    const stateful = lease.session || lease.relay || lease.tx.dirty;
+    this.#lease = { kind: 'shared' };
+    if (this.#closed) return;
+    if (stateful) {
+      this.#log.warn('client closed: its pinned connection was lost', { pool: this.#pool.config.name, reason: 'pinned_connection_lost', error: `${reason}: ${message}` });
+      // What waited behind the lost connection would have run on it: it fails with it.
+      this.#pool.waitingRequests -= this.#backlog.length;
+      for (let slot = this.#backlog.shift(); slot !== undefined; slot = this.#backlog.shift()) {
+        this.#answerError(slot, 'SERVER_ERROR', `pinned connection lost (${reason}: ${message})`);
+      }
+      this.#closeAfterReplies();
+      return;
+    }
+    this.#afterSettle();
+  }
+
+  onPush(bytes: Buffer): void {
+    const slot = new Slot(this, EMPTY, RELAYED, -1);
+    slot.response = bytes;
+    slot.done = true;
+    this.#replies.push(slot);
+    this.#flush();
+  }
+
+  onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void {
     this.#settle(slot);
-    if (onPinned) {
-      if (lease.multi) this.#txAborted = { reason, message };
-      this.#lease = { kind: 'shared' };
-      this.#pool.servers[lease.server].releaseExclusive(lease.conn, true);
-    } else if (retryable && slot.spec.idempotent && !slot.retried && !this.#closed) {
+    if (!slot.pinned && retryable && slot.spec.idempotent && !slot.retried && !this.#closed) {
       slot.retried = true;
       this.#pool.counters.retries++;
       if (this.#sendShared(slot, false)) return;
@@ -288,6 +344,11 @@ export class ClientSession implements RequestSink, Waiter {
       if (spec.use === 'pin-close') this.#txAborted = null;
       this.#answerError(slot, reason, `transaction aborted: ${message}`);
       return true;
+    }
+    if (this.#pool.config.lease === 'exclusive' && spec.use !== 'quit' && spec.use !== 'ok' && spec.use !== 'unsupported') {
+      // Session mode: the client's own connection for its whole life, state and all.
+      if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
+      return this.#startPin(slot);
     }
     switch (spec.use) {
       case 'quit':
@@ -363,23 +424,24 @@ export class ClientSession implements RequestSink, Waiter {
       this.#answerError(slot, 'NO_HEALTHY_SERVER', message);
       return true;
     }
-    pool.countPin(spec.note);
+    const reason = pool.config.lease === 'exclusive' ? 'session_mode' : spec.note;
     this.#lease = { kind: 'acquiring' };
     this.#wait = 'lease';
-    pool.servers[server].acquireExclusive().then(
-      (conn) => this.#onLeased(conn, server),
+    pool.servers[server].acquireExclusive(this).then(
+      (lease) => this.#onLeased(lease, server, reason),
       (err: Error) => this.#onLeaseFailed(err),
     );
     return false;
   }
 
-  #onLeased(conn: Connection, server: number): void {
+  #onLeased(lease: Lease, server: number, reason: string): void {
     if (this.#closed) {
-      this.#pool.servers[server].releaseExclusive(conn, false);
+      lease.release(false);
       return;
     }
-    this.#lease = { kind: 'pinned', conn, server, outstanding: 0, multi: false, watch: false, session: false, relay: false };
-    conn.setPushSink(this.#onRelayed);
+    this.#pool.countPin(reason);
+    const session = this.#pool.config.lease === 'exclusive';
+    this.#lease = { kind: 'pinned', lease, conn: lease.connection, server, outstanding: 0, tx: new RedisTransaction(), session, relay: false };
     this.#wait = 'none';
     this.#drainBacklog();
     // Nothing was sent on it (the request it was for is gone): give it back at once.
@@ -412,70 +474,81 @@ export class ClientSession implements RequestSink, Waiter {
           return false;
         }
         lease.relay = true;
-        lease.conn.startRelay(this.#onRelayed);
       }
-      lease.conn.sendRaw(slot.bytes);
+      lease.lease.relay(slot.bytes);
       this.#answer(slot, EMPTY);
       return true;
     }
-    switch (spec.name) {
-      case 'MULTI':
-        lease.multi = true;
-        break;
-      case 'WATCH':
-        lease.watch = true;
-        break;
-      case 'EXEC':
-      case 'DISCARD':
-        lease.multi = false;
-        lease.watch = false;
-        break;
-      case 'UNWATCH':
-        lease.watch = false;
-        break;
-      default:
-        if (spec.use === 'pin-session') lease.session = true;
+    if (spec.use === 'pin-session') lease.session = true;
+    slot.pinned = true;
+    slot.role = txRole(spec.name);
+    // An EXEC that may commit a SELECT: nothing more on the session's behalf until its reply says
+    // which database the connection is in.
+    const barrier = lease.tx.execMaySelect(slot.role);
+    // Whether a transaction was being queued before this request (MULTI itself is not inside one).
+    const queuing = lease.tx.queuing;
+    if (lease.tx.onSend(slot.role) === 'abort') {
+      // poolside refused a command of this transaction: Redis would answer EXECABORT, and so does
+      // poolside, after discarding what the server queued.
+      slot.role = 'discard';
+      slot.replaceReply = EXECABORT;
+      lease.outstanding++;
+      this.#sendOn(slot, DISCARD_REQUEST, lease.conn, lease.server);
+      return true;
     }
     lease.outstanding++;
-    // A blocking command may legitimately wait longer than request_timeout.
-    if (spec.use === 'pin-once') lease.conn.blocking++;
-    this.#send(slot, lease.conn, lease.server);
+    this.#send(slot, lease.conn, lease.server, queuing);
+    if (barrier) this.#wait = 'idle';
     return true;
   }
 
   /** Writes the slot on `conn`, first replaying this session's database if the connection is elsewhere. */
-  #send(slot: Slot, conn: Connection, server: number): void {
-    const db = this.#db >= 0 ? this.#db : this.#pool.servers[server].config.db;
-    if (conn.db !== db) {
-      conn.send(this.#codec.encodeSelect(db), this.#pool.servers[server].selectTarget);
-      conn.db = db;
-    }
+  #send(slot: Slot, conn: Connection, server: number, queuing = false): void {
     const lease = this.#lease;
-    if (slot.selectDb >= 0 && !(lease.kind === 'pinned' && lease.multi)) {
-      // The connection will be in that database if the server accepts; the session adopts it
-      // only then, and sends nothing more until it knows (a barrier: see onSlotResponse).
-      conn.db = slot.selectDb;
-    } else if (slot.spec.use === 'select') {
-      // Unreadable, or queued in a MULTI that may be discarded: trust nothing after it.
-      conn.db = DB_UNKNOWN;
+    // Inside a transaction being queued poolside adds nothing: a SELECT there would be queued too.
+    if (!queuing) {
+      const db = this.#db >= 0 ? this.#db : this.#pool.servers[server].config.db;
+      if (conn.db !== db) {
+        if (lease.kind === 'pinned' && lease.conn === conn) lease.lease.send(this.#codec.encodeSelect(db), this.#pool.servers[server].selectTarget, false);
+        else conn.send(this.#codec.encodeSelect(db), this.#pool.servers[server].selectTarget);
+        conn.db = db;
+      }
     }
+    if (slot.spec.use === 'select') {
+      if (slot.selectDb >= 0 && !queuing) {
+        // The connection will be in that database if the server accepts; the session adopts it
+        // only then, and sends nothing more until it knows (a barrier: see onSlotResponse).
+        conn.db = slot.selectDb;
+      } else {
+        // Unreadable, or queued in a transaction that EXEC may commit or not: trust nothing after it.
+        conn.db = DB_UNKNOWN;
+      }
+    }
+    this.#sendOn(slot, slot.bytes, conn, server);
+    if (slot.spec.use === 'select' && !queuing) this.#wait = 'idle';
+  }
+
+  #sendOn(slot: Slot, bytes: Buffer, conn: Connection, server: number): void {
     slot.server = server;
     slot.conn = conn;
     this.#outstanding++;
-    conn.send(slot.bytes, slot);
-    if (slot.spec.use === 'select') this.#wait = 'idle';
+    const lease = this.#lease;
+    if (slot.pinned && lease.kind === 'pinned') {
+      // A blocking command may legitimately wait longer than request_timeout.
+      lease.lease.send(bytes, slot, slot.spec.use === 'pin-once');
+    } else {
+      conn.send(bytes, slot);
+    }
   }
 
+  /**
+   * Holds a request behind the one the session waits for. A session's own pipeline never counts
+   * against queue.max (that bounds sessions waiting for a connection): refusing the middle of a
+   * pipeline would break a transaction or a SELECT sequence that Redis would have run whole.
+   */
   #hold(slot: Slot): void {
-    const pool = this.#pool;
-    // The first held request is the one the session now waits for (a lease may be on its way for
-    // it): it always stays. Those behind it count against queue.max.
-    if (this.#backlog.length > 0 && pool.waitingRequests >= pool.config.queue.max) {
-      this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
-      return;
-    }
     this.#backlog.push(slot);
-    pool.waitingRequests++;
+    this.#pool.waitingRequests++;
   }
 
   #drainBacklog(): void {
@@ -500,9 +573,9 @@ export class ClientSession implements RequestSink, Waiter {
   #settle(slot: Slot): void {
     this.#outstanding--;
     const lease = this.#lease;
-    if (lease.kind === 'pinned' && slot.conn === lease.conn) {
+    if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       lease.outstanding--;
-      if (slot.spec.use === 'pin-once') lease.conn.blocking--;
+      if (slot.spec.use === 'pin-once') lease.lease.blockingDone();
     } else if (slot.server >= 0 && this.#affConn[slot.server] === slot.conn) {
       this.#affCount[slot.server]--;
     }
@@ -510,10 +583,9 @@ export class ClientSession implements RequestSink, Waiter {
 
   #afterSettle(): void {
     const lease = this.#lease;
-    if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.multi && !lease.watch && !lease.session && !lease.relay) {
+    if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.tx.dirty && !lease.session && !lease.relay) {
       this.#lease = { kind: 'shared' };
-      const server = this.#pool.servers[lease.server];
-      server.releaseExclusive(lease.conn, lease.conn.db !== server.config.db);
+      lease.lease.release(lease.conn.db !== this.#pool.servers[lease.server].config.db);
     }
     if (this.#wait === 'idle' && this.#outstanding === 0) {
       this.#wait = 'none';
@@ -528,6 +600,9 @@ export class ClientSession implements RequestSink, Waiter {
   }
 
   #answerError(slot: Slot, reason: FailureReason, message: string): void {
+    // Refused inside a transaction being queued: its EXEC must abort, as Redis's would.
+    const lease = this.#lease;
+    if (lease.kind === 'pinned') lease.tx.refusedInside();
     this.#pool.fail(reason, message);
     this.#answer(slot, this.#codec.errorReply(reason, message));
   }
@@ -549,7 +624,9 @@ export class ClientSession implements RequestSink, Waiter {
     }
     if (this.#quitting && replies.length === 0 && !this.#closed) {
       this.#writeOut();
-      this.#socket.end();
+      // After QUIT the client hangs up itself; after an error nothing it still sends is read.
+      if (this.#closeHard) this.#socket.destroySoon();
+      else this.#socket.end();
     }
   }
 
@@ -590,13 +667,30 @@ export class ClientSession implements RequestSink, Waiter {
     try {
       this.#decoder.push(chunk);
     } catch (err) {
-      const message = (err as Error).message;
+      if (!(err instanceof ProtocolError)) {
+        // poolside's own fault, not the client's: loud, counted, and never blamed on the peer.
+        this.#pool.counters.internalErrors++;
+        this.#log.error('internal error in client session; client closed', { pool: this.#pool.config.name, error: String((err as Error).stack ?? err) });
+        this.#socket.destroy();
+        return;
+      }
       this.#pool.counters.protocolErrors++;
       const slot = new Slot(this, EMPTY, RELAYED, -1);
       this.#replies.push(slot);
-      this.#quitting = true;
-      this.#answerError(slot, 'PROTOCOL_ERROR', message);
+      this.#answerError(slot, 'PROTOCOL_ERROR', err.message);
+      this.#closeAfterReplies();
     }
+  }
+
+  /**
+   * Reads nothing more and runs nothing more; replies still owed are written, then the client is
+   * closed. (A protocol error, a lost pinned connection.)
+   */
+  #closeAfterReplies(): void {
+    this.#quitting = true;
+    this.#closeHard = true;
+    this.#socket.pause();
+    this.#flush();
   }
 
   #onClose(): void {
@@ -608,8 +702,8 @@ export class ClientSession implements RequestSink, Waiter {
     if (lease.kind === 'pinned') {
       this.#lease = { kind: 'shared' };
       // In flight, mid-transaction or subscribed: the connection cannot be lent as it is.
-      const dirty = lease.multi || lease.watch || lease.session || lease.conn.db !== this.#pool.servers[lease.server].config.db;
-      this.#pool.servers[lease.server].releaseExclusive(lease.conn, dirty);
+      const dirty = lease.tx.dirty || lease.session || lease.conn.db !== this.#pool.servers[lease.server].config.db;
+      lease.lease.release(dirty);
     }
     this.#onClosed(this);
   }

@@ -41,7 +41,7 @@ export interface MetricsOptions {
 }
 
 /** Reasons a session pins an exclusive connection (the codec's CommandSpec.note), pre-created at 0. */
-export const PIN_REASONS = ['transaction', 'blocking', 'session_state', 'subscribe'] as const;
+export const PIN_REASONS = ['transaction', 'blocking', 'session_state', 'subscribe', 'session_mode'] as const;
 
 export const HEALTH_STATES = ['starting', 'up', 'failing', 'ejected', 'probing'] as const satisfies readonly ServerHealth['kind'][];
 
@@ -160,6 +160,13 @@ export function registerMetrics(options: MetricsOptions): void {
     eachPool((p, emit) => emit(p.labels, p.counters.protocolErrors)),
   );
   family(
+    'poolside_internal_errors_total',
+    'Faults in poolside itself (an exception in session code): the client involved is closed, no peer is blamed.',
+    'counter',
+    POOL,
+    eachPool((p, emit) => emit(p.labels, p.counters.internalErrors)),
+  );
+  family(
     'poolside_client_auth_failures_total',
     'AUTH or HELLO … AUTH from clients with credentials that client_auth does not accept.',
     'counter',
@@ -168,7 +175,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_pool_waiting_requests',
-    'Requests waiting for a connection now (bounded by queue.max).',
+    'Requests held by sessions waiting for a connection now (queue.max bounds the waiting sessions).',
     'gauge',
     POOL,
     eachPool((p, emit) => emit(p.labels, p.stats.waiting.requests)),
@@ -182,7 +189,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_lease_pins_total',
-    'Sessions that pinned an exclusive connection, by reason (transaction, blocking, session_state, subscribe).',
+    'Sessions that were lent an exclusive connection, by reason (transaction, blocking, session_state, subscribe, session_mode), counted once the lease is obtained.',
     'counter',
     [...POOL, 'reason'],
     eachPool((p, emit) => {

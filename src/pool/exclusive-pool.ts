@@ -8,15 +8,19 @@
  * - a validate() that throws crashes the process: validate() never throws;
  * - an idle resource cannot be dropped from outside: a dead one is caught on borrow (testOnBorrow),
  *   and one idle longer than the heartbeat interval must answer a heartbeat first.
- * Lent connections are tracked so the sweep enforces request_timeout on them too, blocking
- * commands excepted.
+ * Each lent connection is owned by a `Lease` (lease.ts) until it is back in generic-pool's hands: the
+ * lease alone decides between returning it (after a RESET with a deadline when dirty) and destroying
+ * it, so a slot is given back exactly once whatever happened to the connection. Lent connections are
+ * tracked so the sweep enforces request_timeout on them too, blocking commands excepted.
  */
 import genericPool from 'generic-pool';
 import type { Codec } from '../codec/registry.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
 import { Connection } from './connection.js';
-import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
+import type { CloseReason, ConnectionOwner, ConnectionSettings } from './connection.js';
+import { Lease } from './lease.js';
+import type { LeaseHolder, LeaseHome } from './lease.js';
 
 /** What the exclusive pool needs from its server. */
 export interface ExclusiveHost {
@@ -29,7 +33,7 @@ export interface ExclusiveHost {
   evict(conn: Connection, reason: CloseReason, message: string): void;
 }
 
-export class ExclusivePool implements ConnectionOwner {
+export class ExclusivePool implements ConnectionOwner, LeaseHome {
   readonly #pool: PoolConfig;
   readonly #server: ServerConfig;
   readonly #codec: Codec;
@@ -37,8 +41,8 @@ export class ExclusivePool implements ConnectionOwner {
   readonly #settings: ConnectionSettings;
   readonly #host: ExclusiveHost;
   readonly #generic: genericPool.Pool<Connection>;
-  /** Lent to sessions now. */
-  readonly #lent = new Set<Connection>();
+  /** Lent to sessions now, or being reset on their way back. */
+  readonly #lent = new Map<Connection, Lease>();
   /** Connects in progress, by the create() promise waiting for each. */
   readonly #connecting = new Map<Connection, { resolve: (conn: Connection) => void; reject: (err: Error) => void }>();
 
@@ -70,59 +74,56 @@ export class ExclusivePool implements ConnectionOwner {
     this.#generic.on('factoryDestroyError', () => {});
   }
 
-  /** Borrows a connection; rejects after queue.timeout. */
-  async acquire(): Promise<Connection> {
+  /** Borrows a connection for `holder`; rejects after queue.timeout. */
+  async acquire(holder: LeaseHolder): Promise<Lease> {
     const conn = await this.#generic.acquire();
-    this.#lent.add(conn);
-    return conn;
+    const lease = new Lease(conn, this, holder);
+    this.#lent.set(conn, lease);
+    return lease;
   }
 
-  /**
-   * Takes a connection back. One whose state a session changed (`dirty`) is reset and
-   * re-initialised first; one with requests still in flight, or subscribed, cannot be trusted and
-   * is destroyed.
-   */
-  release(conn: Connection, dirty: boolean): void {
-    this.#lent.delete(conn);
-    conn.setPushSink(null);
-    if (!conn.ready || conn.inflight > 0 || conn.relaying) {
-      if (conn.ready) conn.destroy('session_state', 'released with requests in flight or in subscribe mode');
-      void this.#generic.destroy(conn).catch(() => {});
-      return;
-    }
-    conn.markProgress(this.#clock.now());
-    if (!dirty) {
-      void this.#generic.release(conn).catch(() => {});
-      return;
-    }
+  // ── LeaseHome: how a lease gives its connection back ──
+
+  get db(): number {
+    return this.#server.db;
+  }
+
+  get clock(): Clock {
+    return this.#clock;
+  }
+
+  get resetTimeoutMs(): number {
+    return this.#pool.connect.timeoutMs;
+  }
+
+  resetRequests(): Buffer[] {
     const { username, password, db } = this.#server;
-    const requests = [this.#codec.resetRequest, ...this.#codec.initRequests(username, password, db)];
-    let pending = requests.length;
-    const target: ResponseTarget = {
-      onResponse: (bytes) => {
-        if (this.#codec.isErrorResponse(bytes)) {
-          conn.destroy('reset_failed', bytes.toString('latin1').trim().slice(0, 200));
-          return;
-        }
-        if (--pending === 0) {
-          conn.db = db;
-          void this.#generic.release(conn).catch(() => {});
-        }
-      },
-      onFailure: () => {
-        void this.#generic.destroy(conn).catch(() => {});
-      },
-    };
-    for (const request of requests) conn.send(request, target);
+    return [this.#codec.resetRequest, ...this.#codec.initRequests(username, password, db)];
+  }
+
+  isErrorResponse(bytes: Buffer): boolean {
+    return this.#codec.isErrorResponse(bytes);
+  }
+
+  giveBack(conn: Connection): void {
+    this.#lent.delete(conn);
+    conn.markProgress(this.#clock.now());
+    void this.#generic.release(conn).catch(() => {});
+  }
+
+  discard(conn: Connection, reason: CloseReason, message: string): void {
+    this.#lent.delete(conn);
+    conn.destroy(reason, message);
+    void this.#generic.destroy(conn).catch(() => {});
   }
 
   /** request_timeout on lent connections, from the pool's sweep. */
   tick(now: number): void {
     const { requestTimeoutMs } = this.#pool;
     if (requestTimeoutMs === 0) return;
-    for (const conn of this.#lent) {
+    for (const [conn, lease] of this.#lent) {
       if (conn.reads !== conn.seenReads || conn.inflight === 0) conn.markProgress(now);
-      else if (conn.blocking === 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
+      else if (!lease.blocking && now - conn.lastProgressAt >= requestTimeoutMs) {
         this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
       }
     }
@@ -133,6 +134,9 @@ export class ExclusivePool implements ConnectionOwner {
   }
 
   async close(): Promise<void> {
+    // Sessions are closed first, so their leases are on their way back (a reset has a deadline);
+    // anything still lent now is ended here, or drain() would wait for it forever.
+    for (const conn of [...this.#lent.keys()]) conn.destroy('shutdown', 'poolside is shutting down');
     await this.#generic.drain();
     await this.#generic.clear();
   }
@@ -147,6 +151,7 @@ export class ExclusivePool implements ConnectionOwner {
 
   onClose(conn: Connection, reason: CloseReason, message: string): void {
     this.#host.countClose(reason, message);
+    this.#lent.get(conn)?.connectionClosed(reason, message);
     const waiter = this.#connecting.get(conn);
     this.#connecting.delete(conn);
     waiter?.reject(new Error(`connect failed (${reason}): ${message}`));

@@ -43,6 +43,8 @@ export interface PoolCounters {
   clientsAccepted: number;
   clientsRejected: number;
   protocolErrors: number;
+  /** Exceptions in poolside's own session code (a bug): counted and logged at error. */
+  internalErrors: number;
   /** Idempotent requests sent again after their connection died. */
   retries: number;
   /** Clients closed because their unread replies passed clients.output_buffer.hard. */
@@ -63,6 +65,7 @@ export function newPoolCounters(): PoolCounters {
     clientsAccepted: 0,
     clientsRejected: 0,
     protocolErrors: 0,
+    internalErrors: 0,
     retries: 0,
     clientsOverflowed: 0,
     authFailures: 0,
@@ -90,7 +93,7 @@ export class Pool implements ServerPoolEvents {
   readonly clientAuth: ClientAuth | null;
   /** Sessions connected now. */
   clients = 0;
-  /** Requests held by waiting sessions (bounded by queue.max). */
+  /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
   readonly #hash: HashFunction;
   readonly #hashTag: string;
@@ -132,10 +135,12 @@ export class Pool implements ServerPoolEvents {
 
   /**
    * Queues a session until a connection is ready; `since` is when it began waiting (kept across
-   * resumes that found nothing ready). False when the queue is full.
+   * resumes that found nothing ready). False when queue.max sessions already wait. A session's
+   * own pipeline behind its first waiting request is its own to bound (its input budget), not the
+   * pool's: refusing the middle of a pipeline would break what Redis runs whole.
    */
   wait(waiter: Waiter, since: number): boolean {
-    if (this.waitingRequests >= this.config.queue.max) return false;
+    if (this.#waiters.length >= this.config.queue.max) return false;
     this.#waiters.push({ waiter, since });
     return true;
   }

@@ -14,6 +14,7 @@ import { CLOSE_REASONS, Connection } from './connection.js';
 import { ExclusivePool } from './exclusive-pool.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
 import type { ServerHealth } from './health.js';
+import type { Lease, LeaseHolder } from './lease.js';
 import { backoffDelay, isHopeful, nextHealth } from './health.js';
 
 /** A shared connection is opened beyond min only when every ready one has this many in flight. */
@@ -172,14 +173,9 @@ export class ServerPool implements ConnectionOwner {
     return false;
   }
 
-  /** Borrows an exclusive connection; rejects after queue.timeout. */
-  acquireExclusive(): Promise<Connection> {
-    return this.#exclusive.acquire();
-  }
-
-  /** Returns an exclusive connection; `dirty`: a session changed its state (it is RESET first). */
-  releaseExclusive(conn: Connection, dirty: boolean): void {
-    this.#exclusive.release(conn, dirty);
+  /** Lends an exclusive connection to `holder`; rejects after queue.timeout. The lease owns its return. */
+  acquireExclusive(holder: LeaseHolder): Promise<Lease> {
+    return this.#exclusive.acquire(holder);
   }
 
   /**
