@@ -27,7 +27,10 @@ import type { FailureReason } from './errors.js';
 import type { CloseReason, Connection, ResponseTarget } from './pool/connection.js';
 import { DB_UNKNOWN } from './pool/connection.js';
 import type { Lease, LeaseHolder } from './pool/lease.js';
-import type { Pool, Waiter } from './pool/pool.js';
+import { describeClient, needsWriteFence, parseClientCommand, rewriteRedirect, unblockRequest, WRITE_FENCE_REQUEST } from './codec/redis-client-commands.js';
+import type { ClientCommand } from './codec/redis-client-commands.js';
+import { encodeError } from './codec/resp.js';
+import type { ClientHandle, Pool, Waiter } from './pool/pool.js';
 import { NO_SERVER } from './router/router.js';
 import { Fifo } from './util/fifo.js';
 import { writeBatch } from './util/write-batch.js';
@@ -55,6 +58,10 @@ class Slot implements ResponseTarget {
   replaceReply: Buffer | null = null;
   /** Sent on the session's pinned connection (its reply updates the lease's state). */
   pinned = false;
+  /** CLIENT REPLY OFF / SKIP: its reply is framed and dropped, never written. */
+  silent = false;
+  /** For `local` requests: the CLIENT subcommand poolside answers, parsed while the args were valid. */
+  local: ClientCommand | null = null;
   /** Clock time when the request was framed; 0 for replies that answer no request. */
   startedAt = 0;
 
@@ -94,13 +101,16 @@ type LeaseState =
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
 export interface SessionOptions {
+  /** poolside-wide unique (CLIENT ID). */
+  id: number;
   pool: Pool;
   log: Logger;
   /** Called once when the session is gone. */
   onClose(session: ClientSession): void;
 }
 
-export class ClientSession implements RequestSink, Waiter, LeaseHolder {
+export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHandle {
+  readonly id: number;
   readonly #socket: net.Socket;
   readonly #pool: Pool;
   readonly #codec: Codec;
@@ -126,6 +136,15 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   #quitting = false;
+  readonly #createdAt: number;
+  readonly #addr: string;
+  readonly #laddr: string;
+  /** For CLIENT LIST: the last command, the name set by CLIENT SETNAME, the protocol from HELLO. */
+  #lastCommand = 'NULL';
+  #name = '';
+  #resp = 2;
+  /** CLIENT REPLY: ON, OFF (every reply dropped), SKIP (the next request's reply dropped). */
+  #replyMode: 'ON' | 'OFF' | 'SKIP' = 'ON';
   /** Closing for an error, not QUIT: destroy once the replies are written, whatever the client sends. */
   #closeHard = false;
   #out: Buffer[] = [];
@@ -153,7 +172,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
   };
 
   constructor(socket: net.Socket, options: SessionOptions) {
+    this.id = options.id;
     this.#socket = socket;
+    this.#createdAt = options.pool.now();
+    this.#chunkAt = this.#createdAt;
+    this.#addr = socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`;
+    this.#laddr = socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`;
     this.#pool = options.pool;
     this.#codec = options.pool.codec;
     this.#log = options.log;
@@ -175,8 +199,34 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
     const pool = this.#pool;
     pool.counters.requests++;
     const spec = this.#codec.classify(bytes, args);
+    this.#lastCommand = spec.name;
     if (this.#auth !== null && (!this.#authenticated || spec.name === 'AUTH' || spec.name === 'HELLO')) {
       if (this.#screen(spec.name, bytes, args)) return;
+    }
+    if (spec.use === 'local') {
+      const slot = new Slot(this, bytes, spec, -1);
+      const local = parseClientCommand(bytes, args);
+      slot.local = local;
+      this.#enqueue(slot);
+      if (local.kind === 'reply') {
+        // In request order, not dispatch order: it decides which of the following replies are written.
+        // OFF and SKIP get no reply themselves (Redis sends none); ON does.
+        this.#replyMode = local.mode;
+        slot.silent = local.mode !== 'ON';
+      }
+      if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
+      return;
+    }
+    if (spec.name === 'CLIENT TRACKING') {
+      const rewritten = rewriteRedirect(bytes, args, (id) => this.#redirectTarget(id));
+      if (rewritten !== null) {
+        const refused = 'error' in rewritten ? rewritten.error : null;
+        const slot = new Slot(this, refused === null ? (rewritten as Buffer) : bytes, spec, -1);
+        this.#enqueue(slot);
+        if (refused !== null) this.#answer(slot, encodeError(refused));
+        else if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
+        return;
+      }
     }
     let hash = -1;
     if (pool.router.keyed) {
@@ -187,7 +237,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
       hash = this.#keyHash;
       if (keys === 0 && spec.use === 'shared' && !KEYLESS_ANYWHERE.has(spec.name)) {
         const slot = new Slot(this, bytes, spec, hash);
-        this.#replies.push(slot);
+        this.#enqueue(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
         return;
       }
@@ -197,8 +247,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
     if (spec.use === 'quit') this.#quitting = true;
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
-    this.#replies.push(slot);
+    this.#enqueue(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
+  }
+
+  /** Puts a request's slot in reply order, applying CLIENT REPLY OFF / SKIP. */
+  #enqueue(slot: Slot): void {
+    if (this.#replyMode !== 'ON') {
+      slot.silent = true;
+      if (this.#replyMode === 'SKIP') this.#replyMode = 'ON';
+    }
+    this.#replies.push(slot);
   }
 
   /** Applies client_auth to a request; true when it was answered or replaced here. */
@@ -258,11 +317,21 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
         this.#db = slot.selectDb;
       }
     }
+    if (slot.spec.use === 'pin-session' && !this.#codec.isErrorResponse(bytes)) this.#noteSessionState(slot);
     this.#settle(slot);
     slot.response = slot.replaceReply ?? bytes;
     slot.done = true;
     this.#flush();
     this.#afterSettle();
+  }
+
+  /** CLIENT SETNAME and HELLO succeeded: CLIENT LIST shows the name and protocol. */
+  #noteSessionState(slot: Slot): void {
+    const name = slot.spec.name;
+    if (name !== 'CLIENT SETNAME' && name !== 'HELLO') return;
+    const words = slot.bytes.toString('latin1', 0, Math.min(slot.bytes.length, 512)).split('\r\n').filter((_, i) => i % 2 === 0 && i > 0);
+    if (name === 'CLIENT SETNAME') this.#name = words[2] ?? '';
+    else if (words[1] === '3' || words[1] === '2') this.#resp = Number(words[1]);
   }
 
   /** A reply on the pinned connection said where the connection is now. */
@@ -334,6 +403,112 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
     this.#socket.destroy();
   }
 
+  // ── ClientHandle: what other clients of the pool may learn or do ────────────────────────────
+
+  get subscribed(): boolean {
+    return this.#lease.kind === 'pinned' && this.#lease.relay;
+  }
+
+  describe(now: number): string {
+    const lease = this.#lease;
+    const pinned = lease.kind === 'pinned' ? lease : null;
+    let flags = '';
+    if (pinned?.relay === true) flags += 'P';
+    if (pinned?.tx.holding === true) flags += 'x';
+    if (pinned?.lease.blocking === true) flags += 'b';
+    return describeClient({
+      id: this.id,
+      addr: this.#addr,
+      laddr: this.#laddr,
+      name: this.#name,
+      ageS: Math.floor((now - this.#createdAt) / 1000),
+      idleS: Math.floor((now - this.#chunkAt) / 1000),
+      db: this.#db >= 0 ? this.#db : (this.#pool.servers[0]?.config.db ?? 0),
+      flags: flags === '' ? 'N' : flags,
+      multi: -1,
+      cmd: this.#lastCommand.toLowerCase().replace(' ', '|'),
+      resp: this.#resp,
+    });
+  }
+
+  kill(): void {
+    this.#socket.destroy();
+  }
+
+  blockedOn(): { server: number; connectionId: number } | null {
+    const lease = this.#lease;
+    if (lease.kind !== 'pinned' || !lease.lease.blocking || lease.conn.serverId === null) return null;
+    return { server: lease.server, connectionId: lease.conn.serverId };
+  }
+
+  pinnedOn(): { server: number; connectionId: number } | null {
+    const lease = this.#lease;
+    if (lease.kind !== 'pinned' || lease.conn.serverId === null) return null;
+    return { server: lease.server, connectionId: lease.conn.serverId };
+  }
+
+  /** CLIENT TRACKING … REDIRECT <poolside id>: the server-side id of that client's connection. */
+  #redirectTarget(id: number): number | null {
+    const target = this.#pool.client(id)?.pinnedOn();
+    if (target === undefined || target === null) return null;
+    const lease = this.#lease;
+    // The tracking client will be pinned on the server routing gives it now (or already is).
+    const server = lease.kind === 'pinned' ? lease.server : this.#pool.route(-1);
+    return target.server === server ? target.connectionId : null;
+  }
+
+  /** CLIENT ID, INFO, LIST, KILL, UNBLOCK, REPLY: answered for the poolside client. */
+  #answerLocal(slot: Slot): boolean {
+    const command = slot.local;
+    const pool = this.#pool;
+    if (command === null) throw new Error('local request without its parsed command');
+    switch (command.kind) {
+      case 'error':
+        this.#answer(slot, encodeError(command.message));
+        return true;
+      case 'refuse':
+        this.#answerError(slot, 'UNSUPPORTED_COMMAND', command.message);
+        return true;
+      case 'id':
+        this.#answer(slot, Buffer.from(`:${this.id}\r\n`));
+        return true;
+      case 'info':
+        this.#answer(slot, bulk(`${this.describe(pool.now())}\n`));
+        return true;
+      case 'list': {
+        const now = pool.now();
+        let text = '';
+        for (const client of pool.connectedClients()) {
+          if (command.ids !== null && !command.ids.includes(client.id)) continue;
+          if (command.type !== null && (command.type === 'pubsub') !== client.subscribed) continue;
+          text += `${client.describe(now)}\n`;
+        }
+        this.#answer(slot, bulk(text));
+        return true;
+      }
+      case 'kill': {
+        const target = pool.client(command.id);
+        const killed = target !== undefined && !(command.skipMe && target === this);
+        if (killed) target.kill();
+        this.#answer(slot, Buffer.from(killed ? ':1\r\n' : ':0\r\n'));
+        return true;
+      }
+      case 'unblock': {
+        const blocked = pool.client(command.id)?.blockedOn() ?? null;
+        const conn = blocked === null ? null : pool.servers[blocked.server].pickConnection();
+        if (blocked === null || conn === null) {
+          this.#answer(slot, Buffer.from(':0\r\n'));
+          return true;
+        }
+        this.#sendOn(slot, unblockRequest(blocked.connectionId, command.mode), conn, blocked.server);
+        return true;
+      }
+      case 'reply':
+        this.#answer(slot, this.#codec.okReply);
+        return true;
+    }
+  }
+
   // ── dispatch ────────────────────────────────────────────────────────────────────────────────
 
   /** Sends or answers the slot; false when it must wait (this.#wait says for what). */
@@ -345,7 +520,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
       this.#answerError(slot, reason, `transaction aborted: ${message}`);
       return true;
     }
-    if (this.#pool.config.lease === 'exclusive' && spec.use !== 'quit' && spec.use !== 'ok' && spec.use !== 'unsupported') {
+    if (this.#pool.config.lease === 'exclusive' && (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-close')) {
       // Session mode: the client's own connection for its whole life, state and all.
       if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
       return this.#startPin(slot);
@@ -358,6 +533,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
       case 'unsupported':
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} ${spec.note}`);
         return true;
+      case 'local':
+        return this.#answerLocal(slot);
       case 'pin-open':
       case 'pin-once':
       case 'pin-session':
@@ -496,6 +673,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
       this.#sendOn(slot, DISCARD_REQUEST, lease.conn, lease.server);
       return true;
     }
+    if (!queuing && needsWriteFence(spec.name)) {
+      // WAIT counts replicas that acknowledged this connection's last write; the session's writes
+      // ran on shared connections, so a propagated no-op here first makes that offset cover them.
+      lease.lease.send(WRITE_FENCE_REQUEST, IGNORED_REPLY, false);
+    }
     lease.outstanding++;
     this.#send(slot, lease.conn, lease.server, queuing);
     if (barrier) this.#wait = 'idle';
@@ -620,7 +802,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
         if (end === 0) end = now = this.#pool.now();
         this.#pool.counters.requestDuration.observe((end - head.startedAt) / 1000);
       }
-      if (!this.#closed && head.response.length > 0) this.#write(head.response);
+      if (!this.#closed && !head.silent && head.response.length > 0) this.#write(head.response);
     }
     if (this.#quitting && replies.length === 0 && !this.#closed) {
       this.#writeOut();
@@ -708,6 +890,15 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder {
     this.#onClosed(this);
   }
 }
+
+/** A RESP bulk string. */
+function bulk(text: string): Buffer {
+  const body = Buffer.from(text, 'utf8');
+  return Buffer.concat([Buffer.from(`$${body.length}\r\n`), body, Buffer.from('\r\n')]);
+}
+
+/** For requests poolside sends on its own whose reply nobody reads (the WAIT write fence). */
+const IGNORED_REPLY: ResponseTarget = { onResponse: () => {}, onFailure: () => {} };
 
 /** The spec of replies that answer no request of their own (relayed frames, a protocol error). */
 const RELAYED: CommandSpec = { name: '', use: 'shared', keys: { kind: 'none' }, idempotent: false, note: '' };

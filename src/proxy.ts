@@ -50,6 +50,8 @@ export class Proxy {
   readonly #options: ProxyOptions;
   #admin: AdminServer | null = null;
   #closing: Promise<void> | null = null;
+  /** CLIENT ID of the next client: unique across every pool of this process. */
+  #nextClientId = 1;
 
   private constructor(config: Config, options: ProxyOptions) {
     this.config = config;
@@ -154,16 +156,17 @@ export class Proxy {
       socket.end(pool.codec.errorReply('TOO_MANY_CLIENTS', `pool ${pool.config.name} has ${pool.config.clients.max} clients`));
       return;
     }
-    pool.clients++;
     pool.counters.clientsAccepted++;
     const session = new ClientSession(socket, {
+      id: this.#nextClientId++,
       pool,
       log: this.#log,
       onClose: (s) => {
-        pool.clients--;
+        pool.removeClient(s);
         this.#sessions.delete(s);
       },
     });
+    pool.addClient(session);
     this.#sessions.add(session);
   }
 

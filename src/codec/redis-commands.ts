@@ -21,6 +21,8 @@
  * - `quit`: answered +OK, then the client is closed.
  * - `ok`: answered +OK by poolside without forwarding (CLIENT SETINFO: library metadata that would
  *   label a shared connection with one client's name).
+ * - `local`: answered by poolside for the poolside client (CLIENT ID, INFO, LIST, KILL ID, UNBLOCK,
+ *   REPLY): see redis-client-commands.ts.
  * - `unsupported`: refused with UNSUPPORTED_COMMAND; the client stays connected.
  */
 export type LeaseUse =
@@ -33,6 +35,7 @@ export type LeaseUse =
   | 'relay'
   | 'quit'
   | 'ok'
+  | 'local'
   | 'unsupported';
 
 /** Where the keys of a command are, for routing by key. */
@@ -128,12 +131,11 @@ function defineClient(subs: string, use: LeaseUse, note = ''): void {
     clientSubcommands.set(sub, { name: `CLIENT ${sub}`, use, keys: NONE, idempotent: use === 'shared', note });
   }
 }
-defineClient('ID INFO LIST GETNAME GETREDIR TRACKINGINFO HELP', 'shared');
+defineClient('GETNAME GETREDIR TRACKINGINFO HELP', 'shared');
+defineClient('ID INFO LIST KILL UNBLOCK REPLY', 'local');
 defineClient('SETINFO', 'ok');
 defineClient('SETNAME TRACKING CACHING NO-EVICT NO-TOUCH', 'pin-session', 'session_state');
-defineClient('KILL PAUSE UNPAUSE UNBLOCK', 'unsupported', 'acts on other clients and is not supported through poolside');
-// Without one reply per request, no connection's reply FIFO can be trusted.
-defineClient('REPLY', 'unsupported', 'breaks one-reply-per-request and is not supported through poolside');
+defineClient('PAUSE UNPAUSE', 'unsupported', 'acts on other clients and is not supported through poolside');
 
 /** A command not in the tables: its first argument is taken as its key, and it is never retried. */
 const UNKNOWN_DEFAULT: Omit<CommandSpec, 'name'> = { use: 'shared', keys: FIRST, idempotent: false, note: '' };

@@ -1,6 +1,7 @@
 import type { FailureReason } from '../errors.js';
 import type { ArgView } from './codec.js';
 import type { Codec } from './registry.js';
+import { CLIENT_ID_REQUEST, parseIntegerReply } from './redis-client-commands.js';
 import { commandSpec, forEachKey, selectIndex } from './redis-commands.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
@@ -23,6 +24,8 @@ export const redisCodec: Codec = {
     return out;
   },
   resetRequest: encodeCommand(['RESET']),
+  identifyRequest: CLIENT_ID_REQUEST,
+  parseIdentity: parseIntegerReply,
   heartbeatRequest: encodeCommand(['PING']),
   okReply: Buffer.from('+OK\r\n'),
   isErrorResponse: (bytes) => bytes[0] === 0x2d /* - */ || bytes[0] === 0x21 /* ! */,

@@ -24,6 +24,10 @@ export interface Codec {
   initRequests(username: string | null, password: string | null, db: number): Buffer[];
   /** Returns a connection to its fresh state after a session changed it; one reply. */
   readonly resetRequest: Buffer;
+  /** Asks the server for its id of a new connection (one reply), or null when the protocol has none. */
+  readonly identifyRequest: Buffer | null;
+  /** The id in the reply to identifyRequest, or null. */
+  parseIdentity(bytes: Buffer): number | null;
   /** The cheapest no-op request, one reply. */
   readonly heartbeatRequest: Buffer;
   /** The reply to QUIT and to commands poolside accepts without forwarding (CLIENT SETINFO). */

@@ -112,6 +112,8 @@ export class Connection implements ResponseSink {
   blocking = 0;
 
   #state: ConnectionState = { kind: 'connecting' };
+  #serverId: number | null = null;
+  #identifying = false;
   readonly #socket: net.Socket;
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
@@ -258,7 +260,8 @@ export class Connection implements ResponseSink {
 
   onResponse(bytes: Buffer): void {
     this.responses++;
-    if (this.#relay !== null) {
+    // Relaying, frames answer what is still in flight first (an identify sent before SUBSCRIBE).
+    if (this.#relay !== null && this.#inflight.length === 0) {
       this.#relay(bytes);
       return;
     }
@@ -295,6 +298,29 @@ export class Connection implements ResponseSink {
       onFailure: () => {},
     };
     for (const request of init) this.send(request, step);
+  }
+
+  /** The server's id for this connection (Redis CLIENT ID), once identify() was answered. */
+  get serverId(): number | null {
+    return this.#serverId;
+  }
+
+  /**
+   * Asks the server for its id of this connection, pipelined ahead of whatever is sent next; once
+   * per connection. Only exclusive connections need it (a client blocked or subscribed on one can
+   * be named by CLIENT UNBLOCK or TRACKING REDIRECT); a server that refuses to tell (ACL) only
+   * loses those commands.
+   */
+  identify(): void {
+    const request = this.#codec.identifyRequest;
+    if (request === null || this.#identifying) return;
+    this.#identifying = true;
+    this.send(request, {
+      onResponse: (bytes) => {
+        this.#serverId = this.#codec.parseIdentity(bytes);
+      },
+      onFailure: () => {},
+    });
   }
 
   #becomeReady(): void {

@@ -77,6 +77,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   /** Borrows a connection for `holder`; rejects after queue.timeout. */
   async acquire(holder: LeaseHolder): Promise<Lease> {
     const conn = await this.#generic.acquire();
+    conn.identify();
     const lease = new Lease(conn, this, holder);
     this.#lent.set(conn, lease);
     return lease;

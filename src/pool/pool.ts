@@ -31,6 +31,25 @@ export interface Waiter {
   abandon(reason: FailureReason, message: string): void;
 }
 
+/**
+ * What the pool knows of one connected client, for the commands that name another client (CLIENT
+ * LIST, KILL ID, UNBLOCK, TRACKING REDIRECT): only clients of the same pool can be named.
+ */
+export interface ClientHandle {
+  /** poolside-wide unique, never reused while the process runs. */
+  readonly id: number;
+  /** One line of CLIENT LIST. */
+  describe(now: number): string;
+  /** Pub/sub (relaying) or not, for CLIENT LIST TYPE. */
+  readonly subscribed: boolean;
+  /** Closes the client (CLIENT KILL ID). */
+  kill(): void;
+  /** The server and server-side id of the connection it is blocked on now, if it is. */
+  blockedOn(): { server: number; connectionId: number } | null;
+  /** The server and server-side id of the connection it holds exclusively, if it does. */
+  pinnedOn(): { server: number; connectionId: number } | null;
+}
+
 interface WaitEntry {
   waiter: Waiter;
   since: number;
@@ -91,8 +110,7 @@ export class Pool implements ServerPoolEvents {
   readonly counters: PoolCounters = newPoolCounters();
   /** Checks client credentials when the pool has client_auth. */
   readonly clientAuth: ClientAuth | null;
-  /** Sessions connected now. */
-  clients = 0;
+  readonly #clients = new Map<number, ClientHandle>();
   /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
   readonly #hash: HashFunction;
@@ -147,6 +165,28 @@ export class Pool implements ServerPoolEvents {
 
   now(): number {
     return this.#clock.now();
+  }
+
+  /** Sessions connected now. */
+  get clients(): number {
+    return this.#clients.size;
+  }
+
+  addClient(client: ClientHandle): void {
+    this.#clients.set(client.id, client);
+  }
+
+  removeClient(client: ClientHandle): void {
+    this.#clients.delete(client.id);
+  }
+
+  /** A connected client of this pool by its poolside id. */
+  client(id: number): ClientHandle | undefined {
+    return this.#clients.get(id);
+  }
+
+  connectedClients(): IterableIterator<ClientHandle> {
+    return this.#clients.values();
   }
 
   /**

@@ -205,9 +205,9 @@ describe('bad input', () => {
       ['SHUTDOWN'],
       ['SHUTDOWN', 'NOSAVE'],
       ['DEBUG', 'SLEEP', '0'],
-      ['CLIENT', 'KILL', 'ID', '1'],
+      ['CLIENT', 'KILL', 'ADDR', '127.0.0.1:1'],
       ['CLIENT', 'PAUSE', '1000'],
-      ['CLIENT', 'REPLY', 'OFF'],
+      ['CLIENT', 'UNPAUSE'],
       ['SLAVEOF', 'NO', 'ONE'],
       ['SYNC'],
     ];
