@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import { Registry } from 'prom-client';
 import { AdminServer } from './admin.js';
-import { ClientSession } from './client-session.js';
+import { ClientSession } from './session/client-session.js';
 import { codecFor } from './codec/registry.js';
 import type { Config, ListenAddress, TcpAddress } from './config/schema.js';
 import { formatAddress, listen } from './listener.js';

@@ -11,6 +11,7 @@
  */
 import type { ResponseSink } from './codec.js';
 import { RespResponseDecoder } from './resp-response.js';
+import type { DbChange } from './session-rules.js';
 
 /** What a request means for transaction state: decided when it is sent, applied to its reply. */
 export type TxRole = 'multi' | 'exec' | 'discard' | 'watch' | 'unwatch' | 'select' | 'other';
@@ -28,8 +29,6 @@ export function txRole(commandName: string): TxRole {
   return ROLES.get(commandName) ?? 'other';
 }
 
-/** What the reply told about the connection's database. */
-export type DbChange = { kind: 'none' } | { kind: 'selected'; db: number } | { kind: 'unknown' };
 
 const NO_CHANGE: DbChange = { kind: 'none' };
 const UNKNOWN: DbChange = { kind: 'unknown' };

@@ -2,6 +2,7 @@ import type { FailureReason } from '../errors.js';
 import type { ArgView } from './codec.js';
 import type { Codec } from './registry.js';
 import { CLIENT_ID_REQUEST, parseIntegerReply } from './redis-client-commands.js';
+import { RedisSessionRules } from './redis-session-rules.js';
 import { commandSpec, forEachKey, selectIndex } from './redis-commands.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
@@ -12,6 +13,7 @@ export const redisCodec: Codec = {
   protocol: 'redis',
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),
   responseDecoder: (sink) => new RespResponseDecoder(sink),
+  sessionRules: () => new RedisSessionRules(),
   classify: (bytes: Buffer, args: ArgView) =>
     commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count),
   forEachKey: (spec, bytes, args, visit) => forEachKey(spec, bytes, args.starts, args.ends, args.count, visit),

@@ -3,6 +3,7 @@ import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
 import { redisCodec } from './redis.js';
 import type { CommandSpec } from './redis-commands.js';
+import type { SessionRules } from './session-rules.js';
 
 /**
  * Everything protocol-specific that the session, the connection and the pool need, behind one
@@ -13,6 +14,8 @@ export interface Codec {
   readonly protocol: Protocol;
   requestDecoder(sink: RequestSink, maxRequestBytes: number): RequestDecoder;
   responseDecoder(sink: ResponseSink): ResponseDecoder;
+  /** The protocol's rules for one new session (session-rules.ts). */
+  sessionRules(): SessionRules;
   /** How the request uses connections, where its keys are, whether it may be retried. */
   classify(bytes: Buffer, args: ArgView): CommandSpec;
   /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */

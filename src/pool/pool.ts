@@ -6,6 +6,7 @@
  */
 import { ClientAuth } from '../client-auth.js';
 import type { Codec } from '../codec/registry.js';
+import type { ClientHandle } from '../codec/session-rules.js';
 import type { PoolConfig } from '../config/schema.js';
 import { FAILURE_REASONS } from '../errors.js';
 import type { FailureReason } from '../errors.js';
@@ -29,25 +30,6 @@ export interface Waiter {
   resume(): void;
   /** queue.timeout passed, or no server is left to wait for. */
   abandon(reason: FailureReason, message: string): void;
-}
-
-/**
- * What the pool knows of one connected client, for the commands that name another client (CLIENT
- * LIST, KILL ID, UNBLOCK, TRACKING REDIRECT): only clients of the same pool can be named.
- */
-export interface ClientHandle {
-  /** poolside-wide unique, never reused while the process runs. */
-  readonly id: number;
-  /** One line of CLIENT LIST. */
-  describe(now: number): string;
-  /** Pub/sub (relaying) or not, for CLIENT LIST TYPE. */
-  readonly subscribed: boolean;
-  /** Closes the client (CLIENT KILL ID). */
-  kill(): void;
-  /** The server and server-side id of the connection it is blocked on now, if it is. */
-  blockedOn(): { server: number; connectionId: number } | null;
-  /** The server and server-side id of the connection it holds exclusively, if it does. */
-  pinnedOn(): { server: number; connectionId: number } | null;
 }
 
 interface WaitEntry {

@@ -15,71 +15,26 @@
  * queue.timeout).
  */
 import type net from 'node:net';
-import { screen, WRONGPASS } from './client-auth.js';
-import type { ClientAuth } from './client-auth.js';
-import type { ArgView, RequestDecoder, RequestSink } from './codec/codec.js';
-import type { Codec } from './codec/registry.js';
-import { ProtocolError } from './codec/codec.js';
-import type { CommandSpec } from './codec/redis-commands.js';
-import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './codec/redis-transaction.js';
-import type { DbChange, TxRole } from './codec/redis-transaction.js';
-import type { FailureReason } from './errors.js';
-import type { CloseReason, Connection, ResponseTarget } from './pool/connection.js';
-import { DB_UNKNOWN } from './pool/connection.js';
-import type { Lease, LeaseHolder } from './pool/lease.js';
-import { describeClient, needsWriteFence, parseClientCommand, rewriteRedirect, unblockRequest, WRITE_FENCE_REQUEST } from './codec/redis-client-commands.js';
-import type { ClientCommand } from './codec/redis-client-commands.js';
-import { encodeError } from './codec/resp.js';
-import type { ClientHandle, Pool, Waiter } from './pool/pool.js';
-import { NO_SERVER } from './router/router.js';
-import { Fifo } from './util/fifo.js';
-import { writeBatch } from './util/write-batch.js';
-import type { Logger } from './util/log.js';
+import { screen, WRONGPASS } from '../client-auth.js';
+import type { ClientAuth } from '../client-auth.js';
+import type { ArgView, RequestDecoder, RequestSink } from '../codec/codec.js';
+import { ProtocolError } from '../codec/codec.js';
+import type { Codec } from '../codec/registry.js';
+import type { ClientHandle, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
+import type { FailureReason } from '../errors.js';
+import type { CloseReason, Connection, ResponseTarget } from '../pool/connection.js';
+import { DB_UNKNOWN } from '../pool/connection.js';
+import type { Lease, LeaseHolder } from '../pool/lease.js';
+import type { Pool, Waiter } from '../pool/pool.js';
+import { NO_SERVER } from '../router/router.js';
+import { Fifo } from '../util/fifo.js';
+import type { Logger } from '../util/log.js';
+import { ClientOutput } from './output.js';
+import { ReplyQueue } from './reply-queue.js';
+import { EMPTY, Slot, UNASKED } from './slot.js';
 
-const EMPTY = Buffer.alloc(0);
 /** The request's keys map to more than one server (ketama). */
 const CROSS_SERVER = -2;
-/** Commands without keys that any server of a ketama pool can answer. */
-const KEYLESS_ANYWHERE = new Set(['PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT']);
-
-/** One request, from the moment it is framed until its reply is written. */
-class Slot implements ResponseTarget {
-  response: Buffer = EMPTY;
-  done = false;
-  /** Server index and connection it was sent on (-1 / null before that). */
-  server = -1;
-  conn: Connection | null = null;
-  retried = false;
-  /** For SELECT: the database it selects (-1 if the server must judge it). */
-  selectDb = -1;
-  /** What it means for transaction state, when sent on a pinned connection. */
-  role: TxRole = 'other';
-  /** Sent as DISCARD for an EXEC that must abort: the client gets this instead of the reply. */
-  replaceReply: Buffer | null = null;
-  /** Sent on the session's pinned connection (its reply updates the lease's state). */
-  pinned = false;
-  /** CLIENT REPLY OFF / SKIP: its reply is framed and dropped, never written. */
-  silent = false;
-  /** For `local` requests: the CLIENT subcommand poolside answers, parsed while the args were valid. */
-  local: ClientCommand | null = null;
-  /** Clock time when the request was framed; 0 for replies that answer no request. */
-  startedAt = 0;
-
-  constructor(
-    readonly session: ClientSession,
-    readonly bytes: Buffer,
-    readonly spec: CommandSpec,
-    readonly hash: number,
-  ) {}
-
-  onResponse(bytes: Buffer): void {
-    this.session.onSlotResponse(this, bytes);
-  }
-
-  onFailure(reason: FailureReason, message: string, retryable: boolean): void {
-    this.session.onSlotFailure(this, reason, message, retryable);
-  }
-}
 
 type LeaseState =
   | { kind: 'shared' }
@@ -91,8 +46,8 @@ type LeaseState =
       server: number;
       /** Requests sent on it and not yet answered. */
       outstanding: number;
-      /** MULTI / WATCH state, from the server's replies. */
-      tx: RedisTransaction;
+      /** Protocol state living on the connection (a transaction, watched keys), from its replies. */
+      state: PinnedState;
       /** Connection state that only a RESET undoes (AUTH, HELLO 3, CLIENT SETNAME…), or session mode. */
       session: boolean;
       relay: boolean;
@@ -109,7 +64,7 @@ export interface SessionOptions {
   onClose(session: ClientSession): void;
 }
 
-export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHandle {
+export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionView {
   readonly id: number;
   readonly #socket: net.Socket;
   readonly #pool: Pool;
@@ -117,7 +72,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   readonly #log: Logger;
   readonly #decoder: RequestDecoder;
   readonly #onClosed: (session: ClientSession) => void;
-  readonly #replies = new Fifo<Slot>();
+  readonly #rules: SessionRules;
+  readonly #replies: ReplyQueue;
+  readonly #output: ClientOutput;
   readonly #backlog = new Fifo<Slot>();
   #wait: WaitFor = 'none';
   /** When the request at the head of the backlog began waiting for a connection; -1 = not waiting. */
@@ -139,23 +96,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   readonly #createdAt: number;
   readonly #addr: string;
   readonly #laddr: string;
-  /** For CLIENT LIST: the last command, the name set by CLIENT SETNAME, the protocol from HELLO. */
+  /** For describing the session (CLIENT LIST). */
   #lastCommand = 'NULL';
-  #name = '';
-  #resp = 2;
-  /** CLIENT REPLY: ON, OFF (every reply dropped), SKIP (the next request's reply dropped). */
-  #replyMode: 'ON' | 'OFF' | 'SKIP' = 'ON';
   /** Closing for an error, not QUIT: destroy once the replies are written, whatever the client sends. */
   #closeHard = false;
-  #out: Buffer[] = [];
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
-  #paused = false;
-  readonly #flushOut = (): void => this.#writeOut();
-  readonly #resumeReads = (): void => {
-    this.#paused = false;
-    if (!this.#closed) this.#socket.resume();
-  };
   // Key routing scratch, reused for every request of a ketama pool.
   #keyBytes: Buffer = EMPTY;
   #keyHash = -1;
@@ -183,6 +129,19 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     this.#log = options.log;
     this.#onClosed = options.onClose;
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
+    this.#rules = this.#codec.sessionRules();
+    const pool = options.pool;
+    this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes));
+    this.#output = new ClientOutput(
+      socket,
+      { softBytes: pool.config.clients.outputSoftBytes, hardBytes: pool.config.clients.outputHardBytes },
+      {
+        onOverflow: (pending) => {
+          pool.counters.clientsOverflowed++;
+          this.#log.warn('client closed: it stopped reading its replies', { pool: pool.config.name, reason: 'output_overflow', pending });
+        },
+      },
+    );
     this.#auth = options.pool.clientAuth;
     this.#authenticated = this.#auth === null;
     const servers = options.pool.servers.length;
@@ -203,30 +162,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     if (this.#auth !== null && (!this.#authenticated || spec.name === 'AUTH' || spec.name === 'HELLO')) {
       if (this.#screen(spec.name, bytes, args)) return;
     }
-    if (spec.use === 'local') {
-      const slot = new Slot(this, bytes, spec, -1);
-      const local = parseClientCommand(bytes, args);
-      slot.local = local;
+    const intake = this.#rules.intake(spec, bytes, args, this);
+    if (intake.kind !== 'route' || intake.bytes !== bytes) {
+      const slot = new Slot(this, intake.kind === 'route' ? intake.bytes : bytes, spec, -1);
+      slot.startedAt = this.#chunkAt;
       this.#enqueue(slot);
-      if (local.kind === 'reply') {
-        // In request order, not dispatch order: it decides which of the following replies are written.
-        // OFF and SKIP get no reply themselves (Redis sends none); ON does.
-        this.#replyMode = local.mode;
-        slot.silent = local.mode !== 'ON';
+      if (intake.kind === 'answer') this.#answer(slot, intake.reply);
+      else {
+        if (intake.kind === 'local') slot.local = intake.local;
+        if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
       }
-      if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
       return;
-    }
-    if (spec.name === 'CLIENT TRACKING') {
-      const rewritten = rewriteRedirect(bytes, args, (id) => this.#redirectTarget(id));
-      if (rewritten !== null) {
-        const refused = 'error' in rewritten ? rewritten.error : null;
-        const slot = new Slot(this, refused === null ? (rewritten as Buffer) : bytes, spec, -1);
-        this.#enqueue(slot);
-        if (refused !== null) this.#answer(slot, encodeError(refused));
-        else if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
-        return;
-      }
     }
     let hash = -1;
     if (pool.router.keyed) {
@@ -235,7 +181,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
       this.#keyServer = -1;
       const keys = this.#codec.forEachKey(spec, bytes, args, this.#visitKey);
       hash = this.#keyHash;
-      if (keys === 0 && spec.use === 'shared' && !KEYLESS_ANYWHERE.has(spec.name)) {
+      if (keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
         const slot = new Slot(this, bytes, spec, hash);
         this.#enqueue(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
@@ -251,12 +197,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
   }
 
-  /** Puts a request's slot in reply order, applying CLIENT REPLY OFF / SKIP. */
+  /** Puts a request's slot in reply order; its reply is dropped if the client asked not to get it. */
   #enqueue(slot: Slot): void {
-    if (this.#replyMode !== 'ON') {
-      slot.silent = true;
-      if (this.#replyMode === 'SKIP') this.#replyMode = 'ON';
-    }
+    slot.silent = this.#rules.silentReply();
     this.#replies.push(slot);
   }
 
@@ -272,7 +215,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
           this.#log.warn('client sent wrong credentials', { pool: this.#pool.config.name, reason: 'auth_failed' });
         }
         this.#authenticated = screened.authenticated;
-        const slot = new Slot(this, EMPTY, RELAYED, -1);
+        const slot = new Slot(this, EMPTY, UNASKED, -1);
         this.#replies.push(slot);
         this.#answer(slot, screened.reply);
         return true;
@@ -308,7 +251,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   onSlotResponse(slot: Slot, bytes: Buffer): void {
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
-      this.#applyDb(slot, lease.tx.onReply(slot.role, slot.selectDb, bytes));
+      this.#applyDb(slot, lease.state.reply(slot.token, slot.selectDb, bytes));
     } else if (slot.spec.use === 'select') {
       if (this.#codec.isErrorResponse(bytes)) {
         // Refused: the server did not move; whoever uses the connection next selects again.
@@ -317,21 +260,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
         this.#db = slot.selectDb;
       }
     }
-    if (slot.spec.use === 'pin-session' && !this.#codec.isErrorResponse(bytes)) this.#noteSessionState(slot);
+    if (slot.spec.use === 'pin-session') this.#rules.noteReply(slot.spec, slot.bytes, bytes);
     this.#settle(slot);
     slot.response = slot.replaceReply ?? bytes;
     slot.done = true;
     this.#flush();
     this.#afterSettle();
-  }
-
-  /** CLIENT SETNAME and HELLO succeeded: CLIENT LIST shows the name and protocol. */
-  #noteSessionState(slot: Slot): void {
-    const name = slot.spec.name;
-    if (name !== 'CLIENT SETNAME' && name !== 'HELLO') return;
-    const words = slot.bytes.toString('latin1', 0, Math.min(slot.bytes.length, 512)).split('\r\n').filter((_, i) => i % 2 === 0 && i > 0);
-    if (name === 'CLIENT SETNAME') this.#name = words[2] ?? '';
-    else if (words[1] === '3' || words[1] === '2') this.#resp = Number(words[1]);
   }
 
   /** A reply on the pinned connection said where the connection is now. */
@@ -362,7 +296,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   onLeaseLost(reason: CloseReason, message: string): void {
     const lease = this.#lease;
     if (lease.kind !== 'pinned') return;
-    const stateful = lease.session || lease.relay || lease.tx.dirty;
+    const stateful = lease.session || lease.relay || lease.state.dirty;
     this.#lease = { kind: 'shared' };
     if (this.#closed) return;
     if (stateful) {
@@ -379,7 +313,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   }
 
   onPush(bytes: Buffer): void {
-    const slot = new Slot(this, EMPTY, RELAYED, -1);
+    const slot = new Slot(this, EMPTY, UNASKED, -1);
     slot.response = bytes;
     slot.done = true;
     this.#replies.push(slot);
@@ -403,7 +337,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     this.#socket.destroy();
   }
 
-  // ── ClientHandle: what other clients of the pool may learn or do ────────────────────────────
+  // ── SessionView: what this session's rules and the pool's other clients may learn or do ────
 
   get subscribed(): boolean {
     return this.#lease.kind === 'pinned' && this.#lease.relay;
@@ -412,23 +346,18 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   describe(now: number): string {
     const lease = this.#lease;
     const pinned = lease.kind === 'pinned' ? lease : null;
-    let flags = '';
-    if (pinned?.relay === true) flags += 'P';
-    if (pinned?.tx.holding === true) flags += 'x';
-    if (pinned?.lease.blocking === true) flags += 'b';
-    return describeClient({
+    const facts = {
       id: this.id,
       addr: this.#addr,
       laddr: this.#laddr,
-      name: this.#name,
-      ageS: Math.floor((now - this.#createdAt) / 1000),
-      idleS: Math.floor((now - this.#chunkAt) / 1000),
+      ageMs: now - this.#createdAt,
+      idleMs: now - this.#chunkAt,
       db: this.#db >= 0 ? this.#db : (this.#pool.servers[0]?.config.db ?? 0),
-      flags: flags === '' ? 'N' : flags,
-      multi: -1,
-      cmd: this.#lastCommand.toLowerCase().replace(' ', '|'),
-      resp: this.#resp,
-    });
+      subscribed: pinned?.relay === true,
+      holding: pinned?.state.holding === true,
+      blocked: pinned?.lease.blocking === true,
+    };
+    return this.#rules.describe(facts, this.#lastCommand);
   }
 
   kill(): void {
@@ -447,65 +376,42 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     return { server: lease.server, connectionId: lease.conn.serverId };
   }
 
-  /** CLIENT TRACKING … REDIRECT <poolside id>: the server-side id of that client's connection. */
-  #redirectTarget(id: number): number | null {
-    const target = this.#pool.client(id)?.pinnedOn();
-    if (target === undefined || target === null) return null;
+  homeServer(): number {
     const lease = this.#lease;
-    // The tracking client will be pinned on the server routing gives it now (or already is).
-    const server = lease.kind === 'pinned' ? lease.server : this.#pool.route(-1);
-    return target.server === server ? target.connectionId : null;
+    return lease.kind === 'pinned' ? lease.server : this.#pool.route(-1);
   }
 
-  /** CLIENT ID, INFO, LIST, KILL, UNBLOCK, REPLY: answered for the poolside client. */
+  client(id: number): ClientHandle | undefined {
+    return this.#pool.client(id);
+  }
+
+  clients(): Iterable<ClientHandle> {
+    return this.#pool.connectedClients();
+  }
+
+  now(): number {
+    return this.#pool.now();
+  }
+
+  /** A request the rules answer when its turn comes (Redis: CLIENT ID, LIST, KILL, UNBLOCK…). */
   #answerLocal(slot: Slot): boolean {
-    const command = slot.local;
-    const pool = this.#pool;
-    if (command === null) throw new Error('local request without its parsed command');
-    switch (command.kind) {
-      case 'error':
-        this.#answer(slot, encodeError(command.message));
+    const answer = this.#rules.answerLocal(slot.local, this);
+    switch (answer.kind) {
+      case 'reply':
+        this.#answer(slot, answer.bytes);
         return true;
       case 'refuse':
-        this.#answerError(slot, 'UNSUPPORTED_COMMAND', command.message);
+        this.#answerError(slot, 'UNSUPPORTED_COMMAND', answer.message);
         return true;
-      case 'id':
-        this.#answer(slot, Buffer.from(`:${this.id}\r\n`));
-        return true;
-      case 'info':
-        this.#answer(slot, bulk(`${this.describe(pool.now())}\n`));
-        return true;
-      case 'list': {
-        const now = pool.now();
-        let text = '';
-        for (const client of pool.connectedClients()) {
-          if (command.ids !== null && !command.ids.includes(client.id)) continue;
-          if (command.type !== null && (command.type === 'pubsub') !== client.subscribed) continue;
-          text += `${client.describe(now)}\n`;
-        }
-        this.#answer(slot, bulk(text));
-        return true;
-      }
-      case 'kill': {
-        const target = pool.client(command.id);
-        const killed = target !== undefined && !(command.skipMe && target === this);
-        if (killed) target.kill();
-        this.#answer(slot, Buffer.from(killed ? ':1\r\n' : ':0\r\n'));
-        return true;
-      }
-      case 'unblock': {
-        const blocked = pool.client(command.id)?.blockedOn() ?? null;
-        const conn = blocked === null ? null : pool.servers[blocked.server].pickConnection();
-        if (blocked === null || conn === null) {
-          this.#answer(slot, Buffer.from(':0\r\n'));
+      case 'send': {
+        const conn = this.#pool.servers[answer.server]?.pickConnection() ?? null;
+        if (conn === null) {
+          this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the server of pool ${this.#pool.config.name} that request is for`);
           return true;
         }
-        this.#sendOn(slot, unblockRequest(blocked.connectionId, command.mode), conn, blocked.server);
+        this.#sendOn(slot, answer.bytes, conn, answer.server);
         return true;
       }
-      case 'reply':
-        this.#answer(slot, this.#codec.okReply);
-        return true;
     }
   }
 
@@ -618,7 +524,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     }
     this.#pool.countPin(reason);
     const session = this.#pool.config.lease === 'exclusive';
-    this.#lease = { kind: 'pinned', lease, conn: lease.connection, server, outstanding: 0, tx: new RedisTransaction(), session, relay: false };
+    this.#lease = { kind: 'pinned', lease, conn: lease.connection, server, outstanding: 0, state: this.#rules.pinned(), session, relay: false };
     this.#wait = 'none';
     this.#drainBacklog();
     // Nothing was sent on it (the request it was for is gone): give it back at once.
@@ -658,29 +564,20 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     }
     if (spec.use === 'pin-session') lease.session = true;
     slot.pinned = true;
-    slot.role = txRole(spec.name);
-    // An EXEC that may commit a SELECT: nothing more on the session's behalf until its reply says
-    // which database the connection is in.
-    const barrier = lease.tx.execMaySelect(slot.role);
-    // Whether a transaction was being queued before this request (MULTI itself is not inside one).
-    const queuing = lease.tx.queuing;
-    if (lease.tx.onSend(slot.role) === 'abort') {
-      // poolside refused a command of this transaction: Redis would answer EXECABORT, and so does
-      // poolside, after discarding what the server queued.
-      slot.role = 'discard';
-      slot.replaceReply = EXECABORT;
-      lease.outstanding++;
-      this.#sendOn(slot, DISCARD_REQUEST, lease.conn, lease.server);
+    // Whether poolside may add to the stream before this request (MULTI itself is not inside a
+    // transaction; everything after it is, until EXEC or DISCARD).
+    const queuing = lease.state.queuing;
+    const plan = lease.state.send(spec);
+    slot.token = plan.token;
+    lease.outstanding++;
+    if (plan.kind === 'replace') {
+      slot.replaceReply = plan.reply;
+      this.#sendOn(slot, plan.bytes, lease.conn, lease.server);
       return true;
     }
-    if (!queuing && needsWriteFence(spec.name)) {
-      // WAIT counts replicas that acknowledged this connection's last write; the session's writes
-      // ran on shared connections, so a propagated no-op here first makes that offset cover them.
-      lease.lease.send(WRITE_FENCE_REQUEST, IGNORED_REPLY, false);
-    }
-    lease.outstanding++;
+    if (plan.prelude !== null) lease.lease.send(plan.prelude, IGNORED_REPLY, false);
     this.#send(slot, lease.conn, lease.server, queuing);
-    if (barrier) this.#wait = 'idle';
+    if (plan.barrier) this.#wait = 'idle';
     return true;
   }
 
@@ -765,7 +662,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
 
   #afterSettle(): void {
     const lease = this.#lease;
-    if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.tx.dirty && !lease.session && !lease.relay) {
+    if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.state.dirty && !lease.session && !lease.relay) {
       this.#lease = { kind: 'shared' };
       lease.lease.release(lease.conn.db !== this.#pool.servers[lease.server].config.db);
     }
@@ -784,59 +681,18 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
   #answerError(slot: Slot, reason: FailureReason, message: string): void {
     // Refused inside a transaction being queued: its EXEC must abort, as Redis's would.
     const lease = this.#lease;
-    if (lease.kind === 'pinned') lease.tx.refusedInside();
+    if (lease.kind === 'pinned') lease.state.refusedInside();
     this.#pool.fail(reason, message);
     this.#answer(slot, this.#codec.errorReply(reason, message));
   }
 
   #flush(): void {
-    const replies = this.#replies;
-    let now = 0;
-    for (let head = replies.peek(); head !== undefined && head.done; head = replies.peek()) {
-      replies.shift();
-      if (head.startedAt > 0) {
-        // A reply ends when the read that completed it happened: one clock read per server read,
-        // not per reply. Replies poolside made itself end now.
-        const conn = head.conn;
-        let end = conn !== null && conn.lastReadAt >= head.startedAt ? conn.lastReadAt : now;
-        if (end === 0) end = now = this.#pool.now();
-        this.#pool.counters.requestDuration.observe((end - head.startedAt) / 1000);
-      }
-      if (!this.#closed && !head.silent && head.response.length > 0) this.#write(head.response);
-    }
-    if (this.#quitting && replies.length === 0 && !this.#closed) {
-      this.#writeOut();
+    this.#replies.flush(!this.#closed);
+    if (this.#quitting && this.#replies.length === 0 && !this.#closed) {
+      this.#output.flush();
       // After QUIT the client hangs up itself; after an error nothing it still sends is read.
       if (this.#closeHard) this.#socket.destroySoon();
       else this.#socket.end();
-    }
-  }
-
-  /** Queues reply bytes; everything queued in one turn goes out in one write (#flushOut). */
-  #write(bytes: Buffer): void {
-    this.#out.push(bytes);
-    if (this.#out.length === 1) queueMicrotask(this.#flushOut);
-  }
-
-  #writeOut(): void {
-    const out = this.#out;
-    const socket = this.#socket;
-    if (out.length === 0 || this.#closed || socket.destroyed) return;
-    this.#out = [];
-    writeBatch(socket, out);
-    const pending = socket.writableLength;
-    const { outputSoftBytes, outputHardBytes } = this.#pool.config.clients;
-    if (pending >= outputHardBytes) {
-      this.#pool.counters.clientsOverflowed++;
-      this.#log.warn('client closed: it stopped reading its replies', { pool: this.#pool.config.name, reason: 'output_overflow', pending });
-      // A reset, not a FIN: the replies it never read are discarded, and a client that is not
-      // reading would not see a FIN until it read everything before it.
-      socket.resetAndDestroy();
-    } else if (pending >= outputSoftBytes && !this.#paused) {
-      // Stop reading its requests until it reads its replies; shared connections never wait for it.
-      this.#paused = true;
-      socket.pause();
-      socket.once('drain', this.#resumeReads);
     }
   }
 
@@ -857,7 +713,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
         return;
       }
       this.#pool.counters.protocolErrors++;
-      const slot = new Slot(this, EMPTY, RELAYED, -1);
+      const slot = new Slot(this, EMPTY, UNASKED, -1);
       this.#replies.push(slot);
       this.#answerError(slot, 'PROTOCOL_ERROR', err.message);
       this.#closeAfterReplies();
@@ -884,21 +740,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, ClientHa
     if (lease.kind === 'pinned') {
       this.#lease = { kind: 'shared' };
       // In flight, mid-transaction or subscribed: the connection cannot be lent as it is.
-      const dirty = lease.tx.dirty || lease.session || lease.conn.db !== this.#pool.servers[lease.server].config.db;
+      const dirty = lease.state.dirty || lease.session || lease.conn.db !== this.#pool.servers[lease.server].config.db;
       lease.lease.release(dirty);
     }
     this.#onClosed(this);
   }
 }
 
-/** A RESP bulk string. */
-function bulk(text: string): Buffer {
-  const body = Buffer.from(text, 'utf8');
-  return Buffer.concat([Buffer.from(`$${body.length}\r\n`), body, Buffer.from('\r\n')]);
-}
-
-/** For requests poolside sends on its own whose reply nobody reads (the WAIT write fence). */
+/** For requests poolside sends on its own whose reply nobody reads (a prelude such as WAIT's write fence). */
 const IGNORED_REPLY: ResponseTarget = { onResponse: () => {}, onFailure: () => {} };
-
-/** The spec of replies that answer no request of their own (relayed frames, a protocol error). */
-const RELAYED: CommandSpec = { name: '', use: 'shared', keys: { kind: 'none' }, idempotent: false, note: '' };

@@ -1,0 +1,194 @@
+/**
+ * Redis's rules for one session (session-rules.ts): the CLIENT subcommands poolside answers for the
+ * poolside client, CLIENT TRACKING REDIRECT translation, CLIENT REPLY, the write fence before WAIT,
+ * transaction state on a pinned connection, and what CLIENT LIST shows.
+ */
+import type { ArgView } from './codec.js';
+import type { CommandSpec } from './redis-commands.js';
+import {
+  describeClient,
+  needsWriteFence,
+  parseClientCommand,
+  rewriteRedirect,
+  unblockRequest,
+  WRITE_FENCE_REQUEST,
+} from './redis-client-commands.js';
+import type { ClientCommand } from './redis-client-commands.js';
+import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './redis-transaction.js';
+import type { TxRole } from './redis-transaction.js';
+import { encodeError } from './resp.js';
+import type { DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from './session-rules.js';
+
+/** Commands without keys that any server of a ketama pool can answer. */
+const KEYLESS_ANYWHERE = new Set(['PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT']);
+
+const OK = Buffer.from('+OK\r\n');
+const ZERO = Buffer.from(':0\r\n');
+const ONE = Buffer.from(':1\r\n');
+
+const ROLES: readonly TxRole[] = ['multi', 'exec', 'discard', 'watch', 'unwatch', 'select', 'other'];
+
+function bulk(text: string): Buffer {
+  const body = Buffer.from(text, 'utf8');
+  return Buffer.concat([Buffer.from(`$${body.length}\r\n`), body, Buffer.from('\r\n')]);
+}
+
+/** A transaction tracker behind the protocol-neutral PinnedState. */
+class RedisPinnedState implements PinnedState {
+  readonly #tx = new RedisTransaction();
+
+  get dirty(): boolean {
+    return this.#tx.dirty;
+  }
+
+  get holding(): boolean {
+    return this.#tx.holding;
+  }
+
+  get queuing(): boolean {
+    return this.#tx.queuing;
+  }
+
+  send(spec: CommandSpec): PinnedSend {
+    const role = txRole(spec.name);
+    const queuing = this.#tx.queuing;
+    // An EXEC that may commit a SELECT: nothing more on the session's behalf until its reply says
+    // which database the connection is in.
+    const barrier = this.#tx.execMaySelect(role);
+    if (this.#tx.onSend(role) === 'abort') {
+      // poolside refused a command of this transaction: Redis would answer EXECABORT, and so does
+      // poolside, after discarding what the server queued.
+      return { kind: 'replace', token: ROLES.indexOf('discard'), bytes: DISCARD_REQUEST, reply: EXECABORT };
+    }
+    // WAIT counts replicas that acknowledged this connection's last write; the session's writes
+    // ran on shared connections, so a propagated no-op first makes that offset cover them.
+    const prelude = !queuing && needsWriteFence(spec.name) ? WRITE_FENCE_REQUEST : null;
+    return { kind: 'send', token: ROLES.indexOf(role), prelude, barrier };
+  }
+
+  reply(token: number, selectDb: number, bytes: Buffer): DbChange {
+    return this.#tx.onReply(ROLES[token] ?? 'other', selectDb, bytes);
+  }
+
+  refusedInside(): void {
+    this.#tx.refusedInside();
+  }
+}
+
+export class RedisSessionRules implements SessionRules {
+  /** CLIENT REPLY: OFF drops every reply; `#skip` replies are dropped first (SKIP: itself and the next). */
+  #replyOff = false;
+  #skip = 0;
+  /** From CLIENT SETNAME and HELLO replies, for CLIENT LIST. */
+  #name = '';
+  #resp = 2;
+
+  intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake {
+    if (spec.use === 'local') {
+      const command = parseClientCommand(bytes, args);
+      if (command.kind === 'reply') {
+        // In request order, not when its turn comes: it decides which of the following replies are written.
+        // SKIP drops its own reply and the next one; while OFF it changes nothing (as in Redis).
+        if (command.mode === 'SKIP') {
+          if (!this.#replyOff) this.#skip = 2;
+        } else {
+          this.#replyOff = command.mode === 'OFF';
+          this.#skip = 0;
+        }
+      }
+      return { kind: 'local', local: command };
+    }
+    if (spec.name === 'CLIENT TRACKING') {
+      const rewritten = rewriteRedirect(bytes, args, (id) => {
+        const target = view.client(id)?.pinnedOn();
+        return target === undefined || target === null || target.server !== view.homeServer() ? null : target.connectionId;
+      });
+      if (rewritten === null) return { kind: 'route', bytes };
+      if ('error' in rewritten) return { kind: 'answer', reply: encodeError(rewritten.error) };
+      return { kind: 'route', bytes: rewritten as Buffer };
+    }
+    return { kind: 'route', bytes };
+  }
+
+  silentReply(): boolean {
+    if (this.#skip > 0) {
+      this.#skip--;
+      return true;
+    }
+    return this.#replyOff;
+  }
+
+  answerLocal(local: unknown, view: SessionView): LocalAnswer {
+    const command = local as ClientCommand;
+    switch (command.kind) {
+      case 'error':
+        return { kind: 'reply', bytes: encodeError(command.message) };
+      case 'refuse':
+        return { kind: 'refuse', message: command.message };
+      case 'id':
+        return { kind: 'reply', bytes: Buffer.from(`:${view.id}\r\n`) };
+      case 'info':
+        return { kind: 'reply', bytes: bulk(`${view.describe(view.now())}\n`) };
+      case 'list': {
+        const now = view.now();
+        let text = '';
+        for (const client of view.clients()) {
+          if (command.ids !== null && !command.ids.includes(client.id)) continue;
+          if (command.type !== null && (command.type === 'pubsub') !== client.subscribed) continue;
+          text += `${client.describe(now)}\n`;
+        }
+        return { kind: 'reply', bytes: bulk(text) };
+      }
+      case 'kill': {
+        const target = view.client(command.id);
+        const killed = target !== undefined && !(command.skipMe && target.id === view.id);
+        if (killed) target.kill();
+        return { kind: 'reply', bytes: killed ? ONE : ZERO };
+      }
+      case 'unblock': {
+        const blocked = view.client(command.id)?.blockedOn() ?? null;
+        if (blocked === null) return { kind: 'reply', bytes: ZERO };
+        return { kind: 'send', server: blocked.server, bytes: unblockRequest(blocked.connectionId, command.mode) };
+      }
+      case 'reply':
+        return { kind: 'reply', bytes: OK };
+    }
+  }
+
+  anyServer(spec: CommandSpec): boolean {
+    return KEYLESS_ANYWHERE.has(spec.name);
+  }
+
+  pinned(): PinnedState {
+    return new RedisPinnedState();
+  }
+
+  noteReply(spec: CommandSpec, request: Buffer, reply: Buffer): void {
+    if (reply[0] === 0x2d /* - */) return;
+    if (spec.name !== 'CLIENT SETNAME' && spec.name !== 'HELLO') return;
+    // Arguments of a short multibulk: every other line after the count.
+    const words = request.toString('latin1', 0, Math.min(request.length, 512)).split('\r\n').filter((_, i) => i % 2 === 0 && i > 0);
+    if (spec.name === 'CLIENT SETNAME') this.#name = words[2] ?? '';
+    else if (words[1] === '3' || words[1] === '2') this.#resp = Number(words[1]);
+  }
+
+  describe(facts: SessionFacts, lastCommand: string): string {
+    let flags = '';
+    if (facts.subscribed) flags += 'P';
+    if (facts.holding) flags += 'x';
+    if (facts.blocked) flags += 'b';
+    return describeClient({
+      id: facts.id,
+      addr: facts.addr,
+      laddr: facts.laddr,
+      name: this.#name,
+      ageS: Math.floor(facts.ageMs / 1000),
+      idleS: Math.floor(facts.idleMs / 1000),
+      db: facts.db,
+      flags: flags === '' ? 'N' : flags,
+      multi: -1,
+      cmd: lastCommand.toLowerCase().replace(' ', '|'),
+      resp: this.#resp,
+    });
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The protocol's half of a session: what a request means beyond its framing. The codec supplies
+ * one `SessionRules` per session; the session, the pool and the connection only ever see these
+ * interfaces, never a command's name, so a new protocol is a codec directory with its own rules.
+ *
+ *   request ─▶ rules.intake(): route it (maybe rewritten) · answer it here · refuse it
+ *   pinned connection ─▶ rules.pinned(): state that lives on it, from its replies (dirty? may we
+ *                        add requests? what does this reply change?)
+ */
+import type { ArgView } from './codec.js';
+import type { CommandSpec } from './redis-commands.js';
+
+/** Where the session's connection-scoped state moved (a database, for Redis). */
+export type DbChange = { kind: 'none' } | { kind: 'selected'; db: number } | { kind: 'unknown' };
+
+/** Another client of the same pool, as the rules may see it. */
+export interface ClientHandle {
+  /** poolside-wide unique, never reused while the process runs. */
+  readonly id: number;
+  /** What CLIENT LIST shows (one line). */
+  describe(now: number): string;
+  /** Subscribed (relaying push frames). */
+  readonly subscribed: boolean;
+  /** Closes the client. */
+  kill(): void;
+  /** The server and server-side id of the connection it is blocked on now, if it is. */
+  blockedOn(): { server: number; connectionId: number } | null;
+  /** The server and server-side id of the connection it holds exclusively, if it does. */
+  pinnedOn(): { server: number; connectionId: number } | null;
+}
+
+/** What the rules may learn of the session they belong to, and of the pool's other clients. */
+export interface SessionView extends ClientHandle {
+  /** The server the session is pinned to, or the one routing gives it now. */
+  homeServer(): number;
+  client(id: number): ClientHandle | undefined;
+  clients(): Iterable<ClientHandle>;
+  now(): number;
+}
+
+/** Facts about a session, for describing it (CLIENT LIST / CLIENT INFO). */
+export interface SessionFacts {
+  id: number;
+  addr: string;
+  laddr: string;
+  ageMs: number;
+  idleMs: number;
+  db: number;
+  subscribed: boolean;
+  holding: boolean;
+  blocked: boolean;
+}
+
+/** What to do with a request, decided before it is routed. */
+export type Intake =
+  /** Route these bytes (the request's own, or a rewrite) as the spec says. */
+  | { kind: 'route'; bytes: Buffer }
+  /** Answered by poolside when its turn comes (after the requests before it): `local` is the rules' own. */
+  | { kind: 'local'; local: unknown }
+  /** Answered at once with these bytes (in reply order). */
+  | { kind: 'answer'; reply: Buffer };
+
+/** How poolside answers a `local` request when its turn comes. */
+export type LocalAnswer =
+  | { kind: 'reply'; bytes: Buffer }
+  | { kind: 'refuse'; message: string }
+  /** Sent to this server on any shared connection; the server's reply is the answer. */
+  | { kind: 'send'; server: number; bytes: Buffer };
+
+/** How a request goes out on a pinned connection. */
+export type PinnedSend =
+  /** `prelude`: sent just before it (its reply is nobody's); `barrier`: send nothing more until its reply. */
+  | { kind: 'send'; token: number; prelude: Buffer | null; barrier: boolean }
+  /** Sent as `bytes` instead; the client gets `reply` instead of the server's answer. */
+  | { kind: 'replace'; token: number; bytes: Buffer; reply: Buffer };
+
+/** State that lives on one pinned connection (a transaction, watched keys), tracked from replies. */
+export interface PinnedState {
+  /** State that only a reset undoes may exist (sent or acknowledged). */
+  readonly dirty: boolean;
+  /** Acknowledged state holds the connection (for describing the session). */
+  readonly holding: boolean;
+  /** poolside must add nothing to the stream now (a transaction is being queued). */
+  readonly queuing: boolean;
+  /** A request is about to go out on the connection. */
+  send(spec: CommandSpec): PinnedSend;
+  /** The reply to a request sent with `token`, in order; `selectDb` as classified at intake. */
+  reply(token: number, selectDb: number, bytes: Buffer): DbChange;
+  /** poolside answered a request itself (refused it) on this connection's behalf. */
+  refusedInside(): void;
+}
+
+export interface SessionRules {
+  /** Before routing: route, answer here, or keep for a local answer. */
+  intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake;
+  /**
+   * Asked once per request, in request order, right after its intake: true when the client asked
+   * not to get its reply (Redis CLIENT REPLY OFF / SKIP). The reply is still framed, then dropped.
+   */
+  silentReply(): boolean;
+  /** Answers a request intake kept for a local answer, when its turn comes. */
+  answerLocal(local: unknown, view: SessionView): LocalAnswer;
+  /** A command with no key that any server of a sharded pool can answer. */
+  anyServer(spec: CommandSpec): boolean;
+  /** Tracks the state of a newly pinned connection. */
+  pinned(): PinnedState;
+  /** A successful reply to a request that changes the session's own state (name, protocol). */
+  noteReply(spec: CommandSpec, request: Buffer, reply: Buffer): void;
+  /** One line describing the session (CLIENT LIST). */
+  describe(facts: SessionFacts, lastCommand: string): string;
+}

@@ -1,0 +1,48 @@
+/**
+ * A session's replies in request order: every request gets a slot at the tail when it is framed,
+ * and replies are written only from the head, as soon as the head is done. A request answered
+ * out of order (a fast GET behind a slow EVAL on another server) waits in its slot.
+ */
+import type { Histogram } from '../util/histogram.js';
+import { Fifo } from '../util/fifo.js';
+import type { Slot } from './slot.js';
+
+export class ReplyQueue {
+  readonly #slots = new Fifo<Slot>();
+  readonly #duration: Histogram;
+  readonly #now: () => number;
+  readonly #write: (bytes: Buffer) => void;
+
+  /** `write` gets each reply's bytes in order; `duration` observes framed-to-answered times. */
+  constructor(duration: Histogram, now: () => number, write: (bytes: Buffer) => void) {
+    this.#duration = duration;
+    this.#now = now;
+    this.#write = write;
+  }
+
+  get length(): number {
+    return this.#slots.length;
+  }
+
+  push(slot: Slot): void {
+    this.#slots.push(slot);
+  }
+
+  /** Writes every done slot at the head; `writing` false: the client is gone, replies are dropped. */
+  flush(writing: boolean): void {
+    const slots = this.#slots;
+    let now = 0;
+    for (let head = slots.peek(); head !== undefined && head.done; head = slots.peek()) {
+      slots.shift();
+      if (head.startedAt > 0) {
+        // A reply ends when the read that completed it happened: one clock read per server read,
+        // not per reply. Replies poolside made itself end now.
+        const conn = head.conn;
+        let end = conn !== null && conn.lastReadAt >= head.startedAt ? conn.lastReadAt : now;
+        if (end === 0) end = now = this.#now();
+        this.#duration.observe((end - head.startedAt) / 1000);
+      }
+      if (writing && !head.silent && head.response.length > 0) this.#write(head.response);
+    }
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * One request, from the moment it is framed until its reply is written: its place in the
+ * session's reply order, and the target its connection answers.
+ */
+import type { CommandSpec } from '../codec/redis-commands.js';
+import type { FailureReason } from '../errors.js';
+import type { Connection, ResponseTarget } from '../pool/connection.js';
+
+export const EMPTY = Buffer.alloc(0);
+
+/** Who hears a slot's outcome: its session. */
+export interface SlotOwner {
+  onSlotResponse(slot: Slot, bytes: Buffer): void;
+  onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void;
+}
+
+export class Slot implements ResponseTarget {
+  /** The reply to write, once done. */
+  response: Buffer = EMPTY;
+  done = false;
+  /** Server index and connection it was sent on (-1 / null before that, or when poolside answered). */
+  server = -1;
+  conn: Connection | null = null;
+  retried = false;
+  /** For SELECT: the database it selects (-1 if the server must judge it). */
+  selectDb = -1;
+  /** Sent on the session's pinned connection: its reply goes through the pinned state first. */
+  pinned = false;
+  /** The pinned state's token for it (what its reply means there). */
+  token = 0;
+  /** The client gets this instead of the server's reply (an EXEC sent as DISCARD: EXECABORT). */
+  replaceReply: Buffer | null = null;
+  /** The client asked not to get its reply: framed and dropped, never written. */
+  silent = false;
+  /** For requests poolside answers when their turn comes: the rules' parsed form. */
+  local: unknown = null;
+  /** Clock time when the request was framed; 0 for replies that answer no request. */
+  startedAt = 0;
+
+  constructor(
+    readonly owner: SlotOwner,
+    readonly bytes: Buffer,
+    readonly spec: CommandSpec,
+    readonly hash: number,
+  ) {}
+
+  onResponse(bytes: Buffer): void {
+    this.owner.onSlotResponse(this, bytes);
+  }
+
+  onFailure(reason: FailureReason, message: string, retryable: boolean): void {
+    this.owner.onSlotFailure(this, reason, message, retryable);
+  }
+}
+
+/** The spec of replies that answer no request of their own (pushed frames, a protocol error). */
+export const UNASKED: CommandSpec = { name: '', use: 'shared', keys: { kind: 'none' }, idempotent: false, note: '' };
