@@ -297,6 +297,9 @@ export class ClientSession implements RequestSink, Waiter {
       case 'unsupported':
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} ${spec.note}`);
         return true;
+      case 'denied':
+        this.#answerError(slot, 'DENIED_COMMAND', `${spec.name} ${spec.note}`);
+        return true;
       case 'pin-open':
       case 'pin-once':
       case 'pin-session':
