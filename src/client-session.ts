@@ -33,7 +33,11 @@ const EMPTY = Buffer.alloc(0);
 /** The request's keys map to more than one server (ketama). */
 const CROSS_SERVER = -2;
 /** Commands without keys that any server of a ketama pool can answer. */
-const KEYLESS_ANYWHERE = new Set(['PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT']);
+const KEYLESS_ANYWHERE = new Set([
+  'PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT',
+  // Subcommands have specs of their own (redis-commands.ts); these describe the server's vocabulary.
+  'COMMAND COUNT', 'COMMAND DOCS', 'COMMAND GETKEYS', 'COMMAND GETKEYSANDFLAGS', 'COMMAND HELP', 'COMMAND INFO', 'COMMAND LIST',
+]);
 
 /** One request, from the moment it is framed until its reply is written. */
 class Slot implements ResponseTarget {

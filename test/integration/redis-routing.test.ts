@@ -270,6 +270,9 @@ describe('ketama routing', () => {
     }
     expect(await client.call('PING')).toBe('PONG');
     expect(await client.call('ECHO', 'hello')).toBe('hello');
+    // COMMAND's subcommands describe the server's vocabulary, the same on every shard.
+    expect(typeof (await client.call('COMMAND', 'COUNT'))).toBe('number');
+    expect(Array.isArray(await client.call('COMMAND', 'INFO', 'GET'))).toBe(true);
     expect(await client.call('SET', 'still', 'here')).toBe('OK');
     expect(client.isClosed).toBe(false);
   });
