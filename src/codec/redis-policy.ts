@@ -10,6 +10,7 @@
  * run time ('MIG'..'RATE', ARGV[1]) or EVALSHA of a script loaded some other way gets through. The
  * real boundary is the ACL of the user poolside authenticates as.
  */
+import { editDistance } from '../config/validate.js';
 import type { ArgView } from './codec.js';
 import { allSpecs, isContainer, tableEntry } from './redis-commands.js';
 import type { CommandSpec } from './redis-commands.js';
@@ -60,26 +61,14 @@ function closest(word: string, known: readonly string[]): string | null {
   let best: string | null = null;
   let bestDistance = 3;
   for (const candidate of known) {
-    const distance = distanceBetween(word, candidate);
+    const distance = editDistance(word, candidate);
     if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
   }
   return best;
 }
 
-function distanceBetween(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    previous = current;
-  }
-  return previous[b.length];
-}
-
 /** How one name fares: the most specific entry wins; at equal specificity the pool's lists beat the default, deny beats allow. */
-export function isDenied(name: string, lists: PolicyLists): boolean {
+function isDenied(name: string, lists: PolicyLists): boolean {
   const space = name.indexOf(' ');
   const candidates = space < 0 ? [name] : [name, name.slice(0, space)];
   for (const candidate of candidates) {
@@ -134,9 +123,9 @@ export class CommandPolicy {
     }
     for (const [word, entry] of names) {
       if (!entry.denied && !entry.anySubDenied) continue;
-      // A container denied as a whole but with subcommands allowed (ACL, ACL WHOAMI) is partial too.
-      const partial = isContainer(word) && entry.allowedSubs.length > 0;
-      this.#words.push({ word, allowedSubs: partial ? entry.allowedSubs : entry.denied ? null : entry.allowedSubs, refusals: new Map() });
+      // Denied outright only when nothing under the name is allowed: ACL is denied, ACL WHOAMI is not.
+      const outright = entry.denied && entry.allowedSubs.length === 0;
+      this.#words.push({ word, allowedSubs: outright ? null : entry.allowedSubs, refusals: new Map() });
     }
     for (const [name, sub, bodyAt] of SCRIPT_BODIES) {
       const spec = tableEntry(name, sub);
