@@ -46,6 +46,8 @@ export type KeySpec =
   | { kind: 'range'; first: number; last: number; step: number }
   /** EVAL script numkeys key… / FCALL fn numkeys key… */
   | { kind: 'numkeys'; at: number }
+  /** ZUNIONSTORE dest numkeys key…: the destination, then the numkeys keys after args[2]. */
+  | { kind: 'store-numkeys' }
   /** XREAD/XREADGROUP … STREAMS key… id…: the first half of what follows STREAMS. */
   | { kind: 'streams' };
 
@@ -139,7 +141,9 @@ define('MSET MSETNX', 'shared', PAIRS, false);
 define('BITOP', 'shared', { kind: 'range', first: 2, last: -1, step: 1 }, false);
 define('RENAME RENAMENX SMOVE LMOVE RPOPLPUSH COPY GEOSEARCHSTORE ZRANGESTORE', 'shared', TWO, false);
 define('SINTERSTORE SUNIONSTORE SDIFFSTORE PFMERGE', 'shared', ALL, false);
-define('ZINTERSTORE ZUNIONSTORE ZDIFFSTORE GEORADIUS GEORADIUSBYMEMBER', 'shared', FIRST, false);
+// The sources count too: on a ketama pool, a source on another server would read as empty.
+define('ZINTERSTORE ZUNIONSTORE ZDIFFSTORE', 'shared', { kind: 'store-numkeys' }, false);
+define('GEORADIUS GEORADIUSBYMEMBER', 'shared', FIRST, false);
 define('EVAL EVALSHA FCALL', 'shared', NUMKEYS_2, false);
 define('LMPOP ZMPOP', 'shared', NUMKEYS_1, false);
 define('XREADGROUP', 'shared', STREAMS, false);
@@ -336,15 +340,12 @@ export function forEachKey(
       for (let i = keys.first; i <= last; i += keys.step, n++) visit(starts[i], ends[i]);
       return n;
     }
-    case 'numkeys': {
-      if (count <= keys.at) return 0;
-      const numkeys = Number(bytes.toString('latin1', starts[keys.at], ends[keys.at]));
-      if (!Number.isInteger(numkeys) || numkeys < 0) return 0;
-      const last = Math.min(count - 1, keys.at + numkeys);
-      let n = 0;
-      for (let i = keys.at + 1; i <= last; i++, n++) visit(starts[i], ends[i]);
-      return n;
-    }
+    case 'numkeys':
+      return visitNumkeys(keys.at, bytes, starts, ends, count, visit);
+    case 'store-numkeys':
+      if (count < 2) return 0;
+      visit(starts[1], ends[1]);
+      return 1 + visitNumkeys(2, bytes, starts, ends, count, visit);
     case 'streams': {
       for (let i = 1; i < count; i++) {
         if (argEquals(bytes, starts[i], ends[i], 'STREAMS')) {
@@ -356,6 +357,24 @@ export function forEachKey(
       return 0;
     }
   }
+}
+
+/** The keys counted by args[at] (EVAL's numkeys), which follow it. */
+function visitNumkeys(
+  at: number,
+  bytes: Buffer,
+  starts: Int32Array,
+  ends: Int32Array,
+  count: number,
+  visit: (start: number, end: number) => void,
+): number {
+  if (count <= at) return 0;
+  const numkeys = Number(bytes.toString('latin1', starts[at], ends[at]));
+  if (!Number.isInteger(numkeys) || numkeys < 0) return 0;
+  const last = Math.min(count - 1, at + numkeys);
+  let n = 0;
+  for (let i = at + 1; i <= last; i++, n++) visit(starts[i], ends[i]);
+  return n;
 }
 
 /** SELECT's argument when it is a plain non-negative integer, else -1 (the server will refuse it). */

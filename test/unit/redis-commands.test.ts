@@ -202,6 +202,8 @@ describe('redis command table', () => {
     expect(keys('MSETNX', 'a', '1', 'b', '2')).toEqual(['a', 'b']);
     expect(keys('BITOP', 'AND', 'dest', 'a', 'b')).toEqual(['dest', 'a', 'b']);
     expect(keys('LCS', 'a', 'b')).toEqual(['a', 'b']);
+    expect(keys('ZUNIONSTORE', 'dest', '2', 'z1', 'z2', 'WEIGHTS', '1', '2')).toEqual(['dest', 'z1', 'z2']);
+    expect(keys('ZDIFFSTORE', 'dest', '1', 'z1')).toEqual(['dest', 'z1']);
     expect(keys('MIGRATE', 'h', '1', 'k', '0', '5000')).toEqual(['k']);
     expect(keys('PING')).toEqual([]);
     expect(keys('SOMEMODULE.CMD', 'key', 'arg')).toEqual(['key']);
