@@ -151,21 +151,26 @@ export class CommandPolicy {
   /**
    * The first denied command a script names in a string literal ('…' or "…"), or null. A
    * container with some subcommands allowed ('FUNCTION', 'LOAD') passes only when the literal after
-   * it is one of those. One pass over the body; backslash escapes are skipped, comments are not
-   * understood (a name in a comment refuses the script: a false refusal is the safe mistake).
+   * it is one of those. One pass over the body: backslash escapes are skipped, `--` comments are
+   * skipped (an apostrophe in one must not shift every literal after it), and a literal ends at a
+   * newline as in Lua, so one stray quote cannot hide the rest of the script.
    */
   #scan(bytes: Buffer, start: number, end: number): ScriptWord | null {
     let pending: ScriptWord | null = null;
     for (let i = start; i < end; i++) {
-      const quote = bytes[i];
-      if (quote !== 0x22 && quote !== 0x27) continue;
+      const c = bytes[i];
+      if (c === 0x2d /* - */ && i + 1 < end && bytes[i + 1] === 0x2d) {
+        i = skipComment(bytes, i + 2, end);
+        continue;
+      }
+      if (c !== 0x22 && c !== 0x27) continue;
       let j = i + 1;
-      while (j < end && bytes[j] !== quote) j += bytes[j] === 0x5c ? 2 : 1;
+      while (j < end && bytes[j] !== c && bytes[j] !== 0x0a) j += bytes[j] === 0x5c ? 2 : 1;
       const from = i + 1;
       const to = Math.min(j, end);
       i = j;
       if (pending !== null) {
-        if (!pending.allowedSubs?.some((sub) => equalsUpper(bytes, from, to, sub))) return pending;
+        if (!includesUpper(bytes, from, to, pending.allowedSubs)) return pending;
         pending = null;
         continue;
       }
@@ -180,6 +185,22 @@ export class CommandPolicy {
     }
     return pending;
   }
+}
+
+/** Where a Lua comment that starts at `i` (after its `--`) ends: `--[[ … ]]` or the end of the line. */
+function skipComment(bytes: Buffer, i: number, end: number): number {
+  if (i + 1 < end && bytes[i] === 0x5b && bytes[i + 1] === 0x5b) {
+    for (let j = i + 2; j + 1 < end; j++) if (bytes[j] === 0x5d && bytes[j + 1] === 0x5d) return j + 1;
+    return end;
+  }
+  while (i < end && bytes[i] !== 0x0a) i++;
+  return i;
+}
+
+function includesUpper(bytes: Buffer, start: number, end: number, words: readonly string[] | null): boolean {
+  if (words === null) return false;
+  for (const word of words) if (equalsUpper(bytes, start, end, word)) return true;
+  return false;
 }
 
 /** Whether bytes[start, end) is `upper` in any ASCII case. */

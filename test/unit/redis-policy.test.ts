@@ -115,6 +115,13 @@ describe('scripts under a command policy', () => {
     expect(use('EVAL', "return redis.call('ACL', ARGV[1])", '0')).toBe('denied');
   });
 
+  it('is not thrown off by quotes in comments or an unterminated literal', () => {
+    expect(use('EVAL', "-- don't\nreturn redis.call('MIGRATE')", '0')).toBe('denied');
+    expect(use('EVAL', "--[[ it's\n a long comment ]] return redis.call('MIGRATE')", '0')).toBe('denied');
+    expect(use('EVAL', "local s = 'oops\nreturn redis.call('MIGRATE')", '0')).toBe('denied');
+    expect(use('EVAL', "-- redis.call('MIGRATE') is what we do not do\nreturn 1", '0')).toBe('shared');
+  });
+
   it('cannot see names built at run time (documented limit)', () => {
     expect(use('EVAL', "return redis.call('MIG' .. 'RATE')", '0')).toBe('shared');
   });
