@@ -543,7 +543,7 @@ function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | n
   return null;
 }
 
-/** Expected noise: twemproxy does not implement CONFIG, which redis-benchmark asks for. */
+/** Expected noise: redis-benchmark asks for CONFIG, which twemproxy does not implement and poolside's default command policy denies. */
 const HARMLESS = [/^WARNING: Could not fetch server CONFIG$/];
 
 /** Every line that is neither CSV nor known noise: errors ("Error from server: ...", "Server closed the connection"). */

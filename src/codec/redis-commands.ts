@@ -22,8 +22,11 @@
  * - `ok`: answered +OK by poolside without forwarding (CLIENT SETINFO: library metadata that would
  *   label a shared connection with one client's name).
  * - `local`: answered by poolside for the poolside client (CLIENT ID, INFO, LIST, KILL ID, UNBLOCK,
- *   REPLY): see redis-client-commands.ts.
- * - `unsupported`: refused with UNSUPPORTED_COMMAND; the client stays connected.
+ *   REPLY): see redis-client-commands.ts and redis-session-rules.ts.
+ * - `unsupported`: refused with UNSUPPORTED_COMMAND; the client stays connected. Commands that
+ *   would break poolside itself (SCRIPT DEBUG, SYNC): no configuration allows them.
+ * - `denied`: refused with DENIED_COMMAND because the pool's command policy (`commands:`) denies
+ *   it; the client stays connected. Only redis-policy.ts produces it, never the tables.
  */
 export type LeaseUse =
   | 'shared'
@@ -36,7 +39,8 @@ export type LeaseUse =
   | 'quit'
   | 'ok'
   | 'local'
-  | 'unsupported';
+  | 'unsupported'
+  | 'denied';
 
 /** Where the keys of a command are, for routing by key. */
 export type KeySpec =
@@ -45,6 +49,8 @@ export type KeySpec =
   | { kind: 'range'; first: number; last: number; step: number }
   /** EVAL script numkeys key… / FCALL fn numkeys key… */
   | { kind: 'numkeys'; at: number }
+  /** ZUNIONSTORE dest numkeys key…: the destination, then the numkeys keys after args[2]. */
+  | { kind: 'store-numkeys' }
   /** XREAD/XREADGROUP … STREAMS key… id…: the first half of what follows STREAMS. */
   | { kind: 'streams' };
 
@@ -74,6 +80,37 @@ function define(names: string, use: LeaseUse, keys: KeySpec, idempotent: boolean
   for (const name of names.split(/\s+/).filter(Boolean)) table.set(name, { name, use, keys, idempotent, note });
 }
 
+/**
+ * A command whose first argument names what it does (CONFIG GET, SCRIPT DEBUG, CLIENT KILL): each
+ * subcommand has a spec of its own, because one container holds reads, state changes and admin
+ * actions alike. `bare` answers the container alone and subcommands the tables do not know (the
+ * server refuses both).
+ */
+interface Container {
+  bare: CommandSpec;
+  /** Uppercased subcommand names and their specs, searched in order without allocating. */
+  names: string[];
+  specs: CommandSpec[];
+}
+
+const containers = new Map<string, Container>();
+
+function container(name: string, use: LeaseUse, idempotent: boolean, note = ''): void {
+  containers.set(name, { bare: { name, use, keys: NONE, idempotent, note }, names: [], specs: [] });
+}
+
+function defineSub(parent: string, subs: string, use: LeaseUse, keys: KeySpec, idempotent: boolean, note = ''): void {
+  const c = containers.get(parent);
+  if (c === undefined) throw new Error(`${parent} is not a container command`);
+  for (const sub of subs.split(/\s+/).filter(Boolean)) {
+    c.names.push(sub);
+    c.specs.push({ name: `${parent} ${sub}`, use, keys, idempotent, note });
+  }
+}
+
+const UNSUPPORTED = 'is not supported through poolside';
+const OTHERS = 'acts on other clients and is not supported through poolside';
+
 // Reads of one key: safe to retry.
 define(
   `GET STRLEN GETRANGE SUBSTR GETBIT BITCOUNT BITPOS BITFIELD_RO TYPE TTL PTTL EXPIRETIME PEXPIRETIME DUMP
@@ -81,33 +118,46 @@ define(
    LINDEX LLEN LRANGE LPOS SCARD SISMEMBER SMISMEMBER SMEMBERS SRANDMEMBER SSCAN
    ZCARD ZCOUNT ZRANGE ZRANGEBYSCORE ZRANGEBYLEX ZREVRANGE ZREVRANGEBYSCORE ZREVRANGEBYLEX ZRANK ZREVRANK
    ZSCORE ZMSCORE ZLEXCOUNT ZRANDMEMBER ZSCAN XRANGE XREVRANGE XLEN XPENDING
-   GEOPOS GEODIST GEOHASH GEORADIUS_RO GEORADIUSBYMEMBER_RO GEOSEARCH SORT_RO LCS`,
+   GEOPOS GEODIST GEOHASH GEORADIUS_RO GEORADIUSBYMEMBER_RO GEOSEARCH SORT_RO`,
   'shared', FIRST, true,
 );
+define('LCS', 'shared', TWO, true);
 define('MGET EXISTS TOUCH PFCOUNT SINTER SUNION SDIFF', 'shared', ALL, true);
 define('ZINTER ZUNION ZDIFF SINTERCARD ZINTERCARD', 'shared', NUMKEYS_1, true);
 define('XREAD', 'shared', STREAMS, true);
 define('EVAL_RO EVALSHA_RO FCALL_RO', 'shared', NUMKEYS_2, true);
-define('XINFO OBJECT MEMORY', 'shared', { kind: 'range', first: 2, last: 2, step: 1 }, true);
-define('PING ECHO TIME DBSIZE LASTSAVE RANDOMKEY KEYS SCAN INFO COMMAND LOLWUT ROLE', 'shared', NONE, true);
+define('PING ECHO TIME DBSIZE LASTSAVE RANDOMKEY KEYS SCAN INFO LOLWUT ROLE', 'shared', NONE, true);
 
 // Writes: never retried, a second run could apply them twice.
-define('DEL UNLINK MSETNX', 'shared', ALL, false);
-define('MSET', 'shared', PAIRS, false);
-define('RENAME RENAMENX SMOVE LMOVE RPOPLPUSH COPY', 'shared', TWO, false);
+define(
+  `SET SETNX SETEX PSETEX GETSET GETDEL GETEX APPEND SETRANGE SETBIT BITFIELD INCR INCRBY INCRBYFLOAT DECR DECRBY
+   EXPIRE EXPIREAT PEXPIRE PEXPIREAT PERSIST MOVE RESTORE SORT
+   HSET HSETNX HMSET HDEL HINCRBY HINCRBYFLOAT
+   LPUSH LPUSHX RPUSH RPUSHX LPOP RPOP LINSERT LSET LREM LTRIM
+   SADD SREM SPOP PFADD
+   ZADD ZINCRBY ZREM ZPOPMIN ZPOPMAX ZREMRANGEBYLEX ZREMRANGEBYRANK ZREMRANGEBYSCORE
+   XADD XACK XCLAIM XAUTOCLAIM XDEL XTRIM XSETID GEOADD SPUBLISH`,
+  'shared', FIRST, false,
+);
+define('DEL UNLINK', 'shared', ALL, false);
+define('MSET MSETNX', 'shared', PAIRS, false);
+define('BITOP', 'shared', { kind: 'range', first: 2, last: -1, step: 1 }, false);
+define('RENAME RENAMENX SMOVE LMOVE RPOPLPUSH COPY GEOSEARCHSTORE ZRANGESTORE', 'shared', TWO, false);
 define('SINTERSTORE SUNIONSTORE SDIFFSTORE PFMERGE', 'shared', ALL, false);
-define('ZINTERSTORE ZUNIONSTORE ZDIFFSTORE GEORADIUS GEORADIUSBYMEMBER', 'shared', FIRST, false);
+// The sources count too: on a ketama pool, a source on another server would read as empty.
+define('ZINTERSTORE ZUNIONSTORE ZDIFFSTORE', 'shared', { kind: 'store-numkeys' }, false);
+define('GEORADIUS GEORADIUSBYMEMBER', 'shared', FIRST, false);
 define('EVAL EVALSHA FCALL', 'shared', NUMKEYS_2, false);
 define('LMPOP ZMPOP', 'shared', NUMKEYS_1, false);
 define('XREADGROUP', 'shared', STREAMS, false);
-define(
-  `PUBLISH SPUBLISH FLUSHDB FLUSHALL SCRIPT FUNCTION CONFIG SLOWLOG LATENCY SAVE BGSAVE BGREWRITEAOF
-   SWAPDB ACL`,
-  'shared', NONE, false,
-);
+// MIGRATE copies a key to any host it is given; the default command policy denies it.
+define('MIGRATE', 'shared', { kind: 'range', first: 3, last: 3, step: 1 }, false);
+// Server-wide actions the default command policy denies (see redis-policy.ts); shared when allowed.
+define('PUBLISH FLUSHDB FLUSHALL SAVE BGSAVE BGREWRITEAOF SWAPDB PFSELFTEST', 'shared', NONE, false);
 
 define('SELECT', 'select', NONE, false);
-define('MULTI WATCH', 'pin-open', NONE, false, 'transaction');
+define('MULTI', 'pin-open', NONE, false, 'transaction');
+define('WATCH', 'pin-open', ALL, false, 'transaction');
 define('EXEC DISCARD UNWATCH', 'pin-close', NONE, false);
 define('BLPOP BRPOP BZPOPMIN BZPOPMAX', 'pin-once', ALL_BUT_LAST, false, 'blocking');
 define('BRPOPLPUSH BLMOVE', 'pin-once', TWO, false, 'blocking');
@@ -116,26 +166,81 @@ define('WAIT WAITAOF', 'pin-once', NONE, false, 'blocking');
 define('AUTH HELLO READONLY READWRITE RESET', 'pin-session', NONE, false, 'session_state');
 // UNSUBSCRIBE a b answers once per channel even outside subscribe mode: not one reply per request,
 // so it can never share a connection's reply FIFO either.
-define('SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE MONITOR', 'relay', NONE, false, 'subscribe');
+define('SUBSCRIBE PSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE MONITOR', 'relay', NONE, false, 'subscribe');
+define('SSUBSCRIBE SUNSUBSCRIBE', 'relay', ALL, false, 'subscribe');
 define('QUIT', 'quit', NONE, false);
-define(
-  `SHUTDOWN DEBUG SYNC PSYNC REPLCONF SLAVEOF REPLICAOF FAILOVER CLUSTER MODULE MIGRATE ASKING`,
-  'unsupported', NONE, false,
-  'is not supported through poolside',
-);
+define('SHUTDOWN DEBUG PFDEBUG SYNC PSYNC REPLCONF SLAVEOF REPLICAOF FAILOVER ASKING RESTORE-ASKING', 'unsupported', NONE, false, UNSUPPORTED);
 
-/** CLIENT subcommands: some read, some change this connection's state, some act on others. */
-const clientSubcommands = new Map<string, CommandSpec>();
-function defineClient(subs: string, use: LeaseUse, note = ''): void {
-  for (const sub of subs.split(/\s+/).filter(Boolean)) {
-    clientSubcommands.set(sub, { name: `CLIENT ${sub}`, use, keys: NONE, idempotent: use === 'shared', note });
-  }
-}
-defineClient('GETNAME GETREDIR TRACKINGINFO HELP', 'shared');
-defineClient('ID INFO LIST KILL UNBLOCK REPLY', 'local');
-defineClient('SETINFO', 'ok');
-defineClient('SETNAME TRACKING CACHING NO-EVICT NO-TOUCH', 'pin-session', 'session_state');
-defineClient('PAUSE UNPAUSE', 'unsupported', 'acts on other clients and is not supported through poolside');
+// CLIENT: some subcommands read, some change this connection's state, some act on others.
+container('CLIENT', 'shared', false);
+defineSub('CLIENT', 'GETNAME GETREDIR TRACKINGINFO HELP', 'shared', NONE, true);
+// Answered for the poolside client, not a pooled connection many clients share (redis-client-commands.ts).
+defineSub('CLIENT', 'ID INFO LIST KILL UNBLOCK REPLY', 'local', NONE, false);
+defineSub('CLIENT', 'SETINFO', 'ok', NONE, false);
+defineSub('CLIENT', 'SETNAME TRACKING CACHING NO-EVICT NO-TOUCH', 'pin-session', NONE, false, 'session_state');
+defineSub('CLIENT', 'PAUSE UNPAUSE', 'unsupported', NONE, false, OTHERS);
+
+container('SCRIPT', 'shared', false);
+defineSub('SCRIPT', 'EXISTS HELP', 'shared', NONE, true);
+defineSub('SCRIPT', 'LOAD FLUSH KILL', 'shared', NONE, false);
+// SCRIPT DEBUG YES|SYNC turns the connection's next EVAL into a debugger session: on a shared
+// connection every later client's script would land in it, and RESET does not undo it on 7.0.
+defineSub('SCRIPT', 'DEBUG', 'unsupported', NONE, false, 'turns the connection into a Lua debugger and is not supported through poolside');
+
+container('FUNCTION', 'shared', false);
+defineSub('FUNCTION', 'LIST DUMP STATS HELP', 'shared', NONE, true);
+defineSub('FUNCTION', 'LOAD DELETE FLUSH RESTORE KILL', 'shared', NONE, false);
+
+container('CONFIG', 'shared', false);
+defineSub('CONFIG', 'GET HELP', 'shared', NONE, true);
+defineSub('CONFIG', 'SET REWRITE RESETSTAT', 'shared', NONE, false);
+
+container('ACL', 'shared', false);
+defineSub('ACL', 'WHOAMI CAT HELP LIST USERS GETUSER LOG DRYRUN', 'shared', NONE, true);
+defineSub('ACL', 'GENPASS SETUSER DELUSER LOAD SAVE', 'shared', NONE, false);
+
+container('OBJECT', 'shared', true);
+defineSub('OBJECT', 'ENCODING FREQ IDLETIME REFCOUNT', 'shared', { kind: 'range', first: 2, last: 2, step: 1 }, true);
+defineSub('OBJECT', 'HELP', 'shared', NONE, true);
+
+container('MEMORY', 'shared', true);
+defineSub('MEMORY', 'USAGE', 'shared', { kind: 'range', first: 2, last: 2, step: 1 }, true);
+defineSub('MEMORY', 'DOCTOR STATS MALLOC-STATS HELP', 'shared', NONE, true);
+defineSub('MEMORY', 'PURGE', 'shared', NONE, false);
+
+container('XINFO', 'shared', true);
+defineSub('XINFO', 'STREAM GROUPS CONSUMERS', 'shared', { kind: 'range', first: 2, last: 2, step: 1 }, true);
+defineSub('XINFO', 'HELP', 'shared', NONE, true);
+
+container('XGROUP', 'shared', false);
+defineSub('XGROUP', 'CREATE CREATECONSUMER DELCONSUMER DESTROY SETID', 'shared', { kind: 'range', first: 2, last: 2, step: 1 }, false);
+defineSub('XGROUP', 'HELP', 'shared', NONE, true);
+
+container('COMMAND', 'shared', true);
+defineSub('COMMAND', 'COUNT DOCS GETKEYS GETKEYSANDFLAGS HELP INFO LIST', 'shared', NONE, true);
+
+container('PUBSUB', 'shared', true);
+defineSub('PUBSUB', 'CHANNELS NUMSUB NUMPAT SHARDCHANNELS SHARDNUMSUB HELP', 'shared', NONE, true);
+
+container('SLOWLOG', 'shared', false);
+defineSub('SLOWLOG', 'GET LEN HELP', 'shared', NONE, true);
+defineSub('SLOWLOG', 'RESET', 'shared', NONE, false);
+
+container('LATENCY', 'shared', false);
+defineSub('LATENCY', 'DOCTOR GRAPH HISTOGRAM HISTORY LATEST HELP', 'shared', NONE, true);
+defineSub('LATENCY', 'RESET', 'shared', NONE, false);
+
+// Cluster topology and module loading are the operator's, on the server itself.
+container('CLUSTER', 'unsupported', false, UNSUPPORTED);
+defineSub(
+  'CLUSTER',
+  `ADDSLOTS ADDSLOTSRANGE BUMPEPOCH COUNT-FAILURE-REPORTS COUNTKEYSINSLOT DELSLOTS DELSLOTSRANGE FAILOVER
+   FLUSHSLOTS FORGET GETKEYSINSLOT HELP INFO KEYSLOT LINKS MEET MYID NODES REPLICAS REPLICATE RESET SAVECONFIG
+   SET-CONFIG-EPOCH SETSLOT SHARDS SLAVES SLOTS`,
+  'unsupported', NONE, false, UNSUPPORTED,
+);
+container('MODULE', 'unsupported', false, UNSUPPORTED);
+defineSub('MODULE', 'HELP LIST LOAD LOADEX UNLOAD', 'unsupported', NONE, false, UNSUPPORTED);
 
 /** A command not in the tables: its first argument is taken as its key, and it is never retried. */
 const UNKNOWN_DEFAULT: Omit<CommandSpec, 'name'> = { use: 'shared', keys: FIRST, idempotent: false, note: '' };
@@ -144,6 +249,30 @@ const unknownCache = new Map<string, CommandSpec>();
 const HELLO_PLAIN: CommandSpec = { name: 'HELLO', use: 'shared', keys: NONE, idempotent: true, note: '' };
 const XREAD_BLOCK: CommandSpec = { name: 'XREAD', use: 'pin-once', keys: STREAMS, idempotent: false, note: 'blocking' };
 const XREADGROUP_BLOCK: CommandSpec = { name: 'XREADGROUP', use: 'pin-once', keys: STREAMS, idempotent: false, note: 'blocking' };
+
+/**
+ * The spec the tables give a command name, or a subcommand when `sub` is given (both uppercase);
+ * undefined when it is not in the tables. For tests and config validation, not the hot path.
+ */
+export function tableEntry(name: string, sub?: string): CommandSpec | undefined {
+  if (sub === undefined) return table.get(name) ?? containers.get(name)?.bare;
+  const c = containers.get(name);
+  if (c === undefined) return undefined;
+  const i = c.names.indexOf(sub);
+  return i < 0 ? undefined : c.specs[i];
+}
+
+/** Every spec in the tables, containers' bare specs and subcommands included. */
+export function allSpecs(): CommandSpec[] {
+  const out = [...table.values()];
+  for (const c of containers.values()) out.push(c.bare, ...c.specs);
+  return out;
+}
+
+/** Whether `name` has subcommands of its own in the tables. */
+export function isContainer(name: string): boolean {
+  return containers.has(name);
+}
 
 function argEquals(bytes: Buffer, start: number, end: number, upper: string): boolean {
   if (end - start !== upper.length) return false;
@@ -175,9 +304,14 @@ export function commandSpec(name: string, bytes: Buffer, starts: Int32Array, end
     }
     return spec;
   }
-  if (name === 'CLIENT' && count >= 2) {
-    const sub = bytes.toString('latin1', starts[1], ends[1]).toUpperCase();
-    return clientSubcommands.get(sub) ?? { name: `CLIENT ${sub}`, use: 'shared', keys: NONE, idempotent: false, note: '' };
+  const c = containers.get(name);
+  if (c !== undefined) {
+    if (count < 2) return c.bare;
+    const names = c.names;
+    for (let i = 0; i < names.length; i++) {
+      if (argEquals(bytes, starts[1], ends[1], names[i])) return c.specs[i];
+    }
+    return c.bare;
   }
   let unknown = unknownCache.get(name);
   if (unknown === undefined) {
@@ -209,15 +343,12 @@ export function forEachKey(
       for (let i = keys.first; i <= last; i += keys.step, n++) visit(starts[i], ends[i]);
       return n;
     }
-    case 'numkeys': {
-      if (count <= keys.at) return 0;
-      const numkeys = Number(bytes.toString('latin1', starts[keys.at], ends[keys.at]));
-      if (!Number.isInteger(numkeys) || numkeys < 0) return 0;
-      const last = Math.min(count - 1, keys.at + numkeys);
-      let n = 0;
-      for (let i = keys.at + 1; i <= last; i++, n++) visit(starts[i], ends[i]);
-      return n;
-    }
+    case 'numkeys':
+      return visitNumkeys(keys.at, bytes, starts, ends, count, visit);
+    case 'store-numkeys':
+      if (count < 2) return 0;
+      visit(starts[1], ends[1]);
+      return 1 + visitNumkeys(2, bytes, starts, ends, count, visit);
     case 'streams': {
       for (let i = 1; i < count; i++) {
         if (argEquals(bytes, starts[i], ends[i], 'STREAMS')) {
@@ -229,6 +360,24 @@ export function forEachKey(
       return 0;
     }
   }
+}
+
+/** The keys counted by args[at] (EVAL's numkeys), which follow it. */
+function visitNumkeys(
+  at: number,
+  bytes: Buffer,
+  starts: Int32Array,
+  ends: Int32Array,
+  count: number,
+  visit: (start: number, end: number) => void,
+): number {
+  if (count <= at) return 0;
+  const numkeys = Number(bytes.toString('latin1', starts[at], ends[at]));
+  if (!Number.isInteger(numkeys) || numkeys < 0) return 0;
+  const last = Math.min(count - 1, at + numkeys);
+  let n = 0;
+  for (let i = at + 1; i <= last; i++, n++) visit(starts[i], ends[i]);
+  return n;
 }
 
 /** SELECT's argument when it is a plain non-negative integer, else -1 (the server will refuse it). */

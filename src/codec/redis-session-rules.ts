@@ -20,7 +20,11 @@ import { encodeError } from './resp.js';
 import type { DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from './session-rules.js';
 
 /** Commands without keys that any server of a ketama pool can answer. */
-const KEYLESS_ANYWHERE = new Set(['PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT']);
+const KEYLESS_ANYWHERE = new Set([
+  'PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT',
+  // Subcommands have specs of their own (redis-commands.ts); these describe the server's vocabulary.
+  'COMMAND COUNT', 'COMMAND DOCS', 'COMMAND GETKEYS', 'COMMAND GETKEYSANDFLAGS', 'COMMAND HELP', 'COMMAND INFO', 'COMMAND LIST',
+]);
 
 const OK = Buffer.from('+OK\r\n');
 const ZERO = Buffer.from(':0\r\n');

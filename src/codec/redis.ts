@@ -1,9 +1,11 @@
+import type { PoolConfig } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView } from './codec.js';
 import type { Codec } from './registry.js';
 import { CLIENT_ID_REQUEST, parseIntegerReply } from './redis-client-commands.js';
 import { RedisSessionRules } from './redis-session-rules.js';
 import { commandSpec, forEachKey, selectIndex } from './redis-commands.js';
+import { CommandPolicy } from './redis-policy.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
 const errorReplies = new Map<string, Buffer>();
@@ -16,6 +18,15 @@ export const redisCodec: Codec = {
   sessionRules: () => new RedisSessionRules(),
   classify: (bytes: Buffer, args: ArgView) =>
     commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count),
+  forPool(config: PoolConfig): Codec {
+    // Built once per pool: classify then refuses what the pool's command policy denies.
+    const policy = new CommandPolicy(config.name, config.commands);
+    return {
+      ...redisCodec,
+      classify: (bytes: Buffer, args: ArgView) =>
+        policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args),
+    };
+  },
   forEachKey: (spec, bytes, args, visit) => forEachKey(spec, bytes, args.starts, args.ends, args.count, visit),
   selectIndex: (bytes, args) => selectIndex(bytes, args.starts, args.ends, args.count),
   encodeSelect: (db) => encodeCommand(['SELECT', String(db)]),

@@ -1,4 +1,4 @@
-import type { Protocol } from '../config/schema.js';
+import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
 import { redisCodec } from './redis.js';
@@ -18,6 +18,11 @@ export interface Codec {
   sessionRules(): SessionRules;
   /** How the request uses connections, where its keys are, whether it may be retried. */
   classify(bytes: Buffer, args: ArgView): CommandSpec;
+  /**
+   * This codec bound to one pool's settings (its command policy: `classify` then refuses what the
+   * pool denies, with use `denied`). Called once when the pool is built, never per request.
+   */
+  forPool(config: PoolConfig): Codec;
   /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
   forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
   /** For a `select` request: the database it selects, or -1 when the server should judge it. */

@@ -8,8 +8,9 @@
 
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { isMap, isScalar, LineCounter, parseDocument } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { Document } from 'yaml';
+import { parsePolicyName } from '../codec/redis-policy.js';
 import { twemproxyServerName } from '../router/ketama.js';
 import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {
@@ -72,6 +73,7 @@ const ROOT_KEYS = ['admin', 'log', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
+  'commands',
 ];
 const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db'];
 const CLIENT_AUTH_KEYS = ['username', 'password_file', 'password_env'];
@@ -303,7 +305,42 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       outputHardBytes,
     },
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
+    commands: readCommands(walk, pool.get('commands')),
   };
+}
+
+/**
+ * The pool's changes to the built-in command policy. Names are checked against the command tables
+ * (the same ones classify uses), so a typo is an error here rather than a policy that silently
+ * does nothing. Only Redis has a policy so far.
+ */
+function readCommands(walk: Walk, slot: Slot | undefined): PoolConfig['commands'] {
+  const d = DEFAULTS.pool.commands;
+  const section = slot === undefined ? undefined : walk.section(slot, ['allow', 'deny']);
+  if (section === undefined) return d;
+  const lists = { allow: [] as string[], deny: [] as string[] };
+  const seen = new Map<string, Slot>();
+  for (const list of ['allow', 'deny'] as const) {
+    const listSlot = section.get(list);
+    if (listSlot === undefined) continue;
+    // An empty list is the default, not a mistake: unlike listen or servers, none is fine.
+    const items = isSeq(listSlot.node) && listSlot.node.items.length === 0 ? [] : walk.list(listSlot, 'command name', true);
+    for (const item of items) {
+      const name = walk.parse(item, '', (value) =>
+        typeof value === 'string' ? parsePolicyName(value, list) : { ok: false, message: `expected a command name such as "CONFIG GET", got ${describe(value)}` },
+      );
+      if (name === '') continue;
+      const earlier = seen.get(name);
+      if (earlier !== undefined) {
+        const { line, col } = walk.lines.linePos(offsetOf(earlier.node));
+        walk.report(item, `${name} is already listed at ${earlier.path} (line ${line}:${col})`);
+        continue;
+      }
+      seen.set(name, item);
+      lists[list].push(name);
+    }
+  }
+  return lists;
 }
 
 function readHeartbeat(walk: Walk, slot: Slot | undefined): PoolConfig['heartbeat'] {

@@ -95,6 +95,11 @@ export interface PoolConfig {
   };
   /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
   maxRequestBytes: number;
+  /**
+   * Changes to the built-in command policy (codec/redis-policy.ts): names such as `CONFIG` or
+   * `CONFIG GET`, uppercase, one space. The most specific name wins; deny beats allow.
+   */
+  commands: { allow: readonly string[]; deny: readonly string[] };
 }
 
 export interface AdminConfig {
@@ -131,6 +136,7 @@ export const DEFAULTS = {
     requestTimeoutMs: 2000,
     clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20 },
     maxRequestBytes: 512 << 20,
+    commands: { allow: [] as readonly string[], deny: [] as readonly string[] },
     unixMode: 0o660,
   },
   server: { weight: 1, db: 0 },

@@ -107,11 +107,11 @@ export class Pool implements ServerPoolEvents {
 
   constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger) {
     this.config = config;
-    this.codec = codec;
+    this.codec = codec.forPool(config);
     this.#clock = clock;
     this.#log = log;
     this.clientAuth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth);
-    this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, codec, clock, log, this));
+    this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, this.codec, clock, log, this));
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
     this.#hash = hashFunction(config.ketama.hash);
     this.#hashTag = config.ketama.hashTag;

@@ -441,6 +441,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return true;
       case 'local':
         return this.#answerLocal(slot);
+      case 'denied':
+        this.#answerError(slot, 'DENIED_COMMAND', `${spec.name} ${spec.note}`);
+        return true;
       case 'pin-open':
       case 'pin-once':
       case 'pin-session':

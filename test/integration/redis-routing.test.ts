@@ -210,7 +210,7 @@ describe('ketama routing', () => {
     expect(total).toBe(unique);
   });
 
-  it('refuses MGET and DEL of keys on different servers with CROSS_SERVER and keeps the client', async () => {
+  it('refuses MGET, DEL and store commands over keys on different servers with CROSS_SERVER and keeps the client', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
     const client = await raw(portOf(proxy));
@@ -230,6 +230,10 @@ describe('ketama routing', () => {
     expect(expectPoolsideError(cross)).toBe('CROSS_SERVER');
     expect(expectPoolsideError(await client.call('DEL', a, elsewhere))).toBe('CROSS_SERVER');
     expect(expectPoolsideError(await client.call('MSET', a, '1', elsewhere, '2'))).toBe('CROSS_SERVER');
+    // A store command's sources count as keys too: a source on another server would read as empty.
+    expect(expectPoolsideError(await client.call('ZUNIONSTORE', a, '2', sameAsA, elsewhere))).toBe('CROSS_SERVER');
+    expect(expectPoolsideError(await client.call('MSETNX', a, '1', elsewhere, '2'))).toBe('CROSS_SERVER');
+    expect(expectPoolsideError(await client.call('BITOP', 'OR', a, elsewhere))).toBe('CROSS_SERVER');
     // Nothing was deleted or written, and keys on one server still work together.
     expect(await client.call('MGET', a, sameAsA)).toEqual(['A', 'B']);
     expect(await client.call('GET', elsewhere)).toBe('C');
@@ -264,12 +268,15 @@ describe('ketama routing', () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
     const client = await raw(portOf(proxy));
-    for (const command of [['KEYS', '*'], ['DBSIZE'], ['FLUSHDB'], ['RANDOMKEY'], ['SCAN', '0'], ['INFO']]) {
+    for (const command of [['KEYS', '*'], ['DBSIZE'], ['LASTSAVE'], ['RANDOMKEY'], ['SCAN', '0'], ['INFO']]) {
       const reply = await client.call(...command);
       expect(expectPoolsideError(reply), command.join(' ')).toBe('UNSUPPORTED_COMMAND');
     }
     expect(await client.call('PING')).toBe('PONG');
     expect(await client.call('ECHO', 'hello')).toBe('hello');
+    // COMMAND's subcommands describe the server's vocabulary, the same on every shard.
+    expect(typeof (await client.call('COMMAND', 'COUNT'))).toBe('number');
+    expect(Array.isArray(await client.call('COMMAND', 'INFO', 'GET'))).toBe(true);
     expect(await client.call('SET', 'still', 'here')).toBe('OK');
     expect(client.isClosed).toBe(false);
   });

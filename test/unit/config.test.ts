@@ -113,6 +113,7 @@ describe('parseConfig: a good config', () => {
       requestTimeoutMs: d.requestTimeoutMs,
       clients: d.clients,
       maxRequestBytes: d.maxRequestBytes,
+      commands: d.commands,
     } satisfies PoolConfig);
   });
 
@@ -147,6 +148,7 @@ describe('parseConfig: a good config', () => {
       '    request_timeout: 0s',
       '    clients: { max: 50, output_buffer: { soft: 64kb, hard: 2mb } }',
       '    max_request_size: 1048576',
+      '    commands: { allow: [config get, "FUNCTION|FLUSH"], deny: KEYS }',
     );
     const config = parse(text, { env: { REDIS_PW: 's3cret', CLIENT_PW: 'letmein' }, files: { '/etc/poolside/pw': 'filepw\n' } });
     expect(config.admin).toEqual({ listen: { kind: 'tcp', host: '0.0.0.0', port: 0 } });
@@ -201,6 +203,7 @@ describe('parseConfig: a good config', () => {
       requestTimeoutMs: 0,
       clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024 },
       maxRequestBytes: 1_048_576,
+      commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
     } satisfies PoolConfig);
   });
 

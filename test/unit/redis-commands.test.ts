@@ -1,9 +1,14 @@
 import fs from 'node:fs';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ArgView } from '../../src/codec/codec.js';
 import { redisCodec } from '../../src/codec/redis.js';
+import { tableEntry } from '../../src/codec/redis-commands.js';
 import type { CommandSpec, LeaseUse } from '../../src/codec/redis-commands.js';
 import { encodeCommand, RespRequestDecoder } from '../../src/codec/resp.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { RawClient } from '../helpers/resp-client.js';
+import type { RespValue } from '../helpers/resp-client.js';
+import { RedisServer } from '../helpers/servers.js';
 
 /** Frames one command the way a session does and hands its bytes and args to `use`. */
 function framed<T>(args: string[], use: (bytes: Buffer, view: ArgView) => T): T {
@@ -25,37 +30,142 @@ function keys(...args: string[]): string[] {
   });
 }
 
+/** Each backticked command on the doc's table rows, with the `how` of its row. */
+function documentedUses(rows: Record<string, LeaseUse>): Map<string, LeaseUse> {
+  const doc = fs.readFileSync(new URL('../../docs/redis-commands.md', import.meta.url), 'utf8');
+  const found = new Map<string, LeaseUse>();
+  for (const line of doc.split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    const use = rows[cells[1]];
+    if (use === undefined) continue;
+    for (const [, command] of cells[2].matchAll(/`([A-Z][A-Z -]*?)(?: n)?`/g)) {
+      // XREAD … BLOCK is listed with its option: the table's XREAD itself is shared.
+      if (!command.includes('…')) found.set(command.trim(), use);
+    }
+  }
+  return found;
+}
+
+const DOC_ROWS: Record<string, LeaseUse> = {
+  select: 'select',
+  'pin until closed': 'pin-open',
+  'close the pin': 'pin-close',
+  'pin once': 'pin-once',
+  'pin for the session': 'pin-session',
+  relay: 'relay',
+  quit: 'quit',
+  'answered by poolside': 'ok',
+  'answered for the poolside client': 'local',
+  refused: 'unsupported',
+};
+
+/** `COMMAND INFO` of a real redis-server: every command and subcommand it knows, with its key positions. */
+interface ServerCommand {
+  name: string;
+  sub: string | undefined;
+  flags: string[];
+  firstKey: number;
+  lastKey: number;
+  step: number;
+}
+
+function serverCommands(info: RespValue): ServerCommand[] {
+  const out: ServerCommand[] = [];
+  const visit = (entry: RespValue): void => {
+    if (!Array.isArray(entry)) throw new Error(`unexpected COMMAND INFO entry ${String(entry)}`);
+    const [fullName, , flags, firstKey, lastKey, step] = entry;
+    const [name, sub] = String(fullName).toUpperCase().split('|');
+    out.push({ name, sub, flags: (flags as RespValue[]).map(String), firstKey: Number(firstKey), lastKey: Number(lastKey), step: Number(step) });
+    for (const child of (entry[9] ?? []) as RespValue[]) visit(child);
+  };
+  for (const entry of info as RespValue[]) visit(entry);
+  return out;
+}
+
+describe('redis command table against a real redis-server', () => {
+  const cleanup = new Cleanup();
+  afterAll(() => cleanup.run());
+  let commands: ServerCommand[] = [];
+  beforeAll(async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const client = cleanup.add(await RawClient.connect(redis.port), (c) => c.destroy());
+    commands = serverCommands(await client.call('COMMAND', 'INFO'));
+  });
+
+  it('classifies every command and subcommand the server knows explicitly', () => {
+    expect(commands.length).toBeGreaterThan(300);
+    const missing = commands
+      .filter((c) => !(c.sub === undefined && commands.some((o) => o.name === c.name && o.sub !== undefined)))
+      .filter((c) => tableEntry(c.name, c.sub) === undefined)
+      .map((c) => (c.sub === undefined ? c.name : `${c.name} ${c.sub}`));
+    expect(missing).toEqual([]);
+    // Containers answer their bare form too (the server refuses it, poolside must not guess a key).
+    for (const c of commands.filter((c) => c.sub !== undefined)) expect(tableEntry(c.name)?.keys.kind, c.name).toBe('none');
+  });
+
+  it('classifies each as documented in docs/redis-commands.md (unlisted means shared)', () => {
+    const documented = documentedUses(DOC_ROWS);
+    const wrong: string[] = [];
+    for (const c of commands) {
+      const name = c.sub === undefined ? c.name : `${c.name} ${c.sub}`;
+      const expected = documented.get(name) ?? documented.get(c.name) ?? 'shared';
+      const use = tableEntry(c.name, c.sub)?.use;
+      if (use !== expected) wrong.push(`${name}: ${use} in the tables, ${expected} in the doc`);
+    }
+    expect(wrong).toEqual([]);
+    // And every documented name is one the tables know, under that classification.
+    for (const [name, use] of documented) {
+      const [command, sub] = name.split(' ');
+      expect(tableEntry(command, sub)?.use, name).toBe(use);
+    }
+  });
+
+  it('finds keys where the server says they are', () => {
+    const wrong: string[] = [];
+    for (const c of commands) {
+      const spec = tableEntry(c.name, c.sub);
+      // Refused commands never reach a server, so they are never routed either.
+      if (spec === undefined || spec.use === 'unsupported' || c.flags.includes('movablekeys')) continue;
+      // No key position (containers, PING, KEYS…): poolside must not route by an argument.
+      const expected = c.firstKey === 0 ? { kind: 'none' } : { kind: 'range', first: c.firstKey, last: c.lastKey, step: c.step };
+      if (JSON.stringify(spec.keys) !== JSON.stringify(expected)) wrong.push(`${spec.name}: ${JSON.stringify(spec.keys)}, server ${JSON.stringify(expected)}`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
+  it('retries only what the server does not flag as a write', () => {
+    for (const c of commands) {
+      const spec = tableEntry(c.name, c.sub);
+      if (spec?.idempotent === true) expect(c.flags, spec.name).not.toContain('write');
+    }
+  });
+});
+
 describe('redis command table', () => {
   it('agrees with docs/redis-commands.md', () => {
-    const doc = fs.readFileSync(new URL('../../docs/redis-commands.md', import.meta.url), 'utf8');
-    const uses: Record<string, LeaseUse> = {
-      select: 'select',
-      'pin until closed': 'pin-open',
-      'pin once': 'pin-once',
-      'pin for the session': 'pin-session',
-      relay: 'relay',
-      refused: 'unsupported',
-      'answered for the poolside client': 'local',
-    };
     let checked = 0;
-    for (const line of doc.split('\n')) {
-      const cells = line.split('|').map((c) => c.trim());
-      const use = uses[cells[1]];
-      if (use === undefined) continue;
-      for (const [, command] of cells[2].matchAll(/`([A-Z][A-Z -]*?)(?: n)?`/g)) {
-        const words = command.trim().split(' ');
-        // `HELLO` is listed with its pinning form; XREAD … BLOCK with its option.
-        const args = words[0] === 'HELLO' ? ['HELLO', '3'] : command.includes('…') ? [] : words;
-        if (args.length === 0) continue;
-        expect(spec(...args).use, command).toBe(use);
-        checked++;
-      }
+    for (const [command, use] of documentedUses(DOC_ROWS)) {
+      const words = command.split(' ');
+      // `HELLO` is listed with its pinning form.
+      const args = words[0] === 'HELLO' ? ['HELLO', '3'] : words[0] === 'CLIENT' && words[1] === 'SETINFO' ? [...words, 'lib-name', 'x'] : words;
+      expect(spec(...args).use, command).toBe(use);
+      checked++;
     }
     expect(checked).toBeGreaterThan(40);
     expect(spec('XREAD', 'BLOCK', '0', 'STREAMS', 's', '$').use).toBe('pin-once');
     expect(spec('XREADGROUP', 'GROUP', 'g', 'c', 'BLOCK', '0', 'STREAMS', 's', '>').use).toBe('pin-once');
-    expect(spec('QUIT').use).toBe('quit');
-    expect(spec('CLIENT', 'SETINFO', 'lib-name', 'x').use).toBe('ok');
+  });
+
+  it('classifies subcommands on their own, in any case, and the bare container as itself', () => {
+    expect(spec('script', 'debug', 'yes').use).toBe('unsupported');
+    expect(spec('SCRIPT', 'LOAD', 'return 1').use).toBe('shared');
+    expect(spec('OBJECT', 'encoding', 'k').name).toBe('OBJECT ENCODING');
+    expect(keys('OBJECT', 'FREQ', 'k')).toEqual(['k']);
+    expect(keys('MEMORY', 'USAGE', 'k', 'SAMPLES', '5')).toEqual(['k']);
+    expect(keys('XGROUP', 'CREATE', 's', 'g', '$')).toEqual(['s']);
+    expect(spec('CONFIG').name).toBe('CONFIG');
+    expect(spec('CONFIG', 'NOSUCH').name).toBe('CONFIG');
+    expect(spec('CLUSTER', 'NOSUCH').use).toBe('unsupported');
   });
 
   it('matches command names in any case', () => {
@@ -90,6 +200,12 @@ describe('redis command table', () => {
     expect(keys('ZUNION', '2', 'z1', 'z2', 'WEIGHTS', '1', '2')).toEqual(['z1', 'z2']);
     expect(keys('XREAD', 'COUNT', '2', 'STREAMS', 's1', 's2', '0', '0')).toEqual(['s1', 's2']);
     expect(keys('RENAME', 'a', 'b')).toEqual(['a', 'b']);
+    expect(keys('MSETNX', 'a', '1', 'b', '2')).toEqual(['a', 'b']);
+    expect(keys('BITOP', 'AND', 'dest', 'a', 'b')).toEqual(['dest', 'a', 'b']);
+    expect(keys('LCS', 'a', 'b')).toEqual(['a', 'b']);
+    expect(keys('ZUNIONSTORE', 'dest', '2', 'z1', 'z2', 'WEIGHTS', '1', '2')).toEqual(['dest', 'z1', 'z2']);
+    expect(keys('ZDIFFSTORE', 'dest', '1', 'z1')).toEqual(['dest', 'z1']);
+    expect(keys('MIGRATE', 'h', '1', 'k', '0', '5000')).toEqual(['k']);
     expect(keys('PING')).toEqual([]);
     expect(keys('SOMEMODULE.CMD', 'key', 'arg')).toEqual(['key']);
   });
