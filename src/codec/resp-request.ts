@@ -46,6 +46,8 @@ const NINE = 0x39;
 
 // Longest command name built byte by byte; longer ones are garbage and take the slow path.
 const MAX_SHORT_NAME = 32;
+/** Longest name commandName returns whole (Redis's longest command name is 20 bytes). */
+export const MAX_NAME_BYTES = 64;
 
 const INVALID_MULTIBULK = 'Protocol error: invalid multibulk length';
 const INVALID_BULK = 'Protocol error: invalid bulk length';
@@ -324,15 +326,22 @@ export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
   return writeMultibulk(args.map((arg) => (typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg)), null);
 }
 
-/** Argument 0 in ASCII upper case, e.g. `GET`; '' for a request without arguments. */
+/**
+ * Argument 0 in ASCII upper case, e.g. `GET`; '' for a request without arguments. A name longer
+ * than MAX_NAME_BYTES is no command: it is cut there and ends in `…` (not latin1, so it matches
+ * no command), so that error texts, logs and caches never hold a client's megabytes.
+ */
 export function commandName(bytes: Buffer, args: ArgView): string {
   if (args.count === 0) return '';
   const start = args.starts[0];
-  const end = args.ends[0];
+  let end = args.ends[0];
   // Only a-z change: Redis compares command names ASCII-case-insensitively, and String#toUpperCase
   // would also change latin1 letters (and turn ß into SS).
   if (end - start > MAX_SHORT_NAME) {
-    return bytes.toString('latin1', start, end).replace(/[a-z]+/g, (run) => run.toUpperCase());
+    const cut = end - start > MAX_NAME_BYTES;
+    if (cut) end = start + MAX_NAME_BYTES;
+    const name = bytes.toString('latin1', start, end).replace(/[a-z]+/g, (run) => run.toUpperCase());
+    return cut ? `${name}…` : name;
   }
   // Real command names are short; building them in JS is about twice as fast as toString().
   let name = '';
