@@ -15,7 +15,7 @@
  * queue.timeout).
  */
 import type net from 'node:net';
-import { screen, WRONGPASS } from './client-auth.js';
+import { screen, UNAUTHENTICATED_LIMITS, WRONGPASS } from './client-auth.js';
 import type { ClientAuth } from './client-auth.js';
 import type { ArgView, RequestDecoder, RequestSink } from './codec/codec.js';
 import type { Codec } from './codec/registry.js';
@@ -114,6 +114,9 @@ export class ClientSession implements RequestSink, Waiter {
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   #quitting = false;
+  /** After a protocol error or too many wrong passwords: nothing more is read; closed once the replies owed are written. */
+  #closeAfterReplies = false;
+  #wrongPasswords = 0;
   #out: Buffer[] = [];
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
@@ -121,7 +124,7 @@ export class ClientSession implements RequestSink, Waiter {
   readonly #flushOut = (): void => this.#writeOut();
   readonly #resumeReads = (): void => {
     this.#paused = false;
-    if (!this.#closed) this.#socket.resume();
+    if (!this.#closed && !this.#closeAfterReplies) this.#socket.resume();
   };
   readonly #onRelayed = (bytes: Buffer): void => {
     const slot = new Slot(this, EMPTY, RELAYED, -1);
@@ -154,6 +157,7 @@ export class ClientSession implements RequestSink, Waiter {
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
     this.#auth = options.pool.clientAuth;
     this.#authenticated = this.#auth === null;
+    if (!this.#authenticated) this.#decoder.setLimits(UNAUTHENTICATED_LIMITS);
     const servers = options.pool.servers.length;
     this.#affConn = new Array<Connection | null>(servers).fill(null);
     this.#affCount = new Int32Array(servers);
@@ -201,17 +205,19 @@ export class ClientSession implements RequestSink, Waiter {
       case 'pass':
         return false;
       case 'answer': {
-        if (screened.reply === WRONGPASS) {
-          this.#pool.counters.authFailures++;
-          this.#log.warn('client sent wrong credentials', { pool: this.#pool.config.name, reason: 'auth_failed' });
-        }
-        this.#authenticated = screened.authenticated;
         const slot = new Slot(this, EMPTY, RELAYED, -1);
         this.#replies.push(slot);
+        if (screened.reply === WRONGPASS) {
+          this.#pool.counters.authFailures++;
+          if ((this.#auth as ClientAuth).wrongPassword(++this.#wrongPasswords) === 'close') this.#stopReading();
+        }
+        if (screened.authenticated && !this.#authenticated) this.#decoder.setLimits(null);
+        this.#authenticated = screened.authenticated;
         this.#answer(slot, screened.reply);
         return true;
       }
       case 'replace':
+        if (!this.#authenticated) this.#decoder.setLimits(null);
         this.#authenticated = true;
         this.#pool.counters.requests--;
         this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(screened.request);
@@ -549,7 +555,9 @@ export class ClientSession implements RequestSink, Waiter {
     }
     if (this.#quitting && replies.length === 0 && !this.#closed) {
       this.#writeOut();
-      this.#socket.end();
+      // Not a half-close: a client that is cut off may still be sending, and is not read from.
+      if (this.#closeAfterReplies) this.#socket.destroySoon();
+      else this.#socket.end();
     }
   }
 
@@ -594,9 +602,16 @@ export class ClientSession implements RequestSink, Waiter {
       this.#pool.counters.protocolErrors++;
       const slot = new Slot(this, EMPTY, RELAYED, -1);
       this.#replies.push(slot);
-      this.#quitting = true;
+      this.#stopReading();
       this.#answerError(slot, 'PROTOCOL_ERROR', message);
     }
+  }
+
+  /** Reads and runs nothing more from this client; #flush closes it once the replies owed are written. */
+  #stopReading(): void {
+    this.#quitting = true;
+    this.#closeAfterReplies = true;
+    this.#socket.pause();
   }
 
   #onClose(): void {
