@@ -113,9 +113,8 @@ export class ClientSession implements RequestSink, Waiter {
   /** A transaction whose MULTI could not be served: its commands fail until EXEC/DISCARD. */
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
+  /** After QUIT, a protocol error or too many wrong passwords: nothing more is read or run (#stopReading). */
   #quitting = false;
-  /** After a protocol error or too many wrong passwords: nothing more is read; closed once the replies owed are written. */
-  #closeAfterReplies = false;
   #wrongPasswords = 0;
   #out: Buffer[] = [];
   /** When the chunk being framed was read: the start time of every request framed from it. */
@@ -124,7 +123,7 @@ export class ClientSession implements RequestSink, Waiter {
   readonly #flushOut = (): void => this.#writeOut();
   readonly #resumeReads = (): void => {
     this.#paused = false;
-    if (!this.#closed && !this.#closeAfterReplies) this.#socket.resume();
+    if (!this.#closed && !this.#quitting) this.#socket.resume();
   };
   readonly #onRelayed = (bytes: Buffer): void => {
     const slot = new Slot(this, EMPTY, RELAYED, -1);
@@ -192,7 +191,7 @@ export class ClientSession implements RequestSink, Waiter {
     const slot = new Slot(this, bytes, spec, hash);
     slot.startedAt = this.#chunkAt;
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
-    if (spec.use === 'quit') this.#quitting = true;
+    if (spec.use === 'quit') this.#stopReading();
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
     this.#replies.push(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
@@ -555,9 +554,8 @@ export class ClientSession implements RequestSink, Waiter {
     }
     if (this.#quitting && replies.length === 0 && !this.#closed) {
       this.#writeOut();
-      // Not a half-close: a client that is cut off may still be sending, and is not read from.
-      if (this.#closeAfterReplies) this.#socket.destroySoon();
-      else this.#socket.end();
+      // Not a half-close: as Redis does, a client that may still be sending is not read from.
+      this.#socket.destroySoon();
     }
   }
 
@@ -610,7 +608,6 @@ export class ClientSession implements RequestSink, Waiter {
   /** Reads and runs nothing more from this client; #flush closes it once the replies owed are written. */
   #stopReading(): void {
     this.#quitting = true;
-    this.#closeAfterReplies = true;
     this.#socket.pause();
   }
 
