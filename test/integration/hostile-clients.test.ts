@@ -51,6 +51,33 @@ async function stream(client: RawClient, total: number): Promise<number> {
   return sent;
 }
 
+/**
+ * A client that ignores the FIN and keeps sending, as a flood would: writes `first`, then up to
+ * 256 MiB as fast as the proxy reads it. Returns what it received, how much the socket took, and
+ * whether the proxy closed it.
+ */
+async function flood(port: number, first: string): Promise<{ received: Buffer; sent: number; total: number; closed: boolean }> {
+  const bad = cleanup.add(net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }), (s) => s.destroy());
+  let received = Buffer.alloc(0);
+  let closed = false;
+  bad.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+  bad.on('error', () => {});
+  const gone = new Promise<void>((resolve) => bad.once('close', () => resolve()));
+  void gone.then(() => (closed = true));
+  await new Promise((resolve) => bad.once('connect', resolve));
+  bad.write(first);
+  const total = 256 << 20;
+  const chunk = Buffer.alloc(1 << 20, 'x');
+  let sent = 0;
+  const deadline = performance.now() + 10_000;
+  while (sent < total && !closed && performance.now() < deadline) {
+    sent += chunk.length;
+    if (!bad.write(chunk)) await Promise.race([new Promise((resolve) => bad.once('drain', resolve)), gone]);
+  }
+  await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 5000))]);
+  return { received, sent, total, closed };
+}
+
 function password(): Record<string, unknown> {
   const dir = cleanup.add(tempDir('poolside-hostile-'), (d) => fs.rmSync(d, { recursive: true, force: true }));
   const file = path.join(dir, 'pw');
@@ -62,25 +89,9 @@ describe('hostile clients', () => {
   it('closes a client at once after a protocol error, reading nothing more it sends, while others are served', async () => {
     const { proxy, port } = await setup();
     const good = await raw(port);
-    // A client that ignores the FIN and keeps sending, as a flood would.
-    const bad = cleanup.add(net.connect({ host: '127.0.0.1', port, allowHalfOpen: true }), (s) => s.destroy());
-    let received = Buffer.alloc(0);
-    let closed = false;
-    bad.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
-    bad.on('error', () => {});
-    const gone = new Promise<void>((resolve) => bad.once('close', () => resolve()));
-    void gone.then(() => (closed = true));
-    await new Promise((resolve) => bad.once('connect', resolve));
-    bad.write('*1\r\n$4\r\nPING\r\n*x\r\n');
-    const total = 256 << 20;
-    const chunk = Buffer.alloc(1 << 20, 'x');
-    let sent = 0;
-    const deadline = performance.now() + 10_000;
-    while (sent < total && !closed && performance.now() < deadline) {
-      sent += chunk.length;
-      if (!bad.write(chunk)) await Promise.race([new Promise((resolve) => bad.once('drain', resolve)), gone]);
-    }
-    await Promise.race([gone, new Promise((resolve) => setTimeout(resolve, 5000))]);
+    const flooding = flood(port, '*1\r\n$4\r\nPING\r\n*x\r\n');
+    expect(await good.call('PING')).toBe('PONG');
+    const { received, sent, total, closed } = await flooding;
     // Reading and dropping would take it all; without reading, only the kernel's buffers fill.
     expect(closed).toBe(true);
     expect(sent).toBeLessThan(total);
@@ -89,6 +100,14 @@ describe('hostile clients', () => {
     expect(poolsideReason(parseReply(received, pong?.end ?? 0)?.value ?? null)).toBe('PROTOCOL_ERROR');
     expect(await good.call('PING')).toBe('PONG');
     expect(proxy.pools.get('p')?.counters.protocolErrors).toBe(1);
+  });
+
+  it('closes a client after QUIT, as Redis does, instead of reading and dropping what it sends next', async () => {
+    const { port } = await setup();
+    const { received, sent, total, closed } = await flood(port, '*1\r\n$4\r\nQUIT\r\n');
+    expect(closed).toBe(true);
+    expect(sent).toBeLessThan(total);
+    expect(received.toString('latin1')).toBe('+OK\r\n');
   });
 
   it('refuses, before AUTH, more than 10 arguments or an argument over 16 KiB, as Redis does', async () => {
