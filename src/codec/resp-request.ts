@@ -150,16 +150,18 @@ export class RespRequestDecoder implements RequestDecoder {
           const b = chunk[i++];
           if (b === CR) this.#state = State.CountLF;
           else if (b === MINUS && this.#numDigits === 0 && !this.#numNegative) this.#numNegative = true;
-          else this.#digit(b, this.#numNegative ? MAX_NEGATIVE_COUNT : this.#maxArgs, INVALID_MULTIBULK);
+          // Under setLimits, any count up to INT_MAX gets Redis's unauthenticated error at its end.
+          else this.#digit(b, this.#numNegative ? MAX_NEGATIVE_COUNT : this.#limits !== null ? MAX_OFFSET : this.#maxArgs, INVALID_MULTIBULK);
           break;
         }
 
         case State.CountLF:
           if (chunk[i++] !== LF || this.#numDigits === 0) throw this.#fail(INVALID_MULTIBULK);
           if (this.#numNegative && this.#num === 0) throw this.#fail(INVALID_MULTIBULK); // `*-0`, as string2ll
-          if (this.#limits !== null && !this.#numNegative && this.#num > this.#limits.maxArgs) {
+          if (!this.#numNegative && this.#limits !== null && this.#num > this.#limits.maxArgs) {
             throw this.#fail(UNAUTHENTICATED_MULTIBULK);
           }
+          if (!this.#numNegative && this.#num > this.#maxArgs) throw this.#fail(INVALID_MULTIBULK);
           if (this.#numNegative || this.#num === 0) {
             // Redis takes `*0` and any negative count as an empty request and ignores it; so do
             // we, dropping any piece held for it.

@@ -551,6 +551,11 @@ describe('RespRequestDecoder limits before authentication', () => {
     });
   });
 
+  it('refuses a count up to INT_MAX with the unauthenticated error too, as Redis does', () => {
+    expect(limitedEveryWay('*2147483647\r\n')).toEqual({ frames: [], error: 'Protocol error: unauthenticated multibulk length', held: 0 });
+    expect(limitedEveryWay('*2147483648\r\n')).toEqual({ frames: [], error: 'Protocol error: invalid multibulk length', held: 0 });
+  });
+
   it('refuses an argument of 16385 bytes as soon as its length is read', () => {
     expect(limitedEveryWay('*2\r\n$4\r\nAUTH\r\n$16385\r\n')).toEqual({
       frames: [],
