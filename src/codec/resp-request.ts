@@ -244,21 +244,44 @@ export class RespRequestDecoder implements RequestDecoder {
       }
     }
 
-    if (this.#state !== State.Idle && start < n) this.#hold(chunk, start);
+    if (this.#state !== State.Idle && start < n) this.#hold(chunk, start, n, false);
   }
 
-  /** Copies `chunk[start, end)` after the bytes held, growing the buffer by doubling. */
-  #hold(chunk: Buffer, start: number, end = chunk.length): void {
+  /**
+   * Copies `chunk[start, end)` after the bytes held, growing the buffer by doubling: at most
+   * twice what was received, whatever a length line announced. Within an argument's payload the
+   * doubling stops at the argument's end, so a large value that ends its request (SET k <value>)
+   * is held in a buffer of exactly its request's size.
+   */
+  #hold(chunk: Buffer, start: number, end: number, complete: boolean): void {
     const needed = this.#heldBytes + end - start;
     if (needed > this.#held.length) {
+      // A complete request gets exactly its size: nothing more will be added.
+      let capacity = complete ? needed : Math.max(this.#held.length * 2, MIN_HELD);
+      const announced = this.#announcedRest();
+      if (announced > 0) capacity = Math.min(capacity, needed + announced);
       // The state machine bounds a held request by maxRequestBytes (or maxInlineBytes).
-      const doubled = Math.min(Math.max(this.#held.length * 2, MIN_HELD), this.#maxRequestBytes);
-      const grown = Buffer.allocUnsafe(Math.max(needed, doubled));
+      capacity = Math.max(needed, Math.min(capacity, this.#maxRequestBytes));
+      const grown = Buffer.allocUnsafe(capacity);
       this.#held.copy(grown, 0, 0, this.#heldBytes);
       this.#held = grown;
     }
     chunk.copy(this.#held, this.#heldBytes, start, end);
     this.#heldBytes = needed;
+  }
+
+  /** Bytes of the current argument (its CRLF included) still to come; 0 outside a payload. */
+  #announcedRest(): number {
+    switch (this.#state) {
+      case State.Payload:
+        return this.#payloadLeft + 2;
+      case State.PayloadCR:
+        return 2;
+      case State.PayloadLF:
+        return 1;
+      default:
+        return 0;
+    }
   }
 
   #inline(line: Buffer): void {
@@ -278,7 +301,7 @@ export class RespRequestDecoder implements RequestDecoder {
    * over (it is at most twice the request's size), and the next request starts a new one.
    */
   #assemble(chunk: Buffer, end: number): Buffer {
-    this.#hold(chunk, 0, end);
+    this.#hold(chunk, 0, end, true);
     return this.#held.subarray(0, this.#heldBytes);
   }
 

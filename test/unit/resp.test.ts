@@ -583,6 +583,24 @@ describe('RespRequestDecoder limits before authentication', () => {
 });
 
 describe('RespRequestDecoder memory', () => {
+  it('holds a large value arriving in 64 KiB reads in a buffer of its request\'s size, not twice that', () => {
+    const input = bytes(multibulk(['SET', 'k', 'v'.repeat((1 << 20) + 123)]));
+    const delivered: Buffer[] = [];
+    const decoder = new RespRequestDecoder({ onRequest: (buf) => delivered.push(buf) });
+    for (let at = 0; at < input.length; at += 64 * 1024) decoder.push(Buffer.from(input.subarray(at, at + 64 * 1024)));
+    expect(delivered).toHaveLength(1);
+    expect(delivered[0].equals(input)).toBe(true);
+    expect(delivered[0].buffer.byteLength).toBe(input.length);
+  });
+
+  it('does not allocate what a length line announces before the bytes arrive', () => {
+    const decoder = new RespRequestDecoder({ onRequest: () => undefined });
+    const before = process.memoryUsage().arrayBuffers;
+    decoder.push(bytes('*2\r\n$3\r\nGET\r\n$500000000\r\nabc'));
+    decoder.push(bytes('def'));
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
+  });
+
   it('holds a request trickling in one byte per read in about as many bytes as it has', () => {
     // Each read is a Buffer of its own; keeping them as a list costs ~65 bytes per byte held.
     const n = 1 << 20;
