@@ -16,6 +16,7 @@ import http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { TcpAddress } from './config/schema.js';
 import { FAILURE_REASONS } from './errors.js';
+import { ADMIN_MAX_CONNECTIONS } from './fd-budget.js';
 import { formatAddress, ListenError } from './listener.js';
 import { isServerUp } from './metrics.js';
 import type { HistogramCounts, MetricsPool } from './metrics.js';
@@ -103,6 +104,8 @@ export class AdminServer {
     // Scrapes and probes are small: a client that dribbles its headers is not waited for long.
     this.#server.headersTimeout = 10_000;
     this.#server.requestTimeout = 10_000;
+    // Part of the descriptors kept back from clients (fd-budget.ts); more are closed at accept.
+    this.#server.maxConnections = ADMIN_MAX_CONNECTIONS;
   }
 
   /** Binds the endpoint; rejects with a ListenError when the address cannot be used. */

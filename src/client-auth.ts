@@ -8,8 +8,11 @@
  * leaks through an early exit.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { ArgView } from './codec/codec.js';
+import type { ArgView, RequestLimits } from './codec/codec.js';
 import { encodeCommand } from './codec/resp.js';
+import type { Clock } from './util/clock.js';
+import type { Logger } from './util/log.js';
+import { LogThrottle } from './util/log-throttle.js';
 
 const AUTH_OK = Buffer.from('+OK\r\n');
 export const WRONGPASS = Buffer.from('-WRONGPASS invalid username-password pair or user is disabled.\r\n');
@@ -19,6 +22,31 @@ const AUTH_ARITY = Buffer.from("-ERR wrong number of arguments for 'auth' comman
 /** Redis's name for the user of a password-only AUTH. */
 const DEFAULT_USER = 'default';
 
+/**
+ * Request limits until a client has authenticated: Redis's (more than 10 arguments, or an
+ * argument over 16 KiB, is a protocol error before AUTH), so a stranger cannot make poolside
+ * hold a 512 MB request. The session applies them with RequestDecoder.setLimits.
+ */
+export const UNAUTHENTICATED_LIMITS: RequestLimits = { maxArgs: 10, maxArgBytes: 16 * 1024 };
+
+/**
+ * Wrong passwords one client may send: the reply to the last one is followed by closing the
+ * client. Guessing then costs a new connection every few guesses instead of running at the speed
+ * of a pipeline (100,000 guesses took 2.5 s on one connection). A client with a wrong password
+ * in its config fails the same way it would against Redis, only on a new connection each time.
+ */
+export const MAX_WRONG_PASSWORDS = 3;
+
+/** What a session does after a wrong password: answer it, or answer it and close the client. */
+export type WrongPasswordVerdict = 'answer' | 'close';
+
+export interface ClientAuthOptions {
+  clock: Clock;
+  log: Logger;
+  /** The pool's name, for the log. */
+  pool: string;
+}
+
 function digest(value: string | Buffer): Buffer {
   return createHash('sha256').update(value).digest();
 }
@@ -26,10 +54,30 @@ function digest(value: string | Buffer): Buffer {
 export class ClientAuth {
   readonly #username: Buffer;
   readonly #password: Buffer;
+  readonly #options: ClientAuthOptions | null;
+  readonly #logThrottle = new LogThrottle();
 
-  constructor(config: { username: string | null; password: string }) {
+  /** Without options, wrong passwords are not logged (unit tests of check and screen). */
+  constructor(config: { username: string | null; password: string }, options: ClientAuthOptions | null = null) {
     this.#username = digest(config.username ?? DEFAULT_USER);
     this.#password = digest(config.password);
+    this.#options = options;
+  }
+
+  /**
+   * A session got WRONGPASS for the `failures`-th time (counting from 1). Logs at most once a
+   * second for the whole pool, with how many were not logged; the session counts every one in
+   * its pool's counters.
+   */
+  wrongPassword(failures: number): WrongPasswordVerdict {
+    const options = this.#options;
+    if (options !== null) {
+      const unlogged = this.#logThrottle.take(options.clock.now());
+      if (unlogged >= 0) {
+        options.log.warn('client sent wrong credentials', { pool: options.pool, reason: 'auth_failed', unlogged_since_last: unlogged });
+      }
+    }
+    return failures >= MAX_WRONG_PASSWORDS ? 'close' : 'answer';
   }
 
   /** `username` null: a password-only AUTH, which Redis takes as the user "default". */

@@ -5,12 +5,15 @@
  *   poolside --config FILE         run
  *   poolside --check-config FILE   validate FILE, print every problem, exit 0 or 2
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { ConfigError, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
+import { fdBudget, parseOpenFilesLimit } from './fd-budget.js';
+import type { FdBudget } from './fd-budget.js';
 import { formatAddress } from './listener.js';
 import { Proxy } from './proxy.js';
 import { jsonLogger } from './util/log.js';
+import type { Logger } from './util/log.js';
 
 const USAGE = `usage: poolside --config FILE
        poolside --check-config FILE
@@ -44,6 +47,40 @@ function load(file: string): Config | null {
   }
 }
 
+/** This process's descriptor budget (fd-budget.ts); null where /proc cannot say (not Linux) or unlimited. */
+function readFdBudget(config: Config): FdBudget | null {
+  let limit: number | null;
+  let open: number;
+  try {
+    limit = parseOpenFilesLimit(readFileSync('/proc/self/limits', 'utf8'));
+    // readdir holds one descriptor of its own while it lists.
+    open = readdirSync('/proc/self/fd').length - 1;
+  } catch {
+    return null;
+  }
+  return limit === null ? null : fdBudget(config, limit, open);
+}
+
+function reportFdBudget(config: Config, budget: FdBudget | null, log: Logger): void {
+  if (budget === null) return;
+  const fields = { open_files_limit: budget.limit, reserved: budget.reserve, max_clients: budget.capacity };
+  log.info('open-file limit', fields);
+  if (budget.capacity === 0) {
+    log.error('the open-file limit leaves no room for clients: every client will be refused; raise it (ulimit -n, systemd LimitNOFILE=)', { ...fields, reason: 'fd_limit' });
+    return;
+  }
+  for (const pool of config.pools) {
+    if (pool.clients.max > budget.capacity) {
+      log.warn(`clients.max of pool ${pool.name} is above what the open-file limit allows: clients past ${budget.capacity} are refused (TOO_MANY_CLIENTS); raise the limit (ulimit -n, systemd LimitNOFILE=) or lower clients.max`, {
+        ...fields,
+        pool: pool.name,
+        clients_max: pool.clients.max,
+        reason: 'fd_limit',
+      });
+    }
+  }
+}
+
 async function run(file: string): Promise<void> {
   const config = load(file);
   if (config === null) {
@@ -51,9 +88,11 @@ async function run(file: string): Promise<void> {
     return;
   }
   const log = jsonLogger(config.log.level, process.stderr);
+  const budget = readFdBudget(config);
+  reportFdBudget(config, budget, log);
   let proxy: Proxy;
   try {
-    proxy = await Proxy.start(config, { log });
+    proxy = await Proxy.start(config, { log, maxClients: budget?.capacity });
   } catch (err) {
     log.error('poolside could not start', { error: (err as Error).message });
     process.exitCode = 1;

@@ -113,7 +113,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_client_connections_rejected_total',
-    'Clients refused (TOO_MANY_CLIENTS: clients.max reached) or closed by poolside (output_overflow: unread replies passed clients.output_buffer.hard).',
+    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or closed by poolside (output_overflow: unread replies passed clients.output_buffer.hard).',
     'counter',
     [...POOL, 'reason'],
     eachPool((p, emit) => {

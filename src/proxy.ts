@@ -18,6 +18,7 @@ import type { Clock } from './util/clock.js';
 import { systemClock } from './util/clock.js';
 import type { Logger } from './util/log.js';
 import { silentLogger } from './util/log.js';
+import { LogThrottle } from './util/log-throttle.js';
 
 export interface ProxyOptions {
   clock?: Clock;
@@ -29,6 +30,12 @@ export interface ProxyOptions {
   registry?: Registry;
   /** For poolside_build_info and /stats; package.json's version by default. */
   version?: string;
+  /**
+   * Clients across all listeners, past which poolside refuses more (TOO_MANY_CLIENTS) so the
+   * descriptors that are left serve the pools and the admin endpoint: fdBudget's capacity.
+   * Unlimited by default (tests); main.ts sets it from RLIMIT_NOFILE.
+   */
+  maxClients?: number;
 }
 
 export interface BoundListener {
@@ -48,6 +55,8 @@ export class Proxy {
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #options: ProxyOptions;
+  readonly #maxClients: number;
+  readonly #acceptErrors = new LogThrottle();
   #admin: AdminServer | null = null;
   #closing: Promise<void> | null = null;
   /** CLIENT ID of the next client: unique across every pool of this process. */
@@ -58,6 +67,7 @@ export class Proxy {
     this.#options = options;
     this.#log = options.log ?? silentLogger;
     this.#clock = options.clock ?? systemClock;
+    this.#maxClients = options.maxClients ?? Infinity;
   }
 
   /** Builds and starts everything; rejects (with everything closed again) if any listener fails. */
@@ -117,6 +127,8 @@ export class Proxy {
       const pool = this.pools.get(config.name) as Pool;
       for (const address of config.listen) {
         const server = await listen(address, (socket) => this.#accept(pool, socket));
+        // accept() failing (EMFILE, ENFILE): logged, at most once a second, never a crash.
+        server.on('error', (err: NodeJS.ErrnoException) => this.#onAcceptError(config.name, err));
         const bound = boundAddress(address, server);
         this.listeners.push({ pool: config.name, address, bound, server });
         this.#log.info('listening', { pool: config.name, address: formatAddress(bound) });
@@ -145,15 +157,19 @@ export class Proxy {
   #accept(pool: Pool, socket: net.Socket): void {
     if (this.#closing !== null) {
       pool.fail('DRAINING', 'client refused: poolside is shutting down');
-      socket.on('error', () => {});
-      socket.end(pool.codec.errorReply('DRAINING', 'poolside is shutting down'));
+      refuse(socket, pool.codec.errorReply('DRAINING', 'poolside is shutting down'));
       return;
     }
     if (pool.clients >= pool.config.clients.max) {
       pool.counters.clientsRejected++;
       pool.fail('TOO_MANY_CLIENTS', `client refused: clients.max (${pool.config.clients.max}) reached`);
-      socket.on('error', () => {});
-      socket.end(pool.codec.errorReply('TOO_MANY_CLIENTS', `pool ${pool.config.name} has ${pool.config.clients.max} clients`));
+      refuse(socket, pool.codec.errorReply('TOO_MANY_CLIENTS', `pool ${pool.config.name} has ${pool.config.clients.max} clients`));
+      return;
+    }
+    if (this.#sessions.size >= this.#maxClients) {
+      pool.counters.clientsRejected++;
+      pool.fail('TOO_MANY_CLIENTS', `client refused: ${this.#maxClients} clients, all the open-file limit leaves room for`);
+      refuse(socket, pool.codec.errorReply('TOO_MANY_CLIENTS', `poolside has ${this.#maxClients} clients, all its open-file limit allows`));
       return;
     }
     pool.counters.clientsAccepted++;
@@ -168,6 +184,11 @@ export class Proxy {
     });
     pool.addClient(session);
     this.#sessions.add(session);
+  }
+
+  #onAcceptError(pool: string, err: NodeJS.ErrnoException): void {
+    const unlogged = this.#acceptErrors.take(this.#clock.now());
+    if (unlogged >= 0) this.#log.warn('cannot accept a client', { pool, reason: 'accept_failed', error: err.code ?? err.message, unlogged_since_last: unlogged });
   }
 
   async #close(graceMs: number): Promise<void> {
@@ -194,6 +215,17 @@ export class Proxy {
     // Last: /readyz answers 503 through the whole drain, so orchestrators see it.
     await this.#admin?.close();
   }
+}
+
+/**
+ * Answers a refused client and closes it as soon as the answer is written: a FIN alone would
+ * leave its descriptor open until the client closes too, and refusals happen when descriptors
+ * are short.
+ */
+function refuse(socket: net.Socket, reply: Buffer): void {
+  socket.on('error', () => {});
+  socket.end(reply);
+  socket.destroySoon();
 }
 
 function boundAddress(address: ListenAddress, server: net.Server): ListenAddress {

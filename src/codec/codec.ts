@@ -41,11 +41,26 @@ export interface ResponseSink {
   onResponse(bytes: Buffer): void;
 }
 
+/**
+ * Limits tighter than the pool's, for clients that have not authenticated yet (Redis refuses
+ * more than 10 arguments or a 16 KiB argument before AUTH): a stranger cannot make poolside hold
+ * a large request before it proved anything.
+ */
+export interface RequestLimits {
+  maxArgs: number;
+  maxArgBytes: number;
+}
+
 export interface RequestDecoder {
   /** Feeds bytes from the client; calls the sink once per complete request. Throws ProtocolError. */
   push(chunk: Buffer): void;
   /** Bytes held for an incomplete request. */
   readonly buffered: number;
+  /**
+   * Tightens the limits (null: back to the pool's). Takes effect from the next request framed,
+   * also within the chunk being pushed, so a session may call it from inside onRequest.
+   */
+  setLimits(limits: RequestLimits | null): void;
 }
 
 export interface ResponseDecoder {

@@ -244,7 +244,15 @@ defineSub('MODULE', 'HELP LIST LOAD LOADEX UNLOAD', 'unsupported', NONE, false, 
 
 /** A command not in the tables: its first argument is taken as its key, and it is never retried. */
 const UNKNOWN_DEFAULT: Omit<CommandSpec, 'name'> = { use: 'shared', keys: FIRST, idempotent: false, note: '' };
+/**
+ * Specs of commands the tables do not know (module commands), built once per name. Only names
+ * that could be a command are kept: the key comes from client bytes, and entries times bytes
+ * must stay small (at most 1024 x 32 bytes) whatever clients send.
+ */
 const unknownCache = new Map<string, CommandSpec>();
+const UNKNOWN_CACHE_MAX = 1024;
+/** Module commands look like `JSON.GET`, `FT.SEARCH`, `BF.ADD`: letters, digits, `.`, `_`, `-`, `|`. */
+const PLAUSIBLE_NAME = /^[A-Z0-9._|-]{1,32}$/;
 
 const HELLO_PLAIN: CommandSpec = { name: 'HELLO', use: 'shared', keys: NONE, idempotent: true, note: '' };
 const XREAD_BLOCK: CommandSpec = { name: 'XREAD', use: 'pin-once', keys: STREAMS, idempotent: false, note: 'blocking' };
@@ -316,7 +324,7 @@ export function commandSpec(name: string, bytes: Buffer, starts: Int32Array, end
   let unknown = unknownCache.get(name);
   if (unknown === undefined) {
     unknown = { name, ...UNKNOWN_DEFAULT };
-    if (unknownCache.size < 1024) unknownCache.set(name, unknown);
+    if (unknownCache.size < UNKNOWN_CACHE_MAX && PLAUSIBLE_NAME.test(name)) unknownCache.set(name, unknown);
   }
   return unknown;
 }

@@ -8,7 +8,18 @@ import { commandSpec, forEachKey, selectIndex } from './redis-commands.js';
 import { CommandPolicy } from './redis-policy.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
+/**
+ * Error replies built once per text. Texts can quote client bytes (a command name, cut at
+ * MAX_NAME_BYTES), so the cache is bounded by bytes as well as entries, and a long text is
+ * never kept.
+ */
 const errorReplies = new Map<string, Buffer>();
+const ERROR_CACHE_MAX_ENTRIES = 4096;
+const ERROR_CACHE_MAX_TEXT = 256;
+const ERROR_CACHE_MAX_BYTES = 256 * 1024;
+let errorRepliesBytes = 0;
+/** Longest message in an error reply; the rest is cut (a message may quote a client's bytes). */
+const MAX_ERROR_MESSAGE = 512;
 
 /** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in redis-commands.ts. */
 export const redisCodec: Codec = {
@@ -45,11 +56,16 @@ export const redisCodec: Codec = {
   isPush: (bytes) => bytes[0] === 0x3e /* > */,
   errorReply(reason: FailureReason, message: string): Buffer {
     // Most failures repeat the same text (one pool, one reason): build each reply once.
-    const text = `ERR poolside ${reason} ${message}`;
+    const cut = message.length > MAX_ERROR_MESSAGE ? `${message.slice(0, MAX_ERROR_MESSAGE)}…` : message;
+    const text = `ERR poolside ${reason} ${cut}`;
     let reply = errorReplies.get(text);
     if (reply === undefined) {
       reply = encodeError(text);
-      if (errorReplies.size < 4096) errorReplies.set(text, reply);
+      const cost = text.length + reply.length;
+      if (text.length <= ERROR_CACHE_MAX_TEXT && errorReplies.size < ERROR_CACHE_MAX_ENTRIES && errorRepliesBytes + cost <= ERROR_CACHE_MAX_BYTES) {
+        errorReplies.set(text, reply);
+        errorRepliesBytes += cost;
+      }
     }
     return reply;
   },

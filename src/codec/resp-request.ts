@@ -4,12 +4,15 @@
  * original bytes plus argument offsets. Inline commands are rare (telnet, redis-cli pipes), so they
  * are re-encoded as a multibulk: everything downstream then only ever sees one request shape.
  */
-import { ProtocolError, type ArgView, type RequestDecoder, type RequestSink } from './codec.js';
+import { ProtocolError, type ArgView, type RequestDecoder, type RequestLimits, type RequestSink } from './codec.js';
 
 export interface RespRequestDecoderOptions {
   /** Largest request, all framing included (Redis's proto-max-bulk-len is 512 MiB). */
   maxRequestBytes?: number;
-  /** Largest argument count in one multibulk. */
+  /**
+   * Largest argument count in one multibulk. By default only maxRequestBytes bounds it (every
+   * argument takes at least 6 bytes, `$0\r\n\r\n`), as Redis 7 bounds it only by its query buffer.
+   */
   maxArgs?: number;
   /** Longest inline command line (Redis's PROTO_INLINE_MAX_SIZE). */
   maxInlineBytes?: number;
@@ -17,12 +20,21 @@ export interface RespRequestDecoderOptions {
 
 const DEFAULTS = {
   maxRequestBytes: 512 * 1024 * 1024,
-  maxArgs: 1024 * 1024,
   maxInlineBytes: 64 * 1024,
 } as const;
 
 // ArgView offsets are Int32, so no request may be larger than this.
 const MAX_OFFSET = 0x7fffffff;
+/** The smallest argument on the wire: `$0\r\n\r\n`. */
+const MIN_ARG_BYTES = 6;
+/**
+ * Redis parses counts with string2ll: any negative count down to LLONG_MIN (-2^63) means an empty
+ * request. Digits add up in a double, so the bound is 2^63 give or take the rounding.
+ */
+const MAX_NEGATIVE_COUNT = 9.3e18;
+/** First size of the buffer that holds a request spread over reads; it doubles from there. */
+const MIN_HELD = 64;
+const EMPTY = Buffer.alloc(0);
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -34,9 +46,14 @@ const NINE = 0x39;
 
 // Longest command name built byte by byte; longer ones are garbage and take the slow path.
 const MAX_SHORT_NAME = 32;
+/** Longest name commandName returns whole (Redis's longest command name is 20 bytes). */
+export const MAX_NAME_BYTES = 64;
 
 const INVALID_MULTIBULK = 'Protocol error: invalid multibulk length';
 const INVALID_BULK = 'Protocol error: invalid bulk length';
+// Redis's words for the limits it puts on clients that have not authenticated yet.
+const UNAUTHENTICATED_MULTIBULK = 'Protocol error: unauthenticated multibulk length';
+const UNAUTHENTICATED_BULK = 'Protocol error: unauthenticated bulk length';
 
 const enum State {
   /** Between requests: the next byte decides multibulk or inline. */
@@ -65,9 +82,16 @@ export class RespRequestDecoder implements RequestDecoder {
   readonly #maxArgs: number;
   readonly #maxInlineBytes: number;
 
+  /** Tighter limits set by setLimits (clients not yet authenticated); null: the options' limits. */
+  #limits: RequestLimits | null = null;
+
   #state = State.Idle;
-  /** Pieces of the current request from earlier chunks, concatenated once when it completes. */
-  #held: Buffer[] = [];
+  /**
+   * The current request's bytes from earlier chunks, copied into one buffer that grows by
+   * doubling. Never a list of the chunks themselves: a request trickling in a byte per read would
+   * cost a Buffer object per byte (~65x the bytes held), and a view of a chunk keeps all of it.
+   */
+  #held: Buffer = EMPTY;
   #heldBytes = 0;
 
   // The number being read on a length line, digit by digit.
@@ -84,12 +108,18 @@ export class RespRequestDecoder implements RequestDecoder {
   constructor(sink: RequestSink, options: RespRequestDecoderOptions = {}) {
     this.#sink = sink;
     this.#maxRequestBytes = limit('maxRequestBytes', options.maxRequestBytes ?? DEFAULTS.maxRequestBytes);
-    this.#maxArgs = limit('maxArgs', options.maxArgs ?? DEFAULTS.maxArgs);
+    const argsFit = Math.max(1, Math.floor(this.#maxRequestBytes / MIN_ARG_BYTES));
+    this.#maxArgs = Math.min(argsFit, limit('maxArgs', options.maxArgs ?? argsFit));
     this.#maxInlineBytes = limit('maxInlineBytes', options.maxInlineBytes ?? DEFAULTS.maxInlineBytes);
   }
 
   get buffered(): number {
     return this.#heldBytes;
+  }
+
+  /** Applies from the next length line read, also within the chunk being pushed. */
+  setLimits(limits: RequestLimits | null): void {
+    this.#limits = limits;
   }
 
   push(chunk: Buffer): void {
@@ -120,16 +150,21 @@ export class RespRequestDecoder implements RequestDecoder {
           const b = chunk[i++];
           if (b === CR) this.#state = State.CountLF;
           else if (b === MINUS && this.#numDigits === 0 && !this.#numNegative) this.#numNegative = true;
-          // `*-1` is the only negative count we let through, so its limit is 1.
-          else this.#digit(b, this.#numNegative ? 1 : this.#maxArgs, INVALID_MULTIBULK);
+          // Under setLimits, any count up to INT_MAX gets Redis's unauthenticated error at its end.
+          else this.#digit(b, this.#numNegative ? MAX_NEGATIVE_COUNT : this.#limits !== null ? MAX_OFFSET : this.#maxArgs, INVALID_MULTIBULK);
           break;
         }
 
         case State.CountLF:
           if (chunk[i++] !== LF || this.#numDigits === 0) throw this.#fail(INVALID_MULTIBULK);
-          if (this.#numNegative && this.#num !== 1) throw this.#fail(INVALID_MULTIBULK);
+          if (this.#numNegative && this.#num === 0) throw this.#fail(INVALID_MULTIBULK); // `*-0`, as string2ll
+          if (!this.#numNegative && this.#limits !== null && this.#num > this.#limits.maxArgs) {
+            throw this.#fail(UNAUTHENTICATED_MULTIBULK);
+          }
+          if (!this.#numNegative && this.#num > this.#maxArgs) throw this.#fail(INVALID_MULTIBULK);
           if (this.#numNegative || this.#num === 0) {
-            // Redis ignores `*0` and `*-1`; so do we, dropping any piece held for them.
+            // Redis takes `*0` and any negative count as an empty request and ignores it; so do
+            // we, dropping any piece held for it.
             this.#reset();
           } else {
             this.#argCount = this.#num;
@@ -157,6 +192,7 @@ export class RespRequestDecoder implements RequestDecoder {
           if (chunk[i++] !== LF || this.#numDigits === 0) throw this.#fail(INVALID_BULK);
           const argStart = base + i;
           const len = this.#num;
+          if (this.#limits !== null && len > this.#limits.maxArgBytes) throw this.#fail(UNAUTHENTICATED_BULK);
           if (argStart + len + 2 > this.#maxRequestBytes) {
             throw this.#fail(`Protocol error: request larger than ${this.#maxRequestBytes} bytes`);
           }
@@ -208,9 +244,45 @@ export class RespRequestDecoder implements RequestDecoder {
       }
     }
 
-    if (this.#state !== State.Idle && start < n) {
-      this.#held.push(chunk.subarray(start));
-      this.#heldBytes += n - start;
+    if (this.#state !== State.Idle && start < n) this.#hold(chunk, start, n, false);
+  }
+
+  /**
+   * Copies `chunk[start, end)` after the bytes held, growing the buffer by doubling: never more
+   * than four times what was received, whatever a length line announced. Within an argument's
+   * payload the growth stops at the argument's end, so a large value that ends its request
+   * (SET k <value>) is held in a buffer of exactly its request's size.
+   */
+  #hold(chunk: Buffer, start: number, end: number, complete: boolean): void {
+    const needed = this.#heldBytes + end - start;
+    if (needed > this.#held.length) {
+      // A complete request gets exactly its size: nothing more will be added.
+      let capacity = complete ? needed : Math.max(this.#held.length * 2, MIN_HELD);
+      const announced = this.#announcedRest();
+      // A quarter of the argument's end received: room for all of it at once (at most 4x what
+      // was received), which saves the last doublings' allocations and copies.
+      if (announced > 0) capacity = needed * 4 >= needed + announced ? needed + announced : Math.min(capacity, needed + announced);
+      // The state machine bounds a held request by maxRequestBytes (or maxInlineBytes).
+      capacity = Math.max(needed, Math.min(capacity, this.#maxRequestBytes));
+      const grown = Buffer.allocUnsafe(capacity);
+      this.#held.copy(grown, 0, 0, this.#heldBytes);
+      this.#held = grown;
+    }
+    chunk.copy(this.#held, this.#heldBytes, start, end);
+    this.#heldBytes = needed;
+  }
+
+  /** Bytes of the current argument (its CRLF included) still to come; 0 outside a payload. */
+  #announcedRest(): number {
+    switch (this.#state) {
+      case State.Payload:
+        return this.#payloadLeft + 2;
+      case State.PayloadCR:
+        return 2;
+      case State.PayloadLF:
+        return 1;
+      default:
+        return 0;
     }
   }
 
@@ -226,16 +298,19 @@ export class RespRequestDecoder implements RequestDecoder {
     this.#sink.onRequest(bytes, this.#args);
   }
 
-  /** The held pieces plus `chunk[0, end)`, copied once into one buffer. */
+  /**
+   * The held bytes plus `chunk[0, end)`, in a buffer the sink may keep: the held buffer is handed
+   * over (it is at most twice the request's size), and the next request starts a new one.
+   */
   #assemble(chunk: Buffer, end: number): Buffer {
-    this.#held.push(chunk.subarray(0, end));
-    return Buffer.concat(this.#held, this.#heldBytes + end);
+    this.#hold(chunk, 0, end, true);
+    return this.#held.subarray(0, this.#heldBytes);
   }
 
   #reset(): void {
     this.#state = State.Idle;
-    if (this.#heldBytes !== 0) {
-      this.#held = [];
+    if (this.#held !== EMPTY) {
+      this.#held = EMPTY;
       this.#heldBytes = 0;
     }
   }
@@ -267,7 +342,7 @@ export class RespRequestDecoder implements RequestDecoder {
 
   #fail(message: string): ProtocolError {
     this.#state = State.Dead;
-    this.#held = [];
+    this.#held = EMPTY;
     this.#heldBytes = 0;
     return new ProtocolError(message);
   }
@@ -278,15 +353,22 @@ export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
   return writeMultibulk(args.map((arg) => (typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg)), null);
 }
 
-/** Argument 0 in ASCII upper case, e.g. `GET`; '' for a request without arguments. */
+/**
+ * Argument 0 in ASCII upper case, e.g. `GET`; '' for a request without arguments. A name longer
+ * than MAX_NAME_BYTES is no command: it is cut there and ends in `…` (not latin1, so it matches
+ * no command), so that error texts, logs and caches never hold a client's megabytes.
+ */
 export function commandName(bytes: Buffer, args: ArgView): string {
   if (args.count === 0) return '';
   const start = args.starts[0];
-  const end = args.ends[0];
+  let end = args.ends[0];
   // Only a-z change: Redis compares command names ASCII-case-insensitively, and String#toUpperCase
   // would also change latin1 letters (and turn ß into SS).
   if (end - start > MAX_SHORT_NAME) {
-    return bytes.toString('latin1', start, end).replace(/[a-z]+/g, (run) => run.toUpperCase());
+    const cut = end - start > MAX_NAME_BYTES;
+    if (cut) end = start + MAX_NAME_BYTES;
+    const name = bytes.toString('latin1', start, end).replace(/[a-z]+/g, (run) => run.toUpperCase());
+    return cut ? `${name}…` : name;
   }
   // Real command names are short; building them in JS is about twice as fast as toString().
   let name = '';

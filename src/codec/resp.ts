@@ -2,7 +2,7 @@
  * RESP, the Redis serialization protocol: the redis codec's framing of requests and responses.
  *
  * Requests (client -> poolside):
- *   multibulk  *<n>\r\n  then n x  $<len>\r\n<len bytes>\r\n     (`*0` and `*-1` are ignored)
+ *   multibulk  *<n>\r\n  then n x  $<len>\r\n<len bytes>\r\n     (`*0` and negative counts are ignored)
  *   inline     words separated by blanks, ending in \r\n or \n; "double" and 'single' quotes as in
  *              Redis's sdssplitargs. Re-encoded as a multibulk before it is handed on.
  *

@@ -110,7 +110,7 @@ export class Pool implements ServerPoolEvents {
     this.codec = codec.forPool(config);
     this.#clock = clock;
     this.#log = log;
-    this.clientAuth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth);
+    this.clientAuth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth, { clock, log, pool: config.name });
     this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, this.codec, clock, log, this));
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
     this.#hash = hashFunction(config.ketama.hash);

@@ -15,7 +15,7 @@
  * queue.timeout).
  */
 import type net from 'node:net';
-import { screen, WRONGPASS } from '../client-auth.js';
+import { screen, UNAUTHENTICATED_LIMITS, WRONGPASS } from '../client-auth.js';
 import type { ClientAuth } from '../client-auth.js';
 import type { ArgView, RequestDecoder, RequestSink } from '../codec/codec.js';
 import { ProtocolError } from '../codec/codec.js';
@@ -92,14 +92,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** A transaction whose MULTI could not be served: its commands fail until EXEC/DISCARD. */
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
+  /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
   #quitting = false;
+  #wrongPasswords = 0;
   readonly #createdAt: number;
   readonly #addr: string;
   readonly #laddr: string;
   /** For describing the session (CLIENT LIST). */
   #lastCommand = 'NULL';
-  /** Closing for an error, not QUIT: destroy once the replies are written, whatever the client sends. */
-  #closeHard = false;
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
   // Key routing scratch, reused for every request of a ketama pool.
@@ -136,6 +136,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       socket,
       { softBytes: pool.config.clients.outputSoftBytes, hardBytes: pool.config.clients.outputHardBytes },
       {
+        mayResume: () => !this.#quitting,
         onOverflow: (pending) => {
           pool.counters.clientsOverflowed++;
           this.#log.warn('client closed: it stopped reading its replies', { pool: pool.config.name, reason: 'output_overflow', pending });
@@ -144,6 +145,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     );
     this.#auth = options.pool.clientAuth;
     this.#authenticated = this.#auth === null;
+    if (!this.#authenticated) this.#decoder.setLimits(UNAUTHENTICATED_LIMITS);
     const servers = options.pool.servers.length;
     this.#affConn = new Array<Connection | null>(servers).fill(null);
     this.#affCount = new Int32Array(servers);
@@ -191,7 +193,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const slot = new Slot(this, bytes, spec, hash);
     slot.startedAt = this.#chunkAt;
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
-    if (spec.use === 'quit') this.#quitting = true;
+    if (spec.use === 'quit') this.#stopReading();
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
     this.#enqueue(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
@@ -210,17 +212,19 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'pass':
         return false;
       case 'answer': {
-        if (screened.reply === WRONGPASS) {
-          this.#pool.counters.authFailures++;
-          this.#log.warn('client sent wrong credentials', { pool: this.#pool.config.name, reason: 'auth_failed' });
-        }
-        this.#authenticated = screened.authenticated;
         const slot = new Slot(this, EMPTY, UNASKED, -1);
         this.#replies.push(slot);
+        if (screened.reply === WRONGPASS) {
+          this.#pool.counters.authFailures++;
+          if ((this.#auth as ClientAuth).wrongPassword(++this.#wrongPasswords) === 'close') this.#stopReading();
+        }
+        if (screened.authenticated && !this.#authenticated) this.#decoder.setLimits(null);
+        this.#authenticated = screened.authenticated;
         this.#answer(slot, screened.reply);
         return true;
       }
       case 'replace':
+        if (!this.#authenticated) this.#decoder.setLimits(null);
         this.#authenticated = true;
         this.#pool.counters.requests--;
         this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(screened.request);
@@ -693,9 +697,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#replies.flush(!this.#closed);
     if (this.#quitting && this.#replies.length === 0 && !this.#closed) {
       this.#output.flush();
-      // After QUIT the client hangs up itself; after an error nothing it still sends is read.
-      if (this.#closeHard) this.#socket.destroySoon();
-      else this.#socket.end();
+      // Not a half-close: as Redis does, a client that may still be sending is not read from.
+      this.#socket.destroySoon();
     }
   }
 
@@ -727,10 +730,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * Reads nothing more and runs nothing more; replies still owed are written, then the client is
    * closed. (A protocol error, a lost pinned connection.)
    */
-  #closeAfterReplies(): void {
+  #stopReading(): void {
     this.#quitting = true;
-    this.#closeHard = true;
     this.#socket.pause();
+  }
+
+  #closeAfterReplies(): void {
+    this.#stopReading();
     this.#flush();
   }
 

@@ -12,6 +12,8 @@ export interface OutputLimits {
 }
 
 export interface OutputEvents {
+  /** Whether reads may resume once the client drained its replies (not after QUIT or an error). */
+  mayResume(): boolean;
   /** Unread replies passed the hard limit: the socket was reset. */
   onOverflow(pending: number): void;
 }
@@ -25,7 +27,7 @@ export class ClientOutput {
   readonly #flush = (): void => this.flush();
   readonly #resume = (): void => {
     this.#paused = false;
-    if (!this.#socket.destroyed) this.#socket.resume();
+    if (!this.#socket.destroyed && this.#events.mayResume()) this.#socket.resume();
   };
 
   constructor(socket: net.Socket, limits: OutputLimits, events: OutputEvents) {

@@ -1,8 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { ClientAuth, screen, WRONGPASS } from '../../src/client-auth.js';
+import { ClientAuth, MAX_WRONG_PASSWORDS, screen, WRONGPASS } from '../../src/client-auth.js';
 import type { Screened } from '../../src/client-auth.js';
 import type { ArgView } from '../../src/codec/codec.js';
 import { encodeCommand, RespRequestDecoder } from '../../src/codec/resp.js';
+import { FakeClock } from '../helpers/fake-clock.js';
+import { quietLog } from '../helpers/proxy.js';
 
 function screened(auth: ClientAuth, authenticated: boolean, ...args: string[]): Screened {
   let out: Screened | undefined;
@@ -52,5 +54,22 @@ describe('client_auth screening', () => {
     expect(named.check(Buffer.from('app'), Buffer.from('pw'))).toBe(true);
     expect(named.check(null, Buffer.from('pw'))).toBe(false);
     expect(named.check(Buffer.from('app'), Buffer.from('pw2'))).toBe(false);
+  });
+});
+
+describe('client_auth wrong passwords', () => {
+  it('closes a client at its third wrong password and logs at most once a second with how many were not logged', () => {
+    const clock = new FakeClock();
+    const log = quietLog();
+    const guarded = new ClientAuth({ username: null, password: 'pw' }, { clock, log, pool: 'p' });
+    expect([1, 2, 3, 4].map((n) => guarded.wrongPassword(n))).toEqual(['answer', 'answer', 'close', 'close']);
+    expect(MAX_WRONG_PASSWORDS).toBe(3);
+    for (let i = 0; i < 1000; i++) guarded.wrongPassword(1);
+    clock.advance(1000);
+    guarded.wrongPassword(1);
+    expect(log.lines.map((l) => [l.msg, l.fields.unlogged_since_last])).toEqual([
+      ['client sent wrong credentials', 0],
+      ['client sent wrong credentials', 1003],
+    ]);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { ProtocolError, type ArgView } from '../../src/codec/codec.js';
+import { ProtocolError, type ArgView, type RequestLimits } from '../../src/codec/codec.js';
 import {
   RespRequestDecoder,
   RespResponseDecoder,
@@ -122,6 +122,11 @@ describe('RespRequestDecoder', () => {
       input: '*0\r\n' + multibulk(['PING']) + '*-1\r\n*0\r\n' + multibulk(['ECHO', 'x']),
       frames: [request('PING'), request('ECHO', 'x')],
     },
+    {
+      name: 'requests around any negative count, which Redis takes as empty as it does *-1',
+      input: '*-2\r\n' + multibulk(['PING']) + '*-9223372036854775808\r\n' + multibulk(['ECHO', 'x']),
+      frames: [request('PING'), request('ECHO', 'x')],
+    },
     { name: 'an inline command ending in CRLF', input: 'PING\r\n', frames: [request('PING')] },
     { name: 'an inline command ending in LF alone', input: 'get  key\n', frames: [request('get', 'key')] },
     { name: 'inline tabs and blanks around words', input: ' \tSET\tk  v \t\r\n', frames: [request('SET', 'k', 'v')] },
@@ -172,7 +177,18 @@ describe('RespRequestDecoder', () => {
     { name: 'an unprintable bad type byte', input: '*1\r\n\x00', error: "Protocol error: expected '$', got '\\x00'" },
     { name: 'a non-digit multibulk count', input: '*1x\r\n', error: 'Protocol error: invalid multibulk length' },
     { name: 'an empty multibulk count', input: '*\r\n', error: 'Protocol error: invalid multibulk length' },
-    { name: 'a negative multibulk count other than -1', input: '*-2\r\n', error: 'Protocol error: invalid multibulk length' },
+    { name: 'a multibulk count of a minus sign alone', input: '*-\r\n', error: 'Protocol error: invalid multibulk length' },
+    {
+      name: 'a negative multibulk count past LLONG_MIN, before its line ends',
+      input: '*-99999999999999999999',
+      error: 'Protocol error: invalid multibulk length',
+    },
+    {
+      name: 'a count more arguments than maxRequestBytes can hold',
+      input: '*11\r\n',
+      options: { maxRequestBytes: 60 },
+      error: 'Protocol error: invalid multibulk length',
+    },
     { name: 'a multibulk count of -0', input: '*-0\r\n', error: 'Protocol error: invalid multibulk length' },
     { name: 'a multibulk count with a leading zero', input: '*01\r\n', error: 'Protocol error: invalid multibulk length' },
     { name: 'a multibulk count with a plus sign', input: '*+1\r\n', error: 'Protocol error: invalid multibulk length' },
@@ -281,6 +297,15 @@ describe('RespRequestDecoder', () => {
     const decoder = new RespRequestDecoder({ onRequest: () => undefined });
     expect(() => decoder.push(bytes('*x\r\n'))).toThrow(ProtocolError);
     expect(() => decoder.push(bytes(multibulk(['PING'])))).toThrow(ProtocolError);
+  });
+
+  it('accepts more than 1,048,576 arguments, as Redis 7 does, when maxRequestBytes holds them', () => {
+    const count = 1024 * 1024 + 1;
+    const input = Buffer.from(`*${count + 1}\r\n$4\r\nMSET\r\n` + '$0\r\n\r\n'.repeat(count), 'latin1');
+    let seen = 0;
+    const decoder = new RespRequestDecoder({ onRequest: (_buf, args) => (seen = args.count) });
+    decoder.push(input);
+    expect(seen).toBe(count + 1);
   });
 
   it('rejects limits an ArgView offset cannot hold', () => {
@@ -498,6 +523,100 @@ describe('RespResponseDecoder', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('RespRequestDecoder limits before authentication', () => {
+  const preAuth: RequestLimits = { maxArgs: 10, maxArgBytes: 16384 };
+
+  function decodeLimited(chunks: Buffer[], limits: RequestLimits | null): Outcome<RequestFrame> {
+    const frames: RequestFrame[] = [];
+    const decoder = new RespRequestDecoder({ onRequest: (buf, args) => frames.push({ bytes: text(buf), args: argsOf(buf, args) }) });
+    decoder.setLimits(limits);
+    return feed(chunks, frames, (chunk) => decoder.push(chunk), () => decoder.buffered);
+  }
+  const limitedEveryWay = (input: string): Outcome<RequestFrame> => decodeEveryWay(input, (chunks) => decodeLimited(chunks, preAuth));
+  const ten = Array.from({ length: 10 }, (_, k) => `a${k}`);
+
+  it('frames requests of up to 10 arguments of up to 16384 bytes each', () => {
+    const input = multibulk(ten) + multibulk(['AUTH', 'x'.repeat(16384)]) + '*-2\r\n';
+    expect(limitedEveryWay(input)).toEqual({ frames: [request(...ten), request('AUTH', 'x'.repeat(16384))], error: null, held: 0 });
+  });
+
+  it('refuses an 11th argument with Redis\'s unauthenticated multibulk error', () => {
+    expect(limitedEveryWay(multibulk(['PING']) + multibulk([...ten, 'b']))).toEqual({
+      frames: [request('PING')],
+      error: 'Protocol error: unauthenticated multibulk length',
+      held: 0,
+    });
+  });
+
+  it('refuses a count up to INT_MAX with the unauthenticated error too, as Redis does', () => {
+    expect(limitedEveryWay('*2147483647\r\n')).toEqual({ frames: [], error: 'Protocol error: unauthenticated multibulk length', held: 0 });
+    expect(limitedEveryWay('*2147483648\r\n')).toEqual({ frames: [], error: 'Protocol error: invalid multibulk length', held: 0 });
+  });
+
+  it('refuses an argument of 16385 bytes as soon as its length is read', () => {
+    expect(limitedEveryWay('*2\r\n$4\r\nAUTH\r\n$16385\r\n')).toEqual({
+      frames: [],
+      error: 'Protocol error: unauthenticated bulk length',
+      held: 0,
+    });
+  });
+
+  it('lifts the limits for the rest of a chunk when the sink lifts them from inside onRequest', () => {
+    const big = 'v'.repeat(20_000);
+    const input = bytes(multibulk(['AUTH', 'pw']) + multibulk(['SET', 'k', big]) + multibulk(['MSET', ...ten]));
+    for (const { name, chunks } of everySplit(input)) {
+      const names: string[] = [];
+      const decoder = new RespRequestDecoder({
+        onRequest: (buf, args) => {
+          names.push(commandName(buf, args));
+          decoder.setLimits(null);
+        },
+      });
+      decoder.setLimits(preAuth);
+      for (const chunk of chunks) decoder.push(chunk);
+      expect(names, name).toEqual(['AUTH', 'SET', 'MSET']);
+    }
+  });
+});
+
+describe('RespRequestDecoder memory', () => {
+  it('holds a large value arriving in 64 KiB reads in a buffer of its request\'s size, not twice that', () => {
+    const input = bytes(multibulk(['SET', 'k', 'v'.repeat((1 << 20) + 123)]));
+    const delivered: Buffer[] = [];
+    const decoder = new RespRequestDecoder({ onRequest: (buf) => delivered.push(buf) });
+    for (let at = 0; at < input.length; at += 64 * 1024) decoder.push(Buffer.from(input.subarray(at, at + 64 * 1024)));
+    expect(delivered).toHaveLength(1);
+    expect(delivered[0].equals(input)).toBe(true);
+    expect(delivered[0].buffer.byteLength).toBe(input.length);
+  });
+
+  it('does not allocate what a length line announces before the bytes arrive', () => {
+    const decoder = new RespRequestDecoder({ onRequest: () => undefined });
+    const before = process.memoryUsage().arrayBuffers;
+    decoder.push(bytes('*2\r\n$3\r\nGET\r\n$500000000\r\nabc'));
+    decoder.push(bytes('def'));
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
+  });
+
+  it('holds a request trickling in one byte per read in about as many bytes as it has', () => {
+    // Each read is a Buffer of its own; keeping them as a list costs ~65 bytes per byte held.
+    const n = 1 << 20;
+    const input = bytes(`*2\r\n$3\r\nGET\r\n$${n}\r\n`);
+    const decoder = new RespRequestDecoder({ onRequest: () => undefined });
+    for (let i = 0; i < input.length; i++) decoder.push(input.subarray(i, i + 1));
+    const used = (): number => {
+      const m = process.memoryUsage();
+      return m.heapUsed + m.arrayBuffers;
+    };
+    const before = used();
+    const one = Buffer.from('x');
+    for (let i = 0; i < n; i++) decoder.push(Buffer.from(one));
+    expect(decoder.buffered).toBe(input.length + n);
+    // Garbage not yet collected counts too: the bound is an order of magnitude, not exact.
+    expect(used() - before).toBeLessThan(24 * n);
   });
 });
 
