@@ -199,7 +199,7 @@ describe('parseConfig: a good config', () => {
       maxLifetimeMs: 7_200_000,
       eject: { afterFailures: 1, forMs: 30_000 },
       requestTimeoutMs: 0,
-      clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024 },
+      clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30 },
       maxRequestBytes: 1_048_576,
     } satisfies PoolConfig);
   });
