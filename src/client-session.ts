@@ -25,8 +25,9 @@ import type { Connection, ResponseTarget } from './pool/connection.js';
 import { DB_UNKNOWN } from './pool/connection.js';
 import type { Pool, Waiter } from './pool/pool.js';
 import { NO_SERVER } from './router/router.js';
+import { InputBudget } from './session/input-budget.js';
+import { ClientOutput } from './session/output.js';
 import { Fifo } from './util/fifo.js';
-import { writeBatch } from './util/write-batch.js';
 import type { Logger } from './util/log.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -114,20 +115,15 @@ export class ClientSession implements RequestSink, Waiter {
   #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   #quitting = false;
-  #out: Buffer[] = [];
+  readonly #output: ClientOutput;
+  readonly #input: InputBudget;
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
-  #paused = false;
-  readonly #flushOut = (): void => this.#writeOut();
-  readonly #resumeReads = (): void => {
-    this.#paused = false;
-    if (!this.#closed) this.#socket.resume();
-  };
   readonly #onRelayed = (bytes: Buffer): void => {
     const slot = new Slot(this, EMPTY, RELAYED, -1);
     slot.response = bytes;
     slot.done = true;
-    this.#replies.push(slot);
+    this.#queueReply(slot);
     this.#flush();
   };
   // Key routing scratch, reused for every request of a ketama pool.
@@ -158,7 +154,10 @@ export class ClientSession implements RequestSink, Waiter {
     this.#affConn = new Array<Connection | null>(servers).fill(null);
     this.#affCount = new Int32Array(servers);
     socket.setNoDelay(true);
+    this.#output = new ClientOutput(socket, options.pool.clientLimits);
+    this.#input = new InputBudget(options.pool.clientLimits, this.#output);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => this.#onEnd());
     socket.on('error', () => {}); // 'close' follows; a client's reset is not poolside's error
     socket.on('close', () => this.#onClose());
   }
@@ -180,7 +179,7 @@ export class ClientSession implements RequestSink, Waiter {
       hash = this.#keyHash;
       if (keys === 0 && spec.use === 'shared' && !KEYLESS_ANYWHERE.has(spec.name)) {
         const slot = new Slot(this, bytes, spec, hash);
-        this.#replies.push(slot);
+        this.#queueReply(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
         return;
       }
@@ -190,7 +189,7 @@ export class ClientSession implements RequestSink, Waiter {
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
     if (spec.use === 'quit') this.#quitting = true;
     if (spec.use === 'select') slot.selectDb = this.#codec.selectIndex(bytes, args);
-    this.#replies.push(slot);
+    this.#queueReply(slot);
     if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
   }
 
@@ -207,7 +206,7 @@ export class ClientSession implements RequestSink, Waiter {
         }
         this.#authenticated = screened.authenticated;
         const slot = new Slot(this, EMPTY, RELAYED, -1);
-        this.#replies.push(slot);
+        this.#queueReply(slot);
         this.#answer(slot, screened.reply);
         return true;
       }
@@ -532,11 +531,18 @@ export class ClientSession implements RequestSink, Waiter {
     this.#answer(slot, this.#codec.errorReply(reason, message));
   }
 
+  /** Every slot enters #replies here and leaves it in #flush: the input budget counts it in between. */
+  #queueReply(slot: Slot): void {
+    this.#replies.push(slot);
+    this.#input.add(slot.bytes.length);
+  }
+
   #flush(): void {
     const replies = this.#replies;
     let now = 0;
     for (let head = replies.peek(); head !== undefined && head.done; head = replies.peek()) {
       replies.shift();
+      this.#input.release(head.bytes.length);
       if (head.startedAt > 0) {
         // A reply ends when the read that completed it happened: one clock read per server read,
         // not per reply. Replies poolside made itself end now.
@@ -545,40 +551,10 @@ export class ClientSession implements RequestSink, Waiter {
         if (end === 0) end = now = this.#pool.now();
         this.#pool.counters.requestDuration.observe((end - head.startedAt) / 1000);
       }
-      if (!this.#closed && head.response.length > 0) this.#write(head.response);
+      if (!this.#closed) this.#output.write(head.response);
     }
-    if (this.#quitting && replies.length === 0 && !this.#closed) {
-      this.#writeOut();
-      this.#socket.end();
-    }
-  }
-
-  /** Queues reply bytes; everything queued in one turn goes out in one write (#flushOut). */
-  #write(bytes: Buffer): void {
-    this.#out.push(bytes);
-    if (this.#out.length === 1) queueMicrotask(this.#flushOut);
-  }
-
-  #writeOut(): void {
-    const out = this.#out;
-    const socket = this.#socket;
-    if (out.length === 0 || this.#closed || socket.destroyed) return;
-    this.#out = [];
-    writeBatch(socket, out);
-    const pending = socket.writableLength;
-    const { outputSoftBytes, outputHardBytes } = this.#pool.config.clients;
-    if (pending >= outputHardBytes) {
-      this.#pool.counters.clientsOverflowed++;
-      this.#log.warn('client closed: it stopped reading its replies', { pool: this.#pool.config.name, reason: 'output_overflow', pending });
-      // A reset, not a FIN: the replies it never read are discarded, and a client that is not
-      // reading would not see a FIN until it read everything before it.
-      socket.resetAndDestroy();
-    } else if (pending >= outputSoftBytes && !this.#paused) {
-      // Stop reading its requests until it reads its replies; shared connections never wait for it.
-      this.#paused = true;
-      socket.pause();
-      socket.once('drain', this.#resumeReads);
-    }
+    // QUIT, a protocol error, or the client shut down its write side: end after the last reply.
+    if (this.#quitting && replies.length === 0 && !this.#closed) this.#output.end();
   }
 
   // ── client events ───────────────────────────────────────────────────────────────────────────
@@ -589,14 +565,25 @@ export class ClientSession implements RequestSink, Waiter {
     this.#chunkAt = this.#pool.now();
     try {
       this.#decoder.push(chunk);
+      this.#input.check(this.#decoder.buffered);
     } catch (err) {
       const message = (err as Error).message;
       this.#pool.counters.protocolErrors++;
       const slot = new Slot(this, EMPTY, RELAYED, -1);
-      this.#replies.push(slot);
+      this.#queueReply(slot);
       this.#quitting = true;
       this.#answerError(slot, 'PROTOCOL_ERROR', message);
     }
+  }
+
+  /** The client shut down its write side (half-close): nothing more comes; its requests are still answered. */
+  #onEnd(): void {
+    this.#quitting = true;
+    // A FIN may as well be a client that is gone: a blocking command it waits on may never
+    // return, so, like Redis at EOF, drop it rather than hold its exclusive connection.
+    const lease = this.#lease;
+    if (lease.kind === 'pinned' && lease.conn.blocking > 0) this.close();
+    else if (this.#replies.length === 0 && !this.#closed) this.#output.end();
   }
 
   #onClose(): void {
