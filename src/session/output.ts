@@ -124,6 +124,17 @@ export class ClientOutput {
     if (turn.length === 0) return;
     this.#turn = [];
     if (this.#state !== 'open') return;
+    const socket = this.#socket;
+    if (this.#queued === 0 && socket.writableLength < CHUNK) {
+      // The usual case, a turn's small replies to a client that keeps up: straight to the socket.
+      let total = 0;
+      for (const bytes of turn) total += bytes.length;
+      if (total <= CHUNK) {
+        if (!socket.destroyed) writeBatch(socket, turn);
+        if (socket.writableLength >= this.#softBytes) this.#checkLimits();
+        return;
+      }
+    }
     for (const bytes of turn) {
       this.#queue.push(bytes);
       this.#queued += bytes.length;
