@@ -224,6 +224,7 @@ function poolCountersJson(c: PoolCounters): object {
     clientsAccepted: c.clientsAccepted,
     clientsRejected: c.clientsRejected,
     clientsOverflowed: c.clientsOverflowed,
+    clientsInputOverflowed: c.clientsInputOverflowed,
     pins: Object.fromEntries(c.pins),
     requestDuration: histogramJson(c.requestDuration),
     waitDuration: histogramJson(c.waitDuration),

@@ -23,7 +23,9 @@ export function formatAddress(address: ListenAddress): string {
 }
 
 export async function listen(address: ListenAddress, onSocket: (socket: net.Socket) => void): Promise<net.Server> {
-  const server = net.createServer({ noDelay: true }, onSocket);
+  // allowHalfOpen: a client that shuts down its write side after its last request (`nc -N`,
+  // `printf … | redis-cli`) still gets its replies; the session ends the socket after the last one.
+  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, onSocket);
   if (address.kind === 'tcp') {
     await bind(server, { host: address.host, port: address.port }, formatAddress(address));
     return server;

@@ -113,12 +113,13 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_client_connections_rejected_total',
-    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or closed by poolside (output_overflow: unread replies passed clients.output_buffer.hard).',
+    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or reset by poolside (output_overflow: unread replies past clients.output_buffer limits; input_overflow: unanswered requests past clients.input_buffer.hard).',
     'counter',
     [...POOL, 'reason'],
     eachPool((p, emit) => {
       emit(p.labels, p.counters.clientsRejected, REJECTED_TOO_MANY);
       emit(p.labels, p.counters.clientsOverflowed, REJECTED_OVERFLOW);
+      emit(p.labels, p.counters.clientsInputOverflowed, REJECTED_INPUT_OVERFLOW);
     }),
   );
   family(
@@ -361,7 +362,7 @@ const FAILURE_LABELS = constantLabels('reason', FAILURE_REASONS);
 const CLOSE_LABELS = constantLabels('reason', CLOSE_REASONS);
 const PIN_LABELS = constantLabels('reason', PIN_REASONS);
 const HEALTH_LABELS = constantLabels('state', HEALTH_STATES);
-const [REJECTED_TOO_MANY, REJECTED_OVERFLOW] = constantLabels('reason', ['TOO_MANY_CLIENTS', 'output_overflow']);
+const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW] = constantLabels('reason', ['TOO_MANY_CLIENTS', 'output_overflow', 'input_overflow']);
 const [REASON_TIMEOUT, REASON_ERROR] = constantLabels('reason', ['timeout', 'error']);
 const [STATE_IDLE, STATE_ACTIVE, STATE_CONNECTING, STATE_BORROWED] = constantLabels('state', ['idle', 'active', 'connecting', 'borrowed']);
 const LE_INF: Labels = Object.freeze({ le: '+Inf' });

@@ -254,8 +254,8 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   );
 
   const eject = pool.section('eject', ['after_failures', 'for']);
-  const clients = pool.section('clients', ['max', 'output_buffer']);
-  const output = clients?.section('output_buffer', ['soft', 'hard']);
+  const clients = pool.section('clients', ['max', 'output_buffer', 'input_buffer']);
+  const output = clients?.section('output_buffer', ['soft', 'hard', 'soft_seconds']);
   const [softSlot, hardSlot] = [output?.get('soft'), output?.get('hard')];
   const outputSoftBytes = walk.size(softSlot, d.clients.outputSoftBytes);
   const outputHardBytes = walk.size(hardSlot, d.clients.outputHardBytes);
@@ -263,6 +263,16 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     outputSoftBytes <= outputHardBytes,
     [hardSlot, softSlot],
     `clients.output_buffer.hard (${outputHardBytes} bytes) must be at least soft (${outputSoftBytes} bytes)`,
+  );
+  const outputSoftSeconds = walk.parse(output?.get('soft_seconds'), d.clients.outputSoftMs / 1000, wholeNumber(1));
+  const input = clients?.section('input_buffer', ['soft', 'hard']);
+  const [inSoftSlot, inHardSlot] = [input?.get('soft'), input?.get('hard')];
+  const inputSoftBytes = walk.size(inSoftSlot, d.clients.inputSoftBytes);
+  const inputHardBytes = walk.size(inHardSlot, d.clients.inputHardBytes);
+  walk.check(
+    inputSoftBytes <= inputHardBytes,
+    [inHardSlot, inSoftSlot],
+    `clients.input_buffer.hard (${inputHardBytes} bytes) must be at least soft (${inputSoftBytes} bytes)`,
   );
 
   return {
@@ -303,6 +313,9 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       max: walk.parse(clients?.get('max'), d.clients.max, wholeNumber(1)),
       outputSoftBytes,
       outputHardBytes,
+      outputSoftMs: outputSoftSeconds * 1000,
+      inputSoftBytes,
+      inputHardBytes,
     },
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
     commands: readCommands(walk, pool.get('commands')),

@@ -88,10 +88,16 @@ export interface PoolConfig {
   requestTimeoutMs: number;
   clients: {
     max: number;
-    /** Pending output bytes at which a client's reads are paused. */
+    /** Unsent reply bytes at which a client's reads are paused (and outputSoftMs starts to count). */
     outputSoftBytes: number;
-    /** Pending output bytes at which a client is closed. */
+    /** Reply bytes queued behind the one being written at which a client is reset. */
     outputHardBytes: number;
+    /** A client with outputSoftBytes unsent that takes none of them for this long is reset. */
+    outputSoftMs: number;
+    /** Bytes of requests framed and not yet answered at which a client's reads are paused. */
+    inputSoftBytes: number;
+    /** … at which it is reset (the decoder's incomplete request included). */
+    inputHardBytes: number;
   };
   /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
   maxRequestBytes: number;
@@ -134,7 +140,7 @@ export const DEFAULTS = {
     maxLifetimeMs: 3_600_000,
     eject: { afterFailures: 3, forMs: 10_000 },
     requestTimeoutMs: 2000,
-    clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20 },
+    clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30 },
     maxRequestBytes: 512 << 20,
     commands: { allow: [] as readonly string[], deny: [] as readonly string[] },
     unixMode: 0o660,

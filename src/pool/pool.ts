@@ -20,6 +20,7 @@ import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
 import { Histogram, REQUEST_BUCKETS, WAIT_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
+import { ClientLimits } from '../session/limits.js';
 import type { ServerHealth } from './health.js';
 import { ServerPool } from './server-pool.js';
 import type { ServerPoolEvents, ServerStats } from './server-pool.js';
@@ -48,8 +49,10 @@ export interface PoolCounters {
   internalErrors: number;
   /** Idempotent requests sent again after their connection died. */
   retries: number;
-  /** Clients closed because their unread replies passed clients.output_buffer.hard. */
+  /** Clients reset for their unread replies (clients.output_buffer: hard, or soft for soft_seconds). */
   clientsOverflowed: number;
+  /** Clients reset for the requests they sent and were not yet answered for (clients.input_buffer.hard). */
+  clientsInputOverflowed: number;
   /** AUTH or HELLO … AUTH with credentials client_auth does not accept. */
   authFailures: number;
   pins: Map<string, number>;
@@ -69,6 +72,7 @@ export function newPoolCounters(): PoolCounters {
     internalErrors: 0,
     retries: 0,
     clientsOverflowed: 0,
+    clientsInputOverflowed: 0,
     authFailures: 0,
     pins: new Map(),
     requestDuration: new Histogram(REQUEST_BUCKETS),
@@ -92,6 +96,8 @@ export class Pool implements ServerPoolEvents {
   readonly counters: PoolCounters = newPoolCounters();
   /** Checks client credentials when the pool has client_auth. */
   readonly clientAuth: ClientAuth | null;
+  /** What each client may make poolside hold (clients.output_buffer, clients.input_buffer). */
+  readonly clientLimits: ClientLimits;
   readonly #clients = new Map<number, ClientHandle>();
   /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
@@ -111,6 +117,7 @@ export class Pool implements ServerPoolEvents {
     this.#clock = clock;
     this.#log = log;
     this.clientAuth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth, { clock, log, pool: config.name });
+    this.clientLimits = new ClientLimits(config, clock, log, this.counters);
     this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, this.codec, clock, log, this));
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
     this.#hash = hashFunction(config.ketama.hash);

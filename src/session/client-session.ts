@@ -29,6 +29,7 @@ import type { Pool, Waiter } from '../pool/pool.js';
 import { NO_SERVER } from '../router/router.js';
 import { Fifo } from '../util/fifo.js';
 import type { Logger } from '../util/log.js';
+import { InputBudget } from './input-budget.js';
 import { ClientOutput } from './output.js';
 import { ReplyQueue } from './reply-queue.js';
 import { EMPTY, Slot, UNASKED } from './slot.js';
@@ -75,6 +76,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #rules: SessionRules;
   readonly #replies: ReplyQueue;
   readonly #output: ClientOutput;
+  readonly #input: InputBudget;
+  /** The client shut down its write side: its replies are still written, then the FIN. */
+  #halfClosed = false;
   readonly #backlog = new Fifo<Slot>();
   #wait: WaitFor = 'none';
   /** When the request at the head of the backlog began waiting for a connection; -1 = not waiting. */
@@ -131,18 +135,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
     this.#rules = this.#codec.sessionRules();
     const pool = options.pool;
-    this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes));
-    this.#output = new ClientOutput(
-      socket,
-      { softBytes: pool.config.clients.outputSoftBytes, hardBytes: pool.config.clients.outputHardBytes },
-      {
-        mayResume: () => !this.#quitting,
-        onOverflow: (pending) => {
-          pool.counters.clientsOverflowed++;
-          this.#log.warn('client closed: it stopped reading its replies', { pool: pool.config.name, reason: 'output_overflow', pending });
-        },
-      },
-    );
+    this.#output = new ClientOutput(socket, pool.clientLimits);
+    this.#input = new InputBudget(pool.clientLimits, this.#output);
+    this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes), this.#input);
     this.#auth = options.pool.clientAuth;
     this.#authenticated = this.#auth === null;
     if (!this.#authenticated) this.#decoder.setLimits(UNAUTHENTICATED_LIMITS);
@@ -151,6 +146,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#affCount = new Int32Array(servers);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => this.#onEnd());
     socket.on('error', () => {}); // 'close' follows; a client's reset is not poolside's error
     socket.on('close', () => this.#onClose());
   }
@@ -326,6 +322,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void {
     this.#settle(slot);
+    if (this.#closed) return; // the client is gone: nobody to answer, nothing to count against the pool
     if (!slot.pinned && retryable && slot.spec.idempotent && !slot.retried && !this.#closed) {
       slot.retried = true;
       this.#pool.counters.retries++;
@@ -695,11 +692,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   #flush(): void {
     this.#replies.flush(!this.#closed);
-    if (this.#quitting && this.#replies.length === 0 && !this.#closed) {
-      this.#output.flush();
-      // Not a half-close: as Redis does, a client that may still be sending is not read from.
-      this.#socket.destroySoon();
-    }
+    // QUIT, an error, or the client shut down its write side: end after the last reply it is owed.
+    if (this.#quitting && this.#replies.length === 0 && !this.#closed) this.#output.end(!this.#halfClosed);
   }
 
   // ── client events ───────────────────────────────────────────────────────────────────────────
@@ -710,6 +704,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#chunkAt = this.#pool.now();
     try {
       this.#decoder.push(chunk);
+      this.#input.check(this.#decoder.buffered);
     } catch (err) {
       if (!(err instanceof ProtocolError)) {
         // poolside's own fault, not the client's: loud, counted, and never blamed on the peer.
@@ -732,7 +727,18 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    */
   #stopReading(): void {
     this.#quitting = true;
-    this.#socket.pause();
+    this.#output.pauseReads('closing');
+  }
+
+  /** The client shut down its write side (half-close): nothing more comes; its requests are still answered. */
+  #onEnd(): void {
+    this.#quitting = true;
+    this.#halfClosed = true;
+    // A FIN may as well be a client that is gone: a blocking command it waits on may never
+    // return, so, like Redis at EOF, drop it rather than hold its exclusive connection.
+    const lease = this.#lease;
+    if (lease.kind === 'pinned' && lease.lease.blocking) this.close();
+    else this.#flush();
   }
 
   #closeAfterReplies(): void {

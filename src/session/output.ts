@@ -1,65 +1,246 @@
 /**
- * The write side of one client's socket: replies queued in one event-loop turn go out in one
- * write, and a client that does not read its replies is paused, then cut off, so it can never hold
- * poolside's memory or slow a shared connection.
+ * The write side of one client's socket: replies batched per turn, handed to the socket a chunk
+ * at a time, the output limits, whether the client's requests are read, and the FIN after the
+ * last reply.
+ *
+ *   session ─▶ write(reply) ─▶ #turn ─(end of turn)─▶ #queue ─▶ #pump: up to CHUNK ─▶ socket ─▶ kernel
+ *                                                                  ▲ again on 'drain'
+ *
+ * Why a queue of our own rather than writing everything to the socket at once: a Node socket
+ * counts a write as pending until all of it is in the kernel, so a 200 MB reply would look like
+ * 200 MB unread however fast the client reads it. Handed over a chunk at a time, every chunk the
+ * socket takes is visible progress, and "unread" means what it says. The limits follow Redis's
+ * client-output-buffer-limit, adapted so that one large reply in transit is never the problem:
+ *
+ * - hard: replies queued behind the one being written pass `outputHardBytes`: reset at once.
+ * - soft: at `outputSoftBytes` unsent the client's reads pause (it is sent nothing new to answer
+ *   until it reads); if it then takes none of its replies for `outputSoftMs`, it is reset.
  */
 import type net from 'node:net';
+import type { Timer } from '../util/clock.js';
+import { Fifo } from '../util/fifo.js';
 import { writeBatch } from '../util/write-batch.js';
+import type { ClientLimits, OverflowCause } from './limits.js';
 
-export interface OutputLimits {
-  softBytes: number;
-  hardBytes: number;
-}
+/** Why the client's requests are not being read; reads resume when no reason is left ('closing' never leaves). */
+export type ReadPause = 'output' | 'input' | 'closing';
 
-export interface OutputEvents {
-  /** Whether reads may resume once the client drained its replies (not after QUIT or an error). */
-  mayResume(): boolean;
-  /** Unread replies passed the hard limit: the socket was reset. */
-  onOverflow(pending: number): void;
-}
+const PAUSE_BIT: Record<ReadPause, number> = { output: 1, input: 2, closing: 4 };
+
+/**
+ * Most bytes handed to the socket at once, and the most it may hold before it gets more. Large
+ * enough that a busy client's replies go out in few writes, small enough that a client reading a
+ * large reply shows progress many times a second.
+ */
+const CHUNK = 256 * 1024;
+
+/**
+ * A stall timer that fires this much later than due means poolside itself was not running (a
+ * long GC, a blocked loop): the client could not have been seen reading, so it gets a new window.
+ */
+const LATE_MS = 500;
+
+/** open → ending (end() called, replies still queued) → ended (FIN sent); closed from any. */
+type State = 'open' | 'ending' | 'ended' | 'closed';
 
 export class ClientOutput {
   readonly #socket: net.Socket;
-  readonly #limits: OutputLimits;
-  readonly #events: OutputEvents;
-  #out: Buffer[] = [];
-  #paused = false;
-  readonly #flush = (): void => this.flush();
-  readonly #resume = (): void => {
-    this.#paused = false;
-    if (!this.#socket.destroyed && this.#events.mayResume()) this.#socket.resume();
+  readonly #limits: ClientLimits;
+  /** outputSoftBytes, but at least the socket's high-water mark, so that a 'drain' always follows a pause. */
+  readonly #softBytes: number;
+  #state: State = 'open';
+  /** Replies written this turn. */
+  #turn: Buffer[] = [];
+  /** Replies not yet handed to the socket, oldest first; the head may be partly handed over. */
+  readonly #queue = new Fifo<Buffer>();
+  #headOffset = 0;
+  #queued = 0;
+  /** Scratch for one chunk's pieces, reused. */
+  readonly #batch: Buffer[] = [];
+  #pausedBy = 0;
+  #closeAfterEnd = false;
+  /** While at least soft bytes are unsent: when the client last took some; -1 otherwise. */
+  #progressAt = -1;
+  #stallTimer: Timer | null = null;
+  #stallDueAt = 0;
+  readonly #endOfTurn = (): void => this.#flushTurn();
+  readonly #onDrain = (): void => {
+    if (this.#progressAt >= 0) this.#progressAt = this.#limits.clock.now();
+    this.#pump();
   };
+  readonly #onStallTimer = (): void => this.#checkStall();
 
-  constructor(socket: net.Socket, limits: OutputLimits, events: OutputEvents) {
+  constructor(socket: net.Socket, limits: ClientLimits) {
     this.#socket = socket;
     this.#limits = limits;
-    this.#events = events;
+    this.#softBytes = Math.max(limits.outputSoftBytes, socket.writableHighWaterMark);
+    socket.on('drain', this.#onDrain);
+    socket.once('close', () => this.#onClose());
   }
 
-  /** Queues reply bytes; everything queued in one turn goes out in one write. */
+  /** Reply bytes not yet taken by the kernel: queued here, in this turn, or held by the socket. */
+  get pending(): number {
+    let turn = 0;
+    for (const bytes of this.#turn) turn += bytes.length;
+    return this.#queued + turn + this.#socket.writableLength;
+  }
+
+  /** Queues reply bytes; everything written in one turn goes out together at the end of it. Ignored once end() was called. */
   write(bytes: Buffer): void {
-    this.#out.push(bytes);
-    if (this.#out.length === 1) queueMicrotask(this.#flush);
+    if (this.#state !== 'open' || bytes.length === 0) return;
+    this.#turn.push(bytes);
+    if (this.#turn.length === 1) queueMicrotask(this.#endOfTurn);
   }
 
-  /** Writes what is queued now. */
-  flush(): void {
-    const out = this.#out;
+  /**
+   * Sends everything written so far, then a FIN. The session calls it after the last reply it owes.
+   * `close`: destroy the socket once the FIN is out rather than wait for the client's (after QUIT
+   * or an error nothing it still sends is read, as Redis does); a client that half-closed has
+   * sent its FIN already.
+   */
+  end(close: boolean): void {
+    if (this.#state !== 'open') return;
+    this.#closeAfterEnd = close;
+    this.#flushTurn();
+    if (this.#state !== 'open') return; // the turn broke a limit
+    this.#state = 'ending';
+    this.#pump();
+  }
+
+  /** Resets the client (RST, not FIN: it is not reading, so it would never see a FIN behind its replies). */
+  reset(): void {
+    if (this.#state === 'closed') return;
+    this.#drop();
+    this.#socket.resetAndDestroy();
+  }
+
+  pauseReads(reason: ReadPause): void {
+    const before = this.#pausedBy;
+    this.#pausedBy |= PAUSE_BIT[reason];
+    if (before === 0 && this.#state !== 'closed') this.#socket.pause();
+  }
+
+  resumeReads(reason: ReadPause): void {
+    if ((this.#pausedBy & PAUSE_BIT[reason]) === 0) return;
+    this.#pausedBy &= ~PAUSE_BIT[reason];
+    if (this.#pausedBy === 0 && this.#state !== 'closed') this.#socket.resume();
+  }
+
+  #flushTurn(): void {
+    const turn = this.#turn;
+    if (turn.length === 0) return;
+    this.#turn = [];
+    if (this.#state !== 'open') return;
     const socket = this.#socket;
-    if (out.length === 0 || socket.destroyed) return;
-    this.#out = [];
-    writeBatch(socket, out);
-    const pending = socket.writableLength;
-    if (pending >= this.#limits.hardBytes) {
-      this.#events.onOverflow(pending);
-      // A reset, not a FIN: the replies it never read are discarded, and a client that is not
-      // reading would not see a FIN until it read everything before it.
-      socket.resetAndDestroy();
-    } else if (pending >= this.#limits.softBytes && !this.#paused) {
-      // Stop reading its requests until it reads its replies; shared connections never wait for it.
-      this.#paused = true;
-      socket.pause();
-      socket.once('drain', this.#resume);
+    if (this.#queued === 0 && socket.writableLength < CHUNK) {
+      // The usual case, a turn's small replies to a client that keeps up: straight to the socket.
+      let total = 0;
+      for (const bytes of turn) total += bytes.length;
+      if (total <= CHUNK) {
+        if (!socket.destroyed) writeBatch(socket, turn);
+        if (socket.writableLength >= this.#softBytes) this.#checkLimits();
+        return;
+      }
     }
+    for (const bytes of turn) {
+      this.#queue.push(bytes);
+      this.#queued += bytes.length;
+    }
+    this.#pump();
+    this.#checkLimits();
+  }
+
+  /** Hands queued bytes to the socket while it holds less than a chunk. */
+  #pump(): void {
+    const socket = this.#socket;
+    if (this.#state === 'closed' || socket.destroyed) return;
+    const queue = this.#queue;
+    const batch = this.#batch;
+    while (this.#queued > 0 && socket.writableLength < CHUNK) {
+      let room = CHUNK;
+      for (let head = queue.peek(); head !== undefined && room > 0; head = queue.peek()) {
+        const offset = this.#headOffset;
+        const left = head.length - offset;
+        if (left <= room) {
+          batch.push(offset === 0 ? head : head.subarray(offset));
+          queue.shift();
+          this.#headOffset = 0;
+          this.#queued -= left;
+          room -= left;
+        } else {
+          batch.push(head.subarray(offset, offset + room));
+          this.#headOffset = offset + room;
+          this.#queued -= room;
+          room = 0;
+        }
+      }
+      writeBatch(socket, batch);
+      batch.length = 0;
+    }
+    if (this.#queued === 0 && this.#state === 'ending') {
+      this.#state = 'ended';
+      if (this.#closeAfterEnd) socket.destroySoon();
+      else socket.end();
+    }
+    if (this.#progressAt >= 0 && this.#queued + socket.writableLength < this.#softBytes / 2) {
+      this.#progressAt = -1;
+      this.resumeReads('output');
+    }
+  }
+
+  #checkLimits(): void {
+    const pending = this.#queued + this.#socket.writableLength;
+    if (pending < this.#softBytes) return;
+    const head = this.#queue.peek();
+    const behind = head === undefined ? 0 : this.#queued - (head.length - this.#headOffset);
+    if (behind >= this.#limits.outputHardBytes) {
+      this.#overflow('output_hard', pending);
+      return;
+    }
+    this.pauseReads('output');
+    if (this.#progressAt < 0) this.#progressAt = this.#limits.clock.now();
+    if (this.#stallTimer === null) this.#armStallTimer(this.#limits.outputSoftMs);
+  }
+
+  #armStallTimer(ms: number): void {
+    this.#stallDueAt = this.#limits.clock.now() + ms;
+    this.#stallTimer = this.#limits.clock.setTimeout(this.#onStallTimer, ms);
+    this.#stallTimer.unref();
+  }
+
+  #checkStall(): void {
+    this.#stallTimer = null;
+    if (this.#state === 'closed' || this.#progressAt < 0) return;
+    const now = this.#limits.clock.now();
+    if (now - this.#stallDueAt > LATE_MS) {
+      this.#progressAt = now;
+      this.#armStallTimer(this.#limits.outputSoftMs);
+      return;
+    }
+    const idle = now - this.#progressAt;
+    if (idle >= this.#limits.outputSoftMs) this.#overflow('output_stalled', this.#queued + this.#socket.writableLength);
+    else this.#armStallTimer(this.#limits.outputSoftMs - idle);
+  }
+
+  #overflow(cause: OverflowCause, pending: number): void {
+    this.#limits.overflowed(cause, pending);
+    this.reset();
+  }
+
+  /** Forgets everything queued (the client is gone or being reset) so its memory is freed now. */
+  #drop(): void {
+    this.#state = 'closed';
+    this.#turn = [];
+    this.#queue.drain();
+    this.#queued = 0;
+    this.#headOffset = 0;
+    this.#progressAt = -1;
+    if (this.#stallTimer !== null) this.#limits.clock.clearTimeout(this.#stallTimer);
+    this.#stallTimer = null;
+  }
+
+  #onClose(): void {
+    if (this.#state !== 'closed') this.#drop();
+    this.#socket.off('drain', this.#onDrain);
   }
 }

@@ -4,6 +4,7 @@
  * out of order (a fast GET behind a slow EVAL on another server) waits in its slot.
  */
 import type { Histogram } from '../util/histogram.js';
+import type { InputBudget } from './input-budget.js';
 import { Fifo } from '../util/fifo.js';
 import type { Slot } from './slot.js';
 
@@ -12,12 +13,17 @@ export class ReplyQueue {
   readonly #duration: Histogram;
   readonly #now: () => number;
   readonly #write: (bytes: Buffer) => void;
+  readonly #input: InputBudget;
 
-  /** `write` gets each reply's bytes in order; `duration` observes framed-to-answered times. */
-  constructor(duration: Histogram, now: () => number, write: (bytes: Buffer) => void) {
+  /**
+   * `write` gets each reply's bytes in order; `duration` observes framed-to-answered times; `input`
+   * counts every request from its slot's push until its reply leaves here.
+   */
+  constructor(duration: Histogram, now: () => number, write: (bytes: Buffer) => void, input: InputBudget) {
     this.#duration = duration;
     this.#now = now;
     this.#write = write;
+    this.#input = input;
   }
 
   get length(): number {
@@ -26,6 +32,7 @@ export class ReplyQueue {
 
   push(slot: Slot): void {
     this.#slots.push(slot);
+    this.#input.add(slot.bytes.length);
   }
 
   /** Writes every done slot at the head; `writing` false: the client is gone, replies are dropped. */
@@ -34,6 +41,7 @@ export class ReplyQueue {
     let now = 0;
     for (let head = slots.peek(); head !== undefined && head.done; head = slots.peek()) {
       slots.shift();
+      this.#input.release(head.bytes.length);
       if (head.startedAt > 0) {
         // A reply ends when the read that completed it happened: one clock read per server read,
         // not per reply. Replies poolside made itself end now.

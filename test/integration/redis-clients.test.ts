@@ -269,8 +269,10 @@ describe('client lifecycle', () => {
     for (let i = 0; i < 1000; i++) leaving.send(i % 2 === 0 ? 'GET' : 'INCR', i % 2 === 0 ? 'big' : 'leaving:n');
     await waitFor(() => proxy.stats()[0].servers[0].inflight >= 1000, '1000 requests in flight');
     leaving.destroy();
-    await waitFor(() => proxy.clients === 1, 'the client gone');
+    // Its FIN could be a half-close: poolside keeps the session until the replies come, writes
+    // them, and learns from the reset that the client is gone.
     redis.signal('SIGCONT');
+    await waitFor(() => proxy.clients === 1, 'the client gone');
     await waitFor(() => proxy.stats()[0].servers[0].inflight === 0, 'the orphaned replies read and dropped');
 
     const after = proxy.stats()[0].servers[0];

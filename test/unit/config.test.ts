@@ -146,7 +146,7 @@ describe('parseConfig: a good config', () => {
       '    max_lifetime: 2h',
       '    eject: { after_failures: 1, for: 30s }',
       '    request_timeout: 0s',
-      '    clients: { max: 50, output_buffer: { soft: 64kb, hard: 2mb } }',
+      '    clients: { max: 50, output_buffer: { soft: 64kb, hard: 2mb, soft_seconds: 3 }, input_buffer: { soft: 2mb, hard: 600mb } }',
       '    max_request_size: 1048576',
       '    commands: { allow: [config get, "FUNCTION|FLUSH"], deny: KEYS }',
     );
@@ -201,7 +201,7 @@ describe('parseConfig: a good config', () => {
       maxLifetimeMs: 7_200_000,
       eject: { afterFailures: 1, forMs: 30_000 },
       requestTimeoutMs: 0,
-      clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024 },
+      clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 3000, inputSoftBytes: 2 << 20, inputHardBytes: 600 << 20 },
       maxRequestBytes: 1_048_576,
       commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
     } satisfies PoolConfig);
@@ -542,6 +542,12 @@ describe('parseConfig: range rules', () => {
       'pools.cache.clients.output_buffer.soft',
       'clients.output_buffer.hard (67108864 bytes) must be at least soft (134217728 bytes)',
     ],
+    [
+      '    clients: { input_buffer: { hard: 4mb } }',
+      'pools.cache.clients.input_buffer.hard',
+      'clients.input_buffer.hard (4194304 bytes) must be at least soft (8388608 bytes)',
+    ],
+    ['    clients: { output_buffer: { soft_seconds: 0 } }', 'pools.cache.clients.output_buffer.soft_seconds', 'must be at least 1, got 0'],
     ['    max_request_size: 0', 'pools.cache.max_request_size', 'must be greater than 0'],
     ['    connections: { max: 2.5 }', 'pools.cache.connections.max', 'expected a whole number, got 2.5'],
     ['    connections: { max: "8" }', 'pools.cache.connections.max', 'expected a whole number, got "8"'],

@@ -1,0 +1,267 @@
+/**
+ * The client's side of the socket, against a real redis-server: large replies reach a client that
+ * reads them, a client that stops reading or keeps sending behind a request that never returns is
+ * bounded (paused, then reset) without hurting other clients, and a client that half-closes after
+ * writing its requests still gets every reply.
+ *
+ * The proxy runs in this process, so its memory is this process's: /proc/self/status.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Proxy } from '../../src/proxy.js';
+import { PER_REQUEST_BYTES } from '../../src/session/input-budget.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { portOf, startProxy, waitReady } from '../helpers/proxy.js';
+import type { PoolYaml } from '../helpers/proxy.js';
+import { encode, RawClient } from '../helpers/resp-client.js';
+import { RedisServer, waitFor } from '../helpers/servers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+const MB = 1024 * 1024;
+/** Scheduling noise on a loaded 2-core machine, never the thing measured. */
+const SLACK_MS = 3000;
+
+async function setup(pool: PoolYaml = {}): Promise<{ redis: RedisServer; proxy: Proxy; port: number }> {
+  const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+  const proxy = cleanup.add(await startProxy([redis.address], pool), (p) => p.close());
+  await waitReady(proxy);
+  return { redis, proxy, port: portOf(proxy) };
+}
+
+async function raw(port: number): Promise<RawClient> {
+  return cleanup.add(await RawClient.connect(port), (c) => c.destroy());
+}
+
+/** A kB figure from /proc/self/status (VmRSS now, VmHWM the peak so far), in bytes. */
+function memory(field: 'VmRSS' | 'VmHWM'): number {
+  const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  if (match === null) throw new Error(`no ${field} in /proc/self/status`);
+  return Number(match[1]) * 1024;
+}
+
+/** Makes `key` a `size`-byte string on the server itself (zeros, then 'x'), without sending it. */
+async function bigValue(redis: RedisServer, key: string, size: number): Promise<void> {
+  const server = cleanup.add(await RawClient.connect(redis.port), (c) => c.destroy());
+  expect(await server.call('SETRANGE', key, size - 1, 'x')).toBe(size);
+}
+
+/**
+ * GETs `key` through the proxy and reads the reply as it comes, keeping only a count and its last
+ * bytes (a test client that buffered 200 MB would measure itself, not the proxy).
+ */
+function getBig(port: number, key: string, size: number, timeoutMs: number): Promise<void> {
+  const header = `$${size}\r\n`;
+  const expected = header.length + size + 2;
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    cleanup.defer(() => socket.destroy());
+    let received = 0;
+    let first = '';
+    let tail = Buffer.alloc(0);
+    const timer = setTimeout(() => fail(`timed out with ${received} of ${expected} bytes`), timeoutMs);
+    const fail = (why: string): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new Error(`GET ${key}: ${why}`));
+    };
+    socket.on('connect', () => socket.write(encode('GET', key)));
+    socket.on('data', (chunk: Buffer) => {
+      if (received < header.length) first += chunk.toString('latin1', 0, Math.min(chunk.length, header.length - received));
+      received += chunk.length;
+      tail = Buffer.concat([tail, chunk.subarray(Math.max(0, chunk.length - 3))]).subarray(-3);
+      if (received < expected) return;
+      clearTimeout(timer);
+      socket.destroy();
+      if (received > expected) reject(new Error(`GET ${key}: ${received - expected} bytes too many`));
+      else if (first !== header || tail.toString('latin1') !== 'x\r\n') reject(new Error(`GET ${key}: wrong framing ${JSON.stringify(first)}…${JSON.stringify(tail.toString('latin1'))}`));
+      else resolve();
+    });
+    socket.on('error', (err) => fail(`${err.message} after ${received} of ${expected} bytes`));
+    socket.on('close', () => {
+      if (received < expected) fail(`closed after ${received} of ${expected} bytes`);
+    });
+  });
+}
+
+/** Writes `chunk` over and over until `total` bytes went out or the proxy stops taking them for `stallMs`. */
+async function flood(socket: net.Socket, chunk: Buffer, total: number, stallMs: number): Promise<number> {
+  let written = 0;
+  while (written < total) {
+    const more = socket.write(chunk);
+    written += chunk.length;
+    if (more) continue;
+    const drained = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        socket.off('drain', onDrain);
+        resolve(false);
+      }, stallMs);
+      const onDrain = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      socket.once('drain', onDrain);
+    });
+    if (!drained) break;
+  }
+  return written;
+}
+
+describe('large replies', () => {
+  for (const size of [70 * MB, 200 * MB]) {
+    it(`serves a ${size / MB} MB value to a client that reads it, with the default output limits and bounded memory`, async () => {
+      // Default output limits. request_timeout is raised because redis-server itself takes seconds
+      // to start a 200 MB reply on a loaded machine, and that deadline is not what this is about.
+      const { redis, proxy, port } = await setup({ request_timeout: '30s' });
+      await bigValue(redis, 'big', size);
+      await getBig(port, 'big', size, 60_000);
+      expect(proxy.pools.get('p')?.counters.clientsOverflowed).toBe(0);
+      // The decoder holds the reply once and concatenates it once; nothing else may copy it.
+      expect(memory('VmHWM')).toBeLessThan(3 * size + 150 * MB);
+    }, 90_000);
+  }
+});
+
+describe('clients that do not read', () => {
+  it('resets a client that stops reading within clients.output_buffer.soft_seconds while another client keeps its answers', async () => {
+    const softSeconds = 1;
+    const { proxy, port } = await setup({ clients: { output_buffer: { soft_seconds: softSeconds } } });
+    const other = await raw(port);
+    expect(await other.call('SET', 'v', 'v'.repeat(MB))).toBe('OK');
+    const stalled = await raw(port);
+    stalled.socket.pause();
+    // 40 MB of replies: more than the kernel buffers, less behind the first than output_buffer.hard.
+    for (let i = 0; i < 40; i++) stalled.send('GET', 'v');
+    const started = performance.now();
+    const counters = proxy.pools.get('p')?.counters;
+    while (counters?.clientsOverflowed === 0 && performance.now() - started < softSeconds * 1000 + 2 * SLACK_MS) {
+      expect(await other.call('PING')).toBe('PONG');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    const took = performance.now() - started;
+    expect(counters?.clientsOverflowed).toBe(1);
+    expect(took).toBeGreaterThanOrEqual(softSeconds * 1000 - 50);
+    expect(took).toBeLessThan(softSeconds * 1000 + 2 * SLACK_MS);
+    await waitFor(() => proxy.clients === 1, 'the stalled client gone');
+    expect(await other.call('GET', 'v')).toHaveLength(MB);
+  });
+
+  it('keeps a client that reads a large reply slowly but steadily, longer than soft_seconds', async () => {
+    const softSeconds = 1;
+    const { redis, proxy, port } = await setup({ clients: { output_buffer: { soft_seconds: softSeconds } } });
+    const size = 4 * MB;
+    await bigValue(redis, 'slow', size);
+    const client = await raw(port);
+    // 128 kB every 100 ms: over 3 s for the whole reply, never a whole second without reading.
+    const step = 128 * 1024;
+    let allowed = step;
+    client.socket.on('data', () => {
+      if (client.received >= allowed) client.socket.pause();
+    });
+    const reading = setInterval(() => {
+      allowed += step;
+      client.socket.resume();
+    }, 100);
+    cleanup.defer(() => clearInterval(reading));
+    client.send('GET', 'slow');
+    const started = performance.now();
+    await waitFor(() => client.received >= size || client.isClosed, 'the slow client to read its reply', 60_000);
+    clearInterval(reading);
+    expect(client.isClosed).toBe(false);
+    expect(performance.now() - started).toBeGreaterThan(2 * softSeconds * 1000);
+    expect(proxy.pools.get('p')?.counters.clientsOverflowed).toBe(0);
+  });
+});
+
+describe('clients that keep sending', () => {
+  it('pauses a client streaming GETs behind BLPOP key 0, with memory bounded, while another client keeps getting answers', async () => {
+    const soft = 1 * MB;
+    const { proxy, port } = await setup({ clients: { input_buffer: { soft: '1mb' } } });
+    const counters = proxy.pools.get('p')?.counters;
+    const other = await raw(port);
+    expect(await other.call('SET', 'k', 'v')).toBe('OK');
+    const rssBefore = memory('VmRSS');
+
+    const blocked = await raw(port);
+    blocked.socket.pause();
+    blocked.send('BLPOP', 'never', 0);
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 1, 'BLPOP on its exclusive connection');
+    // 1 KB keys: 64 MB is 64k requests, cheap to frame but far past the budget.
+    const get = encode('GET', 'g'.repeat(1000));
+    const batch = Buffer.concat(Array.from({ length: 64 }, () => get));
+    const total = 64 * MB;
+    const requestsBefore = counters?.requests ?? 0;
+    const flooding = flood(blocked.socket, batch, total, 1000);
+    for (let i = 0; i < 20; i++) expect(await other.call('GET', 'k')).toBe('v');
+    const written = await flooding;
+    const framed = (counters?.requests ?? 0) - requestsBefore;
+    const budget = Math.ceil((soft + 64 * 1024) / (get.length + PER_REQUEST_BYTES)) + 64;
+    expect(written).toBeLessThan(total);
+    expect(framed).toBeLessThan(budget);
+    expect(memory('VmRSS') - rssBefore).toBeLessThan(200 * MB);
+    expect(await other.call('GET', 'k')).toBe('v');
+
+    // It leaves. Its unread requests sit in poolside's receive buffer ahead of its FIN, so poolside
+    // learns it left only once BLPOP returns and the requests behind it are read and answered.
+    blocked.destroy();
+    expect(await other.call('LPUSH', 'never', 'x')).toBe(1);
+    await waitFor(() => proxy.clients === 1, 'the blocked client gone', 10_000);
+    const started = performance.now();
+    expect(await other.call('GET', 'k')).toBe('v');
+    expect(performance.now() - started).toBeLessThan(SLACK_MS);
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'its exclusive connection back');
+  });
+
+  it('resets a client whose unanswered requests pass clients.input_buffer.hard', async () => {
+    const { proxy, port } = await setup({ clients: { input_buffer: { soft: '64kb', hard: '1mb' } } });
+    const client = await raw(port);
+    client.send('SET', 'huge', 'h'.repeat(2 * MB));
+    expect(await client.closesWithin(5000)).toBe(true);
+    expect(proxy.pools.get('p')?.counters.clientsInputOverflowed).toBe(1);
+    const other = await raw(port);
+    expect(await other.call('EXISTS', 'huge')).toBe(0);
+  });
+});
+
+describe('half-closed clients', () => {
+  it('answers every request of a client that shuts down its write side after sending them, then ends', async () => {
+    const { port } = await setup();
+    const client = await raw(port);
+    client.write(Buffer.concat([encode('SET', 'a', '1'), encode('GET', 'a'), encode('INCR', 'a')]));
+    client.socket.end();
+    expect(await client.take(3)).toEqual(['OK', '1', 2]);
+    expect(await client.closesWithin(2000)).toBe(true);
+  });
+
+  it('answers a half-closed client pinned for its session, then gives its exclusive connection back', async () => {
+    const { proxy, port } = await setup();
+    const client = await raw(port);
+    client.write(Buffer.concat([encode('CLIENT', 'SETNAME', 'halfway'), encode('SET', 'b', '2'), encode('GET', 'b')]));
+    client.socket.end();
+    expect(await client.take(3)).toEqual(['OK', 'OK', '2']);
+    expect(await client.closesWithin(2000)).toBe(true);
+    await waitFor(() => proxy.clients === 0, 'the session gone');
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'the exclusive connection back');
+  });
+
+  it('drops a client that half-closes while BLPOP key 0 waits, as Redis does at EOF, and frees its exclusive connection', async () => {
+    const { proxy, port } = await setup();
+    const client = await raw(port);
+    client.send('BLPOP', 'nothing', 0);
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 1, 'BLPOP on its exclusive connection');
+    client.socket.end();
+    expect(await client.closesWithin(2000)).toBe(true);
+    await waitFor(() => proxy.clients === 0 && proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'the session and its exclusive connection gone');
+  });
+
+  it('ends a half-closed client that owes nothing at once', async () => {
+    const { proxy, port } = await setup();
+    const client = await raw(port);
+    expect(await client.call('PING')).toBe('PONG');
+    client.socket.end();
+    expect(await client.closesWithin(2000)).toBe(true);
+    await waitFor(() => proxy.clients === 0, 'the session gone');
+  });
+});
