@@ -3,6 +3,7 @@
  * poolside client, CLIENT TRACKING REDIRECT translation, CLIENT REPLY, the write fence before WAIT,
  * transaction state on a pinned connection, and what CLIENT LIST shows.
  */
+import type { FailureReason } from '../errors.js';
 import type { ArgView } from './codec.js';
 import type { CommandSpec } from './redis-commands.js';
 import {
@@ -58,7 +59,7 @@ class RedisPinnedState implements PinnedState {
     const queuing = this.#tx.queuing;
     // An EXEC that may commit a SELECT: nothing more on the session's behalf until its reply says
     // which database the connection is in.
-    const barrier = this.#tx.execMaySelect(role);
+    const barrier = this.#tx.needsBarrier(role);
     if (this.#tx.onSend(role) === 'abort') {
       // poolside refused a command of this transaction: Redis would answer EXECABORT, and so does
       // poolside, after discarding what the server queued.
@@ -86,8 +87,29 @@ export class RedisSessionRules implements SessionRules {
   /** From CLIENT SETNAME and HELLO replies, for CLIENT LIST. */
   #name = '';
   #resp = 2;
+  /** A MULTI poolside could not serve (no exclusive connection): its commands fail until EXEC or DISCARD. */
+  #aborted: { reason: FailureReason; message: string } | null = null;
+
+  refusedPin(spec: CommandSpec, reason: FailureReason, message: string): void {
+    // Only a refused MULTI opens a transaction that must not run in parts; a refused WATCH is just refused.
+    if (spec.name === 'MULTI') this.#aborted = { reason, message };
+  }
+
+  aborted(spec: CommandSpec): { reason: FailureReason; message: string } | null {
+    const aborted = this.#aborted;
+    if (aborted === null) return null;
+    // Inside MULTI an UNWATCH is queued, not run: only EXEC, DISCARD and RESET end the transaction.
+    if (spec.name === 'EXEC' || spec.name === 'DISCARD' || spec.name === 'RESET') this.#aborted = null;
+    if (spec.name === 'RESET' || spec.name === 'QUIT') return null;
+    return aborted;
+  }
 
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake {
+    if (spec.name === 'RESET') {
+      // RESET turns CLIENT REPLY back on (and is answered itself).
+      this.#replyOff = false;
+      this.#skip = 0;
+    }
     if (spec.use === 'local') {
       const command = parseClientCommand(bytes, args);
       if (command.kind === 'reply') {
@@ -145,9 +167,11 @@ export class RedisSessionRules implements SessionRules {
       }
       case 'kill': {
         const target = view.client(command.id);
-        const killed = target !== undefined && !(command.skipMe && target.id === view.id);
-        if (killed) target.kill();
-        return { kind: 'reply', bytes: killed ? ONE : ZERO };
+        if (target === undefined || (command.skipMe && target.id === view.id)) return { kind: 'reply', bytes: ZERO };
+        // Killing itself, a client still gets the :1 (Redis closes it after the reply).
+        if (target.id === view.id) view.closeAfterReplies();
+        else target.kill();
+        return { kind: 'reply', bytes: ONE };
       }
       case 'unblock': {
         const blocked = view.client(command.id)?.blockedOn() ?? null;
@@ -169,6 +193,11 @@ export class RedisSessionRules implements SessionRules {
 
   noteReply(spec: CommandSpec, request: Buffer, reply: Buffer): void {
     if (reply[0] === 0x2d /* - */) return;
+    if (spec.name === 'RESET') {
+      this.#name = '';
+      this.#resp = 2;
+      return;
+    }
     if (spec.name !== 'CLIENT SETNAME' && spec.name !== 'HELLO') return;
     // Arguments of a short multibulk: every other line after the count.
     const words = request.toString('latin1', 0, Math.min(request.length, 512)).split('\r\n').filter((_, i) => i % 2 === 0 && i > 0);

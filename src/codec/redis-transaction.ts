@@ -14,7 +14,7 @@ import { RespResponseDecoder } from './resp-response.js';
 import type { DbChange } from './session-rules.js';
 
 /** What a request means for transaction state: decided when it is sent, applied to its reply. */
-export type TxRole = 'multi' | 'exec' | 'discard' | 'watch' | 'unwatch' | 'select' | 'other';
+export type TxRole = 'multi' | 'exec' | 'discard' | 'watch' | 'unwatch' | 'select' | 'reset' | 'other';
 
 const ROLES: ReadonlyMap<string, TxRole> = new Map([
   ['MULTI', 'multi'],
@@ -23,6 +23,7 @@ const ROLES: ReadonlyMap<string, TxRole> = new Map([
   ['WATCH', 'watch'],
   ['UNWATCH', 'unwatch'],
   ['SELECT', 'select'],
+  ['RESET', 'reset'],
 ]);
 
 export function txRole(commandName: string): TxRole {
@@ -99,9 +100,24 @@ export class RedisTransaction {
       case 'select':
         if (this.#sentOpen) this.#selectSent = true;
         return 'send';
+      case 'reset':
+        // RESET discards a transaction being queued and is never queued itself.
+        this.#sentOpen = false;
+        this.#poisoned = false;
+        this.#selectSent = false;
+        return 'send';
       default:
         return 'send';
     }
+  }
+
+  /**
+   * Whether nothing may be sent on the session's behalf until this request's reply is in: an EXEC
+   * that may commit a queued SELECT, or a RESET (it moves the connection to database 0). Call
+   * before onSend.
+   */
+  needsBarrier(role: TxRole): boolean {
+    return role === 'reset' || this.execMaySelect(role);
   }
 
   /** poolside answered a request itself (refused it) while a transaction was being queued. */
@@ -126,9 +142,6 @@ export class RedisTransaction {
           this.#open = true;
           this.#queued = 0;
           this.#queuedSelects = [];
-        } else if (error && !this.#open) {
-          // Refused outright (ACL, NOAUTH…): nothing is being queued after all.
-          this.#sentOpen = false;
         }
         return NO_CHANGE;
       case 'exec': {
@@ -153,6 +166,14 @@ export class RedisTransaction {
       case 'unwatch':
         if (!error && !this.#open) this.#watching = false;
         break;
+      case 'reset':
+        if (error) return UNKNOWN;
+        // The connection is as new: no transaction, no watch, database 0.
+        this.#open = false;
+        this.#watching = false;
+        this.#queued = 0;
+        this.#queuedSelects = [];
+        return { kind: 'selected', db: 0 };
       case 'select':
         if (!this.#open) {
           if (error) return NO_CHANGE;

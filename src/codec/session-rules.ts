@@ -7,6 +7,7 @@
  *   pinned connection ─▶ rules.pinned(): state that lives on it, from its replies (dirty? may we
  *                        add requests? what does this reply change?)
  */
+import type { FailureReason } from '../errors.js';
 import type { ArgView } from './codec.js';
 import type { CommandSpec } from './redis-commands.js';
 
@@ -31,6 +32,8 @@ export interface ClientHandle {
 
 /** What the rules may learn of the session they belong to, and of the pool's other clients. */
 export interface SessionView extends ClientHandle {
+  /** Reads nothing more; closes once the replies it is owed are written. */
+  closeAfterReplies(): void;
   /** The server the session is pinned to, or the one routing gives it now. */
   homeServer(): number;
   client(id: number): ClientHandle | undefined;
@@ -106,6 +109,14 @@ export interface SessionRules {
   pinned(): PinnedState;
   /** A successful reply to a request that changes the session's own state (name, protocol). */
   noteReply(spec: CommandSpec, request: Buffer, reply: Buffer): void;
+  /**
+   * poolside could not give a pin request its connection (no exclusive connection in time, no
+   * healthy server, a sharded pool): whether later requests must fail with it is the rules' call
+   * (Redis: a refused MULTI fails everything up to its EXEC/DISCARD).
+   */
+  refusedPin(spec: CommandSpec, reason: FailureReason, message: string): void;
+  /** Whether this request must fail because of an earlier refusal (see refusedPin), and how. */
+  aborted(spec: CommandSpec): { reason: FailureReason; message: string } | null;
   /** One line describing the session (CLIENT LIST). */
   describe(facts: SessionFacts, lastCommand: string): string;
 }

@@ -42,6 +42,8 @@ export interface LeaseHome {
   discard(conn: Connection, reason: CloseReason, message: string): void;
 }
 
+const DROP_PUSH = (): void => {};
+
 export type LeaseState =
   | { kind: 'lent' }
   | { kind: 'resetting'; timer: Timer }
@@ -67,11 +69,6 @@ export class Lease {
 
   get state(): LeaseState {
     return this.#state;
-  }
-
-  /** Still lent: requests may be sent on it. */
-  get usable(): boolean {
-    return this.#state.kind === 'lent' && this.#conn.ready;
   }
 
   get connection(): Connection {
@@ -111,7 +108,9 @@ export class Lease {
   release(dirty: boolean): void {
     if (this.#state.kind !== 'lent') return;
     const conn = this.#conn;
-    conn.setPushSink(null);
+    // A push that arrives while the connection is returned (an invalidation before RESET turned
+    // tracking off) is nobody's: dropped, not taken for a broken reply stream.
+    conn.setPushSink(DROP_PUSH);
     if (!conn.ready) {
       this.#discard('session_state', 'returned after its connection closed');
       return;
@@ -121,6 +120,7 @@ export class Lease {
       return;
     }
     if (!dirty) {
+      conn.setPushSink(null);
       this.#state = { kind: 'returned' };
       this.#home.giveBack(conn);
       return;
@@ -144,6 +144,7 @@ export class Lease {
         }
         if (--pending === 0) {
           home.clock.clearTimeout(timer);
+          conn.setPushSink(null);
           conn.db = home.db;
           this.#state = { kind: 'returned' };
           home.giveBack(conn);

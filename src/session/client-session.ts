@@ -22,7 +22,7 @@ import { ProtocolError } from '../codec/codec.js';
 import type { Codec } from '../codec/registry.js';
 import type { ClientHandle, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
 import type { FailureReason } from '../errors.js';
-import type { CloseReason, Connection, ResponseTarget } from '../pool/connection.js';
+import type { CloseReason, Connection } from '../pool/connection.js';
 import { DB_UNKNOWN } from '../pool/connection.js';
 import type { Lease, LeaseHolder } from '../pool/lease.js';
 import type { Pool, Waiter } from '../pool/pool.js';
@@ -93,8 +93,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** client_auth, when the pool has it; null: clients need not authenticate to poolside. */
   readonly #auth: ClientAuth | null;
   #authenticated: boolean;
-  /** A transaction whose MULTI could not be served: its commands fail until EXEC/DISCARD. */
-  #txAborted: { reason: FailureReason; message: string } | null = null;
   #closed = false;
   /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
   #quitting = false;
@@ -165,7 +163,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       const slot = new Slot(this, intake.kind === 'route' ? intake.bytes : bytes, spec, -1);
       slot.startedAt = this.#chunkAt;
       this.#enqueue(slot);
-      if (intake.kind === 'answer') this.#answer(slot, intake.reply);
+      if (intake.kind === 'answer') {
+        // An error poolside gives for the server (TRACKING REDIRECT to nobody): inside MULTI the
+        // transaction must then abort, as a command that failed to queue makes Redis's.
+        const lease = this.#lease;
+        if (lease.kind === 'pinned') lease.state.refusedInside();
+        this.#answer(slot, intake.reply);
+      }
       else {
         if (intake.kind === 'local') slot.local = intake.local;
         if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
@@ -365,6 +369,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#socket.destroy();
   }
 
+  closeAfterReplies(): void {
+    this.#closeAfterReplies();
+  }
+
   blockedOn(): { server: number; connectionId: number } | null {
     const lease = this.#lease;
     if (lease.kind !== 'pinned' || !lease.lease.blocking || lease.conn.serverId === null) return null;
@@ -421,10 +429,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** Sends or answers the slot; false when it must wait (this.#wait says for what). */
   #dispatch(slot: Slot): boolean {
     const spec = slot.spec;
-    if (this.#txAborted !== null) {
-      const { reason, message } = this.#txAborted;
-      if (spec.use === 'pin-close') this.#txAborted = null;
-      this.#answerError(slot, reason, `transaction aborted: ${message}`);
+    const aborted = this.#rules.aborted(spec);
+    if (aborted !== null) {
+      this.#answerError(slot, aborted.reason, `transaction aborted: ${aborted.message}`);
       return true;
     }
     if (this.#pool.config.lease === 'exclusive' && (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-close')) {
@@ -440,8 +447,18 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'unsupported':
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} ${spec.note}`);
         return true;
-      case 'local':
+      case 'local': {
+        const lease = this.#lease;
+        // Subscribed, the server answers in order with the relayed frames (or refuses, as Redis does).
+        if (lease.kind === 'pinned' && lease.relay) return this.#sendPinned(slot);
+        if (lease.kind === 'pinned' && lease.state.queuing) {
+          // Inside MULTI Redis would queue it and answer in EXEC's result; poolside cannot run it
+          // there, so it refuses, and the transaction aborts rather than run in part.
+          this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} inside MULTI is not supported through poolside`);
+          return true;
+        }
         return this.#answerLocal(slot);
+      }
       case 'denied':
         this.#answerError(slot, 'DENIED_COMMAND', `${spec.name} ${spec.note}`);
         return true;
@@ -495,7 +512,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const spec = slot.spec;
     if (pool.router.keyed && (spec.use !== 'pin-once' || slot.hash < 0)) {
       const message = `${spec.name} needs a connection of its own, which ketama pool ${pool.config.name} cannot give`;
-      if (spec.use === 'pin-open') this.#txAborted = { reason: 'UNSUPPORTED_COMMAND', message };
+      this.#rules.refusedPin(spec, 'UNSUPPORTED_COMMAND', message);
       this.#answerError(slot, 'UNSUPPORTED_COMMAND', message);
       return true;
     }
@@ -507,7 +524,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const server = pool.route(slot.hash);
     if (server === NO_SERVER) {
       const message = `no healthy server in pool ${pool.config.name}`;
-      if (spec.use === 'pin-open') this.#txAborted = { reason: 'NO_HEALTHY_SERVER', message };
+      this.#rules.refusedPin(spec, 'NO_HEALTHY_SERVER', message);
       this.#answerError(slot, 'NO_HEALTHY_SERVER', message);
       return true;
     }
@@ -543,7 +560,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (slot !== undefined) {
       this.#pool.waitingRequests--;
       const message = `no exclusive connection for ${slot.spec.name} in pool ${this.#pool.config.name}: ${err.message}`;
-      if (slot.spec.use === 'pin-open') this.#txAborted = { reason: 'POOL_TIMEOUT', message };
+      this.#rules.refusedPin(slot.spec, 'POOL_TIMEOUT', message);
       this.#answerError(slot, 'POOL_TIMEOUT', message);
     }
     this.#drainBacklog();
@@ -579,9 +596,26 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#sendOn(slot, plan.bytes, lease.conn, lease.server);
       return true;
     }
-    if (plan.prelude !== null) lease.lease.send(plan.prelude, IGNORED_REPLY, false);
+    if (plan.prelude !== null) {
+      // WAIT's write fence: if the server refuses it (an ACL user without PUBLISH), WAIT could
+      // count acknowledgements of writes it never covered, so the client gets an error instead.
+      const prelude = plan.prelude;
+      lease.lease.send(prelude, {
+        onResponse: (bytes) => {
+          if (this.#codec.isErrorResponse(bytes)) {
+            slot.replaceReply = this.#codec.errorReply('UNSUPPORTED_COMMAND', `${spec.name} needs poolside's write fence, which the server refused: ${bytes.toString('latin1', 1, Math.min(bytes.length - 2, 200))}`);
+          }
+        },
+        onFailure: () => {},
+      }, false);
+    }
     this.#send(slot, lease.conn, lease.server, queuing);
-    if (plan.barrier) this.#wait = 'idle';
+    if (plan.barrier) {
+      // It may move the connection to a database poolside learns only from its reply (EXEC of a
+      // SELECT, RESET): nothing more on the session's behalf until then.
+      lease.conn.db = DB_UNKNOWN;
+      this.#wait = 'idle';
+    }
     return true;
   }
 
@@ -762,5 +796,3 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 }
 
-/** For requests poolside sends on its own whose reply nobody reads (a prelude such as WAIT's write fence). */
-const IGNORED_REPLY: ResponseTarget = { onResponse: () => {}, onFailure: () => {} };
