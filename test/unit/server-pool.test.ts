@@ -106,11 +106,13 @@ interface Harness {
 
 function serverPool(config: PoolConfig, clock: FakeClock): Harness {
   const kinds: ServerHealth['kind'][] = ['starting'];
-  const server = new ServerPool(0, config.servers[0], config, codecFor('redis'), clock, quietLog(), {
+  const server: ServerPool = new ServerPool(0, config.servers[0], config, codecFor('redis'), clock, quietLog(), {
     onConnectionReady() {},
     onHealthChange(_server, _before, after) {
       if (kinds[kinds.length - 1] !== after.kind) kinds.push(after.kind);
     },
+    // One server: when it is ejected, every server of the pool is.
+    everyServerEjected: () => server.health.kind === 'ejected',
   });
   cleanup.add(server, (s) => s.close());
   return { server, kinds };
@@ -221,7 +223,7 @@ describe('ServerPool refill', () => {
 });
 
 describe('ServerPool ejection', () => {
-  it('ejects after eject.after_failures failed connects, probes once eject.for has passed, re-ejects a failed probe, and comes back up', async () => {
+  it('ejects after eject.after_failures failed connects, probes after backoff.initial, doubles the wait after each failed probe up to eject.for, and comes back up', async () => {
     const port = await freePort();
     const clock = new FakeClock({ random: () => 0.5 });
     const config = poolConfig(port, {
@@ -237,32 +239,45 @@ describe('ServerPool ejection', () => {
     }
     await waitFor(() => server.counters.connectFailures === 3, 'third connect refused');
     const ejectedAt = clock.now();
-    expect(server.health).toMatchObject({ kind: 'ejected', until: ejectedAt + 1000, failures: 3 });
+    expect(server.health).toMatchObject({ kind: 'ejected', until: ejectedAt + 100, failures: 3, probes: 0 });
     expect(server.counters.ejections).toBe(1);
-    expect(server.hopeful).toBe(false);
+    // The pool's only server: with nowhere else to go, requests wait for it (panic routing).
+    expect(server.hopeful).toBe(true);
     // Nothing is retried while ejected.
     expect(clock.pending()).toEqual([]);
 
-    sweepAt(clock, server, ejectedAt + 999);
+    sweepAt(clock, server, ejectedAt + 99);
     expect(server.health.kind).toBe('ejected');
-    sweepAt(clock, server, ejectedAt + 1000);
+    sweepAt(clock, server, ejectedAt + 100);
     expect(server.health).toMatchObject({ kind: 'probing', failures: 3 });
-    // eject.for was the wait: the probe connects at once, bounded only by connect.timeout.
+    // The ejection was the wait: the probe connects at once, bounded only by connect.timeout.
     expect(server.stats().connections.connecting).toBe(1);
     expect(clock.pending().map((t) => t.ms)).toEqual([1000]);
-    await waitFor(() => server.counters.connectFailures === 4, 'probe refused');
-    const reEjectedAt = clock.now();
-    expect(server.health).toMatchObject({ kind: 'ejected', until: reEjectedAt + 1000, failures: 4 });
-    expect(server.counters.ejections).toBe(2);
+
+    // Each failed probe doubles the wait for the next one, up to eject.for; none counts as a new ejection.
+    const waits: number[] = [];
+    for (let probe = 1; probe <= 5; probe++) {
+      await waitFor(() => server.counters.connectFailures === 3 + probe, `probe ${probe} refused`);
+      const health = server.health;
+      if (health.kind !== 'ejected') throw new Error(`expected ejected after probe ${probe}, got ${health.kind}`);
+      expect(health).toMatchObject({ failures: 3 + probe, probes: probe });
+      waits.push(health.until - clock.now());
+      if (probe < 5) sweepAt(clock, server, health.until);
+    }
+    expect(waits).toEqual([200, 400, 800, 1000, 1000]);
+    expect(server.counters.ejections).toBe(1);
 
     // The server comes back: the next probe connects and the pool refills to min.
     const revived = await pingServer(port);
-    sweepAt(clock, server, reEjectedAt + 1000);
+    const last = server.health;
+    if (last.kind !== 'ejected') throw new Error('expected ejected');
+    sweepAt(clock, server, last.until);
     expect(server.health.kind).toBe('probing');
     expect(server.stats().connections.connecting).toBe(1);
     await waitFor(() => server.health.kind === 'up' && ready(server) === 1, 'server back up with min connections');
     expect(revived.pings).toBe(1);
-    expect(kinds).toEqual(['starting', 'failing', 'ejected', 'probing', 'ejected', 'probing', 'up']);
+    expect(kinds.slice(0, 5)).toEqual(['starting', 'failing', 'ejected', 'probing', 'ejected']);
+    expect(kinds[kinds.length - 1]).toBe('up');
   });
 });
 
@@ -292,7 +307,8 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.heartbeatFailures.timeout).toBe(0);
     sweepAt(clock, server, idleSince + 600);
     expect(server.counters.heartbeatFailures.timeout).toBe(2);
-    expect(server.stats().inflight).toBe(4); // a miss sends the next heartbeat at once
+    // One heartbeat out per connection: a second PING behind an unanswered one would prove nothing.
+    expect(server.stats().inflight).toBe(2);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(0);
 
     sweepAt(clock, server, idleSince + 699);
@@ -301,15 +317,15 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.heartbeatFailures.timeout).toBe(4);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(2);
     expect(ready(server)).toBe(0);
-    // Each eviction counts against the server: two in a row eject it.
-    expect(server.health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 1000, failures: 2 });
+    // Each eviction counts against the server: two in a row eject it, first probe after backoff.initial.
+    expect(server.health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 100, failures: 2 });
     expect(server.counters.ejections).toBe(1);
   });
 
-  // A connect that completes while the server is ejected is ignored by nextHealth; when eject.for
-  // ends, the probe is a new connect (connects in progress, not connections, are single-flight),
-  // so the server does come back, and only then.
-  it('keeps a server ejected by heartbeats out for eject.for although it thaws at once, then probes it back up to min', async () => {
+  // A connect that completes while the server is ejected is ignored by nextHealth; when the
+  // ejection ends, the probe is a new connect (connects in progress, not connections, are
+  // single-flight), so the server does come back, and only then.
+  it('keeps a server ejected by heartbeats out until its probe although it thaws at once, then probes it back up to min', async () => {
     const fake = await pingServer();
     const clock = new FakeClock({ random: () => 0.5 });
     const config = poolConfig(fake.port, {
@@ -329,7 +345,7 @@ describe('ServerPool heartbeats', () => {
     sweepAt(clock, server, idleSince + 700);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(2);
     const health = server.health;
-    expect(health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 1000 });
+    expect(health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 100 });
     if (health.kind !== 'ejected') return;
 
     fake.resume(); // thawed: whatever was asked meanwhile is answered now
@@ -338,7 +354,7 @@ describe('ServerPool heartbeats', () => {
     sweepAt(clock, server, health.until - 1);
     expect(server.health.kind).toBe('ejected');
 
-    // From eject.for on: probing, then a probe connect after the backoff, then up and back at min.
+    // From then on: probing, then a probe connect after the backoff, then up and back at min.
     sweepAt(clock, server, health.until);
     expect(server.health.kind).toBe('probing');
     for (let step = 0; step < 40 && !(server.health.kind === 'up' && ready(server) === 2); step++) {
@@ -367,7 +383,7 @@ describe('ServerPool heartbeats', () => {
     const t0 = clock.now();
     fake.answering = false;
     for (const at of [250, 350]) sweepAt(clock, server, t0 + at);
-    expect(server.stats().inflight).toBe(2); // first heartbeat, and the one after its miss
+    expect(server.stats().inflight).toBe(1); // the first heartbeat; its miss sends no second one
     sweepAt(clock, server, t0 + 450);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(1);
     // The sibling was due at ~1750ms; the eviction made it beat now.
@@ -404,6 +420,35 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.lastHeartbeatSuccess * 1000).toBeCloseTo(clock.epochMs() - 50, 3);
     expect(server.stats().connections.idle).toBe(2);
     expect(server.health.kind).toBe('up');
+  });
+});
+
+describe('ServerPool request deadlines', () => {
+  it('runs a request deadline from its write, not from the idle time before it, and evicts without counting against health', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 1, max: 1 }, heartbeat: false, request_timeout: '500ms', max_lifetime: 0 });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 1, 'a ready connection');
+    sweepAt(clock, server, clock.now() + 10_000); // idle far longer than request_timeout
+    fake.answering = false;
+    const conn = server.pickConnection();
+    if (conn === null) throw new Error('no ready connection');
+    const failed: string[] = [];
+    conn.send(Buffer.from(PING), { onResponse() {}, onFailure: (reason) => failed.push(reason) });
+    const writtenAt = clock.now();
+    await waitFor(() => fake.pings === 2, 'the request reaching the server');
+    sweepAt(clock, server, writtenAt + 499);
+    expect(conn.ready).toBe(true);
+    expect(failed).toEqual([]);
+    sweepAt(clock, server, writtenAt + 500);
+    expect(conn.ready).toBe(false);
+    expect(failed).toEqual(['REQUEST_TIMEOUT']);
+    expect(server.counters.connectionsClosed.request_timeout).toBe(1);
+    // Slow, not gone: the server's health is untouched, and the refill reconnects at once.
+    expect(server.health.kind).toBe('up');
+    expect(server.stats().connections.connecting).toBe(1);
   });
 });
 
