@@ -210,7 +210,7 @@ describe('heartbeat durations', () => {
 });
 
 describe("the pool's only server", () => {
-  it('serves again within about a second of a restart, however long it was ejected', async () => {
+  it('serves again within about a second of a restart after a short outage, although eject.for is 10s', async () => {
     const redis = await startRedis();
     // Defaults for everything that decides: eject after 3 failures, eject.for 10s, backoff from 100ms.
     const proxy = await proxyFor([redis.address], {});
@@ -220,7 +220,8 @@ describe("the pool's only server", () => {
 
     await redis.kill();
     await waitFor(() => stats(proxy).health.kind === 'ejected', 'the server ejected', 3000);
-    await sleep(1000); // down for a while after the ejection
+    // Down a while after the ejection: probes at +100, +300, +700, +1500ms… find it back.
+    await sleep(700);
     await redis.restart();
     // Requests wait for the probes meanwhile (panic routing): no NO_HEALTHY_SERVER.
     const served = await waitFor(async () => (await client.get('restart:k').catch(messageOf)) === null, 'a GET served', 10_000);
