@@ -177,7 +177,11 @@ export class ExclusivePool implements ConnectionOwner {
   async #create(): Promise<Connection> {
     const wait = this.#host.connectWait(this.#clock.now());
     if (wait > 0) {
-      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), wait));
+      // At most backoff.initial at a time: generic-pool's clear() waits for pending creates, so
+      // a create asleep until an ejected server's next probe would hold up shutdown. A rejection
+      // costs nothing here: the next create() checks again, and no connect is made meanwhile.
+      const nap = Math.min(wait, this.#pool.connect.backoff.initialMs);
+      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), nap).unref());
       if (this.#closing || this.#host.connectWait(this.#clock.now()) > 0) throw new Error(`server ${this.#server.name} is backing off after failed connects`);
     }
     this.#host.connectStarted();
