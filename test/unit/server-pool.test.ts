@@ -31,6 +31,8 @@ const PING = '*1\r\n$4\r\nPING\r\n';
  */
 class PingServer {
   answering = true;
+  /** What each PING is answered with, e.g. `-BUSY …` for a server running a long script. */
+  reply = '+PONG\r\n';
   /** PINGs received, answered or not. */
   pings = 0;
   readonly #server: net.Server;
@@ -54,7 +56,7 @@ class PingServer {
         while (pending.startsWith(PING)) {
           pending = pending.slice(PING.length);
           this.pings++;
-          if (this.answering) replies += '+PONG\r\n';
+          if (this.answering) replies += this.reply;
         }
         if (pending.length >= PING.length && !PING.startsWith(pending)) throw new Error(`PingServer got more than PING: ${JSON.stringify(pending)}`);
         if (replies === '') return;
@@ -419,6 +421,72 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.heartbeatDuration.sum).toBe(0);
     expect(server.counters.lastHeartbeatSuccess * 1000).toBeCloseTo(clock.epochMs() - 50, 3);
     expect(server.stats().connections.idle).toBe(2);
+    expect(server.health.kind).toBe('up');
+  });
+});
+
+describe('ServerPool and a busy server', () => {
+  const BUSY = '-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n';
+
+  it('keeps a connection whose heartbeats are answered BUSY: the server answered, so it is alive', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, {
+      connections: { min: 1, max: 1 },
+      heartbeat: { interval: '500ms', timeout: '100ms', misses: 1 },
+      eject: { after_failures: 1, for: '1s' },
+      max_lifetime: 0,
+    });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 1, 'a ready connection');
+    fake.reply = BUSY;
+    for (let beat = 1; beat <= 3; beat++) {
+      clock.advance(500);
+      server.tick(clock.now());
+      expect(server.stats().inflight).toBe(1);
+      await waitFor(() => server.stats().inflight === 0, `heartbeat ${beat} answered BUSY`);
+      clock.advance(50);
+      server.tick(clock.now());
+    }
+    expect(server.counters.heartbeatFailures).toEqual({ timeout: 0, error: 0 });
+    expect(server.counters.heartbeatDuration.count).toBe(3);
+    expect(server.counters.connectionsClosed.heartbeat_failed).toBe(0);
+    expect(ready(server)).toBe(1);
+    expect(server.health.kind).toBe('up');
+  });
+
+  it('closes a new connection whose setup is answered BUSY as server_busy, backs off, and never counts it against health', async () => {
+    const fake = await pingServer();
+    fake.reply = BUSY;
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, {
+      connections: { min: 2, max: 2 },
+      connect: { timeout: '1s', backoff: { initial: '100ms', max: '800ms' } },
+      eject: { after_failures: 1, for: '1s' },
+      max_lifetime: 0,
+    });
+    const { server, kinds } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => server.counters.connectionsClosed.server_busy === 2, 'both first connects answered BUSY');
+    const delays: number[] = [];
+    for (let attempt = 3; attempt <= 5; attempt++) {
+      const timers = clock.pending();
+      expect(timers).toHaveLength(1); // the backoff; one connect at a time while busy
+      delays.push(timers[0].ms);
+      clock.advanceTo(timers[0].due);
+      expect(server.stats().connections.connecting).toBe(1);
+      await waitFor(() => server.counters.connectionsClosed.server_busy === attempt, `connect ${attempt} answered BUSY`);
+    }
+    expect(delays).toEqual([200, 400, 800]);
+    expect(server.counters.connectFailures).toBe(5);
+    expect(server.counters.ejections).toBe(0);
+    expect(kinds).toEqual(['starting']);
+
+    // The script ends: the next connect succeeds and the pool refills to min at once.
+    fake.reply = '+PONG\r\n';
+    clock.runNext();
+    await waitFor(() => ready(server) === 2, 'back at min connections');
     expect(server.health.kind).toBe('up');
   });
 });
