@@ -491,6 +491,54 @@ describe('ServerPool and a busy server', () => {
   });
 });
 
+describe('ServerPool exclusive connects', () => {
+  it('wait the server backoff, one at a time, and count their failures against health (generic-pool retries create() at once)', async () => {
+    const port = await freePort(); // nothing listens: every connect is refused
+    const clock = new FakeClock({ random: () => 0.5 });
+    const QUEUE_TIMEOUT_MS = 1500;
+    const config = poolConfig(port, {
+      connections: { min: 0, max: 2 },
+      connect: { timeout: '1s', backoff: { initial: '100ms', max: '800ms' } },
+      eject: { after_failures: 50, for: '1s' },
+      queue: { timeout: `${QUEUE_TIMEOUT_MS}ms` },
+    });
+    const { server } = serverPool(config, clock);
+    server.start();
+    const t0 = clock.now();
+    const acquired = server.acquireExclusive().then(
+      () => 'acquired',
+      (err: Error) => err.message,
+    );
+    await waitFor(() => server.counters.connectFailures === 1, 'the first exclusive connect refused');
+    const napping = (): Promise<number> => waitFor(() => clock.pending().length > 0, 'create() waiting on the clock', 1000, 1);
+    await napping();
+    // However often generic-pool calls create() again, no connect is made until the backoff passes.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(server.counters.connectionsOpened).toBe(1);
+
+    clock.advanceTo(t0 + 99);
+    expect(server.counters.connectionsOpened).toBe(1);
+    clock.advanceTo(t0 + 100);
+    await waitFor(() => server.counters.connectFailures === 2, 'the second connect, after 100ms, refused');
+    // Second failure: 200ms, waited in naps of at most backoff.initial.
+    await napping();
+    clock.advanceTo(t0 + 200);
+    await napping();
+    expect(server.counters.connectionsOpened).toBe(2);
+    clock.advanceTo(t0 + 300);
+    await waitFor(() => server.counters.connectFailures === 3, 'the third connect, 200ms later, refused');
+    expect(server.counters.connectionsOpened).toBe(3);
+    expect(server.health).toMatchObject({ kind: 'failing', failures: 3 });
+    expect(server.counters.connectionsClosed.connect_failed).toBe(3);
+    expect(await acquired).toMatch(/timeout|timed out/i);
+    // generic-pool's clear() waits for a create() still napping on the fake clock: let it finish.
+    for (let i = 0; i < 50 && clock.pending().length > 0; i++) {
+      clock.runNext();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  });
+});
+
 describe('ServerPool request deadlines', () => {
   it('runs a request deadline from its write, not from the idle time before it, and evicts without counting against health', async () => {
     const fake = await pingServer();
