@@ -50,6 +50,8 @@ export class ExclusivePool implements ConnectionOwner {
   readonly #connecting = new Map<Connection, { resolve: (conn: Connection) => void; reject: (err: Error) => void }>();
   /** close() began: generic-pool's destroy() calls from now on are shutdown, not idle eviction. */
   #closing = false;
+  /** Lent connections the previous tick found past request_timeout (see ServerPool's #suspects). */
+  #suspects = new Set<Connection>();
 
   constructor(pool: PoolConfig, server: ServerConfig, codec: Codec, clock: Clock, settings: ConnectionSettings, host: ExclusiveHost) {
     this.#pool = pool;
@@ -130,15 +132,19 @@ export class ExclusivePool implements ConnectionOwner {
 
   /**
    * request_timeout on lent connections, from the pool's sweep: from when the oldest request in
-   * flight was written (or the last read since), as on shared connections.
+   * flight was written (or the last read since), as on shared connections, and found so by two
+   * ticks in a row.
    */
   tick(now: number): void {
     const { requestTimeoutMs } = this.#pool;
     if (requestTimeoutMs === 0) return;
+    const suspects = this.#suspects;
+    this.#suspects = new Set();
     for (const conn of this.#lent) {
       if (conn.reads !== conn.seenReads) conn.markProgress(now);
       if (conn.blocking === 0 && conn.stalledFor(now) >= requestTimeoutMs) {
-        this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
+        if (suspects.has(conn)) this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
+        else this.#suspects.add(conn);
       }
     }
   }

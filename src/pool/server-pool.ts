@@ -94,6 +94,12 @@ export class ServerPool implements ConnectionOwner {
   /** Exclusive connects in progress (shared ones are the not-ready members of #shared). */
   #exclusiveConnecting = 0;
   readonly #ejectPolicy: EjectPolicy;
+  /**
+   * Connections the previous tick found past request_timeout. One is evicted only when the next
+   * tick finds it so again: between two ticks the event loop has read the sockets, so a tick that
+   * runs late after the loop was blocked cannot blame replies still waiting unread.
+   */
+  #suspects = new Set<Connection>();
   #closed = false;
   readonly #exclusive: ExclusivePool;
   readonly counters: ServerCounters = newServerCounters();
@@ -226,6 +232,8 @@ export class ServerPool implements ConnectionOwner {
     }
     const { requestTimeoutMs, idleTimeoutMs, connections, heartbeat } = this.#pool;
     this.#exclusive.tick(now);
+    const suspects = this.#suspects;
+    this.#suspects = new Set();
     let idleAboveMin = this.#shared.length - connections.min;
     // Backwards: destroy() removes the connection from #shared through onClose.
     for (let i = this.#shared.length - 1; i >= 0; i--) {
@@ -256,7 +264,8 @@ export class ServerPool implements ConnectionOwner {
       if (conn.inflight > 0) {
         // From when the oldest request was written (or last read), never from an idle-time mark.
         if (requestTimeoutMs > 0 && conn.stalledFor(now) >= requestTimeoutMs) {
-          this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms`);
+          if (suspects.has(conn)) this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms`);
+          else this.#suspects.add(conn);
         }
         continue;
       }

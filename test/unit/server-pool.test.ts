@@ -558,13 +558,44 @@ describe('ServerPool request deadlines', () => {
     sweepAt(clock, server, writtenAt + 499);
     expect(conn.ready).toBe(true);
     expect(failed).toEqual([]);
+    // Past the deadline at one tick, and still at the next (the event loop read the socket in between).
     sweepAt(clock, server, writtenAt + 500);
+    expect(conn.ready).toBe(true);
+    sweepAt(clock, server, writtenAt + 510);
     expect(conn.ready).toBe(false);
     expect(failed).toEqual(['REQUEST_TIMEOUT']);
     expect(server.counters.connectionsClosed.request_timeout).toBe(1);
     // Slow, not gone: the server's health is untouched, and the refill reconnects at once.
     expect(server.health.kind).toBe('up');
     expect(server.stats().connections.connecting).toBe(1);
+  });
+});
+
+describe('ServerPool request deadlines after a blocked event loop', () => {
+  it('does not blame a reply that waits unread in the socket when a tick runs late', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 1, max: 1 }, heartbeat: false, request_timeout: '500ms', max_lifetime: 0 });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 1, 'a ready connection');
+    fake.pause();
+    const conn = server.pickConnection();
+    if (conn === null) throw new Error('no ready connection');
+    const outcome: string[] = [];
+    conn.send(Buffer.from(PING), { onResponse: () => outcome.push('answered'), onFailure: (reason) => outcome.push(reason) });
+    const writtenAt = clock.now();
+    await waitFor(() => fake.pings === 2, 'the request reaching the server');
+    // The reply is sent now, but this tick runs before the event loop gets to read it, as a
+    // sweep does when the loop was blocked past the deadline.
+    fake.resume();
+    sweepAt(clock, server, writtenAt + 600);
+    expect(outcome).toEqual([]);
+    await waitFor(() => outcome.length > 0, 'the reply read');
+    sweepAt(clock, server, writtenAt + 610);
+    expect(outcome).toEqual(['answered']);
+    expect(conn.ready).toBe(true);
+    expect(server.counters.connectionsClosed.request_timeout).toBe(0);
   });
 });
 
