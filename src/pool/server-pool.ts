@@ -141,6 +141,8 @@ export class ServerPool implements ConnectionOwner {
       connectSettled: (ready) => {
         this.#exclusiveConnecting--;
         if (ready) this.#connected();
+        // The shared refill held back while this connect was the one in flight.
+        this.#refill();
       },
       countClose: (reason, message) => this.#countExclusiveClose(reason, message),
       countHeartbeatTimeout: () => this.counters.heartbeatFailures.timeout++,
