@@ -251,7 +251,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_server_ejections_total',
-    'Times the server was taken out of routing after eject.after_failures consecutive failures.',
+    'Times the server was taken out of routing after eject.after_failures consecutive failures (failed probes of an ejected server not counted again).',
     'counter',
     SERVER,
     eachServer((_p, s, emit) => emit(s.labels, s.stats.counters.ejections)),
@@ -275,7 +275,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_server_connect_failures_total',
-    'Shared connections that closed before they became ready (refused, connect timeout, AUTH or SELECT refused).',
+    'Connections, shared and exclusive, that closed before they became ready (refused, connect timeout, AUTH or SELECT refused, server busy).',
     'counter',
     SERVER,
     eachServer((_p, s, emit) => emit(s.labels, s.stats.counters.connectFailures)),
@@ -289,7 +289,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_heartbeat_duration_seconds',
-    'Time for the server to answer a heartbeat on an idle connection.',
+    'Time for the server to answer a heartbeat on an idle connection, from that heartbeat\'s own send time.',
     'histogram',
     SERVER,
     eachServer((_p, s, emit) => emit.histogram(s.labels, s.stats.counters.heartbeatDuration)),

@@ -20,6 +20,12 @@ const ERROR_CACHE_MAX_BYTES = 256 * 1024;
 let errorRepliesBytes = 0;
 /** Longest message in an error reply; the rest is cut (a message may quote a client's bytes). */
 const MAX_ERROR_MESSAGE = 512;
+const BUSY = Buffer.from('-BUSY');
+const LOADING = Buffer.from('-LOADING');
+
+function startsWith(bytes: Buffer, prefix: Buffer): boolean {
+  return bytes.length >= prefix.length && bytes.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
+}
 
 /** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in redis-commands.ts. */
 export const redisCodec: Codec = {
@@ -53,6 +59,7 @@ export const redisCodec: Codec = {
   heartbeatRequest: encodeCommand(['PING']),
   okReply: Buffer.from('+OK\r\n'),
   isErrorResponse: (bytes) => bytes[0] === 0x2d /* - */ || bytes[0] === 0x21 /* ! */,
+  isBusyResponse: (bytes) => startsWith(bytes, BUSY) || startsWith(bytes, LOADING),
   isPush: (bytes) => bytes[0] === 0x3e /* > */,
   errorReply(reason: FailureReason, message: string): Buffer {
     // Most failures repeat the same text (one pool, one reason): build each reply once.

@@ -41,6 +41,11 @@ export interface Codec {
   /** The reply to QUIT and to commands poolside accepts without forwarding (CLIENT SETINFO). */
   readonly okReply: Buffer;
   isErrorResponse(bytes: Buffer): boolean;
+  /**
+   * An error reply that proves the server alive but unable to serve now (Redis `-BUSY` while a
+   * script runs, `-LOADING` while it loads its dataset): slow, not gone.
+   */
+  isBusyResponse(bytes: Buffer): boolean;
   /** An out-of-band frame the server sends unasked (RESP3 push: tracking invalidations, pub/sub). */
   isPush(bytes: Buffer): boolean;
   /** A native error reply: `-ERR poolside REASON message`. */

@@ -7,8 +7,9 @@
  *
  * Each request gets exactly one response, in order, so the head of the FIFO owns the next
  * response. A response with no target waiting breaks that invariant: the connection is destroyed.
- * Time-based duties (request deadline, heartbeat, lifetime) run from the owner's periodic sweep
- * through tick(): nothing here reads the clock per request.
+ * Time-based duties (request deadline, heartbeat, lifetime) run from the owner's periodic sweep:
+ * nothing here reads the clock per request, only once per write batch (when it went out, kept in
+ * a ring beside the FIFO) and once per read (when the server last showed progress).
  */
 import net from 'node:net';
 import type { Codec } from '../codec/registry.js';
@@ -17,6 +18,7 @@ import type { FailureReason } from '../errors.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
 import { writeBatch } from '../util/write-batch.js';
+import { WriteTimes } from './write-times.js';
 
 /** Who receives the response to one request. */
 export interface ResponseTarget {
@@ -41,6 +43,7 @@ export const CLOSE_REASONS = [
   'unexpected_response',
   'connect_failed',
   'init_failed',
+  'server_busy',
   'reset_failed',
   'session_state',
   'shutdown',
@@ -53,10 +56,21 @@ export type ConnectionState =
   | { kind: 'ready' }
   | { kind: 'closed'; reason: CloseReason; message: string };
 
+/**
+ * A connection's heartbeat: none out (the next one due at `dueAt` if the connection stays idle,
+ * Infinity when nothing scheduled one), or one out since `sentAt` with `misses` heartbeat.timeout
+ * periods passed unanswered. At most one is out: a second PING behind an unanswered one could
+ * only be answered after it, and would measure nothing.
+ */
+export type HeartbeatState = { kind: 'idle'; dueAt: number } | { kind: 'awaiting'; sentAt: number; misses: number };
+
+/** How a heartbeat was answered: `busy` (Redis -BUSY, -LOADING) is an error that proves the server alive. */
+export type HeartbeatReply = 'ok' | 'busy' | 'error';
+
 export interface ConnectionOwner {
   onReady(conn: Connection): void;
-  /** A heartbeat sent at `sentAt` (clock time) was answered; `ok`: with a reply that is not an error. */
-  onHeartbeat(conn: Connection, ok: boolean, sentAt: number): void;
+  /** The heartbeat sent at `sentAt` (clock time) was answered with `reply`. */
+  onHeartbeat(conn: Connection, reply: HeartbeatReply, sentAt: number): void;
   /** Fired once, after every in-flight target was failed. */
   onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void;
 }
@@ -89,7 +103,11 @@ export class Connection implements ResponseSink {
   reads = 0;
   /** Clock time of the last read: when every response framed from it arrived. */
   lastReadAt = 0;
-  /** `reads` as of the owner's last sweep, and when it last changed (progress or idle since). */
+  /**
+   * `reads` as of the owner's last sweep, and when it last changed: when the connection last
+   * showed life, for heartbeat scheduling and validation. Request deadlines do not use it (see
+   * stalledFor): a mark taken on an idle connection says nothing about a request written since.
+   */
   seenReads = -1;
   lastProgressAt: number;
   /** Heartbeats answered: responses minus these are the ones clients asked for. */
@@ -102,14 +120,6 @@ export class Connection implements ResponseSink {
   expiresAt = Infinity;
   /** Past max_lifetime: lent to no new request, closed once idle and replaced. */
   retiring = false;
-  /** When the heartbeat in flight was sent, or -1 when none is. */
-  beatSentAt = -1;
-  /** Heartbeats in a row that got no reply within heartbeat.timeout. */
-  misses = 0;
-  /** When the next heartbeat is due if the connection stays idle. */
-  nextBeatAt = Infinity;
-  /** Blocking commands (BLPOP…) in flight: exempt from request_timeout while > 0. */
-  blocking = 0;
 
   #state: ConnectionState = { kind: 'connecting' };
   #serverId: number | null = null;
@@ -117,6 +127,13 @@ export class Connection implements ResponseSink {
   readonly #socket: net.Socket;
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
+  /** Requests ever queued on #inflight, and ever answered: the oldest in flight is number #answered. */
+  #queued = 0;
+  #answered = 0;
+  /** #queued as of the last flush, and when each flush went out. */
+  #flushedQueued = 0;
+  readonly #writes = new WriteTimes();
+  #heartbeat: HeartbeatState = { kind: 'idle', dueAt: Infinity };
   #out: Buffer[] = [];
   #flushScheduled = false;
   #connectTimer: Timer | null;
@@ -126,17 +143,6 @@ export class Connection implements ResponseSink {
   readonly #owner: ConnectionOwner;
   readonly #codec: Codec;
   readonly #flush = (): void => this.#flushNow();
-  readonly #beatTarget: ResponseTarget = {
-    onResponse: (bytes) => {
-      const sentAt = this.beatSentAt;
-      this.beatSentAt = -1;
-      this.heartbeatsAnswered++;
-      const ok = !this.#codec.isErrorResponse(bytes);
-      if (ok) this.misses = 0;
-      this.#owner.onHeartbeat(this, ok, sentAt);
-    },
-    onFailure: () => {},
-  };
 
   constructor(codec: Codec, settings: ConnectionSettings, owner: ConnectionOwner, now: number) {
     this.#codec = codec;
@@ -186,6 +192,36 @@ export class Connection implements ResponseSink {
   }
 
   /**
+   * How long the oldest request in flight has waited with no byte from the server since it was
+   * written: 0 when nothing is in flight or it is not written yet. The request deadline. It runs
+   * from the write, never from a mark taken while the connection was idle, and every read since
+   * the write is progress (a large reply still streaming in, or the replies ahead of it).
+   */
+  stalledFor(now: number): number {
+    if (this.#inflight.length === 0) return 0;
+    const writtenAt = this.#writes.writtenAt(this.#answered);
+    if (writtenAt === undefined) return 0;
+    return Math.max(0, now - Math.max(writtenAt, this.lastReadAt));
+  }
+
+  get heartbeat(): HeartbeatState {
+    return this.#heartbeat;
+  }
+
+  /** Schedules the next heartbeat for `dueAt`, unless one is out. */
+  scheduleBeat(dueAt: number): void {
+    if (this.#heartbeat.kind === 'idle') this.#heartbeat = { kind: 'idle', dueAt };
+  }
+
+  /** Counts one more heartbeat.timeout period passed with the heartbeat out; returns the misses so far. */
+  miss(): number {
+    const beat = this.#heartbeat;
+    if (beat.kind !== 'awaiting') return 0;
+    this.#heartbeat = { kind: 'awaiting', sentAt: beat.sentAt, misses: beat.misses + 1 };
+    return beat.misses + 1;
+  }
+
+  /**
    * Queues a request; its response goes to `target`. Bytes are written once per event-loop turn,
    * together with every other request queued in the same turn.
    */
@@ -198,13 +234,27 @@ export class Connection implements ResponseSink {
       return;
     }
     this.#inflight.push(target);
+    this.#queued++;
     this.sendRaw(bytes);
   }
 
-  /** Sends the codec's no-op request; the owner hears of the reply through onHeartbeat. */
+  /**
+   * Sends the codec's no-op request unless a heartbeat is already out; the owner hears of the
+   * reply through onHeartbeat, with this heartbeat's own send time.
+   */
   beat(now: number): void {
-    this.beatSentAt = now;
-    this.send(this.#codec.heartbeatRequest, this.#beatTarget);
+    if (this.#heartbeat.kind === 'awaiting') return;
+    this.#heartbeat = { kind: 'awaiting', sentAt: now, misses: 0 };
+    this.send(this.#codec.heartbeatRequest, {
+      onResponse: (bytes) => {
+        this.heartbeatsAnswered++;
+        // At most one heartbeat is out, so this reply is the one awaited.
+        this.#heartbeat = { kind: 'idle', dueAt: Infinity };
+        const reply: HeartbeatReply = !this.#codec.isErrorResponse(bytes) ? 'ok' : this.#codec.isBusyResponse(bytes) ? 'busy' : 'error';
+        this.#owner.onHeartbeat(this, reply, now);
+      },
+      onFailure: () => {},
+    });
   }
 
   /** Queues bytes to write this turn without a target: relay mode, and send()'s write half. */
@@ -277,6 +327,7 @@ export class Connection implements ResponseSink {
       this.destroy('unexpected_response', 'a response arrived with no request waiting for it');
       return;
     }
+    this.#answered++;
     target.onResponse(bytes);
   }
 
@@ -289,7 +340,9 @@ export class Connection implements ResponseSink {
     const step: ResponseTarget = {
       onResponse: (bytes) => {
         if (this.#codec.isErrorResponse(bytes)) {
-          this.destroy('init_failed', bytes.toString('latin1').trim().slice(1, 200));
+          // A busy server (a long script, loading its dataset) is alive: not a failure of the server.
+          const reason: CloseReason = this.#codec.isBusyResponse(bytes) ? 'server_busy' : 'init_failed';
+          this.destroy(reason, bytes.toString('latin1').trim().slice(1, 200));
           return;
         }
         const state = this.#state;
@@ -345,6 +398,10 @@ export class Connection implements ResponseSink {
     const out = this.#out;
     if (out.length === 0 || this.#state.kind === 'closed') return;
     this.#out = [];
+    if (this.#queued !== this.#flushedQueued) {
+      this.#flushedQueued = this.#queued;
+      this.#writes.record(this.#queued, this.#clock.now());
+    }
     writeBatch(this.#socket, out);
   }
 }

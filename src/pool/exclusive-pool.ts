@@ -2,8 +2,10 @@
  * A server's exclusive connections: lent to one session at a time (MULTI…EXEC, BLPOP, AUTH,
  * SUBSCRIBE…). generic-pool keeps them, wrapped here so nothing else sees it, with its known
  * pitfalls handled:
- * - a rejecting create() is retried in a tight loop while anyone waits: create() for an ejected
- *   server waits a backoff before it rejects;
+ * - a rejecting create() is retried in a tight loop while anyone waits: create() waits the
+ *   server's backoff (shared with its shared connections: one connect in flight while it fails,
+ *   an ejected server's probe time) before it connects or rejects, and its failures count against
+ *   the server's health;
  * - acquire() waits forever without acquireTimeoutMillis: it is always queue.timeout;
  * - a validate() that throws crashes the process: validate() never throws;
  * - an idle resource cannot be dropped from outside: a dead one is caught on borrow (testOnBorrow),
@@ -12,6 +14,7 @@
  * lease alone decides between returning it (after a RESET with a deadline when dirty) and destroying
  * it, so a slot is given back exactly once whatever happened to the connection. Lent connections are
  * tracked so the sweep enforces request_timeout on them too, blocking commands excepted.
+ * generic-pool's destroy() runs for idle eviction and for shutdown alike: the close reason says which.
  */
 import genericPool from 'generic-pool';
 import type { Codec } from '../codec/registry.js';
@@ -24,9 +27,13 @@ import type { LeaseHolder, LeaseHome } from './lease.js';
 
 /** What the exclusive pool needs from its server. */
 export interface ExclusiveHost {
-  isEjected(): boolean;
-  countOpened(): void;
-  /** An exclusive connection closed (connect failures included). */
+  /** How long a connect must wait before it may start, by the server's backoff (0: now). */
+  connectWait(now: number): number;
+  /** A connect starts now; connectSettled() follows once it is ready or failed. */
+  connectStarted(): void;
+  /** The connect begun with connectStarted() is over (`ready`: the connection is usable). */
+  connectSettled(ready: boolean): void;
+  /** An exclusive connection closed (connect failures included: they count against health). */
   countClose(reason: CloseReason, message: string): void;
   countHeartbeatTimeout(): void;
   /** A lent connection stopped answering: close it and count it against the server's health. */
@@ -45,6 +52,10 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   readonly #lent = new Map<Connection, Lease>();
   /** Connects in progress, by the create() promise waiting for each. */
   readonly #connecting = new Map<Connection, { resolve: (conn: Connection) => void; reject: (err: Error) => void }>();
+  /** close() began: generic-pool's destroy() calls from now on are shutdown, not idle eviction. */
+  #closing = false;
+  /** Lent connections the previous tick found past request_timeout (see ServerPool's #suspects). */
+  #suspects = new Set<Connection>();
 
   constructor(pool: PoolConfig, server: ServerConfig, codec: Codec, clock: Clock, settings: ConnectionSettings, host: ExclusiveHost) {
     this.#pool = pool;
@@ -56,7 +67,10 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     this.#generic = genericPool.createPool<Connection>(
       {
         create: () => this.#create(),
-        destroy: async (conn) => conn.destroy('shutdown', 'exclusive connection retired'),
+        // Outside close(), generic-pool destroys only what its idle evictor picked (every other
+        // path destroys the connection first, and destroy() is idempotent).
+        destroy: async (conn) =>
+          this.#closing ? conn.destroy('shutdown', 'poolside is shutting down') : conn.destroy('idle_timeout', `idle for ${this.#pool.exclusive.idleTimeoutMs}ms`),
         validate: (conn) => this.#validate(conn),
       },
       {
@@ -118,14 +132,21 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     void this.#generic.destroy(conn).catch(() => {});
   }
 
-  /** request_timeout on lent connections, from the pool's sweep. */
+  /**
+   * request_timeout on lent connections, from the pool's sweep: from when the oldest request in
+   * flight was written (or the last read since), as on shared connections, and found so by two
+   * ticks in a row.
+   */
   tick(now: number): void {
     const { requestTimeoutMs } = this.#pool;
     if (requestTimeoutMs === 0) return;
+    const suspects = this.#suspects;
+    this.#suspects = new Set();
     for (const [conn, lease] of this.#lent) {
-      if (conn.reads !== conn.seenReads || conn.inflight === 0) conn.markProgress(now);
-      else if (!lease.blocking && now - conn.lastProgressAt >= requestTimeoutMs) {
-        this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
+      if (conn.reads !== conn.seenReads) conn.markProgress(now);
+      if (!lease.blocking && conn.stalledFor(now) >= requestTimeoutMs) {
+        if (suspects.has(conn)) this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
+        else this.#suspects.add(conn);
       }
     }
   }
@@ -135,6 +156,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
     // Sessions are closed first, so their leases are on their way back (a reset has a deadline);
     // anything still lent now is ended here, or drain() would wait for it forever.
     for (const conn of [...this.#lent.keys()]) conn.destroy('shutdown', 'poolside is shutting down');
@@ -158,16 +180,34 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     waiter?.reject(new Error(`connect failed (${reason}): ${message}`));
   }
 
+  /**
+   * generic-pool calls this again at once whenever it rejects, for as long as anyone waits: it
+   * always waits the server's backoff first, so a refusing server sees one connect per backoff
+   * from here, not hundreds a second. Local errors (EMFILE on connect) fail the connect the same
+   * way and back off the same way.
+   */
   async #create(): Promise<Connection> {
-    if (this.#host.isEjected()) {
-      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), this.#pool.connect.backoff.initialMs));
-      throw new Error(`server ${this.#server.name} is ejected`);
+    const wait = this.#host.connectWait(this.#clock.now());
+    if (wait > 0) {
+      // At most backoff.initial at a time: generic-pool's clear() waits for pending creates, so
+      // a create asleep until an ejected server's next probe would hold up shutdown. A rejection
+      // costs nothing here: the next create() checks again, and no connect is made meanwhile.
+      const nap = Math.min(wait, this.#pool.connect.backoff.initialMs);
+      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), nap).unref());
+      if (this.#closing || this.#host.connectWait(this.#clock.now()) > 0) throw new Error(`server ${this.#server.name} is backing off after failed connects`);
     }
-    this.#host.countOpened();
-    return new Promise((resolve, reject) => {
-      const conn = new Connection(this.#codec, this.#settings, this, this.#clock.now());
-      this.#connecting.set(conn, { resolve, reject });
-    });
+    this.#host.connectStarted();
+    let ready = false;
+    try {
+      const conn = await new Promise<Connection>((resolve, reject) => {
+        const conn = new Connection(this.#codec, this.#settings, this, this.#clock.now());
+        this.#connecting.set(conn, { resolve, reject });
+      });
+      ready = true;
+      return conn;
+    } finally {
+      this.#host.connectSettled(ready);
+    }
   }
 
   /** Before lending: a connection idle longer than the heartbeat interval must answer one. */

@@ -8,8 +8,14 @@
  *                                                          ▲    (connected: ignored)   │
  *                                                          └─────────failure───────────┘
  *
- * A connect that completes while the server is ejected proves nothing: it stays out for
- * eject.for, and then one probe connect decides.
+ * Only "gone" counts as a failure: a connect refused or timed out, a heartbeat unanswered. A server
+ * that is merely slow or busy (a request past request_timeout, a `-BUSY` reply) still answers, and
+ * taking it out of routing would only turn slow replies into errors.
+ *
+ * Ejection moves traffic elsewhere; it is not a sentence. An ejected server is probed early and
+ * often: the first probe after probe_after (connect.backoff.initial), each failed probe doubling
+ * the wait up to eject.for, so a restarted server is back within about a second of a short outage.
+ * A connect that completes while the server is ejected proves nothing: the next probe decides.
  */
 import type { BackoffConfig } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
@@ -27,8 +33,9 @@ export type ServerHealth =
   | { kind: 'starting' }
   | { kind: 'up' }
   | { kind: 'failing'; failures: number; lastError: string }
-  | { kind: 'ejected'; until: number; failures: number; lastError: string }
-  | { kind: 'probing'; failures: number; lastError: string };
+  /** Out of routing until `until`, when a probe connect is made; `probes`: failed probes since the ejection. */
+  | { kind: 'ejected'; until: number; failures: number; probes: number; lastError: string }
+  | { kind: 'probing'; failures: number; probes: number; lastError: string };
 
 export type HealthEvent =
   | { kind: 'connected' }
@@ -37,7 +44,15 @@ export type HealthEvent =
 
 export interface EjectPolicy {
   afterFailures: number;
+  /** The longest wait between probes of an ejected server. */
   forMs: number;
+  /** The first wait after an ejection; each failed probe doubles it, up to forMs. */
+  probeAfterMs: number;
+}
+
+/** How long an ejected server waits for its next probe after `probes` failed ones. */
+export function probeDelay(probes: number, policy: EjectPolicy): number {
+  return Math.min(policy.forMs, policy.probeAfterMs * 2 ** Math.min(probes, 30));
 }
 
 export function nextHealth(health: ServerHealth, event: HealthEvent, policy: EjectPolicy, now: number): ServerHealth {
@@ -50,21 +65,30 @@ export function nextHealth(health: ServerHealth, event: HealthEvent, policy: Eje
     case 'failed': {
       if (health.kind === 'ejected') return health;
       const failures = health.kind === 'failing' || health.kind === 'probing' ? health.failures + 1 : 1;
-      // A failed probe re-ejects at once: the server already proved itself unhealthy.
-      if (health.kind === 'probing' || failures >= policy.afterFailures) {
-        return { kind: 'ejected', until: now + policy.forMs, failures, lastError: event.error };
+      // A failed probe re-ejects at once (the server already proved itself unhealthy), and waits
+      // twice as long for the next one.
+      if (health.kind === 'probing') {
+        const probes = health.probes + 1;
+        return { kind: 'ejected', until: now + probeDelay(probes, policy), failures, probes, lastError: event.error };
+      }
+      if (failures >= policy.afterFailures) {
+        return { kind: 'ejected', until: now + probeDelay(0, policy), failures, probes: 0, lastError: event.error };
       }
       return { kind: 'failing', failures, lastError: event.error };
     }
     case 'tick':
       if (health.kind === 'ejected' && event.now >= health.until) {
-        return { kind: 'probing', failures: health.failures, lastError: health.lastError };
+        return { kind: 'probing', failures: health.failures, probes: health.probes, lastError: health.lastError };
       }
       return health;
   }
 }
 
-/** Whether requests may wait for this server to produce a connection. */
-export function isHopeful(health: ServerHealth): boolean {
-  return health.kind !== 'ejected';
+/**
+ * Whether requests may wait for this server to produce a connection. `panic`: every server of the
+ * pool is ejected. Ejection exists to move traffic to other servers; with none left, requests wait
+ * for the servers being probed rather than fail at once (Envoy's panic threshold).
+ */
+export function isHopeful(health: ServerHealth, panic: boolean): boolean {
+  return panic || health.kind !== 'ejected';
 }

@@ -203,6 +203,11 @@ export class Pool implements ServerPoolEvents {
     this.#scheduleResume();
   }
 
+  everyServerEjected(): boolean {
+    for (const server of this.servers) if (server.health.kind !== 'ejected') return false;
+    return true;
+  }
+
   onHealthChange(_server: ServerPool, before: ServerHealth, after: ServerHealth): void {
     if ((before.kind === 'ejected') !== (after.kind === 'ejected')) this.router.rebuild();
     // Waiters re-route: an ejected server's waiters move on or fail fast.

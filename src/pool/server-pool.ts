@@ -3,6 +3,16 @@
  * its exclusive pool (exclusive-pool.ts) for connections lent to one session at a time. Owns the
  * server's health (health.ts), refill with jittered exponential backoff, and the periodic duties of its
  * connections (request deadline, idle timeout, lifetime), run from the pool's sweep.
+ *
+ * Slow is not gone. Only a connect that fails (refused, timed out, AUTH/SELECT refused) and a
+ * heartbeat left unanswered count against the server's health. A request past request_timeout
+ * evicts its connection (its reply stream can no longer be trusted) but is not a server failure:
+ * the server may be busy with another client's script. A `-BUSY`/`-LOADING` reply to a heartbeat
+ * or to a new connection's setup proves the server alive; that connect backs off like a failed one
+ * without counting towards ejection.
+ *
+ * Every connect to the server, shared or exclusive, shares one backoff and, while the server
+ * fails, one connect in flight at a time.
  */
 import type { Codec } from '../codec/registry.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
@@ -12,8 +22,8 @@ import { CONNECT_BUCKETS, Histogram, REQUEST_BUCKETS } from '../util/histogram.j
 import type { Logger } from '../util/log.js';
 import { CLOSE_REASONS, Connection } from './connection.js';
 import { ExclusivePool } from './exclusive-pool.js';
-import type { CloseReason, ConnectionOwner, ConnectionSettings, ResponseTarget } from './connection.js';
-import type { ServerHealth } from './health.js';
+import type { CloseReason, ConnectionOwner, ConnectionSettings, HeartbeatReply, ResponseTarget } from './connection.js';
+import type { EjectPolicy, ServerHealth } from './health.js';
 import type { Lease, LeaseHolder } from './lease.js';
 import { backoffDelay, isHopeful, nextHealth } from './health.js';
 
@@ -25,6 +35,8 @@ export interface ServerPoolEvents {
   onConnectionReady(server: ServerPool): void;
   /** The server's health changed (for routing rebuilds and logs). */
   onHealthChange(server: ServerPool, before: ServerHealth, after: ServerHealth): void;
+  /** Whether every server of the pool is ejected: then requests wait for them rather than fail (panic). */
+  everyServerEjected(): boolean;
 }
 
 /** Counters in plain numbers; metrics read them at scrape time. */
@@ -32,6 +44,7 @@ export interface ServerCounters {
   connectionsOpened: number;
   connectionsClosed: Record<CloseReason, number>;
   connectFailures: number;
+  /** Times the server was taken out of routing (failed probes of an ejected server not counted again). */
   ejections: number;
   heartbeatFailures: { timeout: number; error: number };
   heartbeatDuration: Histogram;
@@ -75,6 +88,19 @@ export class ServerPool implements ConnectionOwner {
   #shared: Connection[] = [];
   #health: ServerHealth = { kind: 'starting' };
   #refillTimer: Timer | null = null;
+  /** No connect starts before this clock time: the backoff after the last failed connect. */
+  #nextConnectAt = 0;
+  /** Connects in a row that the server answered with BUSY/LOADING: alive, so not failures, but backed off. */
+  #busyConnects = 0;
+  /** Exclusive connects in progress (shared ones are the not-ready members of #shared). */
+  #exclusiveConnecting = 0;
+  readonly #ejectPolicy: EjectPolicy;
+  /**
+   * Connections the previous tick found past request_timeout. One is evicted only when the next
+   * tick finds it so again: between two ticks the event loop has read the sockets, so a tick that
+   * runs late after the loop was blocked cannot blame replies still waiting unread.
+   */
+  #suspects = new Set<Connection>();
   #closed = false;
   readonly #exclusive: ExclusivePool;
   readonly counters: ServerCounters = newServerCounters();
@@ -89,6 +115,7 @@ export class ServerPool implements ConnectionOwner {
     this.#clock = clock;
     this.#log = log;
     this.#events = events;
+    this.#ejectPolicy = { afterFailures: pool.eject.afterFailures, forMs: pool.eject.forMs, probeAfterMs: pool.connect.backoff.initialMs };
     this.#settings = {
       host: config.address.host,
       port: config.address.port,
@@ -107,8 +134,17 @@ export class ServerPool implements ConnectionOwner {
       onFailure: () => {},
     };
     this.#exclusive = new ExclusivePool(pool, config, codec, clock, this.#settings, {
-      isEjected: () => this.#health.kind === 'ejected',
-      countOpened: () => this.counters.connectionsOpened++,
+      connectWait: (now) => this.#connectWait(now),
+      connectStarted: () => {
+        this.counters.connectionsOpened++;
+        this.#exclusiveConnecting++;
+      },
+      connectSettled: (ready) => {
+        this.#exclusiveConnecting--;
+        if (ready) this.#connected();
+        // The shared refill held back while this connect was the one in flight.
+        this.#refill();
+      },
       countClose: (reason, message) => this.#countExclusiveClose(reason, message),
       countHeartbeatTimeout: () => this.counters.heartbeatFailures.timeout++,
       evict: (conn, reason, message) => this.#evict(conn, reason, message),
@@ -124,7 +160,7 @@ export class ServerPool implements ConnectionOwner {
   }
 
   get hopeful(): boolean {
-    return isHopeful(this.#health);
+    return isHopeful(this.#health, this.#health.kind === 'ejected' && this.#events.everyServerEjected());
   }
 
   /** Opens the first connections. */
@@ -154,9 +190,12 @@ export class ServerPool implements ConnectionOwner {
       if (best === null || conn.inflight < best.inflight) best = conn;
     }
     if (best === null) {
-      // With min 0 (or every connection evicted) nothing may be on its way: start one.
+      // With min 0 (or every connection evicted) nothing may be on its way: start one, after the
+      // backoff if the server is failing, so requests cannot drive connects faster than refill would.
       if (connecting === 0 && shared.length < this.#pool.connections.max && this.#health.kind !== 'ejected' && this.#refillTimer === null) {
-        this.#open();
+        const wait = this.#connectWait(this.#clock.now());
+        if (wait === 0) this.#open();
+        else this.#openAfter(wait);
       }
       // A connection past its lifetime still serves until its replacement is ready.
       return retiring;
@@ -184,13 +223,15 @@ export class ServerPool implements ConnectionOwner {
    */
   tick(now: number): void {
     const before = this.#health;
-    const after = nextHealth(before, { kind: 'tick', now }, this.#pool.eject, now);
+    const after = nextHealth(before, { kind: 'tick', now }, this.#ejectPolicy, now);
     if (after !== before) {
       this.#setHealth(after);
       this.#refill();
     }
     const { requestTimeoutMs, idleTimeoutMs, connections, heartbeat } = this.#pool;
     this.#exclusive.tick(now);
+    const suspects = this.#suspects;
+    this.#suspects = new Set();
     let idleAboveMin = this.#shared.length - connections.min;
     // Backwards: destroy() removes the connection from #shared through onClose.
     for (let i = this.#shared.length - 1; i >= 0; i--) {
@@ -198,7 +239,7 @@ export class ServerPool implements ConnectionOwner {
       if (conn === undefined || !conn.ready) continue;
       if (conn.reads !== conn.seenReads) {
         conn.markProgress(now);
-        if (heartbeat.intervalMs > 0) conn.nextBeatAt = now + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter);
+        if (heartbeat.intervalMs > 0) conn.scheduleBeat(now + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter));
         // Heartbeat replies keep a connection honest, not busy: idle_timeout counts client traffic only.
         const used = conn.responses - conn.heartbeatsAnswered;
         if (used !== conn.seenUsed) {
@@ -206,21 +247,23 @@ export class ServerPool implements ConnectionOwner {
           conn.lastUsedAt = now;
         }
       }
-      if (conn.beatSentAt >= 0) {
-        // A heartbeat is out: it alone decides, client requests behind it included.
-        if (now - conn.beatSentAt < heartbeat.timeoutMs) continue;
-        conn.misses++;
+      const beat = conn.heartbeat;
+      if (beat.kind === 'awaiting') {
+        // A heartbeat is out: it alone decides, client requests behind it included. Each
+        // heartbeat.timeout it stays unanswered is one miss; no second one is sent behind it.
+        if (now - beat.sentAt < heartbeat.timeoutMs * (beat.misses + 1)) continue;
+        const misses = conn.miss();
         this.counters.heartbeatFailures.timeout++;
-        if (conn.misses >= heartbeat.misses) {
-          this.#evict(conn, 'heartbeat_failed', `${conn.misses} heartbeats unanswered within ${heartbeat.timeoutMs}ms`);
-          continue;
+        if (misses >= heartbeat.misses) {
+          this.#evict(conn, 'heartbeat_failed', `heartbeat unanswered for ${misses} × ${heartbeat.timeoutMs}ms`);
         }
-        conn.beat(now);
         continue;
       }
       if (conn.inflight > 0) {
-        if (requestTimeoutMs > 0 && now - conn.lastProgressAt >= requestTimeoutMs) {
-          this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms`);
+        // From when the oldest request was written (or last read), never from an idle-time mark.
+        if (requestTimeoutMs > 0 && conn.stalledFor(now) >= requestTimeoutMs) {
+          if (suspects.has(conn)) this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms`);
+          else this.#suspects.add(conn);
         }
         continue;
       }
@@ -238,15 +281,19 @@ export class ServerPool implements ConnectionOwner {
         conn.destroy('idle_timeout', `idle for ${idleTimeoutMs}ms`);
         continue;
       }
-      if (heartbeat.intervalMs > 0 && now >= conn.nextBeatAt) conn.beat(now);
+      if (heartbeat.intervalMs > 0 && now >= beat.dueAt) conn.beat(now);
     }
   }
 
-  /** A connection that stopped answering: closed, counted against the server's health, siblings checked. */
+  /**
+   * A connection that stopped answering: closed and its siblings checked. Only an unanswered
+   * heartbeat counts against the server's health: a request past its deadline may be stuck behind
+   * a slow script on a server that is alive (the siblings' heartbeats tell which).
+   */
   #evict(conn: Connection, reason: CloseReason, message: string): void {
     this.#log.warn('pooled connection evicted', { pool: this.#pool.name, server: this.name, reason, error: message });
     // The failure first: the refill that destroy() triggers must see the server failing, not up.
-    this.#transition({ kind: 'failed', error: message });
+    if (reason === 'heartbeat_failed') this.#connectFailed(message);
     conn.destroy(reason, message);
     this.#sweepSiblings();
   }
@@ -259,13 +306,14 @@ export class ServerPool implements ConnectionOwner {
     if (this.#pool.heartbeat.intervalMs === 0) return;
     const now = this.#clock.now();
     for (const conn of this.#shared) {
-      if (conn.ready && conn.inflight === 0 && conn.beatSentAt < 0) conn.beat(now);
+      if (conn.ready && conn.inflight === 0) conn.beat(now);
     }
   }
 
-  onHeartbeat(conn: Connection, ok: boolean, sentAt: number): void {
+  onHeartbeat(conn: Connection, reply: HeartbeatReply, sentAt: number): void {
     this.counters.heartbeatDuration.observe((this.#clock.now() - sentAt) / 1000);
-    if (ok) {
+    // BUSY or LOADING: the server answered, so it is alive; the connection stays.
+    if (reply !== 'error') {
       this.counters.lastHeartbeatSuccess = this.#clock.epochMs() / 1000;
       return;
     }
@@ -308,8 +356,8 @@ export class ServerPool implements ConnectionOwner {
     conn.markProgress(now);
     this.counters.connectDuration.observe((now - conn.createdAt) / 1000);
     const { intervalMs, jitter } = this.#pool.heartbeat;
-    if (intervalMs > 0) conn.nextBeatAt = now + jittered(this.#clock, intervalMs, jitter);
-    this.#health = this.#transition({ kind: 'connected' });
+    if (intervalMs > 0) conn.scheduleBeat(now + jittered(this.#clock, intervalMs, jitter));
+    this.#connected();
     this.#events.onConnectionReady(this);
     this.#refill();
   }
@@ -323,7 +371,8 @@ export class ServerPool implements ConnectionOwner {
     if (!wasReady) {
       this.counters.connectFailures++;
       this.#log.warn('connect to server failed', { pool: this.#pool.name, server: this.name, reason, error: message });
-      this.#transition({ kind: 'failed', error: message });
+      if (reason === 'server_busy') this.#connectBusy();
+      else this.#connectFailed(message);
     } else if (reason === 'remote_closed' || reason === 'error' || reason === 'protocol_error' || reason === 'unexpected_response') {
       this.#log.warn('pooled connection closed', { pool: this.#pool.name, server: this.name, reason, error: message });
       this.#sweepSiblings();
@@ -331,9 +380,45 @@ export class ServerPool implements ConnectionOwner {
     this.#refill();
   }
 
+  /** A connect (shared or exclusive) became ready: the server is up, the backoff is over. */
+  #connected(): void {
+    this.#busyConnects = 0;
+    this.#nextConnectAt = 0;
+    this.#transition({ kind: 'connected' });
+  }
+
+  /** A connect failed or a heartbeat went unanswered: counted against health, next connect backed off. */
+  #connectFailed(message: string): void {
+    const after = this.#transition({ kind: 'failed', error: message });
+    const now = this.#clock.now();
+    if (after.kind === 'ejected') this.#nextConnectAt = after.until;
+    else if (after.kind === 'failing') this.#nextConnectAt = now + backoffDelay(after.failures, this.#pool.connect.backoff, this.#clock);
+  }
+
+  /** The server answered a new connection with BUSY/LOADING: alive, not a failure, but not serving yet either. */
+  #connectBusy(): void {
+    this.#busyConnects++;
+    this.#nextConnectAt = this.#clock.now() + backoffDelay(this.#busyConnects, this.#pool.connect.backoff, this.#clock);
+  }
+
+  /**
+   * How long an exclusive connect must wait before it may start (0: now). The same rules as the
+   * shared refill: an ejected server waits for its probe time, a failing one for its backoff, and
+   * while the server fails only one connect is in flight.
+   */
+  #connectWait(now: number): number {
+    const retry = this.#pool.connect.backoff.initialMs;
+    const health = this.#health;
+    if (health.kind === 'ejected') return Math.max(retry, health.until - now);
+    const failures = health.kind === 'failing' || health.kind === 'probing' ? health.failures : 0;
+    if (failures === 0 && this.#busyConnects === 0) return 0;
+    if (this.#connecting() + this.#exclusiveConnecting > 0) return retry;
+    return Math.max(0, this.#nextConnectAt - now);
+  }
+
   #transition(event: { kind: 'connected' } | { kind: 'failed'; error: string }): ServerHealth {
     const now = this.#clock.now();
-    const after = nextHealth(this.#health, event, this.#pool.eject, now);
+    const after = nextHealth(this.#health, event, this.#ejectPolicy, now);
     if (after !== this.#health) this.#setHealth(after);
     return after;
   }
@@ -341,7 +426,9 @@ export class ServerPool implements ConnectionOwner {
   #setHealth(after: ServerHealth): void {
     const before = this.#health;
     this.#health = after;
-    if (after.kind === 'ejected' && before.kind !== 'ejected') {
+    if (after.kind === 'ejected' && before.kind === 'probing') {
+      this.#log.debug('probe of ejected server failed', { pool: this.#pool.name, server: this.name, error: after.lastError, next_probe_ms: after.until - this.#clock.now() });
+    } else if (after.kind === 'ejected' && before.kind !== 'ejected') {
       this.counters.ejections++;
       this.#log.warn('server ejected', {
         pool: this.#pool.name,
@@ -349,7 +436,7 @@ export class ServerPool implements ConnectionOwner {
         reason: 'ejected',
         failures: after.failures,
         error: after.lastError,
-        for_ms: this.#pool.eject.forMs,
+        next_probe_ms: after.until - this.#clock.now(),
       });
     } else if (after.kind === 'up' && before.kind !== 'up' && before.kind !== 'starting') {
       this.#log.info('server back in routing', { pool: this.#pool.name, server: this.name });
@@ -367,21 +454,25 @@ export class ServerPool implements ConnectionOwner {
     const missing = this.#pool.connections.min - live;
     if (missing <= 0) return;
     const failures = health.kind === 'failing' || health.kind === 'probing' ? health.failures : 0;
-    if (failures === 0) {
+    if (failures === 0 && this.#busyConnects === 0) {
       for (let i = 0; i < missing; i++) this.#open();
       return;
     }
-    // Failing or probing: one connect at a time (single-flight). A probe goes at once (eject.for
-    // was the wait); a failing server's next attempt waits a jittered exponential backoff.
-    if (this.#connecting() > 0) return;
-    if (health.kind === 'probing') {
-      this.#open();
-      return;
-    }
-    const delay = backoffDelay(failures, this.#pool.connect.backoff, this.#clock);
+    // Failing, probing or busy: one connect at a time (single-flight), exclusive ones included. A
+    // probe goes at once (its wait was the ejection); otherwise the next attempt waits the backoff
+    // the last failure set.
+    if (this.#connecting() + this.#exclusiveConnecting > 0) return;
+    const delay = health.kind === 'probing' ? 0 : this.#nextConnectAt - this.#clock.now();
+    if (delay <= 0) this.#open();
+    else this.#openAfter(delay);
+  }
+
+  /** One connect after `delay`, if the server is still not ejected and no other connect is in flight by then. */
+  #openAfter(delay: number): void {
     this.#refillTimer = this.#clock.setTimeout(() => {
       this.#refillTimer = null;
-      if (!this.#closed && this.#health.kind !== 'ejected' && this.#connecting() === 0) this.#open();
+      if (!this.#closed && this.#health.kind !== 'ejected' && this.#connecting() + this.#exclusiveConnecting === 0) this.#open();
+      else this.#refill();
     }, delay);
     this.#refillTimer.unref();
   }
@@ -410,12 +501,14 @@ export class ServerPool implements ConnectionOwner {
     return n;
   }
 
-  /** Exclusive connection closes are counted like shared ones. */
+  /** Exclusive connection closes are counted like shared ones, and their failed connects count against health. */
   #countExclusiveClose(reason: CloseReason, message: string): void {
     this.counters.connectionsClosed[reason]++;
-    if (reason === 'connect_failed' || reason === 'init_failed') {
+    if (reason === 'connect_failed' || reason === 'init_failed' || reason === 'server_busy') {
       this.counters.connectFailures++;
       this.#log.warn('exclusive connect to server failed', { pool: this.#pool.name, server: this.name, reason, error: message });
+      if (reason === 'server_busy') this.#connectBusy();
+      else this.#connectFailed(message);
     }
   }
 }

@@ -5,7 +5,8 @@ import type { Router } from './router.js';
 /**
  * Ordered servers: the first server that is up takes the traffic (requests wait briefly while it
  * reconnects); a failing or ejected server is skipped for the next one. When every server is
- * failing, requests wait for the first that is not ejected; when all are ejected they fail at once.
+ * failing, requests wait for the first that is not ejected; when all are ejected, every one counts
+ * as hopeful again (panic, see ServerPool.hopeful) and requests wait for the first.
  */
 export class FailoverRouter implements Router {
   readonly keyed = false;

@@ -227,17 +227,19 @@ describe('degraded paths in /metrics', () => {
     expect(log.lines.some((l) => l.level === 'warn' && l.fields.reason === 'connect_failed')).toBe(true);
   });
 
-  it('fails requests at once with NO_HEALTHY_SERVER once the only server is ejected', async () => {
+  it('counts a request that waited for the only, ejected, server as POOL_TIMEOUT, and the ejection once however many probes fail', async () => {
     const port = await freePort();
-    const { proxy, log } = await startYaml(onePool([`127.0.0.1:${port}`], { eject: { after_failures: 1, for: '1m' } }));
+    const { proxy, log } = await startYaml(onePool([`127.0.0.1:${port}`], { eject: { after_failures: 1, for: '1m' }, queue: { timeout: '200ms' } }));
     const server = { pool: 'p', server: `127.0.0.1:${port}` };
     await untilMetrics(proxy, 'the server ejected', (x) => valueOf(x, 'poolside_server_ejections_total', server) === 1);
     const c = await client(proxy);
-    await expect(c.get('metrics:k')).rejects.toThrow(/^ERR poolside NO_HEALTHY_SERVER /);
+    await expect(c.get('metrics:k')).rejects.toThrow(/^ERR poolside POOL_TIMEOUT /);
     const m = await metrics(proxy);
-    expect(failures(m, 'NO_HEALTHY_SERVER')).toBe(1);
-    expect(failures(m, 'POOL_TIMEOUT')).toBe(0);
-    expect(valueOf(m, 'poolside_server_health', { ...server, state: 'ejected' })).toBe(1);
+    expect(failures(m, 'NO_HEALTHY_SERVER')).toBe(0);
+    expect(failures(m, 'POOL_TIMEOUT')).toBe(1);
+    expect(valueOf(m, 'poolside_server_ejections_total', server)).toBe(1);
+    // Probed every 100ms..eject.for: caught between two probes or during one.
+    expect(valueOf(m, 'poolside_server_health', { ...server, state: 'ejected' }) + valueOf(m, 'poolside_server_health', { ...server, state: 'probing' })).toBe(1);
     expect(valueOf(m, 'poolside_server_up', server)).toBe(0);
     expect(log.lines.filter((l) => l.level === 'warn' && l.fields.reason === 'ejected')).toHaveLength(1);
   });

@@ -342,7 +342,7 @@ describe('a frozen server (SIGSTOP)', () => {
 });
 
 describe('a server killed and restarted on the same port', () => {
-  it('fails requests fast with native errors while it is down, never hangs one, and serves without errors once it is back', async () => {
+  it('answers requests within queue.timeout with native errors while it is down, never hangs one, and serves without errors once it is back', async () => {
     const QUEUE_TIMEOUT_MS = 300;
     const EJECT_FOR_MS = 500;
     const HEARTBEAT_INTERVAL_MS = 300;
@@ -385,8 +385,9 @@ describe('a server killed and restarted on the same port', () => {
     const settled = outcomes.filter((o) => o.start >= backAt + settleMs);
     expect(before.length).toBeGreaterThan(10);
     expect(before.filter((o) => o.error !== null)).toEqual([]);
-    // While down: every request answered, with poolside's native error, promptly.
-    expect(down.length).toBeGreaterThan(10);
+    // While down: every request answered, with poolside's native error, within queue.timeout
+    // (the pool's only server: requests wait for its probes rather than fail at once).
+    expect(down.length).toBeGreaterThanOrEqual(clients.length);
     const errors = outcomes.filter((o) => o.error !== null);
     expect(errors.length).toBeGreaterThan(0);
     for (const o of errors) expect(o.error).toMatch(POOLSIDE_ERROR);
@@ -440,13 +441,14 @@ describe('a network blackhole between poolside and the server', () => {
     expect(ejected).toBeLessThan(detectionBound);
     expect(stats(proxy).counters.connectionsClosed.remote_closed).toBe(0);
 
-    // Ejected, with no other server: an immediate native error, not a wait (a wait lasts queue.timeout).
+    // Ejected, with no other server: the request waits for the probes (panic routing) and gets a
+    // native error after queue.timeout, never a hang.
     const asked = performance.now();
     const failed = await client.get('bh:key').then(() => null, messageOf);
     const answeredIn = performance.now() - asked;
-    expect(failed).toMatch(/^ReplyError: ERR poolside NO_HEALTHY_SERVER /);
-    record('ejected → NO_HEALTHY_SERVER answer', answeredIn, QUEUE_TIMEOUT_MS);
-    expect(answeredIn).toBeLessThan(QUEUE_TIMEOUT_MS);
+    expect(failed).toMatch(/^ReplyError: ERR poolside POOL_TIMEOUT /);
+    record('ejected → POOL_TIMEOUT answer', answeredIn, QUEUE_TIMEOUT_MS + sweep + SLACK_MS);
+    expect(answeredIn).toBeLessThan(QUEUE_TIMEOUT_MS + sweep + SLACK_MS);
 
     relay.restore();
     // A probe sent into the blackhole must time out first, then eject.for, then backoff and a connect.

@@ -4,12 +4,12 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { isHopeful, nextHealth } from '../../src/pool/health.js';
+import { isHopeful, nextHealth, probeDelay } from '../../src/pool/health.js';
 import type { EjectPolicy, HealthEvent, ServerHealth } from '../../src/pool/health.js';
 import { jittered } from '../../src/util/clock.js';
 import { FakeClock, seededRandom } from '../helpers/fake-clock.js';
 
-const policy: EjectPolicy = { afterFailures: 3, forMs: 1000 };
+const policy: EjectPolicy = { afterFailures: 3, forMs: 1000, probeAfterMs: 100 };
 const NOW = 50_000;
 
 function fail(health: ServerHealth, now = NOW, error = 'boom'): ServerHealth {
@@ -35,7 +35,7 @@ describe('nextHealth', () => {
     expect(tick(up, NOW)).toBe(up);
     const failing: ServerHealth = { kind: 'failing', failures: 1, lastError: 'x' };
     expect(tick(failing, NOW + 1e9)).toBe(failing);
-    const probing: ServerHealth = { kind: 'probing', failures: 3, lastError: 'x' };
+    const probing: ServerHealth = { kind: 'probing', failures: 3, probes: 0, lastError: 'x' };
     expect(tick(probing, NOW + 1e9)).toBe(probing);
   });
 
@@ -51,19 +51,19 @@ describe('nextHealth', () => {
     expect(fail({ kind: 'starting' })).toEqual({ kind: 'failing', failures: 1, lastError: 'boom' });
   });
 
-  it('ejects at exactly after_failures consecutive failures, until now + eject.for', () => {
+  it('ejects at exactly after_failures consecutive failures, until the first probe at now + probe_after', () => {
     let health: ServerHealth = { kind: 'up' };
     for (let i = 1; i < policy.afterFailures; i++) {
       health = fail(health, NOW + i);
       expect(health.kind).toBe('failing');
     }
     health = fail(health, NOW + 100, 'last straw');
-    expect(health).toEqual({ kind: 'ejected', until: NOW + 100 + policy.forMs, failures: policy.afterFailures, lastError: 'last straw' });
+    expect(health).toEqual({ kind: 'ejected', until: NOW + 100 + policy.probeAfterMs, failures: policy.afterFailures, probes: 0, lastError: 'last straw' });
   });
 
   it('ejects on the first failure when after_failures is 1', () => {
-    const one: EjectPolicy = { afterFailures: 1, forMs: 500 };
-    expect(nextHealth({ kind: 'up' }, { kind: 'failed', error: 'e' }, one, NOW)).toEqual({ kind: 'ejected', until: NOW + 500, failures: 1, lastError: 'e' });
+    const one: EjectPolicy = { afterFailures: 1, forMs: 500, probeAfterMs: 50 };
+    expect(nextHealth({ kind: 'up' }, { kind: 'failed', error: 'e' }, one, NOW)).toEqual({ kind: 'ejected', until: NOW + 50, failures: 1, probes: 0, lastError: 'e' });
   });
 
   it('starts counting again from one after a connection succeeded', () => {
@@ -76,58 +76,81 @@ describe('nextHealth', () => {
   });
 
   it('ignores further failures while ejected: the ejection is not extended', () => {
-    const ejected: ServerHealth = { kind: 'ejected', until: NOW + 1000, failures: 3, lastError: 'x' };
+    const ejected: ServerHealth = { kind: 'ejected', until: NOW + 1000, failures: 3, probes: 0, lastError: 'x' };
     expect(fail(ejected, NOW + 500)).toBe(ejected);
   });
 
   it('stays ejected when a connect begun before the ejection completes during it: only eject.for and a probe bring it back', () => {
-    const ejected: ServerHealth = { kind: 'ejected', until: NOW + 1000, failures: 3, lastError: 'x' };
+    const ejected: ServerHealth = { kind: 'ejected', until: NOW + 1000, failures: 3, probes: 0, lastError: 'x' };
     expect(connected(ejected, NOW + 10)).toBe(ejected);
   });
 
-  it('stays ejected until eject.for has passed, then probes, keeping the failure count', () => {
-    const ejected: ServerHealth = { kind: 'ejected', until: NOW + 1000, failures: 3, lastError: 'x' };
+  it('stays ejected until its probe time has passed, then probes, keeping the failure and probe counts', () => {
+    const ejected: ServerHealth = { kind: 'ejected', until: NOW + 1000, failures: 3, probes: 0, lastError: 'x' };
     expect(tick(ejected, NOW + 999)).toBe(ejected);
-    expect(tick(ejected, NOW + 1000)).toEqual({ kind: 'probing', failures: 3, lastError: 'x' });
-    expect(tick(ejected, NOW + 5000)).toEqual({ kind: 'probing', failures: 3, lastError: 'x' });
+    expect(tick(ejected, NOW + 1000)).toEqual({ kind: 'probing', failures: 3, probes: 0, lastError: 'x' });
+    expect(tick(ejected, NOW + 5000)).toEqual({ kind: 'probing', failures: 3, probes: 0, lastError: 'x' });
   });
 
-  it('re-ejects at once when the probe fails, even below after_failures', () => {
-    const generous: EjectPolicy = { afterFailures: 10, forMs: 700 };
-    const probing: ServerHealth = { kind: 'probing', failures: 1, lastError: 'x' };
+  it('re-ejects at once when the probe fails, even below after_failures, waiting twice as long for the next probe', () => {
+    const generous: EjectPolicy = { afterFailures: 10, forMs: 700, probeAfterMs: 100 };
+    const probing: ServerHealth = { kind: 'probing', failures: 1, probes: 0, lastError: 'x' };
     expect(nextHealth(probing, { kind: 'failed', error: 'still down' }, generous, NOW)).toEqual({
       kind: 'ejected',
-      until: NOW + 700,
+      until: NOW + 200,
       failures: 2,
+      probes: 1,
       lastError: 'still down',
     });
   });
 
+  it('probes early and often: probe_after, doubling after each failed probe, never waiting longer than eject.for', () => {
+    expect([0, 1, 2, 3, 4, 5, 6, 60].map((probes) => probeDelay(probes, policy))).toEqual([100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+    // Walked through nextHealth: the waits between probes of a server that stays down.
+    let health: ServerHealth = { kind: 'up' };
+    let now = NOW;
+    for (let i = 0; i < policy.afterFailures; i++) health = fail(health, now);
+    const waits: number[] = [];
+    for (let probe = 0; probe < 6; probe++) {
+      if (health.kind !== 'ejected') throw new Error(`expected ejected, got ${health.kind}`);
+      waits.push(health.until - now);
+      now = health.until;
+      health = tick(health, now);
+      expect(health.kind).toBe('probing');
+      health = fail(health, (now += 3));
+    }
+    expect(waits).toEqual([100, 200, 400, 800, 1000, 1000]);
+  });
+
   it('returns to up when the probe connects', () => {
-    expect(connected({ kind: 'probing', failures: 4, lastError: 'x' })).toEqual({ kind: 'up' });
+    expect(connected({ kind: 'probing', failures: 4, probes: 2, lastError: 'x' })).toEqual({ kind: 'up' });
   });
 
   it('walks the whole cycle: up, failing, ejected, probing, re-ejected, probing, up', () => {
     let health: ServerHealth = { kind: 'up' };
     let now = NOW;
     for (let i = 0; i < policy.afterFailures; i++) health = fail(health, (now += 10));
-    expect(health).toMatchObject({ kind: 'ejected', until: now + policy.forMs });
-    health = tick(health, (now += policy.forMs));
+    expect(health).toMatchObject({ kind: 'ejected', until: now + policy.probeAfterMs });
+    health = tick(health, (now += policy.probeAfterMs));
     expect(health.kind).toBe('probing');
     health = fail(health, (now += 50));
-    expect(health).toMatchObject({ kind: 'ejected', until: now + policy.forMs, failures: policy.afterFailures + 1 });
-    health = tick(health, (now += policy.forMs));
+    expect(health).toMatchObject({ kind: 'ejected', until: now + 2 * policy.probeAfterMs, failures: policy.afterFailures + 1, probes: 1 });
+    health = tick(health, (now += 2 * policy.probeAfterMs));
     expect(health.kind).toBe('probing');
     health = connected(health, (now += 5));
     expect(health).toEqual({ kind: 'up' });
   });
 
   it('treats every state but ejected as worth waiting for', () => {
-    expect(isHopeful({ kind: 'starting' })).toBe(true);
-    expect(isHopeful({ kind: 'up' })).toBe(true);
-    expect(isHopeful({ kind: 'failing', failures: 2, lastError: '' })).toBe(true);
-    expect(isHopeful({ kind: 'probing', failures: 2, lastError: '' })).toBe(true);
-    expect(isHopeful({ kind: 'ejected', until: 0, failures: 2, lastError: '' })).toBe(false);
+    expect(isHopeful({ kind: 'starting' }, false)).toBe(true);
+    expect(isHopeful({ kind: 'up' }, false)).toBe(true);
+    expect(isHopeful({ kind: 'failing', failures: 2, lastError: '' }, false)).toBe(true);
+    expect(isHopeful({ kind: 'probing', failures: 2, probes: 0, lastError: '' }, false)).toBe(true);
+    expect(isHopeful({ kind: 'ejected', until: 0, failures: 2, probes: 0, lastError: '' }, false)).toBe(false);
+  });
+
+  it('treats an ejected server as worth waiting for when every server of the pool is ejected (panic)', () => {
+    expect(isHopeful({ kind: 'ejected', until: 0, failures: 2, probes: 0, lastError: '' }, true)).toBe(true);
   });
 
   it('over any sequence of events: ejected only after after_failures failures in a row, for exactly eject.for, then probing until a connection or a failure', () => {
@@ -138,7 +161,7 @@ describe('nextHealth', () => {
     );
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 1000 }), fc.array(event, { maxLength: 60 }), (afterFailures, forMs, events) => {
-        const p: EjectPolicy = { afterFailures, forMs };
+        const p: EjectPolicy = { afterFailures, forMs, probeAfterMs: Math.max(1, Math.floor(forMs / 10)) };
         let health: ServerHealth = { kind: 'starting' };
         let now = 0;
         // Failures since the last successful connection, as an outside observer counts them.
@@ -163,7 +186,9 @@ describe('nextHealth', () => {
             // A failed probe re-ejects below the limit only in appearance: probing keeps the count that ejected it.
             expect(streak).toBeGreaterThanOrEqual(afterFailures);
             expect(health.until).toBeLessThanOrEqual(now + forMs);
-            if (before.kind !== 'ejected') expect(health.until).toBe(now + forMs);
+            if (before.kind !== 'ejected') expect(health.until).toBe(now + probeDelay(health.probes, p));
+            if (before.kind === 'probing') expect(health.probes).toBe(before.probes + 1);
+            if (before.kind !== 'probing' && before.kind !== 'ejected') expect(health.probes).toBe(0);
             expect(health.failures).toBe(streak);
           }
           if (health.kind === 'failing') {

@@ -268,12 +268,12 @@ describe('server up and readiness', () => {
     expect(isServerUp(server('s', { kind: 'starting' }, none))).toBe(false);
     // One connection missed heartbeats; the others still carry the traffic routing sends.
     expect(isServerUp(server('s', { kind: 'failing', failures: 1, lastError: 'x' }, ready))).toBe(true);
-    expect(isServerUp(server('s', { kind: 'ejected', until: 1, failures: 3, lastError: 'x' }, ready))).toBe(false);
+    expect(isServerUp(server('s', { kind: 'ejected', until: 1, failures: 3, probes: 0, lastError: 'x' }, ready))).toBe(false);
   });
 
   it('exports server_up from the same definition', async () => {
     const m = await setup([
-      new FakePool('cache', [server('a', { kind: 'up' }, ready), server('b', { kind: 'ejected', until: 1, failures: 3, lastError: 'refused' }, none)]),
+      new FakePool('cache', [server('a', { kind: 'up' }, ready), server('b', { kind: 'ejected', until: 1, failures: 3, probes: 0, lastError: 'refused' }, none)]),
     ])();
     expect(valueOf(m, 'poolside_server_up', { server: 'a' })).toBe(1);
     expect(valueOf(m, 'poolside_server_up', { server: 'b' })).toBe(0);
@@ -281,7 +281,7 @@ describe('server up and readiness', () => {
   });
 
   it('is ready when every pool has an up server, and says which pool is not', () => {
-    const good = new FakePool('good', [server('a', { kind: 'ejected', until: 1, failures: 3, lastError: 'refused' }, none), server('b', { kind: 'up' }, ready)]);
+    const good = new FakePool('good', [server('a', { kind: 'ejected', until: 1, failures: 3, probes: 0, lastError: 'refused' }, none), server('b', { kind: 'up' }, ready)]);
     const bad = new FakePool('bad', [server('c', { kind: 'failing', failures: 2, lastError: 'connect ECONNREFUSED' }, none)]);
     expect(readiness([good], false)).toEqual({ ready: true, reasons: [] });
     const result = readiness([good, bad], false);

@@ -31,6 +31,8 @@ const PING = '*1\r\n$4\r\nPING\r\n';
  */
 class PingServer {
   answering = true;
+  /** What each PING is answered with, e.g. `-BUSY …` for a server running a long script. */
+  reply = '+PONG\r\n';
   /** PINGs received, answered or not. */
   pings = 0;
   readonly #server: net.Server;
@@ -54,7 +56,7 @@ class PingServer {
         while (pending.startsWith(PING)) {
           pending = pending.slice(PING.length);
           this.pings++;
-          if (this.answering) replies += '+PONG\r\n';
+          if (this.answering) replies += this.reply;
         }
         if (pending.length >= PING.length && !PING.startsWith(pending)) throw new Error(`PingServer got more than PING: ${JSON.stringify(pending)}`);
         if (replies === '') return;
@@ -106,11 +108,13 @@ interface Harness {
 
 function serverPool(config: PoolConfig, clock: FakeClock): Harness {
   const kinds: ServerHealth['kind'][] = ['starting'];
-  const server = new ServerPool(0, config.servers[0], config, codecFor('redis'), clock, quietLog(), {
+  const server: ServerPool = new ServerPool(0, config.servers[0], config, codecFor('redis'), clock, quietLog(), {
     onConnectionReady() {},
     onHealthChange(_server, _before, after) {
       if (kinds[kinds.length - 1] !== after.kind) kinds.push(after.kind);
     },
+    // One server: when it is ejected, every server of the pool is.
+    everyServerEjected: () => server.health.kind === 'ejected',
   });
   cleanup.add(server, (s) => s.close());
   return { server, kinds };
@@ -221,7 +225,7 @@ describe('ServerPool refill', () => {
 });
 
 describe('ServerPool ejection', () => {
-  it('ejects after eject.after_failures failed connects, probes once eject.for has passed, re-ejects a failed probe, and comes back up', async () => {
+  it('ejects after eject.after_failures failed connects, probes after backoff.initial, doubles the wait after each failed probe up to eject.for, and comes back up', async () => {
     const port = await freePort();
     const clock = new FakeClock({ random: () => 0.5 });
     const config = poolConfig(port, {
@@ -237,32 +241,45 @@ describe('ServerPool ejection', () => {
     }
     await waitFor(() => server.counters.connectFailures === 3, 'third connect refused');
     const ejectedAt = clock.now();
-    expect(server.health).toMatchObject({ kind: 'ejected', until: ejectedAt + 1000, failures: 3 });
+    expect(server.health).toMatchObject({ kind: 'ejected', until: ejectedAt + 100, failures: 3, probes: 0 });
     expect(server.counters.ejections).toBe(1);
-    expect(server.hopeful).toBe(false);
+    // The pool's only server: with nowhere else to go, requests wait for it (panic routing).
+    expect(server.hopeful).toBe(true);
     // Nothing is retried while ejected.
     expect(clock.pending()).toEqual([]);
 
-    sweepAt(clock, server, ejectedAt + 999);
+    sweepAt(clock, server, ejectedAt + 99);
     expect(server.health.kind).toBe('ejected');
-    sweepAt(clock, server, ejectedAt + 1000);
+    sweepAt(clock, server, ejectedAt + 100);
     expect(server.health).toMatchObject({ kind: 'probing', failures: 3 });
-    // eject.for was the wait: the probe connects at once, bounded only by connect.timeout.
+    // The ejection was the wait: the probe connects at once, bounded only by connect.timeout.
     expect(server.stats().connections.connecting).toBe(1);
     expect(clock.pending().map((t) => t.ms)).toEqual([1000]);
-    await waitFor(() => server.counters.connectFailures === 4, 'probe refused');
-    const reEjectedAt = clock.now();
-    expect(server.health).toMatchObject({ kind: 'ejected', until: reEjectedAt + 1000, failures: 4 });
-    expect(server.counters.ejections).toBe(2);
+
+    // Each failed probe doubles the wait for the next one, up to eject.for; none counts as a new ejection.
+    const waits: number[] = [];
+    for (let probe = 1; probe <= 5; probe++) {
+      await waitFor(() => server.counters.connectFailures === 3 + probe, `probe ${probe} refused`);
+      const health = server.health;
+      if (health.kind !== 'ejected') throw new Error(`expected ejected after probe ${probe}, got ${health.kind}`);
+      expect(health).toMatchObject({ failures: 3 + probe, probes: probe });
+      waits.push(health.until - clock.now());
+      if (probe < 5) sweepAt(clock, server, health.until);
+    }
+    expect(waits).toEqual([200, 400, 800, 1000, 1000]);
+    expect(server.counters.ejections).toBe(1);
 
     // The server comes back: the next probe connects and the pool refills to min.
     const revived = await pingServer(port);
-    sweepAt(clock, server, reEjectedAt + 1000);
+    const last = server.health;
+    if (last.kind !== 'ejected') throw new Error('expected ejected');
+    sweepAt(clock, server, last.until);
     expect(server.health.kind).toBe('probing');
     expect(server.stats().connections.connecting).toBe(1);
     await waitFor(() => server.health.kind === 'up' && ready(server) === 1, 'server back up with min connections');
     expect(revived.pings).toBe(1);
-    expect(kinds).toEqual(['starting', 'failing', 'ejected', 'probing', 'ejected', 'probing', 'up']);
+    expect(kinds.slice(0, 5)).toEqual(['starting', 'failing', 'ejected', 'probing', 'ejected']);
+    expect(kinds[kinds.length - 1]).toBe('up');
   });
 });
 
@@ -292,7 +309,8 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.heartbeatFailures.timeout).toBe(0);
     sweepAt(clock, server, idleSince + 600);
     expect(server.counters.heartbeatFailures.timeout).toBe(2);
-    expect(server.stats().inflight).toBe(4); // a miss sends the next heartbeat at once
+    // One heartbeat out per connection: a second PING behind an unanswered one would prove nothing.
+    expect(server.stats().inflight).toBe(2);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(0);
 
     sweepAt(clock, server, idleSince + 699);
@@ -301,15 +319,15 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.heartbeatFailures.timeout).toBe(4);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(2);
     expect(ready(server)).toBe(0);
-    // Each eviction counts against the server: two in a row eject it.
-    expect(server.health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 1000, failures: 2 });
+    // Each eviction counts against the server: two in a row eject it, first probe after backoff.initial.
+    expect(server.health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 100, failures: 2 });
     expect(server.counters.ejections).toBe(1);
   });
 
-  // A connect that completes while the server is ejected is ignored by nextHealth; when eject.for
-  // ends, the probe is a new connect (connects in progress, not connections, are single-flight),
-  // so the server does come back, and only then.
-  it('keeps a server ejected by heartbeats out for eject.for although it thaws at once, then probes it back up to min', async () => {
+  // A connect that completes while the server is ejected is ignored by nextHealth; when the
+  // ejection ends, the probe is a new connect (connects in progress, not connections, are
+  // single-flight), so the server does come back, and only then.
+  it('keeps a server ejected by heartbeats out until its probe although it thaws at once, then probes it back up to min', async () => {
     const fake = await pingServer();
     const clock = new FakeClock({ random: () => 0.5 });
     const config = poolConfig(fake.port, {
@@ -329,7 +347,7 @@ describe('ServerPool heartbeats', () => {
     sweepAt(clock, server, idleSince + 700);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(2);
     const health = server.health;
-    expect(health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 1000 });
+    expect(health).toMatchObject({ kind: 'ejected', until: idleSince + 700 + 100 });
     if (health.kind !== 'ejected') return;
 
     fake.resume(); // thawed: whatever was asked meanwhile is answered now
@@ -338,7 +356,7 @@ describe('ServerPool heartbeats', () => {
     sweepAt(clock, server, health.until - 1);
     expect(server.health.kind).toBe('ejected');
 
-    // From eject.for on: probing, then a probe connect after the backoff, then up and back at min.
+    // From then on: probing, then a probe connect after the backoff, then up and back at min.
     sweepAt(clock, server, health.until);
     expect(server.health.kind).toBe('probing');
     for (let step = 0; step < 40 && !(server.health.kind === 'up' && ready(server) === 2); step++) {
@@ -367,7 +385,7 @@ describe('ServerPool heartbeats', () => {
     const t0 = clock.now();
     fake.answering = false;
     for (const at of [250, 350]) sweepAt(clock, server, t0 + at);
-    expect(server.stats().inflight).toBe(2); // first heartbeat, and the one after its miss
+    expect(server.stats().inflight).toBe(1); // the first heartbeat; its miss sends no second one
     sweepAt(clock, server, t0 + 450);
     expect(server.counters.connectionsClosed.heartbeat_failed).toBe(1);
     // The sibling was due at ~1750ms; the eviction made it beat now.
@@ -404,6 +422,181 @@ describe('ServerPool heartbeats', () => {
     expect(server.counters.lastHeartbeatSuccess * 1000).toBeCloseTo(clock.epochMs() - 50, 3);
     expect(server.stats().connections.idle).toBe(2);
     expect(server.health.kind).toBe('up');
+  });
+});
+
+describe('ServerPool and a busy server', () => {
+  const BUSY = '-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.\r\n';
+
+  it('keeps a connection whose heartbeats are answered BUSY: the server answered, so it is alive', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, {
+      connections: { min: 1, max: 1 },
+      heartbeat: { interval: '500ms', timeout: '100ms', misses: 1 },
+      eject: { after_failures: 1, for: '1s' },
+      max_lifetime: 0,
+    });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 1, 'a ready connection');
+    fake.reply = BUSY;
+    for (let beat = 1; beat <= 3; beat++) {
+      clock.advance(500);
+      server.tick(clock.now());
+      expect(server.stats().inflight).toBe(1);
+      await waitFor(() => server.stats().inflight === 0, `heartbeat ${beat} answered BUSY`);
+      clock.advance(50);
+      server.tick(clock.now());
+    }
+    expect(server.counters.heartbeatFailures).toEqual({ timeout: 0, error: 0 });
+    expect(server.counters.heartbeatDuration.count).toBe(3);
+    expect(server.counters.connectionsClosed.heartbeat_failed).toBe(0);
+    expect(ready(server)).toBe(1);
+    expect(server.health.kind).toBe('up');
+  });
+
+  it('closes a new connection whose setup is answered BUSY as server_busy, backs off, and never counts it against health', async () => {
+    const fake = await pingServer();
+    fake.reply = BUSY;
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, {
+      connections: { min: 2, max: 2 },
+      connect: { timeout: '1s', backoff: { initial: '100ms', max: '800ms' } },
+      eject: { after_failures: 1, for: '1s' },
+      max_lifetime: 0,
+    });
+    const { server, kinds } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => server.counters.connectionsClosed.server_busy === 2, 'both first connects answered BUSY');
+    const delays: number[] = [];
+    for (let attempt = 3; attempt <= 5; attempt++) {
+      const timers = clock.pending();
+      expect(timers).toHaveLength(1); // the backoff; one connect at a time while busy
+      delays.push(timers[0].ms);
+      clock.advanceTo(timers[0].due);
+      expect(server.stats().connections.connecting).toBe(1);
+      await waitFor(() => server.counters.connectionsClosed.server_busy === attempt, `connect ${attempt} answered BUSY`);
+    }
+    expect(delays).toEqual([200, 400, 800]);
+    expect(server.counters.connectFailures).toBe(5);
+    expect(server.counters.ejections).toBe(0);
+    expect(kinds).toEqual(['starting']);
+
+    // The script ends: the next connect succeeds and the pool refills to min at once.
+    fake.reply = '+PONG\r\n';
+    clock.runNext();
+    await waitFor(() => ready(server) === 2, 'back at min connections');
+    expect(server.health.kind).toBe('up');
+  });
+});
+
+describe('ServerPool exclusive connects', () => {
+  it('wait the server backoff, one at a time, and count their failures against health (generic-pool retries create() at once)', async () => {
+    const port = await freePort(); // nothing listens: every connect is refused
+    const clock = new FakeClock({ random: () => 0.5 });
+    const QUEUE_TIMEOUT_MS = 1500;
+    const config = poolConfig(port, {
+      connections: { min: 0, max: 2 },
+      connect: { timeout: '1s', backoff: { initial: '100ms', max: '800ms' } },
+      eject: { after_failures: 50, for: '1s' },
+      queue: { timeout: `${QUEUE_TIMEOUT_MS}ms` },
+    });
+    const { server } = serverPool(config, clock);
+    server.start();
+    const t0 = clock.now();
+    const holder = { onLeaseLost: () => {}, onPush: () => {} };
+    const acquired = server.acquireExclusive(holder).then(
+      () => 'acquired',
+      (err: Error) => err.message,
+    );
+    await waitFor(() => server.counters.connectFailures === 1, 'the first exclusive connect refused');
+    const napping = (): Promise<number> => waitFor(() => clock.pending().length > 0, 'create() waiting on the clock', 1000, 1);
+    await napping();
+    // However often generic-pool calls create() again, no connect is made until the backoff passes.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(server.counters.connectionsOpened).toBe(1);
+
+    clock.advanceTo(t0 + 99);
+    expect(server.counters.connectionsOpened).toBe(1);
+    clock.advanceTo(t0 + 100);
+    await waitFor(() => server.counters.connectFailures === 2, 'the second connect, after 100ms, refused');
+    // Second failure: 200ms, waited in naps of at most backoff.initial.
+    await napping();
+    clock.advanceTo(t0 + 200);
+    await napping();
+    expect(server.counters.connectionsOpened).toBe(2);
+    clock.advanceTo(t0 + 300);
+    await waitFor(() => server.counters.connectFailures === 3, 'the third connect, 200ms later, refused');
+    expect(server.counters.connectionsOpened).toBe(3);
+    expect(server.health).toMatchObject({ kind: 'failing', failures: 3 });
+    expect(server.counters.connectionsClosed.connect_failed).toBe(3);
+    expect(await acquired).toMatch(/timeout|timed out/i);
+    // generic-pool's clear() waits for a create() still napping on the fake clock: let it finish.
+    for (let i = 0; i < 50 && clock.pending().length > 0; i++) {
+      clock.runNext();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  });
+});
+
+describe('ServerPool request deadlines', () => {
+  it('runs a request deadline from its write, not from the idle time before it, and evicts without counting against health', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 1, max: 1 }, heartbeat: false, request_timeout: '500ms', max_lifetime: 0 });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 1, 'a ready connection');
+    sweepAt(clock, server, clock.now() + 10_000); // idle far longer than request_timeout
+    fake.answering = false;
+    const conn = server.pickConnection();
+    if (conn === null) throw new Error('no ready connection');
+    const failed: string[] = [];
+    conn.send(Buffer.from(PING), { onResponse() {}, onFailure: (reason) => failed.push(reason) });
+    const writtenAt = clock.now();
+    await waitFor(() => fake.pings === 2, 'the request reaching the server');
+    sweepAt(clock, server, writtenAt + 499);
+    expect(conn.ready).toBe(true);
+    expect(failed).toEqual([]);
+    // Past the deadline at one tick, and still at the next (the event loop read the socket in between).
+    sweepAt(clock, server, writtenAt + 500);
+    expect(conn.ready).toBe(true);
+    sweepAt(clock, server, writtenAt + 510);
+    expect(conn.ready).toBe(false);
+    expect(failed).toEqual(['REQUEST_TIMEOUT']);
+    expect(server.counters.connectionsClosed.request_timeout).toBe(1);
+    // Slow, not gone: the server's health is untouched, and the refill reconnects at once.
+    expect(server.health.kind).toBe('up');
+    expect(server.stats().connections.connecting).toBe(1);
+  });
+});
+
+describe('ServerPool request deadlines after a blocked event loop', () => {
+  it('does not blame a reply that waits unread in the socket when a tick runs late', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 1, max: 1 }, heartbeat: false, request_timeout: '500ms', max_lifetime: 0 });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 1, 'a ready connection');
+    fake.pause();
+    const conn = server.pickConnection();
+    if (conn === null) throw new Error('no ready connection');
+    const outcome: string[] = [];
+    conn.send(Buffer.from(PING), { onResponse: () => outcome.push('answered'), onFailure: (reason) => outcome.push(reason) });
+    const writtenAt = clock.now();
+    await waitFor(() => fake.pings === 2, 'the request reaching the server');
+    // The reply is sent now, but this tick runs before the event loop gets to read it, as a
+    // sweep does when the loop was blocked past the deadline.
+    fake.resume();
+    sweepAt(clock, server, writtenAt + 600);
+    expect(outcome).toEqual([]);
+    await waitFor(() => outcome.length > 0, 'the reply read');
+    sweepAt(clock, server, writtenAt + 610);
+    expect(outcome).toEqual(['answered']);
+    expect(conn.ready).toBe(true);
+    expect(server.counters.connectionsClosed.request_timeout).toBe(0);
   });
 });
 
