@@ -31,8 +31,6 @@ const OK = Buffer.from('+OK\r\n');
 const ZERO = Buffer.from(':0\r\n');
 const ONE = Buffer.from(':1\r\n');
 
-const ROLES: readonly TxRole[] = ['multi', 'exec', 'discard', 'watch', 'unwatch', 'select', 'other'];
-
 function bulk(text: string): Buffer {
   const body = Buffer.from(text, 'utf8');
   return Buffer.concat([Buffer.from(`$${body.length}\r\n`), body, Buffer.from('\r\n')]);
@@ -63,16 +61,17 @@ class RedisPinnedState implements PinnedState {
     if (this.#tx.onSend(role) === 'abort') {
       // poolside refused a command of this transaction: Redis would answer EXECABORT, and so does
       // poolside, after discarding what the server queued.
-      return { kind: 'replace', token: ROLES.indexOf('discard'), bytes: DISCARD_REQUEST, reply: EXECABORT };
+      return { kind: 'replace', token: 'discard' satisfies TxRole, bytes: DISCARD_REQUEST, reply: EXECABORT };
     }
     // WAIT counts replicas that acknowledged this connection's last write; the session's writes
     // ran on shared connections, so a propagated no-op first makes that offset cover them.
     const prelude = !queuing && needsWriteFence(spec.name) ? WRITE_FENCE_REQUEST : null;
-    return { kind: 'send', token: ROLES.indexOf(role), prelude, barrier };
+    return { kind: 'send', token: role, prelude, barrier };
   }
 
-  reply(token: number, selectDb: number, bytes: Buffer): DbChange {
-    return this.#tx.onReply(ROLES[token] ?? 'other', selectDb, bytes);
+  reply(token: unknown, selectDb: number, bytes: Buffer): DbChange {
+    // The token is the role send() gave this request.
+    return this.#tx.onReply(token as TxRole, selectDb, bytes);
   }
 
   refusedInside(): void {

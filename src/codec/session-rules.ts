@@ -60,7 +60,7 @@ export type Intake =
   | { kind: 'route'; bytes: Buffer }
   /** Answered by poolside when its turn comes (after the requests before it): `local` is the rules' own. */
   | { kind: 'local'; local: unknown }
-  /** Answered at once with these bytes (in reply order). */
+  /** Answered with these bytes (an error for the server) when its turn comes. */
   | { kind: 'answer'; reply: Buffer };
 
 /** How poolside answers a `local` request when its turn comes. */
@@ -73,9 +73,9 @@ export type LocalAnswer =
 /** How a request goes out on a pinned connection. */
 export type PinnedSend =
   /** `prelude`: sent just before it (its reply is nobody's); `barrier`: send nothing more until its reply. */
-  | { kind: 'send'; token: number; prelude: Buffer | null; barrier: boolean }
+  | { kind: 'send'; token: unknown; prelude: Buffer | null; barrier: boolean }
   /** Sent as `bytes` instead; the client gets `reply` instead of the server's answer. */
-  | { kind: 'replace'; token: number; bytes: Buffer; reply: Buffer };
+  | { kind: 'replace'; token: unknown; bytes: Buffer; reply: Buffer };
 
 /** State that lives on one pinned connection (a transaction, watched keys), tracked from replies. */
 export interface PinnedState {
@@ -88,7 +88,7 @@ export interface PinnedState {
   /** A request is about to go out on the connection. */
   send(spec: CommandSpec): PinnedSend;
   /** The reply to a request sent with `token`, in order; `selectDb` as classified at intake. */
-  reply(token: number, selectDb: number, bytes: Buffer): DbChange;
+  reply(token: unknown, selectDb: number, bytes: Buffer): DbChange;
   /** poolside answered a request itself (refused it) on this connection's behalf. */
   refusedInside(): void;
 }

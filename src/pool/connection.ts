@@ -73,6 +73,11 @@ export interface ConnectionOwner {
   onHeartbeat(conn: Connection, reply: HeartbeatReply, sentAt: number): void;
   /** Fired once, after every in-flight target was failed. */
   onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void;
+  /**
+   * A target threw while handed its response: poolside's own fault, not the server's. The
+   * connection and its reply stream are intact and carry on; the owner makes it loud.
+   */
+  onInternalError(conn: Connection, error: unknown): void;
 }
 
 export interface ConnectionSettings {
@@ -83,6 +88,11 @@ export interface ConnectionSettings {
   username: string | null;
   password: string | null;
   db: number;
+  /**
+   * Learn the server's id for the connection during setup (Redis CLIENT ID): exclusive
+   * connections need it (CLIENT UNBLOCK, TRACKING REDIRECT name the connection a client holds).
+   */
+  identify: boolean;
 }
 
 /** A database index unknown to poolside: the next session to use the connection selects its own. */
@@ -123,7 +133,6 @@ export class Connection implements ResponseSink {
 
   #state: ConnectionState = { kind: 'connecting' };
   #serverId: number | null = null;
-  #identifying = false;
   readonly #socket: net.Socket;
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
@@ -328,7 +337,12 @@ export class Connection implements ResponseSink {
       return;
     }
     this.#answered++;
-    target.onResponse(bytes);
+    try {
+      target.onResponse(bytes);
+    } catch (err) {
+      // Not a protocol error of the server's: the frame was whole and went to its target.
+      this.#owner.onInternalError(this, err);
+    }
   }
 
   #onConnect(settings: ConnectionSettings): void {
@@ -336,7 +350,19 @@ export class Connection implements ResponseSink {
     // The heartbeat last: a connection is ready only once the server has answered, so a server
     // that accepts TCP but is frozen (SIGSTOP, a full backlog) fails the connect timeout instead.
     const init = [...this.#codec.initRequests(settings.username, settings.password, settings.db), this.#codec.heartbeatRequest];
-    this.#state = { kind: 'initializing', pending: init.length };
+    const identify = settings.identify ? this.#codec.identifyRequest : null;
+    this.#state = { kind: 'initializing', pending: init.length + (identify === null ? 0 : 1) };
+    if (identify !== null) {
+      // A server that will not tell (ACL) only loses the commands that need it, not the connection.
+      this.send(identify, {
+        onResponse: (bytes) => {
+          this.#serverId = this.#codec.parseIdentity(bytes);
+          const state = this.#state;
+          if (state.kind === 'initializing' && --state.pending === 0) this.#becomeReady();
+        },
+        onFailure: () => {},
+      });
+    }
     const step: ResponseTarget = {
       onResponse: (bytes) => {
         if (this.#codec.isErrorResponse(bytes)) {
@@ -353,28 +379,11 @@ export class Connection implements ResponseSink {
     for (const request of init) this.send(request, step);
   }
 
-  /** The server's id for this connection (Redis CLIENT ID), once identify() was answered. */
+  /** The server's id for this connection (Redis CLIENT ID), when settings.identify asked and the server told. */
   get serverId(): number | null {
     return this.#serverId;
   }
 
-  /**
-   * Asks the server for its id of this connection, pipelined ahead of whatever is sent next; once
-   * per connection. Only exclusive connections need it (a client blocked or subscribed on one can
-   * be named by CLIENT UNBLOCK or TRACKING REDIRECT); a server that refuses to tell (ACL) only
-   * loses those commands.
-   */
-  identify(): void {
-    const request = this.#codec.identifyRequest;
-    if (request === null || this.#identifying) return;
-    this.#identifying = true;
-    this.send(request, {
-      onResponse: (bytes) => {
-        this.#serverId = this.#codec.parseIdentity(bytes);
-      },
-      onFailure: () => {},
-    });
-  }
 
   #becomeReady(): void {
     if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);

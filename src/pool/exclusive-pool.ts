@@ -38,6 +38,8 @@ export interface ExclusiveHost {
   countHeartbeatTimeout(): void;
   /** A lent connection stopped answering: close it and count it against the server's health. */
   evict(conn: Connection, reason: CloseReason, message: string): void;
+  /** poolside's own code threw while handling a reply on one of these connections. */
+  internalError(error: unknown): void;
 }
 
 export class ExclusivePool implements ConnectionOwner, LeaseHome {
@@ -62,7 +64,8 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     this.#server = server;
     this.#codec = codec;
     this.#clock = clock;
-    this.#settings = settings;
+    // Exclusive connections learn their server-side id during setup (CLIENT UNBLOCK, TRACKING REDIRECT).
+    this.#settings = { ...settings, identify: true };
     this.#host = host;
     this.#generic = genericPool.createPool<Connection>(
       {
@@ -91,7 +94,6 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   /** Borrows a connection for `holder`; rejects after queue.timeout. */
   async acquire(holder: LeaseHolder): Promise<Lease> {
     const conn = await this.#generic.acquire();
-    conn.identify();
     const lease = new Lease(conn, this, holder);
     this.#lent.set(conn, lease);
     return lease;
@@ -171,6 +173,10 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   }
 
   onHeartbeat(): void {}
+
+  onInternalError(_conn: Connection, error: unknown): void {
+    this.#host.internalError(error);
+  }
 
   onClose(conn: Connection, reason: CloseReason, message: string): void {
     this.#host.countClose(reason, message);

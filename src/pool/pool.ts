@@ -199,6 +199,11 @@ export class Pool implements ServerPoolEvents {
     this.counters.pins.set(reason, (this.counters.pins.get(reason) ?? 0) + 1);
   }
 
+  onInternalError(error: unknown): void {
+    this.counters.internalErrors++;
+    this.#log.error('internal error handling a server reply', { pool: this.config.name, error: String((error as Error).stack ?? error) });
+  }
+
   onConnectionReady(): void {
     this.#scheduleResume();
   }

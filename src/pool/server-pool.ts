@@ -37,6 +37,8 @@ export interface ServerPoolEvents {
   onHealthChange(server: ServerPool, before: ServerHealth, after: ServerHealth): void;
   /** Whether every server of the pool is ejected: then requests wait for them rather than fail (panic). */
   everyServerEjected(): boolean;
+  /** poolside's own code threw while handling a reply from this server (a bug: made loud, not blamed on the server). */
+  onInternalError(error: unknown): void;
 }
 
 /** Counters in plain numbers; metrics read them at scrape time. */
@@ -124,6 +126,7 @@ export class ServerPool implements ConnectionOwner {
       username: config.username,
       password: config.password,
       db: config.db,
+      identify: false,
     };
     this.selectTarget = {
       onResponse: (bytes) => {
@@ -146,6 +149,7 @@ export class ServerPool implements ConnectionOwner {
         this.#refill();
       },
       countClose: (reason, message) => this.#countExclusiveClose(reason, message),
+      internalError: (error) => this.#events.onInternalError(error),
       countHeartbeatTimeout: () => this.counters.heartbeatFailures.timeout++,
       evict: (conn, reason, message) => this.#evict(conn, reason, message),
     });
@@ -308,6 +312,10 @@ export class ServerPool implements ConnectionOwner {
     for (const conn of this.#shared) {
       if (conn.ready && conn.inflight === 0) conn.beat(now);
     }
+  }
+
+  onInternalError(_conn: Connection, error: unknown): void {
+    this.#events.onInternalError(error);
   }
 
   onHeartbeat(conn: Connection, reply: HeartbeatReply, sentAt: number): void {

@@ -163,17 +163,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       const slot = new Slot(this, intake.kind === 'route' ? intake.bytes : bytes, spec, -1);
       slot.startedAt = this.#chunkAt;
       this.#enqueue(slot);
-      if (intake.kind === 'answer') {
-        // An error poolside gives for the server (TRACKING REDIRECT to nobody): inside MULTI the
-        // transaction must then abort, as a command that failed to queue makes Redis's.
-        const lease = this.#lease;
-        if (lease.kind === 'pinned') lease.state.refusedInside();
-        this.#answer(slot, intake.reply);
-      }
-      else {
-        if (intake.kind === 'local') slot.local = intake.local;
-        if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
-      }
+      if (intake.kind === 'answer') slot.answerWith = intake.reply;
+      else if (intake.kind === 'local') slot.local = intake.local;
+      if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
       return;
     }
     let hash = -1;
@@ -337,6 +329,21 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#afterSettle();
   }
 
+  /**
+   * poolside's own code threw handling a reply (a bug): the session's state can no longer be
+   * trusted, so its client is closed, and the fault is counted and logged at error, never blamed
+   * on the client or the server. The connection it came on carries on.
+   */
+  onSlotError(_slot: Slot, error: unknown): void {
+    this.#internalError(error);
+  }
+
+  #internalError(error: unknown): void {
+    this.#pool.counters.internalErrors++;
+    this.#log.error('internal error in client session; client closed', { pool: this.#pool.config.name, error: String((error as Error).stack ?? error) });
+    this.#socket.destroy();
+  }
+
   /** Closes the client; replies still owed are dropped as they arrive. */
   close(): void {
     this.#socket.destroy();
@@ -432,6 +439,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const aborted = this.#rules.aborted(spec);
     if (aborted !== null) {
       this.#answerError(slot, aborted.reason, `transaction aborted: ${aborted.message}`);
+      return true;
+    }
+    if (slot.answerWith !== null) {
+      // An error poolside gives for the server (TRACKING REDIRECT to nobody): inside MULTI the
+      // transaction must then abort, as a command that failed to queue makes Redis's.
+      const lease = this.#lease;
+      if (lease.kind === 'pinned') lease.state.refusedInside();
+      this.#answer(slot, slot.answerWith);
       return true;
     }
     if (this.#pool.config.lease === 'exclusive' && (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-close')) {
@@ -742,9 +757,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     } catch (err) {
       if (!(err instanceof ProtocolError)) {
         // poolside's own fault, not the client's: loud, counted, and never blamed on the peer.
-        this.#pool.counters.internalErrors++;
-        this.#log.error('internal error in client session; client closed', { pool: this.#pool.config.name, error: String((err as Error).stack ?? err) });
-        this.#socket.destroy();
+        this.#internalError(err);
         return;
       }
       this.#pool.counters.protocolErrors++;

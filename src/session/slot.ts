@@ -12,6 +12,8 @@ export const EMPTY = Buffer.alloc(0);
 export interface SlotOwner {
   onSlotResponse(slot: Slot, bytes: Buffer): void;
   onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void;
+  /** The owner's own code threw handling this slot's outcome: poolside's fault, made loud by the owner. */
+  onSlotError(slot: Slot, error: unknown): void;
 }
 
 export class Slot implements ResponseTarget {
@@ -27,7 +29,9 @@ export class Slot implements ResponseTarget {
   /** Sent on the session's pinned connection: its reply goes through the pinned state first. */
   pinned = false;
   /** The pinned state's token for it (what its reply means there). */
-  token = 0;
+  token: unknown = null;
+  /** Answered with this when its turn comes (an error the rules give for the server). */
+  answerWith: Buffer | null = null;
   /** The client gets this instead of the server's reply (an EXEC sent as DISCARD: EXECABORT). */
   replaceReply: Buffer | null = null;
   /** The client asked not to get its reply: framed and dropped, never written. */
@@ -45,11 +49,19 @@ export class Slot implements ResponseTarget {
   ) {}
 
   onResponse(bytes: Buffer): void {
-    this.owner.onSlotResponse(this, bytes);
+    try {
+      this.owner.onSlotResponse(this, bytes);
+    } catch (err) {
+      this.owner.onSlotError(this, err);
+    }
   }
 
   onFailure(reason: FailureReason, message: string, retryable: boolean): void {
-    this.owner.onSlotFailure(this, reason, message, retryable);
+    try {
+      this.owner.onSlotFailure(this, reason, message, retryable);
+    } catch (err) {
+      this.owner.onSlotError(this, err);
+    }
   }
 }
 

@@ -9,6 +9,7 @@ import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { portOf, startProxy, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
 import { RawClient, RespError, poolsideReason } from '../helpers/resp-client.js';
+import type { RespValue } from '../helpers/resp-client.js';
 import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
@@ -239,5 +240,136 @@ describe('lease: exclusive (session mode)', () => {
     expect(await b.call('SET', 'where', 'b')).toBe('OK');
     expect(await rawCommand(redis.port, ['GET', 'where'])).toBe('$1\r\nb\r\n');
     expect(proxy.pools.get('p')?.counters.pins.get('session_mode')).toBe(2);
+  });
+});
+
+describe('internal faults', () => {
+  it('closes only the client whose reply handling threw, counts it as an internal error, and keeps the shared connection for everyone else', async () => {
+    const { port, proxy } = await startRedisAndProxy(cleanup, { connections: { min: 1, max: 1 } });
+    const pool = proxy.pools.get('p');
+    if (pool === undefined) throw new Error('no pool');
+    // Inject a bug: the session's handling of one SELECT reply throws.
+    const codec = pool.codec as { isErrorResponse: (bytes: Buffer) => boolean };
+    const original = codec.isErrorResponse.bind(codec);
+    let armed = false;
+    codec.isErrorResponse = (bytes) => {
+      if (armed && bytes.toString('latin1') === '+OK\r\n') {
+        armed = false;
+        throw new Error('injected fault');
+      }
+      return original(bytes);
+    };
+    const a = await raw(port);
+    const b = await raw(port);
+    expect(await b.call('SET', 'k', 'v')).toBe('OK');
+    armed = true;
+    a.send('SELECT', '1');
+    expect(await a.closesWithin(3000)).toBe(true);
+    expect(pool.counters.internalErrors).toBe(1);
+    expect(pool.counters.protocolErrors).toBe(0);
+    expect(await b.call('GET', 'k')).toBe('v');
+    const [server] = proxy.stats()[0].servers;
+    expect(Object.values(server.counters.connectionsClosed).every((n) => n === 0)).toBe(true);
+  });
+});
+
+/** Runs `cmds` pipelined on a fresh connection to `port` and returns every reply. */
+async function pipeline(port: number, cmds: string[][]): Promise<RespValue[]> {
+  const c = await RawClient.connect(port);
+  for (const cmd of cmds) c.send(...cmd);
+  const out = await c.take(cmds.length);
+  c.destroy();
+  return out;
+}
+
+/** The databases holding `key`, straight from the server. */
+async function databasesOf(redis: RedisServer, key: string): Promise<number[]> {
+  const c = await RawClient.connect(redis.port);
+  for (let db = 0; db < 16; db++) {
+    c.send('SELECT', db);
+    c.send('EXISTS', key);
+  }
+  const replies = await c.take(32);
+  c.destroy();
+  return Array.from({ length: 16 }, (_, db) => db).filter((db) => replies[2 * db + 1] === 1);
+}
+
+describe('RESET, refusals and CLIENT commands around transactions', () => {
+  it.each([
+    ['MULTI; RESET; SELECT 3; EXEC; SET', [['MULTI'], ['RESET'], ['SELECT', '3'], ['EXEC'], ['SET', 'rk', 'v']]],
+    ['MULTI; SET; RESET; MULTI; SELECT 2; EXEC; SET', [['MULTI'], ['SET', 'a', '1'], ['RESET'], ['MULTI'], ['SELECT', '2'], ['EXEC'], ['SET', 'rk', 'v']]],
+  ])('writes where Redis writes after a client RESET inside a transaction (%s)', async (_name, seq) => {
+    const { port, redis } = await startRedisAndProxy(cleanup);
+    const direct = await pipeline(redis.port, seq);
+    const directDbs = await databasesOf(redis, 'rk');
+    await rawCommand(redis.port, ['FLUSHALL']);
+    expect(await pipeline(port, seq)).toEqual(direct);
+    expect(await databasesOf(redis, 'rk')).toEqual(directDbs);
+  });
+
+  it('refuses a CLIENT command poolside answers itself inside MULTI, and the transaction aborts whole', async () => {
+    const { port, redis } = await startRedisAndProxy(cleanup);
+    const victim = await raw(port);
+    const victimId = (await victim.call('CLIENT', 'ID')) as number;
+    const [multi, id, kill, set, exec] = await pipeline(port, [['MULTI'], ['CLIENT', 'ID'], ['CLIENT', 'KILL', 'ID', String(victimId)], ['SET', 'tx', '1'], ['EXEC']]);
+    expect(multi).toBe('OK');
+    expect(poolsideReason(id)).toBe('UNSUPPORTED_COMMAND');
+    expect(poolsideReason(kill)).toBe('UNSUPPORTED_COMMAND');
+    expect(set).toBe('QUEUED');
+    expect(String(exec)).toMatch(/EXECABORT/);
+    expect(await rawCommand(redis.port, ['EXISTS', 'tx'])).toBe(':0\r\n');
+    expect(await victim.call('PING')).toBe('PONG');
+  });
+
+  it('aborts a transaction whose CLIENT TRACKING REDIRECT names no client', async () => {
+    const { port, redis } = await startRedisAndProxy(cleanup);
+    const replies = await pipeline(port, [['MULTI'], ['CLIENT', 'TRACKING', 'ON', 'REDIRECT', '999999'], ['SET', 'r9', 'v'], ['EXEC']]);
+    expect(String(replies[3])).toMatch(/EXECABORT/);
+    expect(await rawCommand(redis.port, ['EXISTS', 'r9'])).toBe(':0\r\n');
+  });
+
+  it('runs the commands after a WATCH that poolside refused (ketama), as Redis runs them', async () => {
+    const servers = [await RedisServer.start(), await RedisServer.start()];
+    for (const s of servers) cleanup.add(s, (x) => x.stop());
+    const proxy = cleanup.add(await startProxy(servers.map((s) => s.address), { routing: 'ketama' }), (p) => p.close());
+    await waitReady(proxy);
+    const a = await raw(portOf(proxy));
+    expect(poolsideReason(await a.call('WATCH', 'k'))).toBe('UNSUPPORTED_COMMAND');
+    expect(await a.call('SET', 'k', 'v')).toBe('OK');
+    expect(await a.call('GET', 'k')).toBe('v');
+  });
+
+  it('runs nothing of a transaction whose MULTI got no connection, an UNWATCH inside it included', async () => {
+    const { port, redis, proxy } = await startRedisAndProxy(cleanup, { exclusive: { max: 1 }, queue: { timeout: '300ms' } });
+    const holder = await raw(port);
+    expect(await holder.call('MULTI')).toBe('OK'); // the only exclusive connection
+    const b = await raw(port);
+    for (const cmd of [['MULTI'], ['SET', 'a', '1'], ['UNWATCH'], ['SET', 'b', '1'], ['EXEC']]) b.send(...cmd);
+    const replies = await b.take(5, 5000);
+    for (const reply of replies) expect(poolsideReason(reply)).toBe('POOL_TIMEOUT');
+    expect(await rawCommand(redis.port, ['EXISTS', 'a', 'b'])).toBe(':0\r\n');
+    // A WATCH refused the same way aborts nothing after it.
+    expect(poolsideReason(await b.call('WATCH', 'k'))).toBe('POOL_TIMEOUT');
+    expect(await b.call('SET', 'c', '1')).toBe('OK');
+    expect(exclusive(proxy).borrowed).toBe(1);
+  });
+
+  it('keeps a new exclusive connection whose first client left before it arrived', async () => {
+    const { port, proxy } = await startRedisAndProxy(cleanup, { exclusive: { max: 1 } });
+    await waitReady(proxy);
+    const a = await RawClient.connect(port);
+    a.send('BLPOP', 'nothing', '0.01');
+    a.destroy();
+    await waitFor(() => exclusive(proxy).idle === 1 && exclusive(proxy).borrowed === 0, 'the connection idle in the pool');
+    expect(proxy.stats()[0].servers[0].counters.connectionsClosed.session_state).toBe(0);
+  });
+
+  it('answers CLIENT KILL of the client itself with :1, then closes it', async () => {
+    const { port } = await startRedisAndProxy(cleanup);
+    const a = await raw(port);
+    const id = (await a.call('CLIENT', 'ID')) as number;
+    a.send('CLIENT', 'KILL', 'ID', String(id), 'SKIPME', 'no');
+    expect(await a.reply(2000)).toBe(1);
+    expect(await a.closesWithin(2000)).toBe(true);
   });
 });

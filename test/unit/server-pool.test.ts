@@ -110,6 +110,9 @@ function serverPool(config: PoolConfig, clock: FakeClock): Harness {
   const kinds: ServerHealth['kind'][] = ['starting'];
   const server: ServerPool = new ServerPool(0, config.servers[0], config, codecFor('redis'), clock, quietLog(), {
     onConnectionReady() {},
+    onInternalError(error: unknown) {
+      throw error;
+    },
     onHealthChange(_server, _before, after) {
       if (kinds[kinds.length - 1] !== after.kind) kinds.push(after.kind);
     },
