@@ -4,7 +4,7 @@
  *
  *   npx tsx bench/resp-decoder.ts
  */
-import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand } from '../src/codec/resp.js';
+import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand } from '../src/codec/redis/resp.js';
 
 const PIPELINE = 16;
 const WARMUP_ROUNDS = 200_000;

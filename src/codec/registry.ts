@@ -1,8 +1,8 @@
 import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
-import { redisCodec } from './redis.js';
-import type { CommandSpec } from './redis-commands.js';
+import { redisCodec } from './redis/codec.js';
+import type { CommandSpec } from './redis/commands.js';
 import type { SessionRules } from './session-rules.js';
 
 /**

@@ -9,7 +9,7 @@
  */
 import type { FailureReason } from '../errors.js';
 import type { ArgView } from './codec.js';
-import type { CommandSpec } from './redis-commands.js';
+import type { CommandSpec } from './redis/commands.js';
 
 /** Where the session's connection-scoped state moved (a database, for Redis). */
 export type DbChange = { kind: 'none' } | { kind: 'selected'; db: number } | { kind: 'unknown' };

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { Document } from 'yaml';
-import { parsePolicyName } from '../codec/redis-policy.js';
+import { parsePolicyName } from '../codec/redis/policy.js';
 import { twemproxyServerName } from '../router/ketama.js';
 import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {

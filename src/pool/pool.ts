@@ -4,7 +4,7 @@
  * and lifetime retirement, ejection expiry) for all of its connections. One timer per pool, not
  * one per request or per connection.
  */
-import { ClientAuth } from '../client-auth.js';
+import { ClientAuth } from '../codec/redis/client-auth.js';
 import type { Codec } from '../codec/registry.js';
 import type { ClientHandle } from '../codec/session-rules.js';
 import type { PoolConfig } from '../config/schema.js';

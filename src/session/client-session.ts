@@ -15,8 +15,8 @@
  * queue.timeout).
  */
 import type net from 'node:net';
-import { screen, UNAUTHENTICATED_LIMITS, WRONGPASS } from '../client-auth.js';
-import type { ClientAuth } from '../client-auth.js';
+import { screen, UNAUTHENTICATED_LIMITS, WRONGPASS } from '../codec/redis/client-auth.js';
+import type { ClientAuth } from '../codec/redis/client-auth.js';
 import type { ArgView, RequestDecoder, RequestSink } from '../codec/codec.js';
 import { ProtocolError } from '../codec/codec.js';
 import type { Codec } from '../codec/registry.js';

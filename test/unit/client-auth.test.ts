@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { ClientAuth, MAX_WRONG_PASSWORDS, screen, WRONGPASS } from '../../src/client-auth.js';
-import type { Screened } from '../../src/client-auth.js';
+import { ClientAuth, MAX_WRONG_PASSWORDS, screen, WRONGPASS } from '../../src/codec/redis/client-auth.js';
+import type { Screened } from '../../src/codec/redis/client-auth.js';
 import type { ArgView } from '../../src/codec/codec.js';
-import { encodeCommand, RespRequestDecoder } from '../../src/codec/resp.js';
+import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { quietLog } from '../helpers/proxy.js';
 

@@ -4,8 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ArgView } from '../../src/codec/codec.js';
-import { redisCodec } from '../../src/codec/redis.js';
-import { commandName, encodeCommand, RespRequestDecoder } from '../../src/codec/resp.js';
+import { redisCodec } from '../../src/codec/redis/codec.js';
+import { commandName, encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
 
 function framed<T>(request: Buffer, use: (bytes: Buffer, view: ArgView) => T): T {
   let out: T | undefined;

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ArgView } from '../../src/codec/codec.js';
-import { redisCodec } from '../../src/codec/redis.js';
-import { tableEntry } from '../../src/codec/redis-commands.js';
-import type { CommandSpec, LeaseUse } from '../../src/codec/redis-commands.js';
-import { encodeCommand, RespRequestDecoder } from '../../src/codec/resp.js';
+import { redisCodec } from '../../src/codec/redis/codec.js';
+import { tableEntry } from '../../src/codec/redis/commands.js';
+import type { CommandSpec, LeaseUse } from '../../src/codec/redis/commands.js';
+import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { RawClient } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';

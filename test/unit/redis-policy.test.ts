@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { Codec } from '../../src/codec/registry.js';
-import { redisCodec } from '../../src/codec/redis.js';
-import type { CommandSpec } from '../../src/codec/redis-commands.js';
-import { DEFAULT_ALLOW, DEFAULT_DENY } from '../../src/codec/redis-policy.js';
-import { encodeCommand, RespRequestDecoder } from '../../src/codec/resp.js';
+import { redisCodec } from '../../src/codec/redis/codec.js';
+import type { CommandSpec } from '../../src/codec/redis/commands.js';
+import { DEFAULT_ALLOW, DEFAULT_DENY } from '../../src/codec/redis/policy.js';
+import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { DEFAULTS } from '../../src/config/schema.js';
 import type { PoolConfig } from '../../src/config/schema.js';

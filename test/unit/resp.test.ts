@@ -9,7 +9,7 @@ import {
   encodeError,
   type RespRequestDecoderOptions,
   type RespResponseDecoderOptions,
-} from '../../src/codec/resp.js';
+} from '../../src/codec/redis/resp.js';
 
 // Wire bytes are written as latin1 strings: every byte 0-255 is one character, so binary payloads
 // survive and the expectations stay readable.

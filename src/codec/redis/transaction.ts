@@ -9,9 +9,9 @@
  * transaction); the *replied* view decides what the connection is (open transaction, watched keys,
  * database), and so whether it can be given back clean.
  */
-import type { ResponseSink } from './codec.js';
+import type { ResponseSink } from '../codec.js';
 import { RespResponseDecoder } from './resp-response.js';
-import type { DbChange } from './session-rules.js';
+import type { DbChange } from '../session-rules.js';
 
 /** What a request means for transaction state: decided when it is sent, applied to its reply. */
 export type TxRole = 'multi' | 'exec' | 'discard' | 'watch' | 'unwatch' | 'select' | 'reset' | 'other';

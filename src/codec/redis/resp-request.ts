@@ -4,7 +4,7 @@
  * original bytes plus argument offsets. Inline commands are rare (telnet, redis-cli pipes), so they
  * are re-encoded as a multibulk: everything downstream then only ever sees one request shape.
  */
-import { ProtocolError, type ArgView, type RequestDecoder, type RequestLimits, type RequestSink } from './codec.js';
+import { ProtocolError, type ArgView, type RequestDecoder, type RequestLimits, type RequestSink } from '../codec.js';
 
 export interface RespRequestDecoderOptions {
   /** Largest request, all framing included (Redis's proto-max-bulk-len is 512 MiB). */

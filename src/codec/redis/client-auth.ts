@@ -8,11 +8,11 @@
  * leaks through an early exit.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { ArgView, RequestLimits } from './codec/codec.js';
-import { encodeCommand } from './codec/resp.js';
-import type { Clock } from './util/clock.js';
-import type { Logger } from './util/log.js';
-import { LogThrottle } from './util/log-throttle.js';
+import type { ArgView, RequestLimits } from '../codec.js';
+import { encodeCommand } from './resp.js';
+import type { Clock } from '../../util/clock.js';
+import type { Logger } from '../../util/log.js';
+import { LogThrottle } from '../../util/log-throttle.js';
 
 const AUTH_OK = Buffer.from('+OK\r\n');
 export const WRONGPASS = Buffer.from('-WRONGPASS invalid username-password pair or user is disabled.\r\n');

@@ -4,7 +4,7 @@
  * values. Nesting is tracked with an explicit stack of remaining element counts, so a deeply nested
  * reply cannot overflow the call stack.
  */
-import { ProtocolError, type ResponseDecoder, type ResponseSink } from './codec.js';
+import { ProtocolError, type ResponseDecoder, type ResponseSink } from '../codec.js';
 import { printable } from './resp-request.js';
 
 export interface RespResponseDecoderOptions {

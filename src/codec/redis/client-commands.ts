@@ -11,7 +11,7 @@
  * - `CLIENT TRACKING … REDIRECT id`: the id is translated to the server-side id of that client's
  *   pinned connection (a RESP2 invalidation subscriber must be on the same server).
  */
-import type { ArgView } from './codec.js';
+import type { ArgView } from '../codec.js';
 import { encodeCommand } from './resp-request.js';
 
 export type ClientCommand =

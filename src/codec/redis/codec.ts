@@ -1,11 +1,11 @@
-import type { PoolConfig } from '../config/schema.js';
-import type { FailureReason } from '../errors.js';
-import type { ArgView } from './codec.js';
-import type { Codec } from './registry.js';
-import { CLIENT_ID_REQUEST, parseIntegerReply } from './redis-client-commands.js';
-import { RedisSessionRules } from './redis-session-rules.js';
-import { commandSpec, forEachKey, selectIndex } from './redis-commands.js';
-import { CommandPolicy } from './redis-policy.js';
+import type { PoolConfig } from '../../config/schema.js';
+import type { FailureReason } from '../../errors.js';
+import type { ArgView } from '../codec.js';
+import type { Codec } from '../registry.js';
+import { CLIENT_ID_REQUEST, parseIntegerReply } from './client-commands.js';
+import { RedisSessionRules } from './session-rules.js';
+import { commandSpec, forEachKey, selectIndex } from './commands.js';
+import { CommandPolicy } from './policy.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
 /**

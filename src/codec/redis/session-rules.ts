@@ -3,9 +3,9 @@
  * poolside client, CLIENT TRACKING REDIRECT translation, CLIENT REPLY, the write fence before WAIT,
  * transaction state on a pinned connection, and what CLIENT LIST shows.
  */
-import type { FailureReason } from '../errors.js';
-import type { ArgView } from './codec.js';
-import type { CommandSpec } from './redis-commands.js';
+import type { FailureReason } from '../../errors.js';
+import type { ArgView } from '../codec.js';
+import type { CommandSpec } from './commands.js';
 import {
   describeClient,
   needsWriteFence,
@@ -13,12 +13,12 @@ import {
   rewriteRedirect,
   unblockRequest,
   WRITE_FENCE_REQUEST,
-} from './redis-client-commands.js';
-import type { ClientCommand } from './redis-client-commands.js';
-import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './redis-transaction.js';
-import type { TxRole } from './redis-transaction.js';
+} from './client-commands.js';
+import type { ClientCommand } from './client-commands.js';
+import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './transaction.js';
+import type { TxRole } from './transaction.js';
 import { encodeError } from './resp.js';
-import type { DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from './session-rules.js';
+import type { DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
 
 /** Commands without keys that any server of a ketama pool can answer. */
 const KEYLESS_ANYWHERE = new Set([

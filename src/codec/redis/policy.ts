@@ -10,10 +10,10 @@
  * run time ('MIG'..'RATE', ARGV[1]) or EVALSHA of a script loaded some other way gets through. The
  * real boundary is the ACL of the user poolside authenticates as.
  */
-import { editDistance } from '../config/validate.js';
-import type { ArgView } from './codec.js';
-import { allSpecs, isContainer, tableEntry } from './redis-commands.js';
-import type { CommandSpec } from './redis-commands.js';
+import { editDistance } from '../../config/validate.js';
+import type { ArgView } from '../codec.js';
+import { allSpecs, isContainer, tableEntry } from './commands.js';
+import type { CommandSpec } from './commands.js';
 
 /** Denied unless a pool allows them: they act on the whole server, on other apps' data, or on other hosts. */
 export const DEFAULT_DENY: readonly string[] = [
