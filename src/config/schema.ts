@@ -102,7 +102,7 @@ export interface PoolConfig {
   /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
   maxRequestBytes: number;
   /**
-   * Changes to the built-in command policy (codec/redis-policy.ts): names such as `CONFIG` or
+   * Changes to the built-in command policy (codec/redis/policy.ts): names such as `CONFIG` or
    * `CONFIG GET`, uppercase, one space. The most specific name wins; deny beats allow.
    */
   commands: { allow: readonly string[]; deny: readonly string[] };

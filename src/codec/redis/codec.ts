@@ -27,7 +27,7 @@ function startsWith(bytes: Buffer, prefix: Buffer): boolean {
   return bytes.length >= prefix.length && bytes.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
 }
 
-/** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in redis-commands.ts. */
+/** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in commands.ts. */
 export const redisCodec: Codec = {
   protocol: 'redis',
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),

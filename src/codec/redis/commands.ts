@@ -22,11 +22,11 @@
  * - `ok`: answered +OK by poolside without forwarding (CLIENT SETINFO: library metadata that would
  *   label a shared connection with one client's name).
  * - `local`: answered by poolside for the poolside client (CLIENT ID, INFO, LIST, KILL ID, UNBLOCK,
- *   REPLY): see redis-client-commands.ts and redis-session-rules.ts.
+ *   REPLY): see client-commands.ts and session-rules.ts.
  * - `unsupported`: refused with UNSUPPORTED_COMMAND; the client stays connected. Commands that
  *   would break poolside itself (SCRIPT DEBUG, SYNC): no configuration allows them.
  * - `denied`: refused with DENIED_COMMAND because the pool's command policy (`commands:`) denies
- *   it; the client stays connected. Only redis-policy.ts produces it, never the tables.
+ *   it; the client stays connected. Only policy.ts produces it, never the tables.
  */
 export type LeaseUse =
   | 'shared'
@@ -152,7 +152,7 @@ define('LMPOP ZMPOP', 'shared', NUMKEYS_1, false);
 define('XREADGROUP', 'shared', STREAMS, false);
 // MIGRATE copies a key to any host it is given; the default command policy denies it.
 define('MIGRATE', 'shared', { kind: 'range', first: 3, last: 3, step: 1 }, false);
-// Server-wide actions the default command policy denies (see redis-policy.ts); shared when allowed.
+// Server-wide actions the default command policy denies (see policy.ts); shared when allowed.
 define('PUBLISH FLUSHDB FLUSHALL SAVE BGSAVE BGREWRITEAOF SWAPDB PFSELFTEST', 'shared', NONE, false);
 
 define('SELECT', 'select', NONE, false);
@@ -174,7 +174,7 @@ define('SHUTDOWN DEBUG PFDEBUG SYNC PSYNC REPLCONF SLAVEOF REPLICAOF FAILOVER AS
 // CLIENT: some subcommands read, some change this connection's state, some act on others.
 container('CLIENT', 'shared', false);
 defineSub('CLIENT', 'GETNAME GETREDIR TRACKINGINFO HELP', 'shared', NONE, true);
-// Answered for the poolside client, not a pooled connection many clients share (redis-client-commands.ts).
+// Answered for the poolside client, not a pooled connection many clients share (client-commands.ts).
 defineSub('CLIENT', 'ID INFO LIST KILL UNBLOCK REPLY', 'local', NONE, false);
 defineSub('CLIENT', 'SETINFO', 'ok', NONE, false);
 defineSub('CLIENT', 'SETNAME TRACKING CACHING NO-EVICT NO-TOUCH', 'pin-session', NONE, false, 'session_state');

@@ -23,7 +23,7 @@ import type { DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFac
 /** Commands without keys that any server of a ketama pool can answer. */
 const KEYLESS_ANYWHERE = new Set([
   'PING', 'ECHO', 'TIME', 'COMMAND', 'LOLWUT', 'HELLO', 'QUIT',
-  // Subcommands have specs of their own (redis-commands.ts); these describe the server's vocabulary.
+  // Subcommands have specs of their own (commands.ts); these describe the server's vocabulary.
   'COMMAND COUNT', 'COMMAND DOCS', 'COMMAND GETKEYS', 'COMMAND GETKEYSANDFLAGS', 'COMMAND HELP', 'COMMAND INFO', 'COMMAND LIST',
 ]);
 
