@@ -1,0 +1,673 @@
+/**
+ * Differential testing: the same case of concurrent Redis clients runs once straight against one
+ * redis-server (A) and once through poolside against another (B); every client's reply stream must
+ * be the same, byte for byte, except for the differences documented in docs/differences.md (and
+ * applied by `normalise` below, which is the only place that knows them).
+ *
+ *   fast-check ─▶ Case (steps of intents) ─▶ compile (a model of each client's state) ─▶ Plan
+ *   Plan ─▶ run on A ─▶ streams A ─┐
+ *   Plan ─▶ run on B ─▶ streams B ─┴─▶ normalise ─▶ compare
+ *
+ * Determinism: concurrent phases (`par`) only touch the client's own keys (a namespace per client
+ * and incarnation), so their replies do not depend on how the clients interleave. Cross-client
+ * interactions (a push waking a BLPOP, a PUBLISH to a subscriber, a CLIENT KILL of poolside's
+ * connections) are synchronised steps: every client finished the step before, and the step waits
+ * on the server (blocked_clients) before the push.
+ *
+ * Features (`Feature`) name what a case may contain, so that a test can leave out the ones a known
+ * defect breaks; `compile` drops an intent whose feature is not enabled, which keeps shrinking
+ * simple: every generated case is valid for every feature set.
+ */
+import fc from 'fast-check';
+import net from 'node:net';
+import { encode } from './resp-client.js';
+import { rawCommand, waitFor } from './servers.js';
+
+export const FEATURES = [
+  'strings',
+  'pipeline',
+  'transactions',
+  'watch',
+  'select',
+  'scripts',
+  'blocking',
+  'wake',
+  'pubsub',
+  'client-name',
+  'resp3',
+  'idle-gap',
+  'vanish',
+  'kill',
+  // Each of these is a known defect's trigger (see KNOWN_BROKEN in the test):
+  'select-in-multi',
+  'watch-discard',
+  'kill-pinned',
+  'client-id',
+  'client-reply',
+  'long-tx-pipeline',
+] as const;
+export type Feature = (typeof FEATURES)[number];
+
+// ── Cases: what fast-check generates ─────────────────────────────────────────────────────────
+
+/** A command; `@a` … `@e` are the client's own keys, `@ch` its own channel. */
+export type Cmd = readonly string[];
+
+export type Block =
+  | { t: 'cmds'; cmds: Cmd[]; pipeline: boolean }
+  | { t: 'tx'; watch: boolean; touch: boolean; body: Cmd[]; selectAt: number | null; end: 'EXEC' | 'DISCARD'; pipeline: boolean }
+  | { t: 'long-tx'; n: number }
+  | { t: 'watch-discard' }
+  | { t: 'select'; db: number }
+  | { t: 'setname'; name: string }
+  | { t: 'hello3' }
+  | { t: 'client-id' }
+  | { t: 'client-reply'; mode: 'SKIP' | 'OFF' }
+  | { t: 'blpop-timeout' }
+  | { t: 'subscribe' }
+  | { t: 'unsubscribe' }
+  | { t: 'pause'; ms: number }
+  | { t: 'vanish'; cmds: Cmd[] };
+
+export type Step =
+  | { t: 'par'; blocks: Block[][] }
+  | { t: 'wake'; blocker: number; pusher: number }
+  | { t: 'pubsub'; sub: number; pub: number }
+  | { t: 'kill' }
+  | { t: 'idle'; ms: number };
+
+export interface Case {
+  clients: number;
+  steps: Step[];
+}
+
+export const MAX_CLIENTS = 4;
+/** Idle gaps: longer than the heartbeat interval the proxy under test is configured with. */
+export const IDLE_MS = { min: 150, max: 300 };
+
+const value = fc.constantFrom('v', 'hello', '', '12', 'x y', 'ünï');
+const num = fc.constantFrom('1', '-3', '100', 'abc');
+
+const dataCmd: fc.Arbitrary<Cmd> = fc.oneof(
+  fc.tuple(fc.constant('SET'), fc.constant('@a'), value),
+  fc.constant(['GET', '@a']),
+  fc.tuple(fc.constant('APPEND'), fc.constant('@a'), value),
+  fc.constant(['STRLEN', '@a']),
+  fc.constant(['INCR', '@b']),
+  fc.tuple(fc.constant('INCRBY'), fc.constant('@b'), num),
+  fc.constant(['DECR', '@b']),
+  fc.constant(['GET', '@b']),
+  fc.constant(['MGET', '@a', '@b', '@c']),
+  fc.constant(['DEL', '@a']),
+  fc.constant(['EXISTS', '@a', '@b']),
+  fc.tuple(fc.constant('SETNX'), fc.constant('@a'), value),
+  fc.tuple(fc.constant('LPUSH'), fc.constant('@c'), value),
+  fc.tuple(fc.constant('RPUSH'), fc.constant('@c'), value, value),
+  fc.constant(['LPOP', '@c']),
+  fc.constant(['RPOP', '@c']),
+  fc.constant(['LRANGE', '@c', '0', '-1']),
+  fc.constant(['LLEN', '@c']),
+  fc.tuple(fc.constant('HSET'), fc.constant('@d'), fc.constantFrom('f1', 'f2'), value),
+  fc.constant(['HGET', '@d', 'f1']),
+  fc.constant(['HGETALL', '@d']),
+  fc.tuple(fc.constant('HINCRBY'), fc.constant('@d'), fc.constant('n'), num),
+  fc.constant(['HDEL', '@d', 'f1']),
+  fc.constant(['HLEN', '@d']),
+  fc.constant(['TYPE', '@a']),
+  fc.constant(['PING']),
+  fc.tuple(fc.constant('ECHO'), value),
+  fc.constant(['CLIENT', 'GETNAME']),
+);
+
+const scriptCmd: fc.Arbitrary<Cmd> = fc.oneof(
+  fc.constant(['EVAL', "return redis.call('INCR', KEYS[1])", '1', '@b']),
+  fc.tuple(fc.constant('EVAL'), fc.constant('return {KEYS[1], ARGV[1], 7}'), fc.constant('1'), fc.constant('@a'), value),
+  fc.tuple(fc.constant('EVAL'), fc.constant("return redis.call('LPUSH', KEYS[1], ARGV[1])"), fc.constant('1'), fc.constant('@a'), value),
+  fc.constant(['EVAL', "return redis.error_reply('boom')", '0']),
+  fc.constant(['EVAL', 'return nil +', '0']),
+);
+
+const anyCmd = fc.oneof({ weight: 6, arbitrary: dataCmd }, { weight: 1, arbitrary: scriptCmd });
+
+const block: fc.Arbitrary<Block> = fc.oneof(
+  { weight: 8, arbitrary: fc.record({ t: fc.constant('cmds' as const), cmds: fc.array(anyCmd, { minLength: 1, maxLength: 5 }), pipeline: fc.boolean() }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      t: fc.constant('tx' as const),
+      watch: fc.boolean(),
+      touch: fc.boolean(),
+      body: fc.array(anyCmd, { maxLength: 4 }),
+      selectAt: fc.option(fc.nat(4), { freq: 3 }),
+      end: fc.constantFrom('EXEC' as const, 'DISCARD' as const),
+      pipeline: fc.boolean(),
+    }),
+  },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('long-tx' as const), n: fc.integer({ min: 10, max: 24 }) }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'watch-discard' as const }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('select' as const), db: fc.constantFrom(0, 1, 2, 15, 99) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('setname' as const), name: fc.constantFrom('app', 'worker-1') }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'hello3' as const }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'client-id' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('client-reply' as const), mode: fc.constantFrom('SKIP' as const, 'OFF' as const) }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'blpop-timeout' as const }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'subscribe' as const }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'unsubscribe' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('pause' as const), ms: fc.integer(IDLE_MS) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      t: fc.constant('vanish' as const),
+      cmds: fc.array(
+        fc.oneof(
+          { weight: 4, arbitrary: dataCmd },
+          { weight: 1, arbitrary: fc.constantFrom<Cmd>(['MULTI'], ['WATCH', '@a'], ['BLPOP', '@e', '1'], ['SUBSCRIBE', '@ch'], ['SELECT', '3'], ['CLIENT', 'SETNAME', 'gone']) },
+        ),
+        { minLength: 1, maxLength: 6 },
+      ),
+    }),
+  },
+);
+
+const client = fc.nat(MAX_CLIENTS - 1);
+const step: fc.Arbitrary<Step> = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ t: fc.constant('par' as const), blocks: fc.array(fc.array(block, { maxLength: 3 }), { minLength: MAX_CLIENTS, maxLength: MAX_CLIENTS }) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('wake' as const), blocker: client, pusher: client }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('pubsub' as const), sub: client, pub: client }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'kill' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('idle' as const), ms: fc.integer(IDLE_MS) }) },
+);
+
+export const caseArb: fc.Arbitrary<Case> = fc.record({ clients: fc.integer({ min: 1, max: MAX_CLIENTS }), steps: fc.array(step, { minLength: 1, maxLength: 8 }) });
+
+// ── Plans: cases compiled against a model of each client's state ─────────────────────────────
+
+/** One write (or none) and the number of frames it must produce on the client's socket. */
+export interface Action {
+  write: Buffer | null;
+  frames: number;
+  /** Sleep this long before writing. */
+  pauseMs?: number;
+  /** Destroy the socket right after writing and continue on a new one (a client vanishing). */
+  vanish?: boolean;
+  /** How to normalise the frames this action reads. */
+  tag?: 'client-id' | 'hello';
+  /** Reply time the server itself needs (blocking pops), added to the reply deadline. */
+  blockMs?: number;
+}
+
+export type PlanStep =
+  | { t: 'par'; actions: Action[][] }
+  | { t: 'wake'; blocker: number; pusher: number; block: Action; push: Action }
+  | { t: 'pubsub'; sub: number; pub: number; subscribe: Action; publish: Action; unsubscribe: Action }
+  | { t: 'kill'; doomed: number[] }
+  | { t: 'idle'; ms: number };
+
+export interface Plan {
+  clients: number;
+  steps: PlanStep[];
+  /** Clients whose pinned state a CLIENT KILL destroyed: poolside must close them (B only). */
+  doomed: number[];
+}
+
+interface ClientModel {
+  gen: number;
+  resp3: boolean;
+  watching: boolean;
+  subscribed: boolean;
+  /** poolside relays every frame of a connection that saw (UN)SUBSCRIBE, until the client leaves. */
+  relay: boolean;
+  named: boolean;
+  doomed: boolean;
+}
+
+function fresh(gen: number): ClientModel {
+  return { gen, resp3: false, watching: false, subscribed: false, relay: false, named: false, doomed: false };
+}
+
+/** The state a kill cannot replay: poolside can only close a client that had it. */
+function pinned(m: ClientModel): boolean {
+  return m.resp3 || m.watching || m.subscribed || m.relay || m.named;
+}
+
+/**
+ * Turns a case into the concrete writes for each client, dropping what `features` does not allow
+ * and what a client's state would make ambiguous. `caseId` makes names unique across cases, so a
+ * subscriber left from the previous case can never receive this one's messages.
+ */
+export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number): Plan {
+  const has = (f: Feature): boolean => features.has(f);
+  const models: ClientModel[] = Array.from({ length: c.clients }, () => fresh(0));
+  const ns = (i: number): string => `d${caseId}:c${i}.${models[i].gen}:`;
+  const words = (i: number, cmd: Cmd): string[] => cmd.map((w) => (w.startsWith('@') ? `${ns(i)}${w.slice(1)}` : w));
+  const one = (i: number, cmd: Cmd, extra: Partial<Action> = {}): Action => ({ write: encode(...words(i, cmd)), frames: 1, ...extra });
+  const batch = (i: number, cmds: Cmd[], frames = cmds.length): Action => ({ write: Buffer.concat(cmds.map((cmd) => encode(...words(i, cmd)))), frames });
+  const live = (i: number): boolean => i < c.clients && !models[i].doomed;
+  const allowedCmd = (cmd: Cmd): boolean => has('scripts') || cmd[0] !== 'EVAL';
+
+  const blockActions = (i: number, b: Block): Action[] => {
+    const m = models[i];
+    switch (b.t) {
+      case 'cmds': {
+        const cmds = b.cmds.filter(allowedCmd);
+        if (cmds.length === 0 || !has('strings')) return [];
+        return b.pipeline && has('pipeline') ? [batch(i, cmds)] : cmds.map((cmd) => one(i, cmd));
+      }
+      case 'tx': {
+        if (!has('transactions') || (b.watch && !has('watch'))) return [];
+        const body = b.body.filter(allowedCmd);
+        const cmds: Cmd[] = [];
+        if (b.watch) cmds.push(['WATCH', '@a']);
+        if (b.watch && b.touch) cmds.push(['INCR', '@a']);
+        cmds.push(['MULTI'], ...body);
+        if (b.selectAt !== null && has('select-in-multi')) cmds.splice(cmds.length - body.length + Math.min(b.selectAt, body.length), 0, ['SELECT', String(b.selectAt)]);
+        cmds.push([b.end]);
+        m.watching = false;
+        return b.pipeline && has('pipeline') ? [batch(i, cmds)] : cmds.map((cmd) => one(i, cmd));
+      }
+      case 'long-tx': {
+        if (!has('long-tx-pipeline')) return [];
+        const body: Cmd[] = Array.from({ length: b.n }, () => ['INCR', '@b']);
+        m.watching = false;
+        return [batch(i, [['MULTI'], ...body, ['EXEC']])];
+      }
+      case 'watch-discard':
+        // DISCARD without MULTI is an error and leaves the WATCH in place.
+        if (!has('watch-discard')) return [];
+        m.watching = true;
+        return [one(i, ['WATCH', '@a']), one(i, ['DISCARD'])];
+      case 'select':
+        return has('select') ? [one(i, ['SELECT', String(b.db)])] : [];
+      case 'setname':
+        if (!has('client-name')) return [];
+        m.named = true;
+        return [one(i, ['CLIENT', 'SETNAME', b.name]), one(i, ['CLIENT', 'GETNAME'])];
+      case 'hello3':
+        if (!has('resp3')) return [];
+        m.resp3 = true;
+        return [one(i, ['HELLO', '3'], { tag: 'hello' })];
+      case 'client-id':
+        return has('client-id') ? [one(i, ['CLIENT', 'ID'], { tag: 'client-id' })] : [];
+      case 'client-reply':
+        // Self-contained: SKIP silences the next command, OFF everything up to ON's +OK.
+        if (!has('client-reply')) return [];
+        return b.mode === 'SKIP'
+          ? [batch(i, [['CLIENT', 'REPLY', 'SKIP'], ['INCR', '@b'], ['GET', '@b']], 1)]
+          : [batch(i, [['CLIENT', 'REPLY', 'OFF'], ['INCR', '@b'], ['CLIENT', 'REPLY', 'ON']], 1)];
+      case 'blpop-timeout':
+        return has('blocking') ? [one(i, ['BLPOP', '@e', '0.1'], { blockMs: 100 })] : [];
+      case 'subscribe':
+        if (!has('pubsub')) return [];
+        m.subscribed = true;
+        m.relay = true;
+        return [one(i, ['SUBSCRIBE', '@ch'])];
+      case 'unsubscribe':
+        // Explicit channel: one reply whether or not subscribed; leaves subscribe mode when it was the last.
+        if (!has('pubsub')) return [];
+        m.subscribed = false;
+        m.relay = true;
+        return [one(i, ['UNSUBSCRIBE', '@ch'])];
+      case 'pause':
+        return has('idle-gap') ? [{ write: null, frames: 0, pauseMs: b.ms }] : [];
+      case 'vanish': {
+        if (!has('vanish')) return [];
+        const action = { ...batch(i, b.cmds), frames: 0, vanish: true };
+        models[i] = fresh(m.gen + 1);
+        return [action];
+      }
+    }
+  };
+
+  const steps: PlanStep[] = [];
+  for (const s of c.steps) {
+    switch (s.t) {
+      case 'par':
+        steps.push({ t: 'par', actions: Array.from({ length: c.clients }, (_, i) => (live(i) ? s.blocks[i].flatMap((b) => blockActions(i, b)) : [])) });
+        break;
+      case 'wake': {
+        if (!has('wake') || s.blocker === s.pusher || !live(s.blocker) || !live(s.pusher)) break;
+        // RESP2 subscribe mode refuses BLPOP: nothing would block.
+        if (models[s.blocker].subscribed && !models[s.blocker].resp3) break;
+        const key = `${ns(s.blocker)}e`;
+        steps.push({
+          t: 'wake',
+          blocker: s.blocker,
+          pusher: s.pusher,
+          block: { write: encode('BLPOP', key, '5'), frames: 1, blockMs: 5000 },
+          push: { write: encode('LPUSH', key, 'woken'), frames: 1 },
+        });
+        break;
+      }
+      case 'pubsub': {
+        if (!has('pubsub') || s.sub === s.pub || !live(s.sub) || !live(s.pub)) break;
+        const channel = `d${caseId}:ps${steps.length}`;
+        models[s.sub].relay = true;
+        steps.push({
+          t: 'pubsub',
+          sub: s.sub,
+          pub: s.pub,
+          subscribe: { write: encode('SUBSCRIBE', channel), frames: 1 },
+          publish: { write: encode('PUBLISH', channel, 'news'), frames: 1 },
+          unsubscribe: { write: encode('UNSUBSCRIBE', channel), frames: 1 },
+        });
+        break;
+      }
+      case 'kill': {
+        if (!has('kill')) break;
+        const doomed = models.flatMap((m, i) => (live(i) && pinned(m) ? [i] : []));
+        if (doomed.length > 0 && !has('kill-pinned')) break;
+        for (const i of doomed) models[i].doomed = true;
+        steps.push({ t: 'kill', doomed });
+        break;
+      }
+      case 'idle':
+        if (has('idle-gap')) steps.push({ t: 'idle', ms: s.ms });
+        break;
+    }
+  }
+  return { clients: c.clients, steps, doomed: models.flatMap((m, i) => (m.doomed ? [i] : [])) };
+}
+
+// ── Running a plan ────────────────────────────────────────────────────────────────────────────
+
+/** Where a plan runs: the address clients connect to, and the redis-server behind it. */
+export interface Target {
+  /** Port clients connect to (redis-server itself for A, poolside for B). */
+  port: number;
+  /** The redis-server's own port, for the side channel (blocked_clients, CLIENT KILL). */
+  serverPort: number;
+  /** Through poolside: CLIENT KILL steps run, and doomed clients must be closed by it. */
+  proxied: boolean;
+  /** Called after a CLIENT KILL: resolves once poolside has replaced its connections. */
+  afterKill?: () => Promise<void>;
+}
+
+/** Per client, everything it read in order: frames as latin1 text, and markers in angle brackets. */
+export type Streams = string[][];
+
+/** How long a reply may take beyond the time the server itself needs: generous, a stuck proxy is the finding. */
+const REPLY_SLACK_MS = 2000;
+
+/** Byte length of the RESP2/RESP3 frame at `pos`, or -1 if the buffer holds only part of it. */
+export function frameEnd(buf: Buffer, pos: number): number {
+  if (pos >= buf.length) return -1;
+  const lineEnd = buf.indexOf('\r\n', pos, 'latin1');
+  if (lineEnd < 0) return -1;
+  const type = String.fromCharCode(buf[pos]);
+  const n = Number(buf.toString('latin1', pos + 1, lineEnd));
+  const next = lineEnd + 2;
+  switch (type) {
+    case '+': case '-': case ':': case '_': case ',': case '#': case '(':
+      return next;
+    case '$': case '=': case '!':
+      if (n < 0) return next;
+      return buf.length < next + n + 2 ? -1 : next + n + 2;
+    case '*': case '~': case '>': case '%': case '|': {
+      if (n < 0) return next;
+      let at = next;
+      const items = type === '%' || type === '|' ? 2 * n : n;
+      for (let k = 0; k < items; k++) {
+        at = frameEnd(buf, at);
+        if (at < 0) return -1;
+      }
+      // An attribute describes the value that follows it: one frame together.
+      return type === '|' ? frameEnd(buf, at) : at;
+    }
+    default:
+      throw new Error(`not RESP: ${JSON.stringify(buf.toString('latin1', pos, Math.min(buf.length, pos + 40)))}`);
+  }
+}
+
+/** A raw socket that keeps every frame it reads, for byte-for-byte comparison. */
+class StreamClient {
+  readonly frames: string[] = [];
+  closed = false;
+  #buf: Buffer = Buffer.alloc(0);
+  #wake: (() => void) | null = null;
+
+  private constructor(readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
+      let pos = 0;
+      for (let end = frameEnd(this.#buf, pos); end > 0; end = frameEnd(this.#buf, pos)) {
+        this.frames.push(this.#buf.toString('latin1', pos, end));
+        pos = end;
+      }
+      this.#buf = this.#buf.subarray(pos);
+      this.#wake?.();
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.closed = true;
+      this.#wake?.();
+    });
+  }
+
+  static connect(port: number): Promise<StreamClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: '127.0.0.1', port, noDelay: true });
+      socket.once('error', reject);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new StreamClient(socket));
+      });
+    });
+  }
+
+  /** Waits until `count` frames have been read in total: 'ok', or why not. */
+  async until(count: number, timeoutMs: number): Promise<'ok' | 'closed' | 'timeout'> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.frames.length >= count) return 'ok';
+      if (this.closed) return 'closed';
+      const left = deadline - performance.now();
+      if (left <= 0) return 'timeout';
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#wake = null;
+    }
+  }
+}
+
+/** One client slot of a running plan: its current socket and the stream recorded so far. */
+class Runner {
+  stream: string[] = [];
+  #client: StreamClient;
+  #read = 0;
+  /** Nothing more is sent: the socket closed or a reply never came. */
+  dead = false;
+
+  constructor(
+    client: StreamClient,
+    readonly port: number,
+  ) {
+    this.#client = client;
+  }
+
+  /** Writes without waiting (the first half of a wake). */
+  send(action: Action): void {
+    if (!this.dead && action.write !== null) this.#client.socket.write(action.write);
+  }
+
+  /** Reads the frames `action` produces, recording them or why they did not come. */
+  async receive(action: Action): Promise<void> {
+    if (this.dead) return;
+    const want = this.#read + action.frames;
+    const outcome = await this.#client.until(want, (action.blockMs ?? 0) + REPLY_SLACK_MS);
+    const got = this.#client.frames.slice(this.#read, Math.min(want, this.#client.frames.length));
+    this.#read += got.length;
+    this.stream.push(...got.map((f) => (action.tag === undefined ? f : `${action.tag}:${f}`)));
+    if (outcome !== 'ok') {
+      this.stream.push(`<${outcome}>`);
+      this.dead = true;
+      this.#client.socket.destroy();
+    }
+  }
+
+  async run(action: Action): Promise<void> {
+    if (this.dead) return;
+    if (action.pauseMs !== undefined) await new Promise((resolve) => setTimeout(resolve, action.pauseMs));
+    if (action.vanish === true) {
+      if (action.write !== null) this.#client.socket.write(action.write);
+      this.#client.socket.destroy();
+      this.stream.push('<vanished>');
+      this.#client = await StreamClient.connect(this.port);
+      this.#read = 0;
+      return;
+    }
+    this.send(action);
+    await this.receive(action);
+  }
+
+  /** Whether poolside closes this client within `timeoutMs` (after its pinned state was lost). */
+  async closes(timeoutMs: number): Promise<boolean> {
+    return (await this.#client.until(Number.MAX_SAFE_INTEGER, timeoutMs)) === 'closed';
+  }
+
+  /** Frames that arrived without being asked for (recorded at the end). */
+  unread(): string[] {
+    return this.#client.frames.slice(this.#read);
+  }
+
+  close(): void {
+    this.#client.socket.destroy();
+  }
+}
+
+function blockedClients(serverPort: number): Promise<number> {
+  return rawCommand(serverPort, ['INFO', 'clients']).then((info) => Number(/blocked_clients:(\d+)/.exec(info)?.[1] ?? '0'));
+}
+
+/** Runs `plan` against `target` and returns every client's stream. Every socket is closed on return. */
+export async function runPlan(plan: Plan, target: Target): Promise<Streams> {
+  const runners: Runner[] = [];
+  try {
+    for (let i = 0; i < plan.clients; i++) runners.push(new Runner(await StreamClient.connect(target.port), target.port));
+    for (const step of plan.steps) {
+      switch (step.t) {
+        case 'par':
+          await Promise.all(step.actions.map(async (actions, i) => {
+            for (const action of actions) await runners[i].run(action);
+          }));
+          break;
+        case 'wake': {
+          const blocker = runners[step.blocker];
+          const before = await blockedClients(target.serverPort);
+          blocker.send(step.block);
+          // The push must find the pop waiting on the server, or this would only test a plain pop.
+          await waitFor(async () => blocker.dead || (await blockedClients(target.serverPort)) > before, 'BLPOP blocked on the server', REPLY_SLACK_MS).catch(() => {});
+          await runners[step.pusher].run(step.push);
+          await blocker.receive(step.block);
+          break;
+        }
+        case 'pubsub':
+          await runners[step.sub].run(step.subscribe);
+          await runners[step.pub].run(step.publish);
+          await runners[step.sub].receive({ write: null, frames: 1 });
+          await runners[step.sub].run(step.unsubscribe);
+          break;
+        case 'kill':
+          for (const r of runners) r.stream.push('<kill>');
+          if (target.proxied) {
+            await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']);
+            await target.afterKill?.();
+          }
+          break;
+        case 'idle':
+          await new Promise((resolve) => setTimeout(resolve, step.ms));
+          break;
+      }
+    }
+    await Promise.all(runners.map(async (r, i) => {
+      if (plan.doomed.includes(i)) {
+        if (target.proxied) r.stream.push((await r.closes(REPLY_SLACK_MS)) ? '<closed>' : '<open>');
+        return;
+      }
+      await r.run({ write: encode('PING', 'end'), frames: 1 });
+      r.stream.push(...r.unread().map((f) => `<unasked>${f}`));
+    }));
+    return runners.map((r) => r.stream);
+  } finally {
+    for (const r of runners) r.close();
+  }
+}
+
+// ── Documented differences (docs/differences.md) ─────────────────────────────────────────────
+
+/**
+ * Applies the differences docs/differences.md documents, to the streams of either side:
+ *  1. `CLIENT ID` replies are compared by their equality pattern across the case (the n-th distinct
+ *     id seen, scanning clients in order), not by value.
+ *  2. `HELLO`'s `id` field is the id of whichever server connection answered; not compared.
+ *  3. After a CLIENT KILL of poolside's connections, a client whose session had state a new
+ *     connection cannot replay (WATCH, SUBSCRIBE, CLIENT SETNAME, HELLO 3) is closed by poolside:
+ *     on A, where no kill happens, such a client's stream after the kill is expected as `<closed>`.
+ */
+export function normalise(streams: Streams, plan: Plan, proxied: boolean): Streams {
+  const ids = new Map<string, string>();
+  return streams.map((stream, i) => {
+    let out = stream.map((entry) => {
+      if (entry.startsWith('client-id:')) {
+        const raw = entry.slice('client-id:'.length);
+        if (!ids.has(raw)) ids.set(raw, `id#${ids.size}`);
+        return `client-id:${ids.get(raw) as string}`;
+      }
+      if (entry.startsWith('hello:')) return entry.replace(/(\$2\r\nid\r\n):\d+\r\n/, '$1:<id>\r\n');
+      return entry;
+    });
+    if (plan.doomed.includes(i) && !proxied) {
+      // Only the doomed client's own kill marker matters: it had no actions after it.
+      out = [...out, '<closed>'];
+    }
+    return out;
+  });
+}
+
+export interface Mismatch {
+  client: number;
+  index: number;
+  a: string[];
+  b: string[];
+}
+
+/** The first place each client's streams differ (after `normalise`), with a little context. */
+export function compareStreams(a: Streams, b: Streams): Mismatch[] {
+  const found: Mismatch[] = [];
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const sa = a[i] ?? [];
+    const sb = b[i] ?? [];
+    let k = 0;
+    while (k < sa.length && k < sb.length && sa[k] === sb[k]) k++;
+    if (k < sa.length || k < sb.length) found.push({ client: i, index: k, a: sa.slice(Math.max(0, k - 2), k + 3), b: sb.slice(Math.max(0, k - 2), k + 3) });
+  }
+  return found;
+}
+
+/** A plan as the commands each client sends, for a failure message a person can read. */
+export function describePlan(plan: Plan): string {
+  const show = (a: Action): string => {
+    const text = a.write === null ? '' : a.write.toString('latin1').replace(/\*\d+\r\n/g, '| ').replace(/\$\d+\r\n([^\r]*)\r\n/g, '$1 ').trim();
+    return `${a.pauseMs !== undefined ? `(pause ${a.pauseMs}ms) ` : ''}${text}${a.vanish === true ? ' <vanish>' : ''}`;
+  };
+  return plan.steps
+    .map((s, n) => {
+      switch (s.t) {
+        case 'par':
+          return `${n} par\n${s.actions.map((as, i) => (as.length === 0 ? '' : `    c${i}: ${as.map(show).join(' ; ')}\n`)).join('')}`;
+        case 'wake':
+          return `${n} wake: c${s.blocker} ${show(s.block)} ; c${s.pusher} ${show(s.push)}\n`;
+        case 'pubsub':
+          return `${n} pubsub: c${s.sub} ${show(s.subscribe)} ; c${s.pub} ${show(s.publish)}\n`;
+        case 'kill':
+          return `${n} CLIENT KILL of poolside's connections (doomed: ${s.doomed.join(',') || 'none'})\n`;
+        case 'idle':
+          return `${n} idle ${s.ms}ms\n`;
+      }
+    })
+    .join('');
+}
