@@ -45,6 +45,7 @@ export const FEATURES = [
   'client-id',
   'client-reply',
   'long-tx-pipeline',
+  'quiet-pool',
 ] as const;
 export type Feature = (typeof FEATURES)[number];
 
@@ -57,7 +58,7 @@ export type Block =
   | { t: 'cmds'; cmds: Cmd[]; pipeline: boolean }
   | { t: 'tx'; watch: boolean; touch: boolean; body: Cmd[]; selectAt: number | null; end: 'EXEC' | 'DISCARD'; pipeline: boolean }
   | { t: 'long-tx'; n: number }
-  | { t: 'watch-discard' }
+  | { t: 'watch-discard'; touch: boolean }
   | { t: 'select'; db: number }
   | { t: 'setname'; name: string }
   | { t: 'hello3' }
@@ -76,7 +77,15 @@ export type Step =
   | { t: 'kill' }
   | { t: 'idle'; ms: number };
 
+/**
+ * The proxy's configuration: `beating` heartbeats idle connections more often than the idle gaps
+ * last; `quiet` has no heartbeat and a request_timeout shorter than the idle gaps, so a connection
+ * can sit idle past its request deadline.
+ */
+export type PoolKind = 'beating' | 'quiet';
+
 export interface Case {
+  pool: PoolKind;
   clients: number;
   steps: Step[];
 }
@@ -125,6 +134,8 @@ const scriptCmd: fc.Arbitrary<Cmd> = fc.oneof(
   fc.tuple(fc.constant('EVAL'), fc.constant("return redis.call('LPUSH', KEYS[1], ARGV[1])"), fc.constant('1'), fc.constant('@a'), value),
   fc.constant(['EVAL', "return redis.error_reply('boom')", '0']),
   fc.constant(['EVAL', 'return nil +', '0']),
+  // A few milliseconds of server time: long enough for a sweep to see the request in flight.
+  fc.constant(['EVAL', 'local i = 0 while i < 300000 do i = i + 1 end return i', '0']),
 );
 
 const anyCmd = fc.oneof({ weight: 6, arbitrary: dataCmd }, { weight: 1, arbitrary: scriptCmd });
@@ -144,7 +155,7 @@ const block: fc.Arbitrary<Block> = fc.oneof(
     }),
   },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('long-tx' as const), n: fc.integer({ min: 10, max: 24 }) }) },
-  { weight: 1, arbitrary: fc.constant({ t: 'watch-discard' as const }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('watch-discard' as const), touch: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('select' as const), db: fc.constantFrom(0, 1, 2, 15, 99) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('setname' as const), name: fc.constantFrom('app', 'worker-1') }) },
   { weight: 1, arbitrary: fc.constant({ t: 'hello3' as const }) },
@@ -178,7 +189,7 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('idle' as const), ms: fc.integer(IDLE_MS) }) },
 );
 
-export const caseArb: fc.Arbitrary<Case> = fc.record({ clients: fc.integer({ min: 1, max: MAX_CLIENTS }), steps: fc.array(step, { minLength: 1, maxLength: 8 }) });
+export const caseArb: fc.Arbitrary<Case> = fc.record({ pool: fc.constantFrom<PoolKind>('beating', 'quiet'), clients: fc.integer({ min: 1, max: MAX_CLIENTS }), steps: fc.array(step, { minLength: 1, maxLength: 8 }) });
 
 // ── Plans: cases compiled against a model of each client's state ─────────────────────────────
 
@@ -204,6 +215,7 @@ export type PlanStep =
   | { t: 'idle'; ms: number };
 
 export interface Plan {
+  pool: PoolKind;
   clients: number;
   steps: PlanStep[];
   /** Clients whose pinned state a CLIENT KILL destroyed: poolside must close them (B only). */
@@ -272,10 +284,10 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         return [batch(i, [['MULTI'], ...body, ['EXEC']])];
       }
       case 'watch-discard':
-        // DISCARD without MULTI is an error and leaves the WATCH in place.
+        // DISCARD without MULTI is an error and leaves the WATCH in place (`touch`: and fires it).
         if (!has('watch-discard')) return [];
         m.watching = true;
-        return [one(i, ['WATCH', '@a']), one(i, ['DISCARD'])];
+        return [one(i, ['WATCH', '@a']), one(i, ['DISCARD']), ...(b.touch ? [one(i, ['INCR', '@a'])] : [])];
       case 'select':
         return has('select') ? [one(i, ['SELECT', String(b.db)])] : [];
       case 'setname':
@@ -365,7 +377,8 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         break;
     }
   }
-  return { clients: c.clients, steps, doomed: models.flatMap((m, i) => (m.doomed ? [i] : [])) };
+  const pool = c.pool === 'quiet' && !has('quiet-pool') ? 'beating' : c.pool;
+  return { pool, clients: c.clients, steps, doomed: models.flatMap((m, i) => (m.doomed ? [i] : [])) };
 }
 
 // ── Running a plan ────────────────────────────────────────────────────────────────────────────
@@ -585,7 +598,14 @@ export async function runPlan(plan: Plan, target: Target): Promise<Streams> {
     }
     await Promise.all(runners.map(async (r, i) => {
       if (plan.doomed.includes(i)) {
-        if (target.proxied) r.stream.push((await r.closes(REPLY_SLACK_MS)) ? '<closed>' : '<open>');
+        if (!target.proxied) return;
+        if (await r.closes(REPLY_SLACK_MS)) {
+          r.stream.push('<closed>');
+          return;
+        }
+        // Still open: what it answers now shows what became of it (state silently lost, or stuck).
+        r.stream.push('<open>');
+        await r.run({ write: encode('PING', 'end'), frames: 1 });
         return;
       }
       await r.run({ write: encode('PING', 'end'), frames: 1 });
@@ -654,7 +674,7 @@ export function describePlan(plan: Plan): string {
     const text = a.write === null ? '' : a.write.toString('latin1').replace(/\*\d+\r\n/g, '| ').replace(/\$\d+\r\n([^\r]*)\r\n/g, '$1 ').trim();
     return `${a.pauseMs !== undefined ? `(pause ${a.pauseMs}ms) ` : ''}${text}${a.vanish === true ? ' <vanish>' : ''}`;
   };
-  return plan.steps
+  return `pool ${plan.pool}\n` + plan.steps
     .map((s, n) => {
       switch (s.t) {
         case 'par':

@@ -16,7 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { caseArb, compareStreams, compile, describePlan, FEATURES, normalise, runPlan } from '../helpers/differential.js';
-import type { Feature } from '../helpers/differential.js';
+import type { Feature, PoolKind } from '../helpers/differential.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import { rawCommand, RedisServer, waitFor } from '../helpers/servers.js';
 
@@ -35,15 +35,14 @@ const KNOWN_BROKEN = new Map<Feature, string>([
   ['client-id', "CLIENT ID returns the shared connection's id"],
   ['client-reply', 'CLIENT REPLY is refused'],
   ['long-tx-pipeline', 'a pipelined transaction longer than queue.max fails with QUEUE_FULL'],
+  ['quiet-pool', 'false REQUEST_TIMEOUT after idle gaps: a connection idle past request_timeout is evicted by the first sweep that sees a request on it'],
 ]);
 
-/** The proxy under test: short heartbeats so idle gaps (150–300 ms) span several beats. */
-const POOL = {
-  connections: { min: 2, max: 4 },
-  exclusive: { max: 16 },
-  queue: { max: 16, timeout: '1s' },
-  heartbeat: { interval: '100ms', timeout: '80ms', misses: 2, jitter: '20%' },
-  request_timeout: '1s',
+const LIMITS = { connections: { min: 2, max: 4 }, exclusive: { max: 16 }, queue: { max: 16, timeout: '1s' } };
+/** The proxies under test (see PoolKind). Idle gaps last 150–300 ms. */
+const POOLS: Record<PoolKind, Record<string, unknown>> = {
+  beating: { ...LIMITS, heartbeat: { interval: '100ms', timeout: '80ms', misses: 2, jitter: '20%' }, request_timeout: '1s' },
+  quiet: { ...LIMITS, heartbeat: false, request_timeout: '100ms' },
 };
 
 /** poolside's connections to `server`, from the server's side (all but the asking one). */
@@ -85,11 +84,11 @@ describe('differential: poolside answers like redis-server', () => {
         fc.asyncProperty(caseArb, async (c) => {
           const plan = compile(c, features, caseId++);
           await Promise.all([flush(a), flush(b)]);
-          const proxy: Proxy = await startProxy([b.address], POOL);
+          const proxy: Proxy = await startProxy([b.address], POOLS[plan.pool]);
           try {
-            await waitFor(async () => (await proxyConnections(b)) >= POOL.connections.min, 'poolside connected');
+            await waitFor(async () => (await proxyConnections(b)) >= LIMITS.connections.min, 'poolside connected');
             const afterKill = async (): Promise<void> => {
-              await waitFor(async () => (await proxyConnections(b)) >= POOL.connections.min, 'poolside reconnected after CLIENT KILL');
+              await waitFor(async () => (await proxyConnections(b)) >= LIMITS.connections.min, 'poolside reconnected after CLIENT KILL');
             };
             const [direct, proxied] = await Promise.all([
               runPlan(plan, { port: a.port, serverPort: a.port, proxied: false }),
