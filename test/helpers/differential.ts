@@ -46,6 +46,7 @@ export const FEATURES = [
   'client-reply',
   'long-tx-pipeline',
   'quiet-pool',
+  'relay-after-select',
 ] as const;
 export type Feature = (typeof FEATURES)[number];
 
@@ -224,6 +225,8 @@ export interface Plan {
 
 interface ClientModel {
   gen: number;
+  /** Database after the client's last successful SELECT outside MULTI. */
+  db: number;
   resp3: boolean;
   watching: boolean;
   subscribed: boolean;
@@ -234,7 +237,7 @@ interface ClientModel {
 }
 
 function fresh(gen: number): ClientModel {
-  return { gen, resp3: false, watching: false, subscribed: false, relay: false, named: false, doomed: false };
+  return { gen, db: 0, resp3: false, watching: false, subscribed: false, relay: false, named: false, doomed: false };
 }
 
 /** The state a kill cannot replay: poolside can only close a client that had it. */
@@ -255,6 +258,7 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
   const one = (i: number, cmd: Cmd, extra: Partial<Action> = {}): Action => ({ write: encode(...words(i, cmd)), frames: 1, ...extra });
   const batch = (i: number, cmds: Cmd[], frames = cmds.length): Action => ({ write: Buffer.concat(cmds.map((cmd) => encode(...words(i, cmd)))), frames });
   const live = (i: number): boolean => i < c.clients && !models[i].doomed;
+  const relayable = (m: ClientModel): boolean => m.db === 0 || m.relay || has('relay-after-select');
   const allowedCmd = (cmd: Cmd): boolean => has('scripts') || cmd[0] !== 'EVAL';
 
   const blockActions = (i: number, b: Block): Action[] => {
@@ -289,7 +293,9 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         m.watching = true;
         return [one(i, ['WATCH', '@a']), one(i, ['DISCARD']), ...(b.touch ? [one(i, ['INCR', '@a'])] : [])];
       case 'select':
-        return has('select') ? [one(i, ['SELECT', String(b.db)])] : [];
+        if (!has('select')) return [];
+        if (b.db < 16) m.db = b.db;
+        return [one(i, ['SELECT', String(b.db)])];
       case 'setname':
         if (!has('client-name')) return [];
         m.named = true;
@@ -309,13 +315,13 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
       case 'blpop-timeout':
         return has('blocking') ? [one(i, ['BLPOP', '@e', '0.1'], { blockMs: 100 })] : [];
       case 'subscribe':
-        if (!has('pubsub')) return [];
+        if (!has('pubsub') || !relayable(m)) return [];
         m.subscribed = true;
         m.relay = true;
         return [one(i, ['SUBSCRIBE', '@ch'])];
       case 'unsubscribe':
         // Explicit channel: one reply whether or not subscribed; leaves subscribe mode when it was the last.
-        if (!has('pubsub')) return [];
+        if (!has('pubsub') || !relayable(m)) return [];
         m.subscribed = false;
         m.relay = true;
         return [one(i, ['UNSUBSCRIBE', '@ch'])];
@@ -351,7 +357,7 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         break;
       }
       case 'pubsub': {
-        if (!has('pubsub') || s.sub === s.pub || !live(s.sub) || !live(s.pub)) break;
+        if (!has('pubsub') || s.sub === s.pub || !live(s.sub) || !live(s.pub) || !relayable(models[s.sub])) break;
         const channel = `d${caseId}:ps${steps.length}`;
         models[s.sub].relay = true;
         steps.push({
