@@ -75,7 +75,7 @@ export type Step =
   | { t: 'par'; blocks: Block[][] }
   | { t: 'wake'; blocker: number; pusher: number }
   | { t: 'pubsub'; sub: number; pub: number }
-  | { t: 'kill' }
+  | { t: 'kill'; one: boolean }
   | { t: 'idle'; ms: number };
 
 /**
@@ -95,7 +95,9 @@ export const MAX_CLIENTS = 4;
 /** Idle gaps: longer than the heartbeat interval the proxy under test is configured with. */
 export const IDLE_MS = { min: 150, max: 300 };
 
-const value = fc.constantFrom('v', 'hello', '', '12', 'x y', 'ünï');
+/** `%big` stands for a 100 kB value (expanded by compile), a reply that arrives in many reads. */
+const BIG = 'b'.repeat(100_000);
+const value = fc.constantFrom('v', 'hello', '', '12', 'x y', 'ünï', '%big');
 const num = fc.constantFrom('1', '-3', '100', 'abc');
 
 const dataCmd: fc.Arbitrary<Cmd> = fc.oneof(
@@ -139,7 +141,17 @@ const scriptCmd: fc.Arbitrary<Cmd> = fc.oneof(
   fc.constant(['EVAL', 'local i = 0 while i < 300000 do i = i + 1 end return i', '0']),
 );
 
-const anyCmd = fc.oneof({ weight: 6, arbitrary: dataCmd }, { weight: 1, arbitrary: scriptCmd });
+/** Transaction commands out of place: errors (or an early end of a transaction), one reply each. */
+const misuseCmd: fc.Arbitrary<Cmd> = fc.constantFrom<Cmd>(['EXEC'], ['DISCARD'], ['UNWATCH']);
+/** A short blocking pop amid other commands: the session switches to an exclusive connection and back. */
+const blockingCmd: fc.Arbitrary<Cmd> = fc.constant(['BLPOP', '@e', '0.05']);
+
+const anyCmd = fc.oneof(
+  { weight: 12, arbitrary: dataCmd },
+  { weight: 2, arbitrary: scriptCmd },
+  { weight: 1, arbitrary: misuseCmd },
+  { weight: 1, arbitrary: blockingCmd },
+);
 
 const block: fc.Arbitrary<Block> = fc.oneof(
   { weight: 8, arbitrary: fc.record({ t: fc.constant('cmds' as const), cmds: fc.array(anyCmd, { minLength: 1, maxLength: 5 }), pipeline: fc.boolean() }) },
@@ -184,9 +196,9 @@ const block: fc.Arbitrary<Block> = fc.oneof(
 const client = fc.nat(MAX_CLIENTS - 1);
 const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant('par' as const), blocks: fc.array(fc.array(block, { maxLength: 3 }), { minLength: MAX_CLIENTS, maxLength: MAX_CLIENTS }) }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('wake' as const), blocker: client, pusher: client }) },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('pubsub' as const), sub: client, pub: client }) },
-  { weight: 1, arbitrary: fc.constant({ t: 'kill' as const }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('wake' as const), blocker: client, pusher: client }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('pubsub' as const), sub: client, pub: client }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('kill' as const), one: fc.boolean() }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('idle' as const), ms: fc.integer(IDLE_MS) }) },
 );
 
@@ -212,7 +224,7 @@ export type PlanStep =
   | { t: 'par'; actions: Action[][] }
   | { t: 'wake'; blocker: number; pusher: number; block: Action; push: Action }
   | { t: 'pubsub'; sub: number; pub: number; subscribe: Action; publish: Action; unsubscribe: Action }
-  | { t: 'kill'; doomed: number[] }
+  | { t: 'kill'; doomed: number[]; one: boolean }
   | { t: 'idle'; ms: number };
 
 export interface Plan {
@@ -254,12 +266,12 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
   const has = (f: Feature): boolean => features.has(f);
   const models: ClientModel[] = Array.from({ length: c.clients }, () => fresh(0));
   const ns = (i: number): string => `d${caseId}:c${i}.${models[i].gen}:`;
-  const words = (i: number, cmd: Cmd): string[] => cmd.map((w) => (w.startsWith('@') ? `${ns(i)}${w.slice(1)}` : w));
+  const words = (i: number, cmd: Cmd): string[] => cmd.map((w) => (w.startsWith('@') ? `${ns(i)}${w.slice(1)}` : w === '%big' ? BIG : w));
   const one = (i: number, cmd: Cmd, extra: Partial<Action> = {}): Action => ({ write: encode(...words(i, cmd)), frames: 1, ...extra });
   const batch = (i: number, cmds: Cmd[], frames = cmds.length): Action => ({ write: Buffer.concat(cmds.map((cmd) => encode(...words(i, cmd)))), frames });
   const live = (i: number): boolean => i < c.clients && !models[i].doomed;
   const relayable = (m: ClientModel): boolean => m.db === 0 || m.relay || has('relay-after-select');
-  const allowedCmd = (cmd: Cmd): boolean => has('scripts') || cmd[0] !== 'EVAL';
+  const allowedCmd = (cmd: Cmd): boolean => (has('scripts') || cmd[0] !== 'EVAL') && (has('blocking') || cmd[0] !== 'BLPOP');
 
   const blockActions = (i: number, b: Block): Action[] => {
     const m = models[i];
@@ -373,9 +385,10 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
       case 'kill': {
         if (!has('kill')) break;
         const doomed = models.flatMap((m, i) => (live(i) && pinned(m) ? [i] : []));
-        if (doomed.length > 0 && !has('kill-pinned')) break;
+        // Killing one connection by id: which client it dooms is unknown, so only when none is pinned.
+        if (doomed.length > 0 && (s.one || !has('kill-pinned'))) break;
         for (const i of doomed) models[i].doomed = true;
-        steps.push({ t: 'kill', doomed });
+        steps.push({ t: 'kill', doomed, one: s.one });
         break;
       }
       case 'idle':
@@ -397,7 +410,9 @@ export interface Target {
   serverPort: number;
   /** Through poolside: CLIENT KILL steps run, and doomed clients must be closed by it. */
   proxied: boolean;
-  /** Called after a CLIENT KILL: resolves once poolside has replaced its connections. */
+  /** Server connections poolside has seen close so far (a kill step waits for its kills to be seen). */
+  closedConnections?: () => number;
+  /** Called after a CLIENT KILL was seen: resolves once poolside has replaced its connections. */
   afterKill?: () => Promise<void>;
 }
 
@@ -562,6 +577,32 @@ function blockedClients(serverPort: number): Promise<number> {
   return rawCommand(serverPort, ['INFO', 'clients']).then((info) => Number(/blocked_clients:(\d+)/.exec(info)?.[1] ?? '0'));
 }
 
+/**
+ * CLIENT KILL of poolside's connections from a side channel: all of them, or (`one`) the oldest by
+ * id. Returns once poolside has seen every kill, so the next step does not race the FIN.
+ */
+async function killProxyConnections(target: Target, one: boolean): Promise<void> {
+  const before = target.closedConnections?.() ?? 0;
+  let killed: number;
+  if (one) {
+    const list = await rawCommand(target.serverPort, ['CLIENT', 'LIST']);
+    const ids = list
+      .split('\n')
+      .filter((line) => line.includes(' fd=') && !line.includes('cmd=client|list'))
+      .map((line) => Number(/^id=(\d+)/.exec(line)?.[1]))
+      .sort((x, y) => x - y);
+    if (ids.length === 0) return;
+    killed = (await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'ID', String(ids[0])])).startsWith('+OK') ? 1 : 0;
+  } else {
+    killed = Number(/^:(\d+)/.exec(await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']))?.[1] ?? '0');
+  }
+  if (target.closedConnections !== undefined) {
+    const closed = target.closedConnections;
+    await waitFor(() => closed() >= before + killed, `poolside to see ${killed} connections killed`, REPLY_SLACK_MS);
+  }
+  await target.afterKill?.();
+}
+
 /** Runs `plan` against `target` and returns every client's stream. Every socket is closed on return. */
 export async function runPlan(plan: Plan, target: Target): Promise<Streams> {
   const runners: Runner[] = [];
@@ -592,10 +633,7 @@ export async function runPlan(plan: Plan, target: Target): Promise<Streams> {
           break;
         case 'kill':
           for (const r of runners) r.stream.push('<kill>');
-          if (target.proxied) {
-            await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']);
-            await target.afterKill?.();
-          }
+          if (target.proxied) await killProxyConnections(target, step.one);
           break;
         case 'idle':
           await new Promise((resolve) => setTimeout(resolve, step.ms));
@@ -677,7 +715,7 @@ export function compareStreams(a: Streams, b: Streams): Mismatch[] {
 /** A plan as the commands each client sends, for a failure message a person can read. */
 export function describePlan(plan: Plan): string {
   const show = (a: Action): string => {
-    const text = a.write === null ? '' : a.write.toString('latin1').replace(/\*\d+\r\n/g, '| ').replace(/\$\d+\r\n([^\r]*)\r\n/g, '$1 ').trim();
+    const text = a.write === null ? '' : a.write.toString('latin1').replace(/b{1000,}/g, '%big').replace(/\*\d+\r\n/g, '| ').replace(/\$\d+\r\n([^\r]*)\r\n/g, '$1 ').trim();
     return `${a.pauseMs !== undefined ? `(pause ${a.pauseMs}ms) ` : ''}${text}${a.vanish === true ? ' <vanish>' : ''}`;
   };
   return `pool ${plan.pool}\n` + plan.steps
@@ -690,7 +728,7 @@ export function describePlan(plan: Plan): string {
         case 'pubsub':
           return `${n} pubsub: c${s.sub} ${show(s.subscribe)} ; c${s.pub} ${show(s.publish)}\n`;
         case 'kill':
-          return `${n} CLIENT KILL of poolside's connections (doomed: ${s.doomed.join(',') || 'none'})\n`;
+          return `${n} CLIENT KILL of ${s.one ? "poolside's oldest connection" : "all of poolside's connections"} (doomed: ${s.doomed.join(',') || 'none'})\n`;
         case 'idle':
           return `${n} idle ${s.ms}ms\n`;
       }

@@ -54,6 +54,10 @@ async function proxyConnections(server: RedisServer): Promise<number> {
   return list.split('\n').filter((line) => line.includes(' fd=') && !line.includes('cmd=client|list')).length;
 }
 
+function closedConnections(proxy: Proxy): number {
+  return Object.values(proxy.stats()[0].servers[0].counters.connectionsClosed).reduce((sum, n) => sum + n, 0);
+}
+
 async function flush(server: RedisServer): Promise<void> {
   expect(await server.command('FLUSHALL')).toBe('+OK\r\n');
 }
@@ -98,7 +102,7 @@ describe('differential: poolside answers like redis-server', () => {
       };
       const [direct, proxied] = await Promise.all([
         runPlan(plan, { port: a.port, serverPort: a.port, proxied: false }),
-        runPlan(plan, { port: portOf(proxy), serverPort: b.port, proxied: true, afterKill }),
+        runPlan(plan, { port: portOf(proxy), serverPort: b.port, proxied: true, afterKill, closedConnections: () => closedConnections(proxy) }),
       ]);
       const mismatches = compareStreams(normalise(direct, plan, false), normalise(proxied, plan, true));
       if (mismatches.length > 0) {
