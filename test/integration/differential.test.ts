@@ -1,8 +1,8 @@
 /**
  * poolside against redis-server itself: generated cases of concurrent clients run once straight
  * against redis-server A and once through poolside against redis-server B, and every client must
- * read the same bytes from both, but for the differences docs/differences.md lists. The harness
- * (generator, runner, normaliser) is test/helpers/differential.ts.
+ * read the same bytes from both, but for the differences docs/differences.md lists. The harness:
+ * test/helpers/differential.ts (runner, normaliser), differential-cases.ts (generator, compiler).
  *
  * `npm test` runs a small fixed-seed set restricted to what works today (KNOWN_BROKEN below).
  * Longer runs:
@@ -16,8 +16,9 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { caseArb, compareStreams, compile, describePlan, FEATURES, normalise, runPlan } from '../helpers/differential.js';
-import type { Case, Feature, PoolKind } from '../helpers/differential.js';
+import { caseArb, compile, describePlan, FEATURES } from '../helpers/differential-cases.js';
+import type { Case, Feature, PoolKind } from '../helpers/differential-cases.js';
+import { compareStreams, normalise, runPlan } from '../helpers/differential.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import { rawCommand, RedisServer, waitFor } from '../helpers/servers.js';
 
@@ -80,8 +81,8 @@ function settings(): Settings {
   return { runs: runs > 0 ? runs : FAST_RUNS, seed, features: new Set(FEATURES.filter(included)), only };
 }
 
-/** Cases in `npm test`: about 0.3 s each on an idle 2-core machine. */
-const FAST_RUNS = 25;
+/** Cases in `npm test`: 0.2–0.5 s each on this 2-core machine (idle gaps and blocking pops cost most). */
+const FAST_RUNS = 30;
 
 describe('differential: poolside answers like redis-server', () => {
   const { runs, seed, features, only } = settings();
