@@ -154,11 +154,11 @@ describe('differential: poolside answers like redis-server', () => {
  *     expected: poolside closes c0   poolside: c0 stays open; its next command gets
  *     -ERR poolside SERVER_ERROR … remote_closed, later ones run on a shared connection without
  *     the name (CLIENT GETNAME → nil). HELLO 3 behaves the same (and c0 is back on RESP2 connections).
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"setname","name":"app"}],[],[],[]]},{"t":"kill"}]}
+ *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"setname","name":"app"}],[],[],[]]},{"t":"kill","one":false}]}
  *   c0: SUBSCRIBE ch / PUBLISH from c1 / UNSUBSCRIBE ch ; then the kill
  *     poolside: c0 stays open and never answers again (PING: no reply). A lone UNSUBSCRIBE outside
  *     subscribe mode is enough: it pins the client to a relay connection for its life.
- *   {"pool":"beating","clients":2,"steps":[{"t":"pubsub","sub":0,"pub":1},{"t":"kill"}]}
+ *   {"pool":"beating","clients":2,"steps":[{"t":"pubsub","sub":0,"pub":1},{"t":"kill","one":false}]}
  *
  * client-id (issue 8)
  *   c0: CLIENT ID   c1: EVAL … ; CLIENT ID   (concurrently)
@@ -177,11 +177,11 @@ describe('differential: poolside answers like redis-server', () => {
  *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"long-tx","n":15}],[],[],[]]}]}
  *
  * quiet-pool (issue 8: false REQUEST_TIMEOUT after idle gaps), heartbeat off, request_timeout 100ms
- *   idle 249ms ; c2: DEL a
- *     redis-server: :0   poolside: -ERR poolside REQUEST_TIMEOUT … (request_timeout: no response for 100ms)
+ *   idle 200ms ; c0: EVAL <a few ms of Lua> 0      (shrunk from: idle 249ms ; c2: DEL a)
+ *     redis-server: :300000   poolside: -ERR poolside REQUEST_TIMEOUT … (request_timeout: no response for 100ms)
  *     The shared connection's last progress mark is from before the gap; the first sweep that sees
- *     a request in flight evicts it. Racy (the sweep must land before the reply): the slow EVAL helps.
- *   {"pool":"quiet","clients":4,"steps":[{"t":"idle","ms":249},{"t":"par","blocks":[[{"t":"tx","watch":false,"touch":false,"body":[],"selectAt":0,"end":"EXEC","pipeline":true}],[],[{"t":"cmds","cmds":[["DEL","@a"]],"pipeline":true}],[{"t":"hello3"}]]}]}
+ *     a request in flight evicts it. Racy (the sweep must land before the reply): about half the runs.
+ *   {"pool":"quiet","clients":1,"steps":[{"t":"idle","ms":200},{"t":"par","blocks":[[{"t":"cmds","cmds":[["EVAL","local i = 0 while i < 300000 do i = i + 1 end return i","0"]],"pipeline":false}],[],[],[]]}]}
  *
  * relay-after-select (not in issue 8)
  *   c0: SET a v ; SELECT 2 ; UNSUBSCRIBE ch ; GET a
