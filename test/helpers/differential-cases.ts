@@ -49,6 +49,7 @@ export type Block =
   | { t: 'select'; db: number }
   | { t: 'setname'; name: string }
   | { t: 'hello3' }
+  | { t: 'hello2' }
   | { t: 'client-id' }
   | { t: 'client-reply'; mode: 'SKIP' | 'OFF' }
   | { t: 'blpop-timeout' }
@@ -158,6 +159,7 @@ const block: fc.Arbitrary<Block> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ t: fc.constant('select' as const), db: fc.constantFrom(0, 1, 2, 15, 99) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('setname' as const), name: fc.constantFrom('app', 'worker-1') }) },
   { weight: 1, arbitrary: fc.constant({ t: 'hello3' as const }) },
+  { weight: 1, arbitrary: fc.constant({ t: 'hello2' as const }) },
   { weight: 1, arbitrary: fc.constant({ t: 'client-id' as const }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('client-reply' as const), mode: fc.constantFrom('SKIP' as const, 'OFF' as const) }) },
   { weight: 1, arbitrary: fc.constant({ t: 'blpop-timeout' as const }) },
@@ -302,6 +304,9 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         if (!has('resp3')) return [];
         m.resp3 = true;
         return [one(i, ['HELLO', '3'], { tag: 'hello' })];
+      case 'hello2':
+        // Back to RESP2 (or a no-op). `resp3` stays set: poolside keeps the session pinned all the same.
+        return has('resp3') ? [one(i, ['HELLO', '2'], { tag: 'hello' })] : [];
       case 'client-id':
         return has('client-id') ? [one(i, ['CLIENT', 'ID'], { tag: 'client-id' })] : [];
       case 'client-reply':
