@@ -290,8 +290,8 @@ export async function runPlan(plan: Plan, target: Target): Promise<Streams> {
  *     id seen, scanning clients in order), not by value.
  *  2. `HELLO`'s `id` field is the id of whichever server connection answered; not compared.
  *  3. After a CLIENT KILL of poolside's connections, a client whose session had state a new
- *     connection cannot replay (WATCH, SUBSCRIBE, CLIENT SETNAME, HELLO 3) is closed by poolside:
- *     on A, where no kill happens, such a client's stream after the kill is expected as `<closed>`.
+ *     connection cannot replay (WATCH, any SUBSCRIBE/UNSUBSCRIBE, CLIENT SETNAME, HELLO 3) is closed
+ *     by poolside: on A, where no kill happens, such a client's stream is expected to end `<closed>`.
  */
 export function normalise(streams: Streams, plan: Plan, proxied: boolean): Streams {
   const ids = new Map<string, string>();
@@ -306,7 +306,7 @@ export function normalise(streams: Streams, plan: Plan, proxied: boolean): Strea
       return entry;
     });
     if (plan.doomed.includes(i) && !proxied) {
-      // Only the doomed client's own kill marker matters: it had no actions after it.
+      // A doomed client sends nothing after the kill that doomed it: through poolside it must close.
       out = [...out, '<closed>'];
     }
     return out;
