@@ -44,7 +44,7 @@ export type Cmd = readonly string[];
 export type Block =
   | { t: 'cmds'; cmds: Cmd[]; pipeline: boolean }
   | { t: 'tx'; watch: boolean; touch: boolean; body: Cmd[]; selectAt: number | null; end: 'EXEC' | 'DISCARD'; pipeline: boolean }
-  | { t: 'long-tx'; n: number }
+  | { t: 'long-tx'; n: number; behind: 'MULTI' | 'BLPOP' }
   | { t: 'watch-discard'; touch: boolean }
   | { t: 'select'; db: number }
   | { t: 'setname'; name: string }
@@ -154,7 +154,7 @@ const block: fc.Arbitrary<Block> = fc.oneof(
       pipeline: fc.boolean(),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ t: fc.constant('long-tx' as const), n: fc.integer({ min: 10, max: 24 }) }) },
+  { weight: 1, arbitrary: fc.record({ t: fc.constant('long-tx' as const), n: fc.integer({ min: 10, max: 24 }), behind: fc.constantFrom('MULTI' as const, 'BLPOP' as const) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('watch-discard' as const), touch: fc.boolean() }) },
   { weight: 2, arbitrary: fc.record({ t: fc.constant('select' as const), db: fc.constantFrom(0, 1, 2, 15, 99) }) },
   { weight: 1, arbitrary: fc.record({ t: fc.constant('setname' as const), name: fc.constantFrom('app', 'worker-1') }) },
@@ -282,10 +282,11 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         return b.pipeline && has('pipeline') ? [batch(i, cmds)] : cmds.map((cmd) => one(i, cmd));
       }
       case 'long-tx': {
+        // A long pipeline behind a command that pins: the session holds the rest while it waits.
         if (!has('long-tx-pipeline')) return [];
         const body: Cmd[] = Array.from({ length: b.n }, () => ['INCR', '@b']);
         m.watching = false;
-        return [batch(i, [['MULTI'], ...body, ['EXEC']])];
+        return [b.behind === 'MULTI' ? batch(i, [['MULTI'], ...body, ['EXEC']]) : { ...batch(i, [['BLPOP', '@e', '0.05'], ...body]), blockMs: 50 }];
       }
       case 'watch-discard':
         // DISCARD without MULTI is an error and leaves the WATCH in place (`touch`: and fires it).
