@@ -593,6 +593,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
           return false;
         }
         lease.relay = true;
+        // The relay connection runs in the session's database too (commands after UNSUBSCRIBE,
+        // and RESP3 clients that keep sending while subscribed).
+        const db = this.#db >= 0 ? this.#db : this.#pool.servers[lease.server].config.db;
+        if (lease.conn.db !== db) {
+          lease.lease.send(this.#codec.encodeSelect(db), this.#pool.servers[lease.server].selectTarget, false);
+          lease.conn.db = db;
+        }
       }
       lease.lease.relay(slot.bytes);
       this.#answer(slot, EMPTY);

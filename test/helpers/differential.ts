@@ -215,7 +215,11 @@ async function killProxyConnections(target: Target, one: boolean): Promise<void>
     if (ids.length === 0) return;
     killed = (await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'ID', String(ids[0])])).startsWith('+OK') ? 1 : 0;
   } else {
-    killed = Number(/^:(\d+)/.exec(await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']))?.[1] ?? '0');
+    // Subscribed connections are of type pubsub: a kill of "every connection" takes both kinds.
+    killed = 0;
+    for (const type of ['normal', 'pubsub']) {
+      killed += Number(/^:(\d+)/.exec(await rawCommand(target.serverPort, ['CLIENT', 'KILL', 'TYPE', type, 'SKIPME', 'yes']))?.[1] ?? '0');
+    }
   }
   if (target.closedConnections !== undefined) {
     const closed = target.closedConnections;

@@ -4,7 +4,8 @@
  * read the same bytes from both, but for the differences docs/differences.md lists. The harness:
  * test/helpers/differential.ts (runner, normaliser), differential-cases.ts (generator, compiler).
  *
- * `npm test` runs a small fixed-seed set restricted to what works today (KNOWN_BROKEN below).
+ * `npm test` runs a small fixed-seed set (KNOWN_BROKEN below may keep features out of it) and
+ * replays every minimal case the test found (FOUND).
  * Longer runs:
  *   POOLSIDE_DIFF_RUNS=500 npx vitest run test/integration/differential.test.ts     (random seed, printed)
  *   POOLSIDE_DIFF_SEED=123 POOLSIDE_DIFF_RUNS=500 …                                  (reproduce a seed)
@@ -31,15 +32,6 @@ afterEach(() => cleanup.run());
  * into a regression test).
  */
 const KNOWN_BROKEN = new Map<Feature, string>([
-  ['select-in-multi', 'SELECT inside MULTI: EXEC returns 3 results for 2 queued commands; after DISCARD the session stays in the SELECTed db'],
-  ['watch-discard', 'WATCH then DISCARD (without MULTI) leaks the watch to the next client of the exclusive connection'],
-  ['kill-pinned', "a pinned session's state is lost when its connection dies: the client should be closed"],
-  ['client-id', "CLIENT ID returns the shared connection's id"],
-  ['client-reply', 'CLIENT REPLY is refused'],
-  ['long-tx-pipeline', 'a pipelined transaction longer than queue.max fails with QUEUE_FULL (so does any pipeline behind a BLPOP)'],
-  ['quiet-pool', 'false REQUEST_TIMEOUT after idle gaps: a connection idle past request_timeout is evicted by the first sweep that sees a request on it'],
-  // Found by this test, not in issue 8's list:
-  ['relay-after-select', 'SUBSCRIBE/UNSUBSCRIBE after SELECT: the relay connection is not SELECTed, so commands after UNSUBSCRIBE run in db 0'],
 ]);
 
 const LIMITS = { connections: { min: 2, max: 4 }, exclusive: { max: 16 }, queue: { max: 16, timeout: '1s' } };
@@ -83,6 +75,24 @@ function settings(): Settings {
 
 /** Cases in `npm test`: 0.2–0.5 s each on this 2-core machine (idle gaps and blocking pops cost most). */
 const FAST_RUNS = 30;
+
+/**
+ * Minimal cases this test found (shrunk by fast-check), replayed as regression tests with every
+ * feature on. What each showed before its fix is in the commit history of this file.
+ */
+const FOUND: [string, string][] = [
+  ["select-in-multi #1", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"tx\",\"watch\":false,\"touch\":false,\"body\":[],\"selectAt\":0,\"end\":\"EXEC\",\"pipeline\":false}],[],[],[]]}]}"],
+  ["select-in-multi #2", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"cmds\",\"cmds\":[[\"SET\",\"@a\",\"v\"]],\"pipeline\":false},{\"t\":\"tx\",\"watch\":false,\"touch\":false,\"body\":[[\"GET\",\"@a\"]],\"selectAt\":1,\"end\":\"DISCARD\",\"pipeline\":false},{\"t\":\"cmds\",\"cmds\":[[\"GET\",\"@a\"]],\"pipeline\":false}],[],[],[]]}]}"],
+  ["watch-discard #1", "{\"pool\":\"beating\",\"clients\":3,\"steps\":[{\"t\":\"par\",\"blocks\":[[],[{\"t\":\"watch-discard\",\"touch\":true}],[],[]]},{\"t\":\"par\",\"blocks\":[[],[],[{\"t\":\"tx\",\"watch\":false,\"touch\":false,\"body\":[],\"selectAt\":null,\"end\":\"EXEC\",\"pipeline\":false}],[]]}]}"],
+  ["kill-pinned #1", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"setname\",\"name\":\"app\"}],[],[],[]]},{\"t\":\"kill\",\"one\":false}]}"],
+  ["kill-pinned #2", "{\"pool\":\"beating\",\"clients\":2,\"steps\":[{\"t\":\"pubsub\",\"sub\":0,\"pub\":1},{\"t\":\"kill\",\"one\":false}]}"],
+  ["client-id #1", "{\"pool\":\"beating\",\"clients\":2,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"client-id\"}],[{\"t\":\"cmds\",\"cmds\":[[\"INCR\",\"@b\"]],\"pipeline\":false},{\"t\":\"client-id\"}],[],[]]}]}"],
+  ["client-reply #1", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"client-reply\",\"mode\":\"SKIP\"}],[],[],[]]}]}"],
+  ["long-tx-pipeline #1", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"long-tx\",\"n\":15,\"behind\":\"MULTI\"}],[],[],[]]}]}"],
+  ["long-tx-pipeline #2", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"long-tx\",\"n\":19,\"behind\":\"BLPOP\"}],[],[],[]]}]}"],
+  ["quiet-pool #1", "{\"pool\":\"quiet\",\"clients\":1,\"steps\":[{\"t\":\"idle\",\"ms\":200},{\"t\":\"par\",\"blocks\":[[{\"t\":\"cmds\",\"cmds\":[[\"EVAL\",\"local i = 0 while i < 300000 do i = i + 1 end return i\",\"0\"]],\"pipeline\":false}],[],[],[]]}]}"],
+  ["relay-after-select #1", "{\"pool\":\"beating\",\"clients\":1,\"steps\":[{\"t\":\"par\",\"blocks\":[[{\"t\":\"cmds\",\"cmds\":[[\"SET\",\"@a\",\"v\"]],\"pipeline\":false},{\"t\":\"select\",\"db\":2},{\"t\":\"unsubscribe\"},{\"t\":\"cmds\",\"cmds\":[[\"GET\",\"@a\"]],\"pipeline\":false}],[],[],[]]}]}"],
+];
 
 describe('differential: poolside answers like redis-server', () => {
   const { runs, seed, features, only } = settings();
@@ -128,69 +138,12 @@ describe('differential: poolside answers like redis-server', () => {
     },
     long ? 3_600_000 : 60_000,
   );
+
+  it.each(FOUND)('replays a case it once found: %s', async (_name, json) => {
+    a = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    b = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    await check(JSON.parse(json) as Case);
+  });
 });
 
-/*
- * Found, to become regression tests once fixed. Minimal sequences as shrunk by fast-check (a
- * trailing empty step or unused client removed by hand); each replays with
- * POOLSIDE_DIFF_CASE='<json>'. c0, c1… are clients; "|" separates pipelined commands.
- *
- * select-in-multi (issue 8)
- *   c0: MULTI ; SELECT 0 ; EXEC
- *     redis-server: EXEC → *1 [+OK]          poolside: EXEC → *2 [+OK, +OK] (its own SELECT counted in)
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"tx","watch":false,"touch":false,"body":[],"selectAt":0,"end":"EXEC","pipeline":false}],[],[],[]]}]}
- *   c0: SET a v ; MULTI ; GET a ; SELECT 1 ; DISCARD ; GET a
- *     redis-server: v (DISCARD dropped the SELECT)   poolside: nil (the session stayed in db 1)
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"cmds","cmds":[["SET","@a","v"]],"pipeline":false},{"t":"tx","watch":false,"touch":false,"body":[["GET","@a"]],"selectAt":1,"end":"DISCARD","pipeline":false},{"t":"cmds","cmds":[["GET","@a"]],"pipeline":false}],[],[],[]]}]}
- *
- * watch-discard (issue 8)
- *   step 1  c1: WATCH a ; DISCARD (-ERR DISCARD without MULTI: the watch stays) ; INCR a
- *   step 2  c2: MULTI ; EXEC
- *     redis-server: *0 (c2 watches nothing)   poolside: *-1 (c2's transaction ran on the connection still watching c1's key)
- *   {"pool":"beating","clients":3,"steps":[{"t":"par","blocks":[[],[{"t":"watch-discard","touch":true}],[],[]]},{"t":"par","blocks":[[],[],[{"t":"tx","watch":false,"touch":false,"body":[],"selectAt":null,"end":"EXEC","pipeline":false}],[]]}]}
- *
- * kill-pinned (issue 8)
- *   c0: CLIENT SETNAME app ; then CLIENT KILL TYPE normal SKIPME yes on the server
- *     expected: poolside closes c0   poolside: c0 stays open; its next command gets
- *     -ERR poolside SERVER_ERROR … remote_closed, later ones run on a shared connection without
- *     the name (CLIENT GETNAME → nil). HELLO 3 behaves the same (and c0 is back on RESP2 connections).
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"setname","name":"app"}],[],[],[]]},{"t":"kill","one":false}]}
- *   c0: SUBSCRIBE ch / PUBLISH from c1 / UNSUBSCRIBE ch ; then the kill
- *     poolside: c0 stays open and never answers again (PING: no reply). A lone UNSUBSCRIBE outside
- *     subscribe mode is enough: it pins the client to a relay connection for its life.
- *   {"pool":"beating","clients":2,"steps":[{"t":"pubsub","sub":0,"pub":1},{"t":"kill","one":false}]}
- *
- * client-id (issue 8)
- *   c0: CLIENT ID   c1: EVAL … ; CLIENT ID   (concurrently)
- *     redis-server: two ids   poolside: the same id for both (the shared connection's)
- *   {"pool":"beating","clients":2,"steps":[{"t":"par","blocks":[[{"t":"client-id"}],[{"t":"cmds","cmds":[["INCR","@b"]],"pipeline":false},{"t":"client-id"}],[],[]]}]}
- *
- * client-reply (issue 8)
- *   c0: CLIENT REPLY SKIP | INCR b | GET b
- *     redis-server: $1 1 (only GET answered)   poolside: -ERR poolside UNSUPPORTED_COMMAND …, :1, $1 1
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"client-reply","mode":"SKIP"}],[],[],[]]}]}
- *
- * long-tx-pipeline (issue 8), queue.max 16
- *   c0: MULTI | INCR b ×15 | EXEC
- *     redis-server: *15 [1 … 15]   poolside: EXEC → -ERR poolside QUEUE_FULL …, and the client is
- *     left inside MULTI on its pinned connection: its next command answers +QUEUED.
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"long-tx","n":15,"behind":"MULTI"}],[],[],[]]}]}
- *   Not only transactions: c0: BLPOP e 0.05 | INCR b ×19 → the requests past the 16th get
- *   QUEUE_FULL (and their INCRs never run). Every request a session holds back while it waits for a
- *   lease counts against the pool's queue.max.
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"long-tx","n":19,"behind":"BLPOP"}],[],[],[]]}]}
- *
- * quiet-pool (issue 8: false REQUEST_TIMEOUT after idle gaps), heartbeat off, request_timeout 100ms
- *   idle 200ms ; c0: EVAL <a few ms of Lua> 0      (shrunk from: idle 249ms ; c2: DEL a)
- *     redis-server: :300000   poolside: -ERR poolside REQUEST_TIMEOUT … (request_timeout: no response for 100ms)
- *     The shared connection's last progress mark is from before the gap; the first sweep that sees
- *     a request in flight evicts it. Racy (the sweep must land before the reply): about half the runs.
- *   {"pool":"quiet","clients":1,"steps":[{"t":"idle","ms":200},{"t":"par","blocks":[[{"t":"cmds","cmds":[["EVAL","local i = 0 while i < 300000 do i = i + 1 end return i","0"]],"pipeline":false}],[],[],[]]}]}
- *
- * relay-after-select (not in issue 8)
- *   c0: SET a v ; SELECT 2 ; UNSUBSCRIBE ch ; GET a
- *     redis-server: nil (db 2)   poolside: v — the relay connection the (UN)SUBSCRIBE pinned is not
- *     SELECTed to the session's database, and every later command runs in db 0. Same with
- *     SUBSCRIBE ch ; UNSUBSCRIBE ch. (SETNAME and HELLO 3 pins do replay the SELECT.)
- *   {"pool":"beating","clients":1,"steps":[{"t":"par","blocks":[[{"t":"cmds","cmds":[["SET","@a","v"]],"pipeline":false},{"t":"select","db":2},{"t":"unsubscribe"},{"t":"cmds","cmds":[["GET","@a"]],"pipeline":false}],[],[],[]]}]}
- */
+
