@@ -69,3 +69,63 @@ export interface ResponseDecoder {
   /** True while part of a response has been read but not all of it. */
   readonly midFrame: boolean;
 }
+
+/**
+ * How a command uses connections:
+ * - `shared`: pipelined with other clients' requests on a shared connection.
+ * - `select`: SELECT n; kept in the session and replayed on whichever shared connection serves it.
+ * - `pin-open`: starts state that lives on one connection (MULTI, WATCH); the session is pinned to
+ *   an exclusive connection until a `pin-close` command's reply.
+ * - `pin-close`: ends that state (EXEC, DISCARD, UNWATCH).
+ * - `pin-once`: blocks the connection (BLPOP…): runs alone on an exclusive connection, released
+ *   after its reply.
+ * - `pin-session`: changes connection state that cannot be replayed (AUTH, HELLO 3, CLIENT
+ *   SETNAME…): the session keeps its exclusive connection until it leaves; the connection is
+ *   RESET before anyone else gets it.
+ * - `relay`: turns the connection into a push stream (SUBSCRIBE, MONITOR): pinned until the client
+ *   leaves, every frame relayed, the connection closed afterwards.
+ * - `quit`: answered +OK, then the client is closed.
+ * - `ok`: answered +OK by poolside without forwarding (CLIENT SETINFO: library metadata that would
+ *   label a shared connection with one client's name).
+ * - `local`: answered by poolside for the poolside client (CLIENT ID, INFO, LIST, KILL ID, UNBLOCK,
+ *   REPLY): see client-commands.ts and session-rules.ts.
+ * - `unsupported`: refused with UNSUPPORTED_COMMAND; the client stays connected. Commands that
+ *   would break poolside itself (SCRIPT DEBUG, SYNC): no configuration allows them.
+ * - `denied`: refused with DENIED_COMMAND because the pool's command policy (`commands:`) denies
+ *   it; the client stays connected. Only policy.ts produces it, never the tables.
+ */
+export type LeaseUse =
+  | 'shared'
+  | 'select'
+  | 'pin-open'
+  | 'pin-close'
+  | 'pin-once'
+  | 'pin-session'
+  | 'relay'
+  | 'quit'
+  | 'ok'
+  | 'local'
+  | 'unsupported'
+  | 'denied';
+
+/** Where the keys of a command are, for routing by key. */
+export type KeySpec =
+  | { kind: 'none' }
+  /** args[first], args[first + step], … up to args[last] (negative: from the end). */
+  | { kind: 'range'; first: number; last: number; step: number }
+  /** EVAL script numkeys key… / FCALL fn numkeys key… */
+  | { kind: 'numkeys'; at: number }
+  /** ZUNIONSTORE dest numkeys key…: the destination, then the numkeys keys after args[2]. */
+  | { kind: 'store-numkeys' }
+  /** XREAD/XREADGROUP … STREAMS key… id…: the first half of what follows STREAMS. */
+  | { kind: 'streams' };
+
+export interface CommandSpec {
+  name: string;
+  use: LeaseUse;
+  keys: KeySpec;
+  /** Safe to send again on another connection when no byte of the reply was read. */
+  idempotent: boolean;
+  /** Why it is refused or pinned, for the error text and the pin metric. */
+  note: string;
+}

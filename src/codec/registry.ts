@@ -2,19 +2,27 @@ import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
 import { redisCodec } from './redis/codec.js';
-import type { CommandSpec } from './redis/commands.js';
+import type { CommandSpec } from './codec.js';
 import type { SessionRules } from './session-rules.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/log.js';
 
 /**
  * Everything protocol-specific that the session, the connection and the pool need, behind one
  * interface. A new protocol is one object implementing this, registered below; nothing else in
  * poolside switches on the protocol name.
  */
+/** What a pool's codec may use: the pool's clock and logger (rate-limited warnings). */
+export interface PoolEnv {
+  clock: Clock;
+  log: Logger;
+}
+
 export interface Codec {
   readonly protocol: Protocol;
   requestDecoder(sink: RequestSink, maxRequestBytes: number): RequestDecoder;
   responseDecoder(sink: ResponseSink): ResponseDecoder;
-  /** The protocol's rules for one new session (session-rules.ts). */
+  /** The protocol's rules for one new session (session-rules.ts). Only on a pool's codec (forPool). */
   sessionRules(): SessionRules;
   /** How the request uses connections, where its keys are, whether it may be retried. */
   classify(bytes: Buffer, args: ArgView): CommandSpec;
@@ -22,7 +30,7 @@ export interface Codec {
    * This codec bound to one pool's settings (its command policy: `classify` then refuses what the
    * pool denies, with use `denied`). Called once when the pool is built, never per request.
    */
-  forPool(config: PoolConfig): Codec;
+  forPool(config: PoolConfig, env: PoolEnv): Codec;
   /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
   forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
   /** For a `select` request: the database it selects, or -1 when the server should judge it. */

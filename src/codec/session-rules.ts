@@ -8,8 +8,8 @@
  *                        add requests? what does this reply change?)
  */
 import type { FailureReason } from '../errors.js';
-import type { ArgView } from './codec.js';
-import type { CommandSpec } from './redis/commands.js';
+import type { ArgView, RequestLimits } from './codec.js';
+import type { CommandSpec } from './codec.js';
 
 /** Where the session's connection-scoped state moved (a database, for Redis). */
 export type DbChange = { kind: 'none' } | { kind: 'selected'; db: number } | { kind: 'unknown' };
@@ -93,7 +93,22 @@ export interface PinnedState {
   refusedInside(): void;
 }
 
+/** What to do with a request before anything else, while the client must authenticate to poolside. */
+export type Admission =
+  | { kind: 'pass' }
+  /** Answered here; `wrongPassword`: it carried credentials that were refused; `close`: close the client after it. */
+  | { kind: 'answer'; reply: Buffer; wrongPassword: boolean; close: boolean }
+  /** Run `request` instead, as if the client had sent it (credentials taken out). */
+  | { kind: 'replace'; request: Buffer };
+
 export interface SessionRules {
+  /**
+   * Admission to poolside (Redis: client_auth checks AUTH and HELLO … AUTH itself). Cheap when the
+   * pool has no client authentication.
+   */
+  admit(spec: CommandSpec, bytes: Buffer, args: ArgView): Admission;
+  /** Limits the request decoder applies now (smaller before the client has authenticated), or null. */
+  requestLimits(): RequestLimits | null;
   /** Before routing: route, answer here, or keep for a local answer. */
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake;
   /**

@@ -4,7 +4,6 @@
  * and lifetime retirement, ejection expiry) for all of its connections. One timer per pool, not
  * one per request or per connection.
  */
-import { ClientAuth } from '../codec/redis/client-auth.js';
 import type { Codec } from '../codec/registry.js';
 import type { ClientHandle } from '../codec/session-rules.js';
 import type { PoolConfig } from '../config/schema.js';
@@ -94,8 +93,6 @@ export class Pool implements ServerPoolEvents {
   readonly servers: ServerPool[];
   readonly router: Router;
   readonly counters: PoolCounters = newPoolCounters();
-  /** Checks client credentials when the pool has client_auth. */
-  readonly clientAuth: ClientAuth | null;
   /** What each client may make poolside hold (clients.output_buffer, clients.input_buffer). */
   readonly clientLimits: ClientLimits;
   readonly #clients = new Map<number, ClientHandle>();
@@ -113,10 +110,9 @@ export class Pool implements ServerPoolEvents {
 
   constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger) {
     this.config = config;
-    this.codec = codec.forPool(config);
+    this.codec = codec.forPool(config, { clock, log });
     this.#clock = clock;
     this.#log = log;
-    this.clientAuth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth, { clock, log, pool: config.name });
     this.clientLimits = new ClientLimits(config, clock, log, this.counters);
     this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, this.codec, clock, log, this));
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);

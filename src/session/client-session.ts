@@ -15,12 +15,10 @@
  * queue.timeout).
  */
 import type net from 'node:net';
-import { screen, UNAUTHENTICATED_LIMITS, WRONGPASS } from '../codec/redis/client-auth.js';
-import type { ClientAuth } from '../codec/redis/client-auth.js';
 import type { ArgView, RequestDecoder, RequestSink } from '../codec/codec.js';
 import { ProtocolError } from '../codec/codec.js';
 import type { Codec } from '../codec/registry.js';
-import type { ClientHandle, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
+import type { Admission, ClientHandle, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
 import type { FailureReason } from '../errors.js';
 import type { CloseReason, Connection } from '../pool/connection.js';
 import { DB_UNKNOWN } from '../pool/connection.js';
@@ -91,12 +89,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #affConn: (Connection | null)[];
   readonly #affCount: Int32Array;
   /** client_auth, when the pool has it; null: clients need not authenticate to poolside. */
-  readonly #auth: ClientAuth | null;
-  #authenticated: boolean;
   #closed = false;
   /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
   #quitting = false;
-  #wrongPasswords = 0;
   readonly #createdAt: number;
   readonly #addr: string;
   readonly #laddr: string;
@@ -136,9 +131,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#output = new ClientOutput(socket, pool.clientLimits);
     this.#input = new InputBudget(pool.clientLimits, this.#output);
     this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes), this.#input);
-    this.#auth = options.pool.clientAuth;
-    this.#authenticated = this.#auth === null;
-    if (!this.#authenticated) this.#decoder.setLimits(UNAUTHENTICATED_LIMITS);
+    this.#decoder.setLimits(this.#rules.requestLimits());
     const servers = options.pool.servers.length;
     this.#affConn = new Array<Connection | null>(servers).fill(null);
     this.#affCount = new Int32Array(servers);
@@ -155,8 +148,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     pool.counters.requests++;
     const spec = this.#codec.classify(bytes, args);
     this.#lastCommand = spec.name;
-    if (this.#auth !== null && (!this.#authenticated || spec.name === 'AUTH' || spec.name === 'HELLO')) {
-      if (this.#screen(spec.name, bytes, args)) return;
+    const admission = this.#rules.admit(spec, bytes, args);
+    if (admission.kind !== 'pass') {
+      this.#admit(admission);
+      return;
     }
     const intake = this.#rules.intake(spec, bytes, args, this);
     if (intake.kind !== 'route' || intake.bytes !== bytes) {
@@ -197,31 +192,20 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#replies.push(slot);
   }
 
-  /** Applies client_auth to a request; true when it was answered or replaced here. */
-  #screen(name: string, bytes: Buffer, args: ArgView): boolean {
-    const screened = screen(this.#auth as ClientAuth, name, bytes, args, this.#authenticated);
-    switch (screened.kind) {
-      case 'pass':
-        return false;
-      case 'answer': {
-        const slot = new Slot(this, EMPTY, UNASKED, -1);
-        this.#replies.push(slot);
-        if (screened.reply === WRONGPASS) {
-          this.#pool.counters.authFailures++;
-          if ((this.#auth as ClientAuth).wrongPassword(++this.#wrongPasswords) === 'close') this.#stopReading();
-        }
-        if (screened.authenticated && !this.#authenticated) this.#decoder.setLimits(null);
-        this.#authenticated = screened.authenticated;
-        this.#answer(slot, screened.reply);
-        return true;
-      }
-      case 'replace':
-        if (!this.#authenticated) this.#decoder.setLimits(null);
-        this.#authenticated = true;
-        this.#pool.counters.requests--;
-        this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(screened.request);
-        return true;
+  /** A request the rules answered or replaced before anything else (client_auth). */
+  #admit(admission: Exclude<Admission, { kind: 'pass' }>): void {
+    if (admission.kind === 'replace') {
+      this.#decoder.setLimits(this.#rules.requestLimits());
+      this.#pool.counters.requests--;
+      this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(admission.request);
+      return;
     }
+    const slot = new Slot(this, EMPTY, UNASKED, -1);
+    this.#replies.push(slot);
+    if (admission.wrongPassword) this.#pool.counters.authFailures++;
+    if (admission.close) this.#stopReading();
+    this.#decoder.setLimits(this.#rules.requestLimits());
+    this.#answer(slot, admission.reply);
   }
 
   /** Pool: a connection became ready, or routing changed. */

@@ -2,7 +2,7 @@
  * One request, from the moment it is framed until its reply is written: its place in the
  * session's reply order, and the target its connection answers.
  */
-import type { CommandSpec } from '../codec/redis/commands.js';
+import type { CommandSpec } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Connection, ResponseTarget } from '../pool/connection.js';
 

@@ -1,3 +1,5 @@
+import { systemClock } from '../../src/util/clock.js';
+import { silentLogger } from '../../src/util/log.js';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { Codec } from '../../src/codec/registry.js';
@@ -10,7 +12,7 @@ import { DEFAULTS } from '../../src/config/schema.js';
 import type { PoolConfig } from '../../src/config/schema.js';
 
 function poolCodec(commands: PoolConfig['commands'] = DEFAULTS.pool.commands): Codec {
-  return redisCodec.forPool({ name: 'main', commands } as PoolConfig);
+  return redisCodec.forPool({ name: 'main', commands, clientAuth: null } as PoolConfig, { clock: systemClock, log: silentLogger });
 }
 
 function classify(codec: Codec, ...args: string[]): CommandSpec {

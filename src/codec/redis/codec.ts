@@ -1,7 +1,8 @@
 import type { PoolConfig } from '../../config/schema.js';
 import type { FailureReason } from '../../errors.js';
 import type { ArgView } from '../codec.js';
-import type { Codec } from '../registry.js';
+import type { Codec, PoolEnv } from '../registry.js';
+import { ClientAuth } from './client-auth.js';
 import { CLIENT_ID_REQUEST, parseIntegerReply } from './client-commands.js';
 import { RedisSessionRules } from './session-rules.js';
 import { commandSpec, forEachKey, selectIndex } from './commands.js';
@@ -32,14 +33,17 @@ export const redisCodec: Codec = {
   protocol: 'redis',
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),
   responseDecoder: (sink) => new RespResponseDecoder(sink),
-  sessionRules: () => new RedisSessionRules(),
+  sessionRules: () => new RedisSessionRules(null),
   classify: (bytes: Buffer, args: ArgView) =>
     commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count),
-  forPool(config: PoolConfig): Codec {
-    // Built once per pool: classify then refuses what the pool's command policy denies.
+  forPool(config: PoolConfig, env: PoolEnv): Codec {
+    // Built once per pool: classify then refuses what the pool's command policy denies, and each
+    // session's rules check client_auth.
     const policy = new CommandPolicy(config.name, config.commands);
+    const auth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth, { clock: env.clock, log: env.log, pool: config.name });
     return {
       ...redisCodec,
+      sessionRules: () => new RedisSessionRules(auth),
       classify: (bytes: Buffer, args: ArgView) =>
         policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args),
     };

@@ -4,7 +4,9 @@
  * transaction state on a pinned connection, and what CLIENT LIST shows.
  */
 import type { FailureReason } from '../../errors.js';
-import type { ArgView } from '../codec.js';
+import type { ArgView, RequestLimits } from '../codec.js';
+import { screen, UNAUTHENTICATED_LIMITS, WRONGPASS } from './client-auth.js';
+import type { ClientAuth } from './client-auth.js';
 import type { CommandSpec } from './commands.js';
 import {
   describeClient,
@@ -18,7 +20,7 @@ import type { ClientCommand } from './client-commands.js';
 import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './transaction.js';
 import type { TxRole } from './transaction.js';
 import { encodeError } from './resp.js';
-import type { DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
+import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
 
 /** Commands without keys that any server of a ketama pool can answer. */
 const KEYLESS_ANYWHERE = new Set([
@@ -79,7 +81,43 @@ class RedisPinnedState implements PinnedState {
   }
 }
 
+const PASS: Admission = { kind: 'pass' };
+
 export class RedisSessionRules implements SessionRules {
+  /** client_auth of the pool, or null: clients need not authenticate to poolside. */
+  readonly #auth: ClientAuth | null;
+  #authenticated: boolean;
+  #wrongPasswords = 0;
+
+  constructor(auth: ClientAuth | null) {
+    this.#auth = auth;
+    this.#authenticated = auth === null;
+  }
+
+  admit(spec: CommandSpec, bytes: Buffer, args: ArgView): Admission {
+    const auth = this.#auth;
+    if (auth === null || (this.#authenticated && spec.name !== 'AUTH' && spec.name !== 'HELLO')) return PASS;
+    const screened = screen(auth, spec.name, bytes, args, this.#authenticated);
+    switch (screened.kind) {
+      case 'pass':
+        return PASS;
+      case 'answer': {
+        const wrongPassword = screened.reply === WRONGPASS;
+        const close = wrongPassword && auth.wrongPassword(++this.#wrongPasswords) === 'close';
+        this.#authenticated = screened.authenticated;
+        return { kind: 'answer', reply: screened.reply, wrongPassword, close };
+      }
+      case 'replace':
+        this.#authenticated = true;
+        return screened;
+    }
+  }
+
+  requestLimits(): RequestLimits | null {
+    // Redis's limits for a client that has not authenticated: it cannot make poolside hold a large request.
+    return this.#authenticated ? null : UNAUTHENTICATED_LIMITS;
+  }
+
   /** CLIENT REPLY: OFF drops every reply; `#skip` replies are dropped first (SKIP: itself and the next). */
   #replyOff = false;
   #skip = 0;
