@@ -105,7 +105,8 @@ export class Pool implements ServerPoolEvents {
   #waiters = new Fifo<WaitEntry>();
   readonly #failureLoggedAt = new Float64Array(FAILURE_REASONS.length).fill(-Infinity);
   readonly #failuresUnlogged = new Float64Array(FAILURE_REASONS.length);
-  readonly #sweep: Timer;
+  /** The periodic sweep, from start() to close(). */
+  #sweep: Timer | null = null;
   #resumeScheduled = false;
 
   constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger) {
@@ -118,11 +119,14 @@ export class Pool implements ServerPoolEvents {
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
     this.#hash = hashFunction(config.ketama.hash);
     this.#hashTag = config.ketama.hashTag;
-    this.#sweep = clock.setInterval(() => this.#onSweep(), sweepInterval(config));
-    this.#sweep.unref();
   }
 
+  /** Opens the first connections and starts the sweep: the constructor has no side effects. */
   start(): void {
+    if (this.#sweep === null) {
+      this.#sweep = this.#clock.setInterval(() => this.#onSweep(), sweepInterval(this.config));
+      this.#sweep.unref();
+    }
     for (const server of this.servers) server.start();
   }
 
@@ -232,7 +236,8 @@ export class Pool implements ServerPoolEvents {
   }
 
   async close(): Promise<void> {
-    this.#clock.clearInterval(this.#sweep);
+    if (this.#sweep !== null) this.#clock.clearInterval(this.#sweep);
+    this.#sweep = null;
     for (const entry of this.#waiters.drain()) entry.waiter.abandon('DRAINING', 'poolside is shutting down');
     await Promise.all(this.servers.map((server) => server.close()));
   }
