@@ -104,32 +104,27 @@ export class Connection implements ResponseSink {
   readonly id = nextId++;
   /** Database the connection is in after every request written so far (DB_UNKNOWN if unsure). */
   db: number;
-  /** Complete responses received so far. */
-  responses = 0;
-  /**
-   * Reads from the server so far: the sweep compares it between ticks to see progress. Reads, not
-   * responses, so a large reply still streaming in is progress, not a stuck request.
-   */
-  reads = 0;
-  /** Clock time of the last read: when every response framed from it arrived. */
-  lastReadAt = 0;
-  /**
-   * `reads` as of the owner's last sweep, and when it last changed: when the connection last
-   * showed life, for heartbeat scheduling and validation. Request deadlines do not use it (see
-   * stalledFor): a mark taken on an idle connection says nothing about a request written since.
-   */
-  seenReads = -1;
-  lastProgressAt: number;
-  /** Heartbeats answered: responses minus these are the ones clients asked for. */
-  heartbeatsAnswered = 0;
-  /** Client responses as of the owner's last sweep, and when that last changed (for idle_timeout). */
-  seenUsed = 0;
-  lastUsedAt: number;
   readonly createdAt: number;
+  /**
+   * Liveness and use, written only here; owners read them and mark what they saw (markProgress,
+   * noteUse). Reads, not responses, are progress: a large reply still streaming in is alive.
+   */
+  #responses = 0;
+  #reads = 0;
+  /** Clock time of the last read: when every response framed from it arrived. */
+  #lastReadAt = 0;
+  /** Reads as of the owner's last mark, and when that mark saw new reads (or the connection became ready). */
+  #seenReads = -1;
+  #lastProgressAt: number;
+  /** Heartbeats answered: responses minus these are the ones clients asked for. */
+  #heartbeatsAnswered = 0;
+  /** Client responses as of the owner's last noteUse, and when that count last changed (idle_timeout). */
+  #seenUsed = 0;
+  #lastUsedAt: number;
   /** When the owner retires this connection (max_lifetime with jitter); Infinity = never. */
-  expiresAt = Infinity;
+  #expiresAt = Infinity;
   /** Past max_lifetime: lent to no new request, closed once idle and replaced. */
-  retiring = false;
+  #retiring = false;
 
   #state: ConnectionState = { kind: 'connecting' };
   #serverId: number | null = null;
@@ -158,8 +153,8 @@ export class Connection implements ResponseSink {
     this.#owner = owner;
     this.db = settings.db;
     this.createdAt = now;
-    this.lastProgressAt = now;
-    this.lastUsedAt = now;
+    this.#lastProgressAt = now;
+    this.#lastUsedAt = now;
     this.#decoder = codec.responseDecoder(this);
     const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
     this.#socket = socket;
@@ -182,9 +177,57 @@ export class Connection implements ResponseSink {
     socket.on('close', () => this.destroy('remote_closed', 'server closed the connection'));
   }
 
+  /** The owner saw the connection alive now (a sweep that found new reads, a ready or validated connection). */
   markProgress(now: number): void {
-    this.seenReads = this.reads;
-    this.lastProgressAt = now;
+    this.#seenReads = this.#reads;
+    this.#lastProgressAt = now;
+  }
+
+  /** Whether anything was read since the owner's last markProgress. */
+  get readSinceMark(): boolean {
+    return this.#reads !== this.#seenReads;
+  }
+
+  /** When the owner last marked progress. */
+  get lastProgressAt(): number {
+    return this.#lastProgressAt;
+  }
+
+  /** The owner's sweep: clients got responses since the last note (heartbeats keep a connection honest, not busy). */
+  noteUse(now: number): void {
+    const used = this.#responses - this.#heartbeatsAnswered;
+    if (used !== this.#seenUsed) {
+      this.#seenUsed = used;
+      this.#lastUsedAt = now;
+    }
+  }
+
+  /** When clients last got a response on it (or it became ready): idle_timeout counts from here. */
+  get lastUsedAt(): number {
+    return this.#lastUsedAt;
+  }
+
+  /** Clock time of the last read from the server. */
+  get lastReadAt(): number {
+    return this.#lastReadAt;
+  }
+
+  /** When the owner retires it (max_lifetime); Infinity: never. Set once, when the owner opens it. */
+  get expiresAt(): number {
+    return this.#expiresAt;
+  }
+
+  expireAt(at: number): void {
+    this.#expiresAt = at;
+  }
+
+  get retiring(): boolean {
+    return this.#retiring;
+  }
+
+  /** Past max_lifetime: lent to no new request, closed by its owner once idle and replaced. */
+  retire(): void {
+    this.#retiring = true;
   }
 
   get state(): ConnectionState {
@@ -210,7 +253,7 @@ export class Connection implements ResponseSink {
     if (this.#inflight.length === 0) return 0;
     const writtenAt = this.#writes.writtenAt(this.#answered);
     if (writtenAt === undefined) return 0;
-    return Math.max(0, now - Math.max(writtenAt, this.lastReadAt));
+    return Math.max(0, now - Math.max(writtenAt, this.#lastReadAt));
   }
 
   get heartbeat(): HeartbeatState {
@@ -256,7 +299,7 @@ export class Connection implements ResponseSink {
     this.#heartbeat = { kind: 'awaiting', sentAt: now, misses: 0 };
     this.send(this.#codec.heartbeatRequest, {
       onResponse: (bytes) => {
-        this.heartbeatsAnswered++;
+        this.#heartbeatsAnswered++;
         // At most one heartbeat is out, so this reply is the one awaited.
         this.#heartbeat = { kind: 'idle', dueAt: Infinity };
         const reply: HeartbeatReply = !this.#codec.isErrorResponse(bytes) ? 'ok' : this.#codec.isBusyResponse(bytes) ? 'busy' : 'error';
@@ -318,7 +361,7 @@ export class Connection implements ResponseSink {
   }
 
   onResponse(bytes: Buffer): void {
-    this.responses++;
+    this.#responses++;
     // Relaying, frames answer what is still in flight first (an identify sent before SUBSCRIBE).
     if (this.#relay !== null && this.#inflight.length === 0) {
       this.#relay(bytes);
@@ -393,8 +436,8 @@ export class Connection implements ResponseSink {
   }
 
   #onData(chunk: Buffer): void {
-    this.reads++;
-    this.lastReadAt = this.#clock.now();
+    this.#reads++;
+    this.#lastReadAt = this.#clock.now();
     try {
       this.#decoder.push(chunk);
     } catch (err) {

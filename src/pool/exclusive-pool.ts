@@ -145,7 +145,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     const suspects = this.#suspects;
     this.#suspects = new Set();
     for (const [conn, lease] of this.#lent) {
-      if (conn.reads !== conn.seenReads) conn.markProgress(now);
+      if (conn.readSinceMark) conn.markProgress(now);
       if (!lease.blocking && conn.stalledFor(now) >= requestTimeoutMs) {
         if (suspects.has(conn)) this.#host.evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms on an exclusive connection`);
         else this.#suspects.add(conn);

@@ -241,15 +241,11 @@ export class ServerPool implements ConnectionOwner {
     for (let i = this.#shared.length - 1; i >= 0; i--) {
       const conn = this.#shared[i];
       if (conn === undefined || !conn.ready) continue;
-      if (conn.reads !== conn.seenReads) {
+      if (conn.readSinceMark) {
         conn.markProgress(now);
         if (heartbeat.intervalMs > 0) conn.scheduleBeat(now + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter));
         // Heartbeat replies keep a connection honest, not busy: idle_timeout counts client traffic only.
-        const used = conn.responses - conn.heartbeatsAnswered;
-        if (used !== conn.seenUsed) {
-          conn.seenUsed = used;
-          conn.lastUsedAt = now;
-        }
+        conn.noteUse(now);
       }
       const beat = conn.heartbeat;
       if (beat.kind === 'awaiting') {
@@ -277,7 +273,7 @@ export class ServerPool implements ConnectionOwner {
       }
       if (now >= conn.expiresAt && !conn.retiring) {
         // Replace before retiring: the new connection opens now, the old one closes once another is ready.
-        conn.retiring = true;
+        conn.retire();
         this.#refill();
       }
       if (idleTimeoutMs > 0 && idleAboveMin > 0 && now - conn.lastUsedAt >= idleTimeoutMs) {
@@ -498,7 +494,7 @@ export class ServerPool implements ConnectionOwner {
     this.counters.connectionsOpened++;
     this.#shared.push(conn);
     const { maxLifetimeMs, heartbeat } = this.#pool;
-    if (maxLifetimeMs > 0) conn.expiresAt = now + jittered(this.#clock, maxLifetimeMs, heartbeat.jitter);
+    if (maxLifetimeMs > 0) conn.expireAt(now + jittered(this.#clock, maxLifetimeMs, heartbeat.jitter));
     return conn;
   }
 
