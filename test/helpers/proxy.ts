@@ -1,5 +1,6 @@
 /** Runs the real proxy in-process against configs written as YAML, the way a user writes them. */
 import YAML from 'yaml';
+import { FAILURE_REASONS } from '../../src/errors.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import type { ProxyOptions } from '../../src/proxy.js';
@@ -50,4 +51,15 @@ export async function startRedisAndProxy(cleanup: Cleanup, pool: PoolYaml = {}):
   const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
   const proxy = cleanup.add(await startProxy([redis.address], pool), (p) => p.close());
   return { redis, proxy, port: portOf(proxy) };
+}
+
+/** Client-visible failures counted by pool `p`, by reason (only the non-zero ones). */
+export function failureCounts(proxy: Proxy, pool = 'p'): Record<string, number> {
+  const found = proxy.pools.get(pool);
+  if (found === undefined) throw new Error(`no pool ${pool}`);
+  const out: Record<string, number> = {};
+  found.counters.failures.forEach((n, i) => {
+    if (n > 0) out[FAILURE_REASONS[i]] = n;
+  });
+  return out;
 }

@@ -11,12 +11,11 @@
 import { sweepInterval } from '../../src/pool/pool.js';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { FAILURE_REASONS } from '../../src/errors.js';
 import type { ServerStats } from '../../src/pool/server-pool.js';
 import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
-import { portOf, startProxy } from '../helpers/proxy.js';
+import { portOf, startProxy, failureCounts } from '../helpers/proxy.js';
 import { Relay } from '../helpers/relay.js';
 import { RawClient } from '../helpers/resp-client.js';
 import { freePort, RedisServer, waitFor } from '../helpers/servers.js';
@@ -65,16 +64,7 @@ function atMin(proxy: Proxy, min: number, server = 0): boolean {
   return s.health.kind === 'up' && s.connections.idle + s.connections.active === min && s.connections.connecting === 0;
 }
 
-/** Client-visible failures counted by the pool, by reason (only the non-zero ones). */
-function failures(proxy: Proxy): Record<string, number> {
-  const pool = proxy.pools.get('p');
-  if (pool === undefined) throw new Error('no pool p');
-  const out: Record<string, number> = {};
-  pool.counters.failures.forEach((n, i) => {
-    if (n > 0) out[FAILURE_REASONS[i]] = n;
-  });
-  return out;
-}
+const failures = (proxy: Proxy): Record<string, number> => failureCounts(proxy);
 
 function retries(proxy: Proxy): number {
   const pool = proxy.pools.get('p');

@@ -11,13 +11,12 @@
  */
 import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FAILURE_REASONS } from '../../src/errors.js';
 import type { ServerStats } from '../../src/pool/server-pool.js';
 import type { Proxy } from '../../src/proxy.js';
 import { REQUEST_BUCKETS } from '../../src/util/histogram.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
-import { portOf, startProxy } from '../helpers/proxy.js';
+import { portOf, startProxy, failureCounts } from '../helpers/proxy.js';
 import { RawClient, RespError } from '../helpers/resp-client.js';
 import { freePort, RedisServer, waitFor } from '../helpers/servers.js';
 
@@ -62,15 +61,7 @@ function ready(proxy: Proxy): number {
   return idle + active;
 }
 
-function failures(proxy: Proxy): Record<string, number> {
-  const pool = proxy.pools.get('p');
-  if (pool === undefined) throw new Error('no pool p');
-  const out: Record<string, number> = {};
-  pool.counters.failures.forEach((n, i) => {
-    if (n > 0) out[FAILURE_REASONS[i]] = n;
-  });
-  return out;
-}
+const failures = (proxy: Proxy): Record<string, number> => failureCounts(proxy);
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
