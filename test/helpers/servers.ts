@@ -9,6 +9,16 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
+/**
+ * Every server process a test started and has not stopped yet. A test run that is interrupted
+ * (Ctrl-C, a timeout) skips its afterEach; the exit hook still kills what is left, so no
+ * redis-server outlives the run that started it.
+ */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export function requireBinary(name: string, debianPackage: string): string {
   const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   const bin = found.stdout.trim();
@@ -117,6 +127,8 @@ export class RedisServer {
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#child = child;
+    running.add(child);
+    child.once('exit', () => running.delete(child));
     let output = '';
     child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
