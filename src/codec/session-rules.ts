@@ -56,8 +56,10 @@ export interface SessionFacts {
 
 /** What to do with a request, decided before it is routed. */
 export type Intake =
-  /** Route these bytes (the request's own, or a rewrite) as the spec says. */
-  | { kind: 'route'; bytes: Buffer }
+  /** Route the request as the spec says (the common case: one shared object, no allocation). */
+  | { kind: 'route' }
+  /** Route these bytes instead (Redis: TRACKING REDIRECT with the id translated). */
+  | { kind: 'rewrite'; bytes: Buffer }
   /** Answered by poolside when its turn comes (after the requests before it): `local` is the rules' own. */
   | { kind: 'local'; local: unknown }
   /** Answered with these bytes (an error for the server) when its turn comes. */

@@ -154,8 +154,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return;
     }
     const intake = this.#rules.intake(spec, bytes, args, this);
-    if (intake.kind !== 'route' || intake.bytes !== bytes) {
-      const slot = new Slot(this, intake.kind === 'route' ? intake.bytes : bytes, spec, -1);
+    if (intake.kind !== 'route') {
+      const slot = new Slot(this, intake.kind === 'rewrite' ? intake.bytes : bytes, spec, -1);
       slot.startedAt = this.#chunkAt;
       this.#enqueue(slot);
       if (intake.kind === 'answer') slot.answerWith = intake.reply;

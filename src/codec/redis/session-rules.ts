@@ -82,6 +82,7 @@ class RedisPinnedState implements PinnedState {
 }
 
 const PASS: Admission = { kind: 'pass' };
+const ROUTE: Intake = { kind: 'route' };
 
 export class RedisSessionRules implements SessionRules {
   /** client_auth of the pool, or null: clients need not authenticate to poolside. */
@@ -166,11 +167,11 @@ export class RedisSessionRules implements SessionRules {
         const target = view.client(id)?.pinnedOn();
         return target === undefined || target === null || target.server !== view.homeServer() ? null : target.connectionId;
       });
-      if (rewritten === null) return { kind: 'route', bytes };
+      if (rewritten === null) return ROUTE;
       if ('error' in rewritten) return { kind: 'answer', reply: encodeError(rewritten.error) };
-      return { kind: 'route', bytes: rewritten as Buffer };
+      return { kind: 'rewrite', bytes: rewritten as Buffer };
     }
-    return { kind: 'route', bytes };
+    return ROUTE;
   }
 
   silentReply(): boolean {
