@@ -13,6 +13,7 @@
  * reads a ServerConfig, so no password can reach a response.
  */
 import http from 'node:http';
+import type net from 'node:net';
 import type { Registry } from 'prom-client';
 import type { TcpAddress } from './config/schema.js';
 import { FAILURE_REASONS } from './errors.js';
@@ -78,6 +79,8 @@ function describeServer(server: ServerStats): string {
 }
 
 export class AdminServer {
+  /** Admin connections open now, oldest first. */
+  readonly #open = new Set<net.Socket>();
   readonly #server: http.Server;
   readonly #options: AdminOptions;
   readonly #startedAt: number;
@@ -94,18 +97,34 @@ export class AdminServer {
       ['/readyz', () => this.#readyz()],
       ['/stats', () => this.#stats()],
     ]);
-    this.#server = http.createServer((req, res) => {
+    // connectionsCheckingInterval: how often Node enforces headersTimeout/requestTimeout (30 s by default).
+    this.#server = http.createServer({ connectionsCheckingInterval: 250 }, (req, res) => {
       this.#handle(req, res).catch((err: Error) => {
         // Only writing the reply can get here (handlers are caught inside): drop the connection.
         this.#options.log.warn('admin reply failed', { reason: 'admin_handler_error', error: err.message });
         res.destroy();
       });
     });
-    // Scrapes and probes are small: a client that dribbles its headers is not waited for long.
-    this.#server.headersTimeout = 10_000;
-    this.#server.requestTimeout = 10_000;
-    // Part of the descriptors kept back from clients (fd-budget.ts); more are closed at accept.
-    this.#server.maxConnections = ADMIN_MAX_CONNECTIONS;
+    // Scrapes and probes are small: a client that dribbles its headers, or sends nothing, is not
+    // waited for long.
+    this.#server.headersTimeout = 2_000;
+    this.#server.requestTimeout = 5_000;
+    this.#server.keepAliveTimeout = 2_000;
+    // Part of the descriptors kept back from clients (fd-budget.ts). At the cap the OLDEST
+    // connection makes room, not the new one: a probe or scrape connects and is done in
+    // milliseconds, so idle sockets held open by someone else can never lock them out.
+    this.#server.on('connection', (socket: net.Socket) => {
+      const open = this.#open;
+      if (open.size >= ADMIN_MAX_CONNECTIONS) {
+        const oldest = open.values().next().value;
+        if (oldest !== undefined) {
+          open.delete(oldest);
+          oldest.destroy();
+        }
+      }
+      open.add(socket);
+      socket.once('close', () => open.delete(socket));
+    });
   }
 
   /** Binds the endpoint; rejects with a ListenError when the address cannot be used. */

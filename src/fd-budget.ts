@@ -10,8 +10,8 @@
  */
 import type { Config } from './config/schema.js';
 
-/** Admin connections at once (scrapers, probes, a human): the admin server refuses more. */
-export const ADMIN_MAX_CONNECTIONS = 8;
+/** Admin connections at once (scrapers, probes, a human): past it the oldest is closed for the new one. */
+export const ADMIN_MAX_CONNECTIONS = 16;
 /**
  * Descriptors for everything else poolside opens now and then: a unix socket probe at start,
  * files read at reload, libuv's own, a connection being replaced while its successor connects.

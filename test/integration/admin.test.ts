@@ -6,6 +6,7 @@
  */
 import { Redis } from 'ioredis';
 import { Gauge, Registry } from 'prom-client';
+import net from 'node:net';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
@@ -436,5 +437,22 @@ describe('HTTP', () => {
     const taken = first.adminAddress().port;
     const config = parseConfig(YAML.stringify({ admin: { listen: `127.0.0.1:${taken}` }, ...onePool([redis.address]) }), 'test.yaml', {});
     await expect(Proxy.start(config, { log: quietLog() })).rejects.toThrow(`cannot listen on admin 127.0.0.1:${taken}: address already in use`);
+  });
+});
+
+describe('admin connections', () => {
+  it('answers /healthz while other local processes hold many idle connections to the admin port', async () => {
+    const redis = await redisServer();
+    const { proxy } = await startYaml(onePool([redis.address]));
+    const admin = proxy.adminAddress();
+    const idle = await Promise.all(
+      Array.from({ length: 40 }, () => new Promise<net.Socket>((resolve, reject) => {
+        const socket = net.connect({ host: admin.host, port: admin.port }, () => resolve(socket));
+        socket.on('error', () => {});
+        socket.once('error', reject);
+      })),
+    );
+    for (const socket of idle) cleanup.defer(() => socket.destroy());
+    for (let i = 0; i < 5; i++) expect((await request(admin, '/healthz')).status).toBe(200);
   });
 });
