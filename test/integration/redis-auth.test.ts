@@ -57,6 +57,13 @@ describe('client_auth', () => {
     expect(proxy.pools.get('p')?.counters.pins.size).toBe(0);
   });
 
+  it('logs a client out on RESET, as requirepass does: what follows needs AUTH again', async () => {
+    const { port } = await setup({ password_file: secretFile('pw') });
+    const client = await raw(port);
+    client.write(Buffer.concat([encode('AUTH', 'pw'), encode('RESET'), encode('GET', 'a'), encode('AUTH', 'pw'), encode('GET', 'a')]));
+    expect(await client.take(5)).toEqual(['OK', 'RESET', new RespError('NOAUTH Authentication required.'), 'OK', null]);
+  });
+
   it('keeps pipelined requests after AUTH in order and authenticated', async () => {
     const { port } = await setup({ password_file: secretFile('pw') });
     const client = await raw(port);

@@ -95,6 +95,19 @@ describe('CLIENT REPLY', () => {
   });
 });
 
+describe('CLIENT REPLY inside MULTI', () => {
+  it('refuses it there (the transaction aborts) and keeps answering every reply after it', async () => {
+    const { port, redis } = await startRedisAndProxy(cleanup);
+    const a = await raw(port);
+    for (const cmd of [['MULTI'], ['CLIENT', 'REPLY', 'OFF'], ['SET', 'in-tx', '1'], ['EXEC'], ['PING']]) a.send(...cmd);
+    const [multi, reply, queued, exec, ping] = await a.take(5);
+    expect([multi, queued, ping]).toEqual(['OK', 'QUEUED', 'PONG']);
+    expect(poolsideReason(reply)).toBe('UNSUPPORTED_COMMAND');
+    expect(String(exec)).toMatch(/EXECABORT/);
+    expect(await rawCommand(redis.port, ['EXISTS', 'in-tx'])).toBe(':0\r\n');
+  });
+});
+
 describe('WAIT', () => {
   it('counts only replicas that acknowledged the client’s own writes, made on shared connections', async () => {
     const primary = cleanup.add(await RedisServer.start(), (s) => s.stop());

@@ -98,7 +98,8 @@ define('MIGRATE', 'shared', { kind: 'range', first: 3, last: 3, step: 1 }, false
 // Server-wide actions the default command policy denies (see policy.ts); shared when allowed.
 define('PUBLISH FLUSHDB FLUSHALL SAVE BGSAVE BGREWRITEAOF SWAPDB PFSELFTEST', 'shared', NONE, false);
 
-define('SELECT', 'select', NONE, false);
+// Retried like a read: selecting the same database twice changes nothing.
+define('SELECT', 'select', NONE, true);
 define('MULTI', 'pin-open', NONE, false, 'transaction');
 define('WATCH', 'pin-open', ALL, false, 'transaction');
 define('EXEC DISCARD UNWATCH', 'pin-close', NONE, false);

@@ -97,7 +97,13 @@ export class RedisSessionRules implements SessionRules {
 
   admit(spec: CommandSpec, bytes: Buffer, args: ArgView): Admission {
     const auth = this.#auth;
-    if (auth === null || (this.#authenticated && spec.name !== 'AUTH' && spec.name !== 'HELLO')) return PASS;
+    if (auth === null) return PASS;
+    if (spec.name === 'RESET' && this.#authenticated) {
+      // RESET logs the client out, as with requirepass on Redis: what follows needs AUTH again.
+      this.#authenticated = false;
+      return PASS;
+    }
+    if (this.#authenticated && spec.name !== 'AUTH' && spec.name !== 'HELLO') return PASS;
     const screened = screen(auth, spec.name, bytes, args, this.#authenticated);
     switch (screened.kind) {
       case 'pass':
@@ -122,6 +128,8 @@ export class RedisSessionRules implements SessionRules {
   /** CLIENT REPLY: OFF drops every reply; `#skip` replies are dropped first (SKIP: itself and the next). */
   #replyOff = false;
   #skip = 0;
+  /** MULTI seen and no EXEC/DISCARD/RESET after it, in the order the client sent them. */
+  #queuingAtIntake = false;
   /** From CLIENT SETNAME and HELLO replies, for CLIENT LIST. */
   #name = '';
   #resp = 2;
@@ -143,14 +151,26 @@ export class RedisSessionRules implements SessionRules {
   }
 
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake {
-    if (spec.name === 'RESET') {
-      // RESET turns CLIENT REPLY back on (and is answered itself).
-      this.#replyOff = false;
-      this.#skip = 0;
+    switch (spec.name) {
+      case 'MULTI':
+        this.#queuingAtIntake = true;
+        break;
+      case 'EXEC':
+      case 'DISCARD':
+        this.#queuingAtIntake = false;
+        break;
+      case 'RESET':
+        // RESET ends a transaction and turns CLIENT REPLY back on (and is answered itself).
+        this.#queuingAtIntake = false;
+        this.#replyOff = false;
+        this.#skip = 0;
+        break;
     }
     if (spec.use === 'local') {
       const command = parseClientCommand(bytes, args);
-      if (command.kind === 'reply') {
+      // Inside MULTI the command is refused when its turn comes (the transaction aborts): it
+      // changes nothing now.
+      if (command.kind === 'reply' && !this.#queuingAtIntake) {
         // In request order, not when its turn comes: it decides which of the following replies are written.
         // SKIP drops its own reply and the next one; while OFF it changes nothing (as in Redis).
         if (command.mode === 'SKIP') {
