@@ -373,3 +373,14 @@ describe('RESET, refusals and CLIENT commands around transactions', () => {
     expect(await a.closesWithin(2000)).toBe(true);
   });
 });
+
+describe('pin accounting', () => {
+  it('counts a pin only once the exclusive connection is lent, not when a MULTI times out waiting for one', async () => {
+    const { port, proxy } = await startRedisAndProxy(cleanup, { exclusive: { max: 1 }, queue: { timeout: '200ms' } });
+    const holder = await raw(port);
+    expect(await holder.call('MULTI')).toBe('OK');
+    const waiter = await raw(port);
+    expect(poolsideReason(await waiter.call('MULTI'))).toBe('POOL_TIMEOUT');
+    expect(proxy.pools.get('p')?.counters.pins.get('transaction')).toBe(1);
+  });
+});
