@@ -452,6 +452,9 @@ export class Connection implements ResponseSink {
     this.#out = [];
     if (this.#queued !== this.#flushedQueued) {
       this.#flushedQueued = this.#queued;
+      // Forget the batches already answered first: without a request deadline nobody else asks,
+      // and the ring would grow for the connection's whole life.
+      this.#writes.writtenAt(this.#answered);
       this.#writes.record(this.#queued, this.#clock.now());
     }
     writeBatch(this.#socket, out);

@@ -77,6 +77,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #input: InputBudget;
   /** The client shut down its write side: its replies are still written, then the FIN. */
   #halfClosed = false;
+  /** QUIT went to a relaying connection: the client ends when the server closes it, after the last relayed frame. */
+  #quitRelayed = false;
   readonly #backlog = new Fifo<Slot>();
   #wait: WaitFor = 'none';
   /** When the request at the head of the backlog began waiting for a connection; -1 = not waiting. */
@@ -201,7 +203,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return;
     }
     const slot = new Slot(this, EMPTY, UNASKED, -1);
-    this.#replies.push(slot);
+    this.#enqueue(slot); // an AUTH reply obeys CLIENT REPLY like any other
     if (admission.wrongPassword) this.#pool.counters.authFailures++;
     if (admission.close) this.#stopReading();
     this.#decoder.setLimits(this.#rules.requestLimits());
@@ -277,10 +279,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const lease = this.#lease;
     if (lease.kind !== 'pinned') return;
     const stateful = lease.session || lease.relay || lease.state.dirty;
+    const quit = this.#quitRelayed; // the server closed it because the client said QUIT
     this.#lease = { kind: 'shared' };
+    this.#quitRelayed = false;
     if (this.#closed) return;
     if (stateful) {
-      this.#log.warn('client closed: its pinned connection was lost', { pool: this.#pool.config.name, reason: 'pinned_connection_lost', error: `${reason}: ${message}` });
+      if (!quit) this.#log.warn('client closed: its pinned connection was lost', { pool: this.#pool.config.name, reason: 'pinned_connection_lost', error: `${reason}: ${message}` });
       // What waited behind the lost connection would have run on it: it fails with it.
       this.#pool.waitingRequests -= this.#backlog.length;
       for (let slot = this.#backlog.shift(); slot !== undefined; slot = this.#backlog.shift()) {
@@ -409,6 +413,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
           this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the server of pool ${this.#pool.config.name} that request is for`);
           return true;
         }
+        // Counted like any shared request, so #settle's decrement has its increment.
+        if (this.#affConn[answer.server] === conn) this.#affCount[answer.server]++;
         this.#sendOn(slot, answer.bytes, conn, answer.server);
         return true;
       }
@@ -439,7 +445,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return this.#startPin(slot);
     }
     switch (spec.use) {
-      case 'quit':
+      case 'quit': {
+        const lease = this.#lease;
+        if (lease.kind === 'pinned' && lease.relay) {
+          // Subscribed: the server answers it after the confirmations still on their way, then
+          // closes the connection, and the client is closed after everything it relayed.
+          this.#quitRelayed = true;
+          return this.#sendPinned(slot);
+        }
+        this.#answer(slot, this.#codec.okReply);
+        return true;
+      }
       case 'ok':
         this.#answer(slot, this.#codec.okReply);
         return true;
@@ -461,8 +477,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'denied':
         this.#answerError(slot, 'DENIED_COMMAND', `${spec.name} ${spec.note}`);
         return true;
-      case 'pin-open':
       case 'pin-once':
+        // The client already sent its FIN: like Redis at EOF, a blocking command is not started
+        // for a client that may be gone (it could hold an exclusive connection forever).
+        if (this.#halfClosed) {
+          this.close();
+          return true;
+        }
+        if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
+        return this.#startPin(slot);
+      case 'pin-open':
       case 'pin-session':
       case 'relay':
         if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
@@ -733,7 +757,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #flush(): void {
     this.#replies.flush(!this.#closed);
     // QUIT, an error, or the client shut down its write side: end after the last reply it is owed.
-    if (this.#quitting && this.#replies.length === 0 && !this.#closed) this.#output.end(!this.#halfClosed);
+    if (this.#quitting && !this.#quitRelayed && this.#replies.length === 0 && !this.#closed) this.#output.end(!this.#halfClosed);
   }
 
   // ── client events ───────────────────────────────────────────────────────────────────────────

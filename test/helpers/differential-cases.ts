@@ -285,7 +285,7 @@ export function compile(c: Case, features: ReadonlySet<Feature>, caseId: number)
         // A long pipeline behind a command that pins: the session holds the rest while it waits.
         if (!has('long-tx-pipeline')) return [];
         const body: Cmd[] = Array.from({ length: b.n }, () => ['INCR', '@b']);
-        m.watching = false;
+        if (b.behind === 'MULTI') m.watching = false; // EXEC unwatches; a pipeline behind BLPOP does not
         return [b.behind === 'MULTI' ? batch(i, [['MULTI'], ...body, ['EXEC']]) : { ...batch(i, [['BLPOP', '@e', '0.05'], ...body]), blockMs: 50 }];
       }
       case 'watch-discard':

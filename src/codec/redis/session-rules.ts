@@ -170,7 +170,8 @@ export class RedisSessionRules implements SessionRules {
       const command = parseClientCommand(bytes, args);
       // Inside MULTI the command is refused when its turn comes (the transaction aborts): it
       // changes nothing now.
-      if (command.kind === 'reply' && !this.#queuingAtIntake) {
+      // Subscribed (RESP2), the server refuses it as Redis does: nothing changes either.
+      if (command.kind === 'reply' && !this.#queuingAtIntake && !view.subscribed) {
         // In request order, not when its turn comes: it decides which of the following replies are written.
         // SKIP drops its own reply and the next one; while OFF it changes nothing (as in Redis).
         if (command.mode === 'SKIP') {
