@@ -24,18 +24,18 @@ export interface ClientHandle {
   readonly subscribed: boolean;
   /** Closes the client. */
   kill(): void;
-  /** The server and server-side id of the connection it is blocked on now, if it is. */
-  blockedOn(): { server: number; connectionId: number } | null;
-  /** The server and server-side id of the connection it holds exclusively, if it does. */
-  pinnedOn(): { server: number; connectionId: number } | null;
+  /** The server (by name) and server-side id of the connection it is blocked on now, if it is. */
+  blockedOn(): { server: string; connectionId: number } | null;
+  /** The server (by name) and server-side id of the connection it holds exclusively, if it does. */
+  pinnedOn(): { server: string; connectionId: number } | null;
 }
 
 /** What the rules may learn of the session they belong to, and of the pool's other clients. */
 export interface SessionView extends ClientHandle {
   /** Reads nothing more; closes once the replies it is owed are written. */
   closeAfterReplies(): void;
-  /** The server the session is pinned to, or the one routing gives it now. */
-  homeServer(): number;
+  /** The server (by name) the session is pinned to, or the one routing gives it now (null: none). */
+  homeServer(): string | null;
   client(id: number): ClientHandle | undefined;
   clients(): Iterable<ClientHandle>;
   now(): number;
@@ -70,7 +70,7 @@ export type LocalAnswer =
   | { kind: 'reply'; bytes: Buffer }
   | { kind: 'refuse'; message: string }
   /** Sent to this server on any shared connection; the server's reply is the answer. */
-  | { kind: 'send'; server: number; bytes: Buffer };
+  | { kind: 'send'; server: string; bytes: Buffer };
 
 /** How a request goes out on a pinned connection. */
 export type PinnedSend =

@@ -13,7 +13,6 @@ import { FailoverRouter } from '../router/failover.js';
 import { hashFunction, hashKey } from '../router/hash.js';
 import type { HashFunction } from '../router/hash.js';
 import { KetamaRouter } from '../router/ketama-router.js';
-import { NO_SERVER } from '../router/router.js';
 import type { Router } from '../router/router.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
@@ -98,6 +97,7 @@ export class Pool implements ServerPoolEvents {
   readonly #clients = new Map<number, ClientHandle>();
   /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
+  readonly #serversByName: Map<string, ServerPool>;
   readonly #hash: HashFunction;
   readonly #hashTag: string;
   readonly #clock: Clock;
@@ -115,7 +115,8 @@ export class Pool implements ServerPoolEvents {
     this.#clock = clock;
     this.#log = log;
     this.clientLimits = new ClientLimits(config, clock, log, this.counters);
-    this.servers = config.servers.map((server, i) => new ServerPool(i, server, config, this.codec, clock, log, this));
+    this.servers = config.servers.map((server) => new ServerPool(server, config, this.codec, clock, log, this));
+    this.#serversByName = new Map(this.servers.map((server) => [server.name, server]));
     this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
     this.#hash = hashFunction(config.ketama.hash);
     this.#hashTag = config.ketama.hashTag;
@@ -135,9 +136,14 @@ export class Pool implements ServerPoolEvents {
     return hashKey(this.#hash, bytes, start, end, this.#hashTag);
   }
 
-  /** Server index for a key hash (-1 for keyless), or NO_SERVER. */
-  route(hash: number): number {
+  /** The server for a key hash (null: a request without keys), or null when none can take it. */
+  route(hash: number | null): ServerPool | null {
     return this.router.route(hash);
+  }
+
+  /** A server of this pool by its name (the config's, unique in the pool). */
+  server(name: string): ServerPool | undefined {
+    return this.#serversByName.get(name);
   }
 
   /**
@@ -260,7 +266,7 @@ export class Pool implements ServerPoolEvents {
       this.#waiters.shift();
       head.waiter.abandon('POOL_TIMEOUT', `no connection to pool ${this.config.name} within ${timeout}ms`);
     }
-    if (this.#waiters.length > 0 && this.route(-1) === NO_SERVER && !this.router.keyed) {
+    if (this.#waiters.length > 0 && this.route(null) === null && !this.router.keyed) {
       for (const entry of this.#waiters.drain()) entry.waiter.resume();
     }
   }

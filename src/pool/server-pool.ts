@@ -79,7 +79,6 @@ export interface ServerStats {
 }
 
 export class ServerPool implements ConnectionOwner {
-  readonly index: number;
   readonly config: ServerConfig;
   readonly #pool: PoolConfig;
   readonly #codec: Codec;
@@ -109,8 +108,7 @@ export class ServerPool implements ConnectionOwner {
   /** Handed to connections for injected SELECTs: an error means the connection's db is unknown. */
   readonly selectTarget: ResponseTarget;
 
-  constructor(index: number, config: ServerConfig, pool: PoolConfig, codec: Codec, clock: Clock, log: Logger, events: ServerPoolEvents) {
-    this.index = index;
+  constructor(config: ServerConfig, pool: PoolConfig, codec: Codec, clock: Clock, log: Logger, events: ServerPoolEvents) {
     this.config = config;
     this.#pool = pool;
     this.#codec = codec;

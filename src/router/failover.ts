@@ -1,5 +1,4 @@
 import type { ServerPool } from '../pool/server-pool.js';
-import { NO_SERVER } from './router.js';
 import type { Router } from './router.js';
 
 /**
@@ -16,18 +15,17 @@ export class FailoverRouter implements Router {
     this.#servers = servers;
   }
 
-  route(): number {
+  route(): ServerPool | null {
     const servers = this.#servers;
-    for (let i = 0; i < servers.length; i++) {
-      const server = servers[i];
-      if (server.usable && server.health.kind !== 'ejected') return i;
+    for (const server of servers) {
+      if (server.usable && server.health.kind !== 'ejected') return server;
       // A server that is starting or up (between reconnects) is worth a short wait; a failing one is not.
-      if (server.health.kind === 'starting' || server.health.kind === 'up') return i;
+      if (server.health.kind === 'starting' || server.health.kind === 'up') return server;
     }
-    for (let i = 0; i < servers.length; i++) {
-      if (servers[i].hopeful) return i;
+    for (const server of servers) {
+      if (server.hopeful) return server;
     }
-    return NO_SERVER;
+    return null;
   }
 
   rebuild(): void {}

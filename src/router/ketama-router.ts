@@ -1,7 +1,6 @@
 import type { PoolConfig } from '../config/schema.js';
 import type { ServerPool } from '../pool/server-pool.js';
 import { KetamaContinuum, twemproxyServerName } from './ketama.js';
-import { NO_SERVER } from './router.js';
 import type { Router } from './router.js';
 
 /**
@@ -15,8 +14,8 @@ export class KetamaRouter implements Router {
   readonly #servers: readonly ServerPool[];
   readonly #rehash: boolean;
   #continuum: KetamaContinuum | null = null;
-  /** Continuum index → server index, for a continuum built over a subset. */
-  #members: number[] = [];
+  /** Continuum index → server, for a continuum built over a subset. */
+  #members: ServerPool[] = [];
 
   constructor(servers: readonly ServerPool[], config: PoolConfig) {
     this.#servers = servers;
@@ -24,26 +23,26 @@ export class KetamaRouter implements Router {
     this.rebuild();
   }
 
-  route(hash: number): number {
+  route(hash: number | null): ServerPool | null {
     const continuum = this.#continuum;
-    if (continuum === null) return NO_SERVER;
-    const index = this.#members[continuum.serverFor(hash >>> 0)];
-    if (!this.#servers[index].hopeful) return NO_SERVER;
-    return index;
+    if (continuum === null) return null;
+    // A keyless request (PING, ECHO…) goes to the server at the continuum's last point.
+    const server = this.#members[continuum.serverFor((hash ?? -1) >>> 0)];
+    return server.hopeful ? server : null;
   }
 
   rebuild(): void {
-    const members: number[] = [];
-    for (let i = 0; i < this.#servers.length; i++) {
-      if (!this.#rehash || this.#servers[i].hopeful) members.push(i);
+    const members: ServerPool[] = [];
+    for (const server of this.#servers) {
+      if (!this.#rehash || server.hopeful) members.push(server);
     }
     this.#members = members;
     this.#continuum =
       members.length === 0
         ? null
         : new KetamaContinuum(
-            members.map((i) => {
-              const { address, name, weight } = this.#servers[i].config;
+            members.map((server) => {
+              const { address, name, weight } = server.config;
               const isDefaultName = name === `${address.host}:${address.port}`;
               return { name: isDefaultName ? twemproxyServerName(address) : name, weight };
             }),

@@ -24,7 +24,7 @@ import type { CloseReason, Connection } from '../pool/connection.js';
 import { DB_UNKNOWN } from '../pool/connection.js';
 import type { Lease, LeaseHolder } from '../pool/lease.js';
 import type { Pool, Waiter } from '../pool/pool.js';
-import { NO_SERVER } from '../router/router.js';
+import type { ServerPool } from '../pool/server-pool.js';
 import { Fifo } from '../util/fifo.js';
 import type { Logger } from '../util/log.js';
 import { InputBudget } from './input-budget.js';
@@ -32,8 +32,6 @@ import { ClientOutput } from './output.js';
 import { ReplyQueue } from './reply-queue.js';
 import { EMPTY, Slot, UNASKED } from './slot.js';
 
-/** The request's keys map to more than one server (ketama). */
-const CROSS_SERVER = -2;
 
 type LeaseState =
   | { kind: 'shared' }
@@ -42,7 +40,7 @@ type LeaseState =
       kind: 'pinned';
       lease: Lease;
       conn: Connection;
-      server: number;
+      server: ServerPool;
       /** Requests sent on it and not yet answered. */
       outstanding: number;
       /** Protocol state living on the connection (a transaction, watched keys), from its replies. */
@@ -51,6 +49,12 @@ type LeaseState =
       session: boolean;
       relay: boolean;
     };
+
+/** The shared connection a session's requests to one server are in flight on, and how many. */
+class Affinity {
+  conn: Connection | null = null;
+  count = 0;
+}
 
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
@@ -88,8 +92,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** Database chosen by SELECT; -1 = the server's configured one. */
   #db = -1;
   /** Per server: the shared connection this session's in-flight requests are on, and how many. */
-  readonly #affConn: (Connection | null)[];
-  readonly #affCount: Int32Array;
+  readonly #affinity = new Map<ServerPool, Affinity>();
   /** client_auth, when the pool has it; null: clients need not authenticate to poolside. */
   #closed = false;
   /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
@@ -103,16 +106,18 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #chunkAt = 0;
   // Key routing scratch, reused for every request of a ketama pool.
   #keyBytes: Buffer = EMPTY;
-  #keyHash = -1;
-  #keyServer = -1;
+  #keyCount = 0;
+  #keyHash = 0;
+  #keyServer: ServerPool | null = null;
+  #keyCross = false;
   readonly #visitKey = (start: number, end: number): void => {
     const hash = this.#pool.hashKey(this.#keyBytes, start, end);
     const server = this.#pool.route(hash);
-    if (this.#keyServer === -1) {
+    if (this.#keyCount++ === 0) {
       this.#keyHash = hash;
       this.#keyServer = server;
     } else if (server !== this.#keyServer) {
-      this.#keyHash = CROSS_SERVER;
+      this.#keyCross = true;
     }
   };
 
@@ -134,9 +139,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#input = new InputBudget(pool.clientLimits, this.#output);
     this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes), this.#input);
     this.#decoder.setLimits(this.#rules.requestLimits());
-    const servers = options.pool.servers.length;
-    this.#affConn = new Array<Connection | null>(servers).fill(null);
-    this.#affCount = new Int32Array(servers);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
@@ -157,7 +159,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }
     const intake = this.#rules.intake(spec, bytes, args, this);
     if (intake.kind !== 'route') {
-      const slot = new Slot(this, intake.kind === 'rewrite' ? intake.bytes : bytes, spec, -1);
+      const slot = new Slot(this, intake.kind === 'rewrite' ? intake.bytes : bytes, spec, null);
       slot.startedAt = this.#chunkAt;
       this.#enqueue(slot);
       if (intake.kind === 'answer') slot.answerWith = intake.reply;
@@ -165,21 +167,24 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
       return;
     }
-    let hash = -1;
+    let hash: number | null = null;
+    let cross = false;
     if (pool.router.keyed) {
       this.#keyBytes = bytes;
-      this.#keyHash = -1;
-      this.#keyServer = -1;
+      this.#keyCount = 0;
+      this.#keyCross = false;
       const keys = this.#codec.forEachKey(spec, bytes, args, this.#visitKey);
-      hash = this.#keyHash;
+      if (keys > 0) hash = this.#keyHash;
+      cross = this.#keyCross;
       if (keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
-        const slot = new Slot(this, bytes, spec, hash);
+        const slot = new Slot(this, bytes, spec, null);
         this.#enqueue(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
         return;
       }
     }
     const slot = new Slot(this, bytes, spec, hash);
+    slot.crossServer = cross;
     slot.startedAt = this.#chunkAt;
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
     if (spec.use === 'quit') this.#stopReading();
@@ -202,7 +207,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#codec.requestDecoder(this, this.#pool.config.maxRequestBytes).push(admission.request);
       return;
     }
-    const slot = new Slot(this, EMPTY, UNASKED, -1);
+    const slot = new Slot(this, EMPTY, UNASKED, null);
     this.#enqueue(slot); // an AUTH reply obeys CLIENT REPLY like any other
     if (admission.wrongPassword) this.#pool.counters.authFailures++;
     if (admission.close) this.#stopReading();
@@ -297,7 +302,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   onPush(bytes: Buffer): void {
-    const slot = new Slot(this, EMPTY, UNASKED, -1);
+    const slot = new Slot(this, EMPTY, UNASKED, null);
     slot.response = bytes;
     slot.done = true;
     this.#replies.push(slot);
@@ -368,21 +373,21 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#closeAfterReplies();
   }
 
-  blockedOn(): { server: number; connectionId: number } | null {
+  blockedOn(): { server: string; connectionId: number } | null {
     const lease = this.#lease;
     if (lease.kind !== 'pinned' || !lease.lease.blocking || lease.conn.serverId === null) return null;
-    return { server: lease.server, connectionId: lease.conn.serverId };
+    return { server: lease.server.name, connectionId: lease.conn.serverId };
   }
 
-  pinnedOn(): { server: number; connectionId: number } | null {
+  pinnedOn(): { server: string; connectionId: number } | null {
     const lease = this.#lease;
     if (lease.kind !== 'pinned' || lease.conn.serverId === null) return null;
-    return { server: lease.server, connectionId: lease.conn.serverId };
+    return { server: lease.server.name, connectionId: lease.conn.serverId };
   }
 
-  homeServer(): number {
+  homeServer(): string | null {
     const lease = this.#lease;
-    return lease.kind === 'pinned' ? lease.server : this.#pool.route(-1);
+    return lease.kind === 'pinned' ? lease.server.name : (this.#pool.route(null)?.name ?? null);
   }
 
   client(id: number): ClientHandle | undefined {
@@ -408,14 +413,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', answer.message);
         return true;
       case 'send': {
-        const conn = this.#pool.servers[answer.server]?.pickConnection() ?? null;
-        if (conn === null) {
+        const server = this.#pool.server(answer.server);
+        const conn = server?.pickConnection() ?? null;
+        if (server === undefined || conn === null) {
           this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the server of pool ${this.#pool.config.name} that request is for`);
           return true;
         }
         // Counted like any shared request, so #settle's decrement has its increment.
-        if (this.#affConn[answer.server] === conn) this.#affCount[answer.server]++;
-        this.#sendOn(slot, answer.bytes, conn, answer.server);
+        const affinity = this.#affinity.get(server);
+        if (affinity !== undefined && affinity.conn === conn) affinity.count++;
+        this.#sendOn(slot, answer.bytes, conn, server);
         return true;
       }
     }
@@ -499,18 +506,23 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   #sendShared(slot: Slot, mayWait: boolean): boolean {
     const pool = this.#pool;
-    const server = slot.hash === CROSS_SERVER ? CROSS_SERVER : pool.route(slot.hash);
-    if (server === CROSS_SERVER) {
+    if (slot.crossServer) {
       this.#answerError(slot, 'CROSS_SERVER', `keys of ${slot.spec.name} map to different servers of pool ${pool.config.name}`);
       return true;
     }
-    if (server === NO_SERVER) {
+    const server = pool.route(slot.hash);
+    if (server === null) {
       this.#answerError(slot, 'NO_HEALTHY_SERVER', `no healthy server in pool ${pool.config.name}`);
       return true;
     }
-    let conn = this.#affConn[server];
-    if (conn === null || this.#affCount[server] === 0 || !conn.ready) {
-      conn = pool.servers[server].pickConnection();
+    let affinity = this.#affinity.get(server);
+    if (affinity === undefined) {
+      affinity = new Affinity();
+      this.#affinity.set(server, affinity);
+    }
+    let conn = affinity.conn;
+    if (conn === null || affinity.count === 0 || !conn.ready) {
+      conn = server.pickConnection();
       if (conn === null) {
         if (!mayWait) return false;
         // Kept across resumes that found nothing ready: queue.timeout counts from the first wait.
@@ -522,10 +534,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         this.#wait = 'connection';
         return false;
       }
-      this.#affConn[server] = conn;
-      this.#affCount[server] = 0;
+      affinity.conn = conn;
+      affinity.count = 0;
     }
-    this.#affCount[server]++;
+    affinity.count++;
     this.#send(slot, conn, server);
     return true;
   }
@@ -533,7 +545,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #startPin(slot: Slot): boolean {
     const pool = this.#pool;
     const spec = slot.spec;
-    if (pool.router.keyed && (spec.use !== 'pin-once' || slot.hash < 0)) {
+    if (pool.router.keyed && (spec.use !== 'pin-once' || slot.hash === null)) {
       const message = `${spec.name} needs a connection of its own, which ketama pool ${pool.config.name} cannot give`;
       this.#rules.refusedPin(spec, 'UNSUPPORTED_COMMAND', message);
       this.#answerError(slot, 'UNSUPPORTED_COMMAND', message);
@@ -545,7 +557,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return false;
     }
     const server = pool.route(slot.hash);
-    if (server === NO_SERVER) {
+    if (server === null) {
       const message = `no healthy server in pool ${pool.config.name}`;
       this.#rules.refusedPin(spec, 'NO_HEALTHY_SERVER', message);
       this.#answerError(slot, 'NO_HEALTHY_SERVER', message);
@@ -554,14 +566,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const reason = pool.config.lease === 'exclusive' ? 'session_mode' : spec.note;
     this.#lease = { kind: 'acquiring' };
     this.#wait = 'lease';
-    pool.servers[server].acquireExclusive(this).then(
+    server.acquireExclusive(this).then(
       (lease) => this.#onLeased(lease, server, reason),
       (err: Error) => this.#onLeaseFailed(err),
     );
     return false;
   }
 
-  #onLeased(lease: Lease, server: number, reason: string): void {
+  #onLeased(lease: Lease, server: ServerPool, reason: string): void {
     if (this.#closed) {
       lease.release(false);
       return;
@@ -603,9 +615,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         lease.relay = true;
         // The relay connection runs in the session's database too (commands after UNSUBSCRIBE,
         // and RESP3 clients that keep sending while subscribed).
-        const db = this.#db >= 0 ? this.#db : this.#pool.servers[lease.server].config.db;
+        const db = this.#db >= 0 ? this.#db : lease.server.config.db;
         if (lease.conn.db !== db) {
-          lease.lease.send(this.#codec.encodeSelect(db), this.#pool.servers[lease.server].selectTarget, false);
+          lease.lease.send(this.#codec.encodeSelect(db), lease.server.selectTarget, false);
           lease.conn.db = db;
         }
       }
@@ -650,14 +662,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   /** Writes the slot on `conn`, first replaying this session's database if the connection is elsewhere. */
-  #send(slot: Slot, conn: Connection, server: number, queuing = false): void {
+  #send(slot: Slot, conn: Connection, server: ServerPool, queuing = false): void {
     const lease = this.#lease;
     // Inside a transaction being queued poolside adds nothing: a SELECT there would be queued too.
     if (!queuing) {
-      const db = this.#db >= 0 ? this.#db : this.#pool.servers[server].config.db;
+      const db = this.#db >= 0 ? this.#db : server.config.db;
       if (conn.db !== db) {
-        if (lease.kind === 'pinned' && lease.conn === conn) lease.lease.send(this.#codec.encodeSelect(db), this.#pool.servers[server].selectTarget, false);
-        else conn.send(this.#codec.encodeSelect(db), this.#pool.servers[server].selectTarget);
+        if (lease.kind === 'pinned' && lease.conn === conn) lease.lease.send(this.#codec.encodeSelect(db), server.selectTarget, false);
+        else conn.send(this.#codec.encodeSelect(db), server.selectTarget);
         conn.db = db;
       }
     }
@@ -675,7 +687,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (slot.spec.use === 'select' && !queuing) this.#wait = 'idle';
   }
 
-  #sendOn(slot: Slot, bytes: Buffer, conn: Connection, server: number): void {
+  #sendOn(slot: Slot, bytes: Buffer, conn: Connection, server: ServerPool): void {
     slot.server = server;
     slot.conn = conn;
     this.#outstanding++;
@@ -723,8 +735,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       lease.outstanding--;
       if (slot.spec.use === 'pin-once') lease.lease.blockingDone();
-    } else if (slot.server >= 0 && this.#affConn[slot.server] === slot.conn) {
-      this.#affCount[slot.server]--;
+    } else if (slot.server !== null) {
+      const affinity = this.#affinity.get(slot.server);
+      if (affinity !== undefined && affinity.conn === slot.conn) affinity.count--;
     }
   }
 
@@ -732,7 +745,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const lease = this.#lease;
     if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.state.dirty && !lease.session && !lease.relay) {
       this.#lease = { kind: 'shared' };
-      lease.lease.release(lease.conn.db !== this.#pool.servers[lease.server].config.db);
+      lease.lease.release(lease.conn.db !== lease.server.config.db);
     }
     if (this.#wait === 'idle' && this.#outstanding === 0) {
       this.#wait = 'none';
@@ -776,7 +789,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return;
       }
       this.#pool.counters.protocolErrors++;
-      const slot = new Slot(this, EMPTY, UNASKED, -1);
+      const slot = new Slot(this, EMPTY, UNASKED, null);
       this.#replies.push(slot);
       this.#answerError(slot, 'PROTOCOL_ERROR', err.message);
       this.#closeAfterReplies();
@@ -817,7 +830,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (lease.kind === 'pinned') {
       this.#lease = { kind: 'shared' };
       // In flight, mid-transaction or subscribed: the connection cannot be lent as it is.
-      const dirty = lease.state.dirty || lease.session || lease.conn.db !== this.#pool.servers[lease.server].config.db;
+      const dirty = lease.state.dirty || lease.session || lease.conn.db !== lease.server.config.db;
       lease.lease.release(dirty);
     }
     this.#onClosed(this);

@@ -5,6 +5,7 @@
 import type { CommandSpec } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Connection, ResponseTarget } from '../pool/connection.js';
+import type { ServerPool } from '../pool/server-pool.js';
 
 export const EMPTY = Buffer.alloc(0);
 
@@ -20,9 +21,11 @@ export class Slot implements ResponseTarget {
   /** The reply to write, once done. */
   response: Buffer = EMPTY;
   done = false;
-  /** Server index and connection it was sent on (-1 / null before that, or when poolside answered). */
-  server = -1;
+  /** Server and connection it was sent on (null before that, or when poolside answered). */
+  server: ServerPool | null = null;
   conn: Connection | null = null;
+  /** Its keys map to more than one server of a sharded pool. */
+  crossServer = false;
   retried = false;
   /** For SELECT: the database it selects (-1 if the server must judge it). */
   selectDb = -1;
@@ -45,7 +48,8 @@ export class Slot implements ResponseTarget {
     readonly owner: SlotOwner,
     readonly bytes: Buffer,
     readonly spec: CommandSpec,
-    readonly hash: number,
+    /** Its key's hash in a sharded pool; null: no key (or not sharded). */
+    readonly hash: number | null,
   ) {}
 
   onResponse(bytes: Buffer): void {

@@ -108,7 +108,7 @@ interface Harness {
 
 function serverPool(config: PoolConfig, clock: FakeClock): Harness {
   const kinds: ServerHealth['kind'][] = ['starting'];
-  const server: ServerPool = new ServerPool(0, config.servers[0], config, codecFor('redis'), clock, quietLog(), {
+  const server: ServerPool = new ServerPool(config.servers[0], config, codecFor('redis'), clock, quietLog(), {
     onConnectionReady() {},
     onInternalError(error: unknown) {
       throw error;
