@@ -33,8 +33,8 @@ export interface Codec {
   forPool(config: PoolConfig, env: PoolEnv): Codec;
   /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
   forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
-  /** For a `select` request: the database it selects, or -1 when the server should judge it. */
-  selectIndex(bytes: Buffer, args: ArgView): number;
+  /** For a `select` request: the database it selects, or null when the server should judge it. */
+  selectIndex(bytes: Buffer, args: ArgView): number | null;
   encodeSelect(db: number): Buffer;
   /** Requests that prepare a new connection (authentication, database); each answers once. */
   initRequests(username: string | null, password: string | null, db: number): Buffer[];

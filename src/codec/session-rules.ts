@@ -90,7 +90,7 @@ export interface PinnedState {
   /** A request is about to go out on the connection. */
   send(spec: CommandSpec): PinnedSend;
   /** The reply to a request sent with `token`, in order; `selectDb` as classified at intake. */
-  reply(token: unknown, selectDb: number, bytes: Buffer): DbChange;
+  reply(token: unknown, selectDb: number | null, bytes: Buffer): DbChange;
   /** poolside answered a request itself (refused it) on this connection's behalf. */
   refusedInside(): void;
 }

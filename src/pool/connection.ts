@@ -95,15 +95,15 @@ export interface ConnectionSettings {
   identify: boolean;
 }
 
-/** A database index unknown to poolside: the next session to use the connection selects its own. */
-export const DB_UNKNOWN = -1;
-
 let nextId = 1;
 
 export class Connection implements ResponseSink {
   readonly id = nextId++;
-  /** Database the connection is in after every request written so far (DB_UNKNOWN if unsure). */
-  db: number;
+  /**
+   * The database the connection is in after every request written so far; null when poolside
+   * cannot know (a refused or queued SELECT): the next session to use it selects its own.
+   */
+  #db: number | null;
   readonly createdAt: number;
   /**
    * Liveness and use, written only here; owners read them and mark what they saw (markProgress,
@@ -151,7 +151,7 @@ export class Connection implements ResponseSink {
   constructor(codec: Codec, settings: ConnectionSettings, owner: ConnectionOwner, now: number) {
     this.#codec = codec;
     this.#owner = owner;
-    this.db = settings.db;
+    this.#db = settings.db;
     this.createdAt = now;
     this.#lastProgressAt = now;
     this.#lastUsedAt = now;
@@ -175,6 +175,15 @@ export class Connection implements ResponseSink {
     // connection the server already hung up on.
     socket.on('end', () => this.destroy('remote_closed', 'server closed the connection'));
     socket.on('close', () => this.destroy('remote_closed', 'server closed the connection'));
+  }
+
+  get db(): number | null {
+    return this.#db;
+  }
+
+  /** What a request written now leaves the database at (null: unknown until a reply says). */
+  assumeDb(db: number | null): void {
+    this.#db = db;
   }
 
   /** The owner saw the connection alive now (a sweep that found new reads, a ready or validated connection). */

@@ -145,7 +145,7 @@ export class Lease {
         if (--pending === 0) {
           home.clock.clearTimeout(timer);
           conn.setPushSink(null);
-          conn.db = home.db;
+          conn.assumeDb(home.db);
           this.#state = { kind: 'returned' };
           home.giveBack(conn);
         }

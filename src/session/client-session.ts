@@ -21,7 +21,6 @@ import type { Codec } from '../codec/registry.js';
 import type { Admission, ClientHandle, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
 import type { FailureReason } from '../errors.js';
 import type { CloseReason, Connection } from '../pool/connection.js';
-import { DB_UNKNOWN } from '../pool/connection.js';
 import type { Lease, LeaseHolder } from '../pool/lease.js';
 import type { Pool, Waiter } from '../pool/pool.js';
 import type { ServerPool } from '../pool/server-pool.js';
@@ -89,8 +88,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #waitSince = -1;
   #outstanding = 0;
   #lease: LeaseState = { kind: 'shared' };
-  /** Database chosen by SELECT; -1 = the server's configured one. */
-  #db = -1;
+  /** Database chosen by SELECT; null: the server's configured one. */
+  #db: number | null = null;
   /** Per server: the shared connection this session's in-flight requests are on, and how many. */
   readonly #affinity = new Map<ServerPool, Affinity>();
   /** client_auth, when the pool has it; null: clients need not authenticate to poolside. */
@@ -242,8 +241,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     } else if (slot.spec.use === 'select') {
       if (this.#codec.isErrorResponse(bytes)) {
         // Refused: the server did not move; whoever uses the connection next selects again.
-        if (slot.conn !== null && slot.conn.db === slot.selectDb) slot.conn.db = DB_UNKNOWN;
-      } else if (slot.selectDb >= 0) {
+        if (slot.conn !== null && slot.conn.db === slot.selectDb) slot.conn.assumeDb(null);
+      } else if (slot.selectDb !== null) {
         this.#db = slot.selectDb;
       }
     }
@@ -263,11 +262,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'none':
         return;
       case 'selected':
-        conn.db = change.db;
+        conn.assumeDb(change.db);
         this.#db = change.db;
         return;
       case 'unknown':
-        conn.db = DB_UNKNOWN;
+        conn.assumeDb(null);
         return;
     }
   }
@@ -357,7 +356,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       laddr: this.#laddr,
       ageMs: now - this.#createdAt,
       idleMs: now - this.#chunkAt,
-      db: this.#db >= 0 ? this.#db : (this.#pool.servers[0]?.config.db ?? 0),
+      db: this.#db ?? (this.#pool.servers[0]?.config.db ?? 0),
       subscribed: pinned?.relay === true,
       holding: pinned?.state.holding === true,
       blocked: pinned?.lease.blocking === true,
@@ -615,10 +614,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         lease.relay = true;
         // The relay connection runs in the session's database too (commands after UNSUBSCRIBE,
         // and RESP3 clients that keep sending while subscribed).
-        const db = this.#db >= 0 ? this.#db : lease.server.config.db;
+        const db = this.#db ?? lease.server.config.db;
         if (lease.conn.db !== db) {
           lease.lease.send(this.#codec.encodeSelect(db), lease.server.selectTarget, false);
-          lease.conn.db = db;
+          lease.conn.assumeDb(db);
         }
       }
       lease.lease.relay(slot.bytes);
@@ -655,7 +654,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (plan.barrier) {
       // It may move the connection to a database poolside learns only from its reply (EXEC of a
       // SELECT, RESET): nothing more on the session's behalf until then.
-      lease.conn.db = DB_UNKNOWN;
+      lease.conn.assumeDb(null);
       this.#wait = 'idle';
     }
     return true;
@@ -666,21 +665,21 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const lease = this.#lease;
     // Inside a transaction being queued poolside adds nothing: a SELECT there would be queued too.
     if (!queuing) {
-      const db = this.#db >= 0 ? this.#db : server.config.db;
+      const db = this.#db ?? server.config.db;
       if (conn.db !== db) {
         if (lease.kind === 'pinned' && lease.conn === conn) lease.lease.send(this.#codec.encodeSelect(db), server.selectTarget, false);
         else conn.send(this.#codec.encodeSelect(db), server.selectTarget);
-        conn.db = db;
+        conn.assumeDb(db);
       }
     }
     if (slot.spec.use === 'select') {
-      if (slot.selectDb >= 0 && !queuing) {
+      if (slot.selectDb !== null && !queuing) {
         // The connection will be in that database if the server accepts; the session adopts it
         // only then, and sends nothing more until it knows (a barrier: see onSlotResponse).
-        conn.db = slot.selectDb;
+        conn.assumeDb(slot.selectDb);
       } else {
         // Unreadable, or queued in a transaction that EXEC may commit or not: trust nothing after it.
-        conn.db = DB_UNKNOWN;
+        conn.assumeDb(null);
       }
     }
     this.#sendOn(slot, slot.bytes, conn, server);

@@ -27,8 +27,8 @@ export class Slot implements ResponseTarget {
   /** Its keys map to more than one server of a sharded pool. */
   crossServer = false;
   retried = false;
-  /** For SELECT: the database it selects (-1 if the server must judge it). */
-  selectDb = -1;
+  /** For SELECT: the database it selects (null: unreadable, the server must judge it). */
+  selectDb: number | null = null;
   /** Sent on the session's pinned connection: its reply goes through the pinned state first. */
   pinned = false;
   /** The pinned state's token for it (what its reply means there). */

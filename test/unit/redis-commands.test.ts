@@ -214,9 +214,9 @@ describe('redis command table', () => {
     const index = (...args: string[]) => framed(args, (bytes, view) => redisCodec.selectIndex(bytes, view));
     expect(index('SELECT', '3')).toBe(3);
     expect(index('SELECT', '0')).toBe(0);
-    expect(index('SELECT', 'abc')).toBe(-1);
-    expect(index('SELECT', '-1')).toBe(-1);
-    expect(index('SELECT', '1', '2')).toBe(-1);
-    expect(index('SELECT', '')).toBe(-1);
+    expect(index('SELECT', 'abc')).toBeNull();
+    expect(index('SELECT', '-1')).toBeNull();
+    expect(index('SELECT', '1', '2')).toBeNull();
+    expect(index('SELECT', '')).toBeNull();
   });
 });

@@ -332,15 +332,15 @@ function visitNumkeys(
   return n;
 }
 
-/** SELECT's argument when it is a plain non-negative integer, else -1 (the server will refuse it). */
-export function selectIndex(bytes: Buffer, starts: Int32Array, ends: Int32Array, count: number): number {
-  if (count !== 2) return -1;
+/** SELECT's argument when it is a plain non-negative integer, else null (the server will refuse it). */
+export function selectIndex(bytes: Buffer, starts: Int32Array, ends: Int32Array, count: number): number | null {
+  if (count !== 2) return null;
   const len = ends[1] - starts[1];
-  if (len < 1 || len > 5) return -1;
+  if (len < 1 || len > 5) return null;
   let n = 0;
   for (let i = starts[1]; i < ends[1]; i++) {
     const c = bytes[i];
-    if (c < 0x30 || c > 0x39) return -1;
+    if (c < 0x30 || c > 0x39) return null;
     n = n * 10 + (c - 0x30);
   }
   return n;

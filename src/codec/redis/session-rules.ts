@@ -71,7 +71,7 @@ class RedisPinnedState implements PinnedState {
     return { kind: 'send', token: role, prelude, barrier };
   }
 
-  reply(token: unknown, selectDb: number, bytes: Buffer): DbChange {
+  reply(token: unknown, selectDb: number | null, bytes: Buffer): DbChange {
     // The token is the role send() gave this request.
     return this.#tx.onReply(token as TxRole, selectDb, bytes);
   }

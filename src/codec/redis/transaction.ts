@@ -57,7 +57,7 @@ export class RedisTransaction {
   /** Commands the server answered +QUEUED in the open transaction. */
   #queued = 0;
   /** SELECTs queued in the open transaction: their position among the queued commands and target. */
-  #queuedSelects: { index: number; db: number }[] = [];
+  #queuedSelects: { index: number; db: number | null }[] = [];
   /** poolside refused a command inside the transaction being queued: its EXEC must abort. */
   #poisoned = false;
 
@@ -133,8 +133,8 @@ export class RedisTransaction {
     return role === 'exec' && this.#sentOpen && this.#selectSent;
   }
 
-  /** Applies one reply, in order. `selectDb`: for a SELECT, the database it names (-1: unreadable). */
-  onReply(role: TxRole, selectDb: number, bytes: Buffer): DbChange {
+  /** Applies one reply, in order. `selectDb`: for a SELECT, the database it names (null: unreadable). */
+  onReply(role: TxRole, selectDb: number | null, bytes: Buffer): DbChange {
     const error = isError(bytes);
     switch (role) {
       case 'multi':
@@ -177,7 +177,7 @@ export class RedisTransaction {
       case 'select':
         if (!this.#open) {
           if (error) return NO_CHANGE;
-          return selectDb >= 0 && isSimple(bytes, 'OK') ? { kind: 'selected', db: selectDb } : UNKNOWN;
+          return selectDb !== null && isSimple(bytes, 'OK') ? { kind: 'selected', db: selectDb } : UNKNOWN;
         }
         break;
       default:
@@ -196,7 +196,7 @@ export class RedisTransaction {
  * Only transactions with a SELECT get here, so framing the result's elements costs nothing
  * otherwise.
  */
-function committedSelect(exec: Buffer, selects: { index: number; db: number }[]): DbChange {
+function committedSelect(exec: Buffer, selects: { index: number; db: number | null }[]): DbChange {
   if (exec[0] !== 0x2a /* * */) return NO_CHANGE; // nil: WATCH failed, nothing ran
   const headerEnd = exec.indexOf('\r\n');
   if (headerEnd < 0) return UNKNOWN;
@@ -214,7 +214,7 @@ function committedSelect(exec: Buffer, selects: { index: number; db: number }[])
   for (const { index, db } of selects) {
     const element = elements[index];
     if (element === undefined) return UNKNOWN;
-    if (isSimple(element, 'OK')) change = db >= 0 ? { kind: 'selected', db } : UNKNOWN;
+    if (isSimple(element, 'OK')) change = db !== null ? { kind: 'selected', db } : UNKNOWN;
   }
   return change;
 }
