@@ -84,8 +84,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #quitRelayed = false;
   readonly #backlog = new Fifo<Slot>();
   #wait: WaitFor = 'none';
-  /** When the request at the head of the backlog began waiting for a connection; -1 = not waiting. */
-  #waitSince = -1;
+  /** When the request at the head of the backlog began waiting for a connection; null: not waiting. */
+  #waitSince: number | null = null;
   #outstanding = 0;
   #lease: LeaseState = { kind: 'shared' };
   /** Database chosen by SELECT; null: the server's configured one. */
@@ -221,8 +221,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const since = this.#waitSince;
     this.#drainBacklog();
     if ((this.#wait as WaitFor) !== 'connection') {
-      this.#pool.counters.waitDuration.observe((this.#pool.now() - since) / 1000);
-      this.#waitSince = -1;
+      if (since !== null) this.#pool.counters.waitDuration.observe((this.#pool.now() - since) / 1000);
+      this.#waitSince = null;
     }
   }
 
@@ -230,7 +230,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   abandon(reason: FailureReason, message: string): void {
     if (this.#wait !== 'connection') return;
     this.#wait = 'none';
-    this.#waitSince = -1;
+    this.#waitSince = null;
     this.#failBacklog(reason, message);
   }
 
@@ -525,7 +525,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (conn === null) {
         if (!mayWait) return false;
         // Kept across resumes that found nothing ready: queue.timeout counts from the first wait.
-        if (this.#waitSince < 0) this.#waitSince = pool.now();
+        this.#waitSince ??= pool.now();
         if (!pool.wait(this, this.#waitSince)) {
           this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
           return true;
