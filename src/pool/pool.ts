@@ -158,6 +158,14 @@ export class Pool implements ServerPoolEvents {
     return true;
   }
 
+  /** A waiting session left: it no longer counts against queue.max (rare: linear in the queue). */
+  cancelWait(waiter: Waiter): void {
+    if (this.#waiters.length === 0) return;
+    const kept = new Fifo<WaitEntry>();
+    for (const entry of this.#waiters.drain()) if (entry.waiter !== waiter) kept.push(entry);
+    this.#waiters = kept;
+  }
+
   now(): number {
     return this.#clock.now();
   }

@@ -823,6 +823,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #onClose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#wait === 'connection') this.#pool.cancelWait(this);
     this.#pool.waitingRequests -= this.#backlog.length;
     this.#backlog.drain();
     const lease = this.#lease;

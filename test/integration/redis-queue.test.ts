@@ -207,3 +207,23 @@ describe('waiting for a reply', () => {
     check.destroy();
   });
 });
+
+describe('sessions that leave while waiting', () => {
+  it('no longer count against queue.max', async () => {
+    const redis = await startRedis();
+    redis.signal('SIGSTOP');
+    const proxy = cleanup.add(
+      await startProxy([], { servers: [redis.address], connections: { min: 1, max: 1 }, queue: { max: 2, timeout: '5s' }, connect: { timeout: '5s' } }),
+      (p) => p.close(),
+    );
+    const leaving = await Promise.all([raw(portOf(proxy)), raw(portOf(proxy))]);
+    for (const client of leaving) client.send('GET', 'k');
+    await waitFor(() => proxy.stats()[0].waiting.sessions === 2, 'two sessions waiting');
+    for (const client of leaving) client.destroy();
+    await waitFor(() => proxy.stats()[0].waiting.sessions === 0, 'the sessions that left gone from the queue');
+    const next = await raw(portOf(proxy));
+    next.send('GET', 'k');
+    redis.signal('SIGCONT');
+    expect(await next.reply(5000)).toBeNull();
+  });
+});
