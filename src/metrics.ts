@@ -161,6 +161,13 @@ export function registerMetrics(options: MetricsOptions): void {
     eachPool((p, emit) => emit(p.labels, p.counters.protocolErrors)),
   );
   family(
+    'poolside_client_replies_torn_total',
+    'Clients reset because their connection to the server died while a large reply was streaming to them.',
+    'counter',
+    POOL,
+    eachPool((p, emit) => emit(p.labels, p.counters.repliesTorn)),
+  );
+  family(
     'poolside_internal_errors_total',
     'Faults in poolside itself (an exception in session code): the client involved is closed, no peer is blamed.',
     'counter',

@@ -39,6 +39,14 @@ export interface RequestSink {
 export interface ResponseSink {
   /** One complete response, in stream order; `bytes` may be kept by the sink. */
   onResponse(bytes: Buffer): void;
+  /**
+   * Optional: a large response delivered as it arrives instead of whole, so that poolside holds
+   * about one read of it rather than all of it. Called instead of onResponse for that response,
+   * once per piece in order, `end` true on the last; concatenated, the pieces are the response.
+   * Pieces are views of the pushed chunks: the sink may keep them. A decoder that sees no such
+   * method delivers every response whole.
+   */
+  onResponsePart?(bytes: Buffer, end: boolean): void;
 }
 
 /**

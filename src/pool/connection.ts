@@ -4,6 +4,8 @@
  *   send(bytes, target) ──▶ #out ──(setImmediate: writeBatch, one write per turn)──▶ server
  *                      └──▶ #inflight FIFO: targets in the order their requests were written
  *   server ──▶ response decoder ──▶ onResponse(bytes) ──▶ #inflight.shift().onResponse(bytes)
+ *                                  └─▶ onResponsePart(piece, end) ──▶ #inflight.peek().onResponsePart(piece, end)
+ *                                      (a large reply, as it arrives; shifted on `end`)
  *
  * Each request gets exactly one response, in order, so the head of the FIFO owns the next
  * response. A response with no target waiting breaks that invariant: the connection is destroyed.
@@ -24,6 +26,12 @@ import { WriteTimes } from './write-times.js';
 export interface ResponseTarget {
   /** The complete response, in order. Called at most once, or onFailure instead. */
   onResponse(bytes: Buffer): void;
+  /**
+   * Optional: a large response in pieces as it arrives, instead of onResponse; `end` on the last.
+   * A target without it gets such a response whole. If the connection dies between pieces,
+   * onFailure follows (not retryable) and the response is torn for good.
+   */
+  onResponsePart?(bytes: Buffer, end: boolean): void;
   /**
    * The request will get no response on this connection. `retryable`: its bytes reached the
    * connection but no byte of its response was read, so running it again elsewhere is safe if
@@ -144,6 +152,11 @@ export class Connection implements ResponseSink {
   readonly #clock: Clock;
   #relay: ((bytes: Buffer) => void) | null = null;
   #pushSink: ((bytes: Buffer) => void) | null = null;
+  /**
+   * A response arriving in pieces: handed on to the head target (`streaming`), or gathered for a
+   * target that takes only whole responses (heartbeat, setup, relay frames).
+   */
+  #part: { kind: 'none' } | { kind: 'streaming'; target: ResponseTarget } | { kind: 'gathering'; pieces: Buffer[]; bytes: number } = { kind: 'none' };
   readonly #owner: ConnectionOwner;
   readonly #codec: Codec;
   readonly #flush = (): void => this.#flushNow();
@@ -356,6 +369,7 @@ export class Connection implements ResponseSink {
     this.#out = [];
     this.#relay = null;
     this.#pushSink = null;
+    this.#part = { kind: 'none' };
     const failure: FailureReason = 'SERVER_ERROR';
     const detail = `connection to server lost (${reason}: ${message})`;
     // Only the head can have had response bytes read; everything behind it is untouched.
@@ -393,6 +407,35 @@ export class Connection implements ResponseSink {
       target.onResponse(bytes);
     } catch (err) {
       // Not a protocol error of the server's: the frame was whole and went to its target.
+      this.#owner.onInternalError(this, err);
+    }
+  }
+
+  onResponsePart(bytes: Buffer, end: boolean): void {
+    let part = this.#part;
+    if (part.kind === 'none') {
+      const target = this.#relay !== null && this.#inflight.length === 0 ? undefined : this.#inflight.peek();
+      part = target?.onResponsePart !== undefined ? { kind: 'streaming', target } : { kind: 'gathering', pieces: [], bytes: 0 };
+      this.#part = part;
+    }
+    if (part.kind === 'gathering') {
+      part.pieces.push(bytes);
+      part.bytes += bytes.length;
+      if (!end) return;
+      this.#part = { kind: 'none' };
+      this.onResponse(Buffer.concat(part.pieces, part.bytes));
+      return;
+    }
+    const target = part.target;
+    if (end) {
+      this.#part = { kind: 'none' };
+      this.#responses++;
+      this.#inflight.shift();
+      this.#answered++;
+    }
+    try {
+      (target.onResponsePart as (bytes: Buffer, end: boolean) => void).call(target, bytes, end);
+    } catch (err) {
       this.#owner.onInternalError(this, err);
     }
   }

@@ -47,6 +47,8 @@ export interface PoolCounters {
   internalErrors: number;
   /** Idempotent requests sent again after their connection died. */
   retries: number;
+  /** Clients reset because their connection died while a large reply streamed to them. */
+  repliesTorn: number;
   /** Clients reset for their unread replies (clients.output_buffer: hard, or soft for soft_seconds). */
   clientsOverflowed: number;
   /** Clients reset for the requests they sent and were not yet answered for (clients.input_buffer.hard). */
@@ -69,6 +71,7 @@ export function newPoolCounters(): PoolCounters {
     protocolErrors: 0,
     internalErrors: 0,
     retries: 0,
+    repliesTorn: 0,
     clientsOverflowed: 0,
     clientsInputOverflowed: 0,
     authFailures: 0,

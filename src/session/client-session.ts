@@ -235,6 +235,33 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   onSlotResponse(slot: Slot, bytes: Buffer): void {
+    this.#completeSlot(slot, bytes, bytes);
+  }
+
+  /**
+   * A large reply arriving in pieces. At the head of the reply order it goes straight to the
+   * client as it comes (poolside holds about one read of it); behind earlier replies it is
+   * gathered and written whole in its turn, as any reply.
+   */
+  onSlotResponsePart(slot: Slot, bytes: Buffer, end: boolean): void {
+    slot.firstPart ??= bytes;
+    if (slot.streaming || (!this.#closed && !slot.silent && slot.replaceReply === null && this.#replies.isHead(slot))) {
+      slot.streaming = true;
+      this.#output.writePart(bytes, end);
+    } else if (!this.#closed && !slot.silent && slot.replaceReply === null) {
+      (slot.parts ??= []).push(bytes);
+      slot.partBytes += bytes.length;
+    }
+    if (!end) return;
+    const parts = slot.parts;
+    const whole = parts === null ? EMPTY : Buffer.concat(parts, slot.partBytes);
+    slot.parts = null;
+    // The bookkeeping that reads replies needs only their start: a bulk string changes no state.
+    this.#completeSlot(slot, slot.firstPart, whole);
+  }
+
+  /** `bytes`: what the state bookkeeping reads; `reply`: what is left to write (EMPTY once streamed). */
+  #completeSlot(slot: Slot, bytes: Buffer, reply: Buffer): void {
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       this.#applyDb(slot, lease.state.reply(slot.token, slot.selectDb, bytes));
@@ -248,7 +275,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }
     if (slot.spec.use === 'pin-session') this.#rules.noteReply(slot.spec, slot.bytes, bytes);
     this.#settle(slot);
-    slot.response = slot.replaceReply ?? bytes;
+    slot.response = slot.streaming ? EMPTY : (slot.replaceReply ?? reply);
     slot.done = true;
     this.#flush();
     this.#afterSettle();
@@ -309,6 +336,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void {
+    slot.parts = null;
+    if (slot.streaming) {
+      this.#settle(slot);
+      this.#tearReply(reason, message);
+      this.#afterSettle();
+      return;
+    }
     this.#settle(slot);
     if (this.#closed) return; // the client is gone: nobody to answer, nothing to count against the pool
     if (!slot.pinned && retryable && slot.spec.idempotent && !slot.retried && !this.#closed) {
@@ -334,6 +368,18 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#pool.counters.internalErrors++;
     this.#log.error('internal error in client session; client closed', { pool: this.#pool.config.name, error: String((error as Error).stack ?? error) });
     this.#socket.destroy();
+  }
+
+  /**
+   * The connection died while a reply was being streamed to the client: part of it is written and
+   * the rest will never come. Nothing can follow half a reply (an error text would be read as
+   * its payload), so the client is reset, as if the server had dropped it, and counted.
+   */
+  #tearReply(reason: FailureReason, message: string): void {
+    if (this.#closed) return;
+    this.#pool.counters.repliesTorn++;
+    this.#log.warn('client reset: its connection was lost while a reply streamed to it', { pool: this.#pool.config.name, reason: 'reply_torn', error: `${reason}: ${message}` });
+    this.#output.reset();
   }
 
   /** Closes the client; replies still owed are dropped as they arrive. */

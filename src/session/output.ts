@@ -55,6 +55,15 @@ export class ClientOutput {
   readonly #queue = new Fifo<Buffer>();
   #headOffset = 0;
   #queued = 0;
+  /**
+   * Positions in the client's reply stream: bytes written here so far, and handed to the socket
+   * so far. Each streamed reply (written in pieces) not yet wholly handed over spans [start, end),
+   * its end Infinity until its last piece: at the head, it is the one reply in transit.
+   */
+  #in = 0;
+  #out = 0;
+  readonly #streamed = new Fifo<{ start: number; end: number }>(4);
+  #open: { start: number; end: number } | null = null;
   /** Scratch for one chunk's pieces, reused. */
   readonly #batch: Buffer[] = [];
   #pausedBy = 0;
@@ -88,8 +97,28 @@ export class ClientOutput {
   /** Queues reply bytes; everything written in one turn goes out together at the end of it. Ignored once end() was called. */
   write(bytes: Buffer): void {
     if (this.#state !== 'open' || bytes.length === 0) return;
+    this.#in += bytes.length;
     this.#turn.push(bytes);
     if (this.#turn.length === 1) queueMicrotask(this.#endOfTurn);
+  }
+
+  /**
+   * A piece of one large reply, written as it arrives (`end` on its last piece). The pieces count
+   * as one reply for the hard limit: a reply in transit is never what it is about.
+   */
+  writePart(bytes: Buffer, end: boolean): void {
+    if (this.#state !== 'open') return;
+    let open = this.#open;
+    if (open === null) {
+      open = { start: this.#in, end: Infinity };
+      this.#open = open;
+      this.#streamed.push(open);
+    }
+    if (end) {
+      open.end = this.#in + bytes.length;
+      this.#open = null;
+    }
+    this.write(bytes);
   }
 
   /**
@@ -137,6 +166,7 @@ export class ClientOutput {
       let total = 0;
       for (const bytes of turn) total += bytes.length;
       if (total <= CHUNK) {
+        this.#out += total;
         if (!socket.destroyed) writeBatch(socket, turn);
         if (socket.writableLength >= this.#softBytes) this.#checkLimits();
         return;
@@ -174,6 +204,7 @@ export class ClientOutput {
           room = 0;
         }
       }
+      this.#out += CHUNK - room;
       writeBatch(socket, batch);
       batch.length = 0;
     }
@@ -191,8 +222,7 @@ export class ClientOutput {
   #checkLimits(): void {
     const pending = this.#queued + this.#socket.writableLength;
     if (pending < this.#softBytes) return;
-    const head = this.#queue.peek();
-    const behind = head === undefined ? 0 : this.#queued - (head.length - this.#headOffset);
+    const behind = this.#queued - this.#inTransit();
     if (behind >= this.#limits.outputHardBytes) {
       this.#overflow('output_hard', pending);
       return;
@@ -200,6 +230,17 @@ export class ClientOutput {
     this.pauseReads('output');
     if (this.#progressAt < 0) this.#progressAt = this.#limits.clock.now();
     if (this.#stallTimer === null) this.#armStallTimer(this.#limits.outputSoftMs);
+  }
+
+  /** Queued bytes of the reply at the head: all of a streamed reply's, however many pieces. */
+  #inTransit(): number {
+    const out = this.#out;
+    const streamed = this.#streamed;
+    for (let first = streamed.peek(); first !== undefined && first.end <= out; first = streamed.peek()) streamed.shift();
+    const first = streamed.peek();
+    if (first !== undefined && first.start <= out) return Math.min(first.end, this.#in) - out;
+    const head = this.#queue.peek();
+    return head === undefined ? 0 : head.length - this.#headOffset;
   }
 
   #armStallTimer(ms: number): void {
@@ -234,6 +275,8 @@ export class ClientOutput {
     this.#queue.drain();
     this.#queued = 0;
     this.#headOffset = 0;
+    this.#streamed.drain();
+    this.#open = null;
     this.#progressAt = -1;
     if (this.#stallTimer !== null) this.#limits.clock.clearTimeout(this.#stallTimer);
     this.#stallTimer = null;

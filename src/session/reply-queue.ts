@@ -1,7 +1,9 @@
 /**
  * A session's replies in request order: every request gets a slot at the tail when it is framed,
  * and replies are written only from the head, as soon as the head is done. A request answered
- * out of order (a fast GET behind a slow EVAL on another server) waits in its slot.
+ * out of order (a fast GET behind a slow EVAL on another server) waits in its slot. A large reply
+ * whose slot is at the head is written by the session piece by piece as it arrives; the slot is
+ * done, with nothing left to write, only after its last piece, so nothing behind it overtakes it.
  */
 import type { Histogram } from '../util/histogram.js';
 import type { InputBudget } from './input-budget.js';
@@ -28,6 +30,11 @@ export class ReplyQueue {
 
   get length(): number {
     return this.#slots.length;
+  }
+
+  /** Whether every reply before `slot` was written: a reply streamed now lands in order. */
+  isHead(slot: Slot): boolean {
+    return this.#slots.peek() === slot;
   }
 
   push(slot: Slot): void {

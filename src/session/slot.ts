@@ -12,6 +12,8 @@ export const EMPTY = Buffer.alloc(0);
 /** Who hears a slot's outcome: its session. */
 export interface SlotOwner {
   onSlotResponse(slot: Slot, bytes: Buffer): void;
+  /** A piece of a large reply as it arrives (see ResponseTarget.onResponsePart). */
+  onSlotResponsePart(slot: Slot, bytes: Buffer, end: boolean): void;
   onSlotFailure(slot: Slot, reason: FailureReason, message: string, retryable: boolean): void;
   /** The owner's own code threw handling this slot's outcome: poolside's fault, made loud by the owner. */
   onSlotError(slot: Slot, error: unknown): void;
@@ -43,6 +45,15 @@ export class Slot implements ResponseTarget {
   local: unknown = null;
   /** Clock time when the request was framed; 0 for replies that answer no request. */
   startedAt = 0;
+  /**
+   * A reply arriving in pieces: the first piece (what the session's bookkeeping reads: a bulk
+   * string's header), and, while the slot waits behind earlier replies, the pieces gathered.
+   */
+  firstPart: Buffer | null = null;
+  parts: Buffer[] | null = null;
+  partBytes = 0;
+  /** Its reply is being written to the client as it arrives: it can only be finished or torn now. */
+  streaming = false;
 
   constructor(
     readonly owner: SlotOwner,
@@ -55,6 +66,14 @@ export class Slot implements ResponseTarget {
   onResponse(bytes: Buffer): void {
     try {
       this.owner.onSlotResponse(this, bytes);
+    } catch (err) {
+      this.owner.onSlotError(this, err);
+    }
+  }
+
+  onResponsePart(bytes: Buffer, end: boolean): void {
+    try {
+      this.owner.onSlotResponsePart(this, bytes, end);
     } catch (err) {
       this.owner.onSlotError(this, err);
     }

@@ -118,8 +118,10 @@ describe('large replies', () => {
       await bigValue(redis, 'big', size);
       await getBig(port, 'big', size, 60_000);
       expect(proxy.pools.get('p')?.counters.clientsOverflowed).toBe(0);
-      // The decoder holds the reply once and concatenates it once; nothing else may copy it.
-      expect(memory('VmHWM')).toBeLessThan(3 * size + 150 * MB);
+      // Streamed through as it arrives: about one read plus what the client has not taken yet,
+      // whatever the size (measured peak ~125 MB for the whole test process, either size; a
+      // reply held whole before it is handed on put the 200 MB case at ~510 MB).
+      expect(memory('VmHWM')).toBeLessThan(250 * MB);
     }, 90_000);
   }
 });

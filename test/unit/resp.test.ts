@@ -526,6 +526,99 @@ describe('RespResponseDecoder', () => {
   });
 });
 
+describe('RespResponseDecoder streaming large replies', () => {
+  /** Responses reassembled from what the sink got, each marked with how it came: whole or in pieces. */
+  function decodeStreamed(chunks: Buffer[], streamMinBytes: number): Outcome<string> {
+    const frames: string[] = [];
+    let parts: string[] | null = null;
+    const decoder = new RespResponseDecoder(
+      {
+        onResponse: (buf) => {
+          if (parts !== null) throw new Error('a whole response while one is streaming');
+          frames.push(`whole ${text(buf)}`);
+        },
+        onResponsePart: (buf, end) => {
+          if (buf.length === 0) throw new Error('an empty piece');
+          parts ??= [];
+          parts.push(text(buf));
+          if (!end) return;
+          frames.push(`streamed ${parts.join('')}`);
+          parts = null;
+        },
+      },
+      { streamMinBytes },
+    );
+    return feed(chunks, frames, (chunk) => decoder.push(chunk), () => decoder.midFrame);
+  }
+  const streamedEveryWay = (input: string, streamMinBytes: number): Outcome<string> =>
+    decodeEveryWay(input, (chunks) => decodeStreamed(chunks, streamMinBytes));
+
+  it('streams a top-level bulk string at least streamMinBytes long, and only that', () => {
+    const input = '$5\r\nhello\r\n$4\r\nabcd\r\n*1\r\n$6\r\nnested\r\n$-1\r\n$0\r\n\r\n!5\r\nERR x\r\n+OK\r\n';
+    expect(streamedEveryWay(input, 5)).toEqual({
+      frames: [
+        'streamed $5\r\nhello\r\n',
+        'whole $4\r\nabcd\r\n',
+        'whole *1\r\n$6\r\nnested\r\n',
+        'whole $-1\r\n',
+        'whole $0\r\n\r\n',
+        'whole !5\r\nERR x\r\n',
+        'whole +OK\r\n',
+      ],
+      error: null,
+      held: false,
+    });
+  });
+
+  it('streams two large replies in a row, and a reply cut short stays mid-frame', () => {
+    expect(streamedEveryWay('$3\r\nabc\r\n$3\r\n\r\n\r\r\n:1\r\n$3\r\nxy', 3)).toEqual({
+      frames: ['streamed $3\r\nabc\r\n', 'streamed $3\r\n\r\n\r\r\n', 'whole :1\r\n'],
+      error: null,
+      held: true,
+    });
+  });
+
+  it('rejects a streamed bulk string whose payload overruns its length, at every split', () => {
+    const out = streamedEveryWay('$3\r\nabcd\r\n', 3);
+    expect(out.error).toBe('Protocol error: expected CRLF after bulk string');
+  });
+
+  it('hands each later read on at once as a view of it, holding nothing', () => {
+    const pieces: { bytes: Buffer; end: boolean }[] = [];
+    const decoder = new RespResponseDecoder(
+      { onResponse: () => undefined, onResponsePart: (bytes, end) => pieces.push({ bytes, end }) },
+      { streamMinBytes: 8 },
+    );
+    decoder.push(unpooled('$1'));
+    expect(pieces).toEqual([]);
+    decoder.push(unpooled('0\r\nabc'));
+    expect(pieces.map((p) => [text(p.bytes), p.end])).toEqual([
+      ['$10\r\n', false],
+      ['abc', false],
+    ]);
+    const middle = unpooled('defg');
+    decoder.push(middle);
+    expect(pieces[2].bytes.buffer).toBe(middle.buffer);
+    const last = unpooled('hij\r\n+OK\r\n');
+    decoder.push(last);
+    expect(pieces[3].bytes.buffer).toBe(last.buffer);
+    expect(pieces.map((p) => [text(p.bytes), p.end])).toEqual([
+      ['$10\r\n', false],
+      ['abc', false],
+      ['defg', false],
+      ['hij\r\n', true],
+    ]);
+    expect(decoder.midFrame).toBe(false);
+  });
+
+  it('delivers every response whole to a sink without onResponsePart', () => {
+    const frames: string[] = [];
+    const decoder = new RespResponseDecoder({ onResponse: (buf) => frames.push(text(buf)) }, { streamMinBytes: 1 });
+    for (const b of bytes('$3\r\nabc\r\n')) decoder.push(Buffer.from([b]));
+    expect(frames).toEqual(['$3\r\nabc\r\n']);
+  });
+});
+
 describe('RespRequestDecoder limits before authentication', () => {
   const preAuth: RequestLimits = { maxArgs: 10, maxArgBytes: 16384 };
 

@@ -10,9 +10,16 @@ import { printable } from './resp-request.js';
 export interface RespResponseDecoderOptions {
   /** Largest bulk payload (and simple line) accepted from a server. */
   maxBulkBytes?: number;
+  /**
+   * A top-level bulk string at least this long is handed on in pieces as it arrives (to a sink
+   * with onResponsePart) rather than held until whole: a GET of a 200 MB value costs one read of
+   * memory, not 200 MB, and reaches the client as soon as it starts arriving.
+   */
+  streamMinBytes?: number;
 }
 
 const DEFAULT_MAX_BULK_BYTES = 512 * 1024 * 1024;
+const DEFAULT_STREAM_MIN_BYTES = 1024 * 1024;
 // Largest element count of one aggregate; far beyond anything a server can reply with.
 const MAX_COUNT = 0x7fffffff;
 
@@ -76,6 +83,8 @@ const enum Sign {
 export class RespResponseDecoder implements ResponseDecoder {
   readonly #sink: ResponseSink;
   readonly #maxBulkBytes: number;
+  /** Infinity when the sink takes only whole responses. */
+  readonly #streamMinBytes: number;
 
   #state = State.Type;
   /** True from the first byte of a response until its last. */
@@ -83,6 +92,8 @@ export class RespResponseDecoder implements ResponseDecoder {
   /** Pieces of the current response from earlier chunks, concatenated once when it completes. */
   #held: Buffer[] = [];
   #heldBytes = 0;
+  /** The current response is being handed on in pieces: nothing of it is held. */
+  #streaming = false;
 
   /** Type byte of the value being read. */
   #type = 0;
@@ -106,8 +117,13 @@ export class RespResponseDecoder implements ResponseDecoder {
     if (!Number.isInteger(max) || max < 1 || max > Number.MAX_SAFE_INTEGER / 10) {
       throw new RangeError(`maxBulkBytes must be a positive integer, got ${max}`);
     }
+    const streamMin = options.streamMinBytes ?? DEFAULT_STREAM_MIN_BYTES;
+    if (!Number.isInteger(streamMin) || streamMin < 1) {
+      throw new RangeError(`streamMinBytes must be a positive integer, got ${streamMin}`);
+    }
     this.#sink = sink;
     this.#maxBulkBytes = max;
+    this.#streamMinBytes = sink.onResponsePart === undefined ? Infinity : streamMin;
   }
 
   get midFrame(): boolean {
@@ -182,6 +198,13 @@ export class RespResponseDecoder implements ResponseDecoder {
           if (this.#numDigits === 0 && this.#sign !== Sign.Streamed) throw this.#fail(this.#lengthError());
           if (this.#sign === Sign.Null && this.#num !== 1) throw this.#fail(this.#lengthError());
           if (this.#lengthEnded()) this.#emit(chunk, start, i);
+          else if ((this.#state as State) === State.Payload && this.#depth === 0 && this.#type === DOLLAR && this.#payloadLeft >= this.#streamMinBytes) {
+            // A large top-level bulk string: hand on what is held (its header) and then every
+            // later piece as it arrives.
+            this.#streaming = true;
+            this.#emitPart(chunk, start, i);
+            start = i;
+          }
           break;
 
         case State.Payload: {
@@ -214,7 +237,9 @@ export class RespResponseDecoder implements ResponseDecoder {
       }
     }
 
-    if (this.#midFrame && start < n) {
+    if (this.#streaming) {
+      if (start < n) this.#emitPart(chunk, start, n);
+    } else if (this.#midFrame && start < n) {
       this.#held.push(chunk.subarray(start));
       this.#heldBytes += n - start;
     }
@@ -303,6 +328,12 @@ export class RespResponseDecoder implements ResponseDecoder {
   }
 
   #emit(chunk: Buffer, start: number, end: number): void {
+    this.#midFrame = false;
+    if (this.#streaming) {
+      this.#streaming = false;
+      (this.#sink.onResponsePart as (bytes: Buffer, end: boolean) => void).call(this.#sink, chunk.subarray(start, end), true);
+      return;
+    }
     let bytes: Buffer;
     if (this.#heldBytes === 0) {
       bytes = chunk.subarray(start, end);
@@ -312,8 +343,19 @@ export class RespResponseDecoder implements ResponseDecoder {
       this.#held = [];
       this.#heldBytes = 0;
     }
-    this.#midFrame = false;
     this.#sink.onResponse(bytes);
+  }
+
+  /** A piece of a streamed response that is not its last: what is held, then chunk[start, end). */
+  #emitPart(chunk: Buffer, start: number, end: number): void {
+    let bytes = chunk.subarray(start, end);
+    if (this.#heldBytes > 0) {
+      this.#held.push(bytes);
+      bytes = Buffer.concat(this.#held, this.#heldBytes + end - start);
+      this.#held = [];
+      this.#heldBytes = 0;
+    }
+    (this.#sink.onResponsePart as (bytes: Buffer, end: boolean) => void).call(this.#sink, bytes, false);
   }
 
   #startNumber(): void {
@@ -328,6 +370,7 @@ export class RespResponseDecoder implements ResponseDecoder {
 
   #fail(message: string): ProtocolError {
     this.#state = State.Dead;
+    this.#streaming = false;
     this.#held = [];
     this.#heldBytes = 0;
     return new ProtocolError(message);
