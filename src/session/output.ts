@@ -68,13 +68,13 @@ export class ClientOutput {
   readonly #batch: Buffer[] = [];
   #pausedBy = 0;
   #closeAfterEnd = false;
-  /** While at least soft bytes are unsent: when the client last took some; -1 otherwise. */
-  #progressAt = -1;
+  /** While at least soft bytes are unsent: when the client last took some; null otherwise. */
+  #progressAt: number | null = null;
   #stallTimer: Timer | null = null;
   #stallDueAt = 0;
   readonly #endOfTurn = (): void => this.#flushTurn();
   readonly #onDrain = (): void => {
-    if (this.#progressAt >= 0) this.#progressAt = this.#limits.clock.now();
+    if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
     this.#pump();
   };
   readonly #onStallTimer = (): void => this.#checkStall();
@@ -213,8 +213,8 @@ export class ClientOutput {
       if (this.#closeAfterEnd) socket.destroySoon();
       else socket.end();
     }
-    if (this.#progressAt >= 0 && this.#queued + socket.writableLength < this.#softBytes / 2) {
-      this.#progressAt = -1;
+    if (this.#progressAt !== null && this.#queued + socket.writableLength < this.#softBytes / 2) {
+      this.#progressAt = null;
       this.resumeReads('output');
     }
   }
@@ -228,7 +228,7 @@ export class ClientOutput {
       return;
     }
     this.pauseReads('output');
-    if (this.#progressAt < 0) this.#progressAt = this.#limits.clock.now();
+    this.#progressAt ??= this.#limits.clock.now();
     if (this.#stallTimer === null) this.#armStallTimer(this.#limits.outputSoftMs);
   }
 
@@ -251,7 +251,7 @@ export class ClientOutput {
 
   #checkStall(): void {
     this.#stallTimer = null;
-    if (this.#state === 'closed' || this.#progressAt < 0) return;
+    if (this.#state === 'closed' || this.#progressAt === null) return;
     const now = this.#limits.clock.now();
     if (now - this.#stallDueAt > LATE_MS) {
       this.#progressAt = now;
@@ -277,7 +277,7 @@ export class ClientOutput {
     this.#headOffset = 0;
     this.#streamed.drain();
     this.#open = null;
-    this.#progressAt = -1;
+    this.#progressAt = null;
     if (this.#stallTimer !== null) this.#limits.clock.clearTimeout(this.#stallTimer);
     this.#stallTimer = null;
   }
