@@ -26,7 +26,9 @@ import type { Pool, Waiter } from '../pool/pool.js';
 import type { ServerPool } from '../pool/server-pool.js';
 import { Fifo } from '../util/fifo.js';
 import type { Logger } from '../util/log.js';
+import { Affinities } from './affinity.js';
 import { InputBudget } from './input-budget.js';
+import { KeyRouting } from './key-routing.js';
 import { ClientOutput } from './output.js';
 import { ReplyQueue } from './reply-queue.js';
 import { EMPTY, Slot, UNASKED } from './slot.js';
@@ -48,12 +50,6 @@ type LeaseState =
       session: boolean;
       relay: boolean;
     };
-
-/** The shared connection a session's requests to one server are in flight on, and how many. */
-class Affinity {
-  conn: Connection | null = null;
-  count = 0;
-}
 
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
@@ -90,8 +86,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #lease: LeaseState = { kind: 'shared' };
   /** Database chosen by SELECT; null: the server's configured one. */
   #db: number | null = null;
-  /** Per server: the shared connection this session's in-flight requests are on, and how many. */
-  readonly #affinity = new Map<ServerPool, Affinity>();
+  /** Per server: the shared connection this session's in-flight requests are on (affinity.ts). */
+  readonly #affinity = new Affinities();
   /** client_auth, when the pool has it; null: clients need not authenticate to poolside. */
   #closed = false;
   /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
@@ -103,22 +99,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #lastCommand = 'NULL';
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
-  // Key routing scratch, reused for every request of a ketama pool.
-  #keyBytes: Buffer = EMPTY;
-  #keyCount = 0;
-  #keyHash = 0;
-  #keyServer: ServerPool | null = null;
-  #keyCross = false;
-  readonly #visitKey = (start: number, end: number): void => {
-    const hash = this.#pool.hashKey(this.#keyBytes, start, end);
-    const server = this.#pool.route(hash);
-    if (this.#keyCount++ === 0) {
-      this.#keyHash = hash;
-      this.#keyServer = server;
-    } else if (server !== this.#keyServer) {
-      this.#keyCross = true;
-    }
-  };
+  /** Key routing of a sharded pool, reused for every request (key-routing.ts). */
+  readonly #keys: KeyRouting;
 
   constructor(socket: net.Socket, options: SessionOptions) {
     this.id = options.id;
@@ -133,6 +115,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#onClosed = options.onClose;
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
     this.#rules = this.#codec.sessionRules();
+    this.#keys = new KeyRouting(options.pool, this.#codec);
     const pool = options.pool;
     this.#output = new ClientOutput(socket, pool.clientLimits);
     this.#input = new InputBudget(pool.clientLimits, this.#output);
@@ -169,13 +152,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     let hash: number | null = null;
     let cross = false;
     if (pool.router.keyed) {
-      this.#keyBytes = bytes;
-      this.#keyCount = 0;
-      this.#keyCross = false;
-      const keys = this.#codec.forEachKey(spec, bytes, args, this.#visitKey);
-      if (keys > 0) hash = this.#keyHash;
-      cross = this.#keyCross;
-      if (keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
+      const keys = this.#keys;
+      keys.route(spec, bytes, args);
+      hash = keys.hash;
+      cross = keys.cross;
+      if (keys.keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
         const slot = new Slot(this, bytes, spec, null);
         this.#enqueue(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
@@ -459,14 +440,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return true;
       case 'send': {
         const server = this.#pool.server(answer.server);
-        const conn = server?.pickConnection() ?? null;
+        const conn = server === undefined ? null : this.#affinity.pick(server);
         if (server === undefined || conn === null) {
           this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the server of pool ${this.#pool.config.name} that request is for`);
           return true;
         }
-        // Counted like any shared request, so #settle's decrement has its increment.
-        const affinity = this.#affinity.get(server);
-        if (affinity !== undefined && affinity.conn === conn) affinity.count++;
+        // Like any shared request: in order with the session's others to that server.
+        this.#affinity.sent(server, conn);
         this.#sendOn(slot, answer.bytes, conn, server);
         return true;
       }
@@ -560,29 +540,19 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#answerError(slot, 'NO_HEALTHY_SERVER', `no healthy server in pool ${pool.config.name}`);
       return true;
     }
-    let affinity = this.#affinity.get(server);
-    if (affinity === undefined) {
-      affinity = new Affinity();
-      this.#affinity.set(server, affinity);
-    }
-    let conn = affinity.conn;
-    if (conn === null || affinity.count === 0 || !conn.ready) {
-      conn = server.pickConnection();
-      if (conn === null) {
-        if (!mayWait) return false;
-        // Kept across resumes that found nothing ready: queue.timeout counts from the first wait.
-        this.#waitSince ??= pool.now();
-        if (!pool.wait(this, this.#waitSince)) {
-          this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
-          return true;
-        }
-        this.#wait = 'connection';
-        return false;
+    const conn = this.#affinity.pick(server);
+    if (conn === null) {
+      if (!mayWait) return false;
+      // Kept across resumes that found nothing ready: queue.timeout counts from the first wait.
+      this.#waitSince ??= pool.now();
+      if (!pool.wait(this, this.#waitSince)) {
+        this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
+        return true;
       }
-      affinity.conn = conn;
-      affinity.count = 0;
+      this.#wait = 'connection';
+      return false;
     }
-    affinity.count++;
+    this.#affinity.sent(server, conn);
     this.#send(slot, conn, server);
     return true;
   }
@@ -781,8 +751,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       lease.outstanding--;
       if (slot.spec.use === 'pin-once') lease.lease.blockingDone();
     } else if (slot.server !== null) {
-      const affinity = this.#affinity.get(slot.server);
-      if (affinity !== undefined && affinity.conn === slot.conn) affinity.count--;
+      this.#affinity.settled(slot.server, slot.conn);
     }
   }
 

@@ -1,0 +1,48 @@
+/**
+ * Where a request's keys route in a sharded (ketama) pool: the hash of its first key, and whether
+ * its keys land on more than one server. One object per session, reused for every request: the
+ * key visitor is bound once, nothing is allocated per request.
+ */
+import type { ArgView, CommandSpec } from '../codec/codec.js';
+import type { Codec } from '../codec/registry.js';
+import type { Pool } from '../pool/pool.js';
+import type { ServerPool } from '../pool/server-pool.js';
+import { EMPTY } from './slot.js';
+
+export class KeyRouting {
+  readonly #pool: Pool;
+  readonly #codec: Codec;
+  /** After route(): how many keys the request has. */
+  keys = 0;
+  /** After route(): the first key's hash, or null without keys. */
+  hash: number | null = null;
+  /** After route(): its keys map to more than one server. */
+  cross = false;
+  #bytes: Buffer = EMPTY;
+  #server: ServerPool | null = null;
+  readonly #visit = (start: number, end: number): void => {
+    const hash = this.#pool.hashKey(this.#bytes, start, end);
+    const server = this.#pool.route(hash);
+    if (this.keys++ === 0) {
+      this.hash = hash;
+      this.#server = server;
+    } else if (server !== this.#server) {
+      this.cross = true;
+    }
+  };
+
+  constructor(pool: Pool, codec: Codec) {
+    this.#pool = pool;
+    this.#codec = codec;
+  }
+
+  /** Visits the request's keys; read keys, hash and cross afterwards, before the next request. */
+  route(spec: CommandSpec, bytes: Buffer, args: ArgView): void {
+    this.keys = 0;
+    this.hash = null;
+    this.cross = false;
+    this.#bytes = bytes;
+    this.#codec.forEachKey(spec, bytes, args, this.#visit);
+    this.#bytes = EMPTY;
+  }
+}
