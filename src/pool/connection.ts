@@ -136,7 +136,9 @@ export class Connection implements ResponseSink {
 
   #state: ConnectionState = { kind: 'connecting' };
   #serverId: number | null = null;
-  readonly #socket: net.Socket;
+  /** From start() on. */
+  #socket: net.Socket | null = null;
+  readonly #settings: ConnectionSettings;
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
   /** Requests ever queued on #inflight, and ever answered: the oldest in flight is number #answered. */
@@ -148,7 +150,7 @@ export class Connection implements ResponseSink {
   #heartbeat: HeartbeatState = { kind: 'idle', dueAt: Infinity };
   #out: Buffer[] = [];
   #flushScheduled = false;
-  #connectTimer: Timer | null;
+  #connectTimer: Timer | null = null;
   readonly #clock: Clock;
   #relay: ((bytes: Buffer) => void) | null = null;
   #pushSink: ((bytes: Buffer) => void) | null = null;
@@ -169,9 +171,16 @@ export class Connection implements ResponseSink {
     this.#lastProgressAt = now;
     this.#lastUsedAt = now;
     this.#decoder = codec.responseDecoder(this);
+    this.#clock = settings.clock;
+    this.#settings = settings;
+  }
+
+  /** Connects: the constructor has no side effects; the owner calls this once, right after it. */
+  start(): void {
+    if (this.#socket !== null || this.#state.kind !== 'connecting') return;
+    const settings = this.#settings;
     const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
     this.#socket = socket;
-    this.#clock = settings.clock;
     this.#connectTimer = settings.clock.setTimeout(
       () => this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms`),
       settings.connectTimeoutMs,
@@ -365,7 +374,7 @@ export class Connection implements ResponseSink {
     this.#state = { kind: 'closed', reason, message };
     if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);
     this.#connectTimer = null;
-    this.#socket.destroy();
+    this.#socket?.destroy();
     this.#out = [];
     this.#relay = null;
     this.#pushSink = null;
@@ -509,6 +518,6 @@ export class Connection implements ResponseSink {
       this.#writes.writtenAt(this.#answered);
       this.#writes.record(this.#queued, this.#clock.now());
     }
-    writeBatch(this.#socket, out);
+    if (this.#socket !== null) writeBatch(this.#socket, out);
   }
 }

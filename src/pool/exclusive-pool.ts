@@ -208,6 +208,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
       const conn = await new Promise<Connection>((resolve, reject) => {
         const conn = new Connection(this.#codec, this.#settings, this, this.#clock.now());
         this.#connecting.set(conn, { resolve, reject });
+        conn.start();
       });
       ready = true;
       return conn;

@@ -493,6 +493,7 @@ export class ServerPool implements ConnectionOwner {
     this.#shared.push(conn);
     const { maxLifetimeMs, heartbeat } = this.#pool;
     if (maxLifetimeMs > 0) conn.expireAt(now + jittered(this.#clock, maxLifetimeMs, heartbeat.jitter));
+    conn.start();
     return conn;
   }
 
