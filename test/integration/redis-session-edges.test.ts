@@ -9,7 +9,10 @@ import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { portOf, startProxy, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/resp-client.js';
-import { RedisServer, rawCommand } from '../helpers/servers.js';
+import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -22,7 +25,17 @@ function exclusive(proxy: Proxy): { borrowed: number; idle: number; pending: num
   return proxy.stats()[0].servers[0].exclusive;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A proxy whose pool checks client_auth (password s3cret), in front of a real redis-server. */
+async function clientAuthProxy(): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-auth-'));
+  cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'pw');
+  fs.writeFileSync(file, 's3cret\n');
+  const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+  const proxy = cleanup.add(await startProxy([redis.address], { client_auth: { password_file: file } }), (p) => p.close());
+  await waitReady(proxy);
+  return portOf(proxy);
+}
 
 describe('QUIT while subscribed', () => {
   it('SUBSCRIBE then QUIT pipelined: subscribe confirmation, then +OK', async () => {
@@ -44,32 +57,19 @@ describe('a FIN before a blocking command reaches its exclusive connection', () 
     s.on('error', () => {});
     // Pipelined, then the client exits (its kernel sends FIN).
     s.end('*2\r\n$3\r\nGET\r\n$1\r\nx\r\n*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n');
-    await sleep(500);
-    const stats = exclusive(proxy);
-    const serverSide = await rawCommand(redis.port, ['CLIENT', 'LIST']);
-    // Expected: like a FIN during the BLPOP, the session is dropped and the slot returned.
-    expect.soft({ borrowed: stats.borrowed, clients: proxy.stats()[0].clients, blocked: /cmd=blpop/.test(serverSide) }).toEqual({ borrowed: 0, clients: 0, blocked: false });
+    // Like a FIN during the BLPOP: the session is dropped and the slot returned.
+    await waitFor(() => proxy.stats()[0].clients === 0 && exclusive(proxy).borrowed === 0, 'the half-closed client dropped');
+    expect(/cmd=blpop/.test(await rawCommand(redis.port, ['CLIENT', 'LIST']))).toBe(false);
     // And another client can still get the only exclusive connection.
     const b = await raw(port);
     b.send('BLPOP', 'other', '0.1');
-    expect(await b.reply(3000)).toBe(null); // actual: ERR poolside POOL_TIMEOUT (the slot is held forever)
+    expect(await b.reply(3000)).toBe(null);
   });
 });
 
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-
 describe('CLIENT REPLY around AUTH under client_auth', () => {
   it('CLIENT REPLY SKIP; AUTH; PING: the AUTH reply is skipped, PONG is written', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'review2-'));
-    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const file = path.join(dir, 'pw');
-    fs.writeFileSync(file, 's3cret\n');
-    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-    const proxy = cleanup.add(await startProxy([redis.address], { client_auth: { password_file: file } }), (p) => p.close());
-    await waitReady(proxy);
-    const a = await raw(portOf(proxy));
+    const a = await raw(await clientAuthProxy());
     expect(await a.call('AUTH', 's3cret')).toBe('OK');
     a.send('CLIENT', 'REPLY', 'SKIP');
     a.send('AUTH', 's3cret');
@@ -79,14 +79,7 @@ describe('CLIENT REPLY around AUTH under client_auth', () => {
   });
 
   it('CLIENT REPLY OFF; AUTH; CLIENT REPLY ON; PING: only PONG is written', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'review2-'));
-    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const file = path.join(dir, 'pw');
-    fs.writeFileSync(file, 's3cret\n');
-    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-    const proxy = cleanup.add(await startProxy([redis.address], { client_auth: { password_file: file } }), (p) => p.close());
-    await waitReady(proxy);
-    const a = await raw(portOf(proxy));
+    const a = await raw(await clientAuthProxy());
     expect(await a.call('AUTH', 's3cret')).toBe('OK');
     a.send('CLIENT', 'REPLY', 'OFF');
     a.send('AUTH', 's3cret');
@@ -99,8 +92,7 @@ describe('CLIENT REPLY around AUTH under client_auth', () => {
 describe('one session, one connection, after CLIENT UNBLOCK', () => {
   async function addrs(unblock: boolean): Promise<{ set: string; get: string }> {
     const { port, proxy, redis } = await startRedisAndProxy(cleanup, { connections: { min: 2, max: 2 } });
-    await waitReady(proxy);
-    await sleep(200);
+    await waitFor(() => proxy.stats()[0].servers[0].connections.idle === 2, 'both shared connections ready');
     const monitor = await raw(redis.port);
     expect(await monitor.call('MONITOR')).toBe('OK');
     const a = await raw(port);
@@ -109,15 +101,17 @@ describe('one session, one connection, after CLIENT UNBLOCK', () => {
     expect(await a.call('SET', 'warm', '1')).toBe('OK');
     if (unblock) {
       b.send('BLPOP', 'q', '0');
-      await sleep(100);
+      await waitFor(async () => (await rawCommand(redis.port, ['CLIENT', 'LIST'])).includes('cmd=blpop'), 'BLPOP blocking');
       expect(await a.call('CLIENT', 'UNBLOCK', String(bId))).toBe(1);
       expect(await b.reply()).toBe(null);
     }
     a.write('*3\r\n$3\r\nSET\r\n$6\r\nmarker\r\n$1\r\nv\r\n*2\r\n$3\r\nGET\r\n$6\r\nmarker\r\n');
     expect(await a.take(2)).toEqual(['OK', 'v']);
-    await sleep(100);
     const lines: string[] = [];
-    while (monitor.pending > 0) lines.push(String(await monitor.reply()));
+    await waitFor(async () => {
+      while (monitor.pending > 0) lines.push(String(await monitor.reply()));
+      return lines.some((l) => l.includes('"GET" "marker"'));
+    }, 'MONITOR to show the GET');
     const addrOf = (cmd: string): string => /\[\d+ ([^\]]+)\]/.exec(lines.find((l) => l.includes(`"${cmd}" "marker"`)) ?? '')?.[1] ?? '?';
     return { set: addrOf('SET'), get: addrOf('GET') };
   }
