@@ -47,6 +47,13 @@ export interface ResponseSink {
    * method delivers every response whole.
    */
   onResponsePart?(bytes: Buffer, end: boolean): void;
+  /**
+   * What the request whose response comes next expects: the codec's own value, given with the
+   * request (`ResponseTarget.expects`), or undefined when nothing waits. For protocols whose reply
+   * framing depends on the request (memcached: `VALUE … END` only after a retrieval); RESP frames
+   * without it.
+   */
+  headExpectation?(): unknown;
 }
 
 /**
@@ -136,4 +143,9 @@ export interface CommandSpec {
   idempotent: boolean;
   /** Why it is refused or pinned, for the error text and the pin metric. */
   note: string;
+  /**
+   * What its response will look like, for a codec whose response framing depends on the request
+   * (handed to the response decoder through `headExpectation`); absent for RESP.
+   */
+  expects?: unknown;
 }

@@ -24,6 +24,8 @@ import { WriteTimes } from './write-times.js';
 
 /** Who receives the response to one request. */
 export interface ResponseTarget {
+  /** What the request expects back, for a response decoder whose framing depends on it (headExpectation). */
+  readonly expects?: unknown;
   /** The complete response, in order. Called at most once, or onFailure instead. */
   onResponse(bytes: Buffer): void;
   /**
@@ -481,6 +483,11 @@ export class Connection implements ResponseSink {
       onFailure: () => {},
     };
     for (const request of init) this.send(request, step);
+  }
+
+  /** ResponseSink: what the request whose response comes next expects (its target's `expects`). */
+  headExpectation(): unknown {
+    return this.#inflight.peek()?.expects;
   }
 
   /** The server's id for this connection (Redis CLIENT ID), when settings.identify asked and the server told. */

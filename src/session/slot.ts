@@ -63,6 +63,11 @@ export class Slot implements ResponseTarget {
     readonly hash: number | null,
   ) {}
 
+  /** What its response will look like (the codec's value), for a response decoder that asks. */
+  get expects(): unknown {
+    return this.spec.expects;
+  }
+
   onResponse(bytes: Buffer): void {
     try {
       this.owner.onSlotResponse(this, bytes);
