@@ -225,9 +225,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * gathered and written whole in its turn, as any reply.
    */
   onSlotResponsePart(slot: Slot, bytes: Buffer, end: boolean): void {
-    slot.firstPart ??= bytes;
-    if (slot.streaming || (!this.#closed && !slot.silent && slot.replaceReply === null && this.#replies.isHead(slot))) {
-      slot.streaming = true;
+    if (slot.firstPart === null) {
+      slot.firstPart = bytes;
+      // Decided once, at the first piece: a reply that began behind another is gathered to its
+      // end even if it reaches the head meanwhile (its first pieces, header included, are held).
+      slot.streaming = !this.#closed && !slot.silent && slot.replaceReply === null && this.#replies.isHead(slot);
+    }
+    if (slot.streaming) {
       this.#output.writePart(bytes, end);
     } else if (!this.#closed && !slot.silent && slot.replaceReply === null) {
       (slot.parts ??= []).push(bytes);

@@ -198,4 +198,65 @@ describe('large replies streamed through', () => {
     expect(reader.mismatch).toBeNull();
     expect(reader.complete).toBe(true);
   }, 90_000);
+  it('gathers a large reply that began behind another whole, even when it reaches the head mid-transfer, and writes both in order', async () => {
+    // The second server is scripted: it sends the first half of a 4 MB reply, then waits for the
+    // test before the rest (a real server cannot stop half-way on demand). The first is a real
+    // redis-server, frozen until the large reply is half in.
+    const size = 4 * MB;
+    let sendRest: (() => void) | null = null;
+    const half = Buffer.concat([Buffer.from(`$${size}\r\n`), Buffer.alloc(size / 2)]);
+    const rest = Buffer.concat([Buffer.alloc(size / 2 - 1), Buffer.from('x\r\n')]);
+    const fake = net.createServer((socket) => {
+      socket.on('error', () => {});
+      let pending = '';
+      socket.on('data', (chunk: Buffer) => {
+        pending += chunk.toString('latin1');
+        for (;;) {
+          if (pending.startsWith('*1\r\n$4\r\nPING\r\n')) {
+            pending = pending.slice(14);
+            socket.write('+PONG\r\n');
+          } else if (pending.startsWith('*2\r\n$3\r\nGET\r\n')) {
+            const end = pending.indexOf('\r\n', pending.indexOf('\r\n', 13) + 2);
+            if (end < 0) return;
+            pending = pending.slice(end + 2);
+            socket.write(half);
+            sendRest = () => socket.write(rest);
+          } else {
+            return;
+          }
+        }
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    cleanup.defer(() => new Promise((resolve) => fake.close(resolve)));
+    const fakeAddress = `127.0.0.1:${(fake.address() as net.AddressInfo).port}`;
+    const slow = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const proxy = cleanup.add(await startProxy([slow.address, fakeAddress], { routing: 'ketama', ketama: { hash: 'md5' }, heartbeat: false, request_timeout: '30s' }), (p) => p.close());
+    await waitFor(() => proxy.stats()[0].servers.every((server) => server.connections.idle > 0), 'both servers connected');
+    const port = portOf(proxy);
+    const continuum = new KetamaContinuum([slow.address, fakeAddress].map((name) => ({ name, weight: 1 })));
+    const keys = Array.from({ length: 256 }, (_, i) => `key:${i}`);
+    const serverOf = (key: string): number => continuum.serverFor(hashKey(hashFunction('md5'), Buffer.from(key), 0, key.length, ''));
+    const slowKey = keys.find((k) => serverOf(k) === 0);
+    const fastKey = keys.find((k) => serverOf(k) === 1);
+    if (slowKey === undefined || fastKey === undefined) throw new Error('no key for one of the servers');
+    const setter = await raw(port);
+    expect(await setter.call('SET', slowKey, slowKey)).toBe('OK');
+
+    slow.signal('SIGSTOP');
+    cleanup.defer(() => slow.signal('SIGCONT'));
+    const reader = new StreamChecker(port, Buffer.concat([encode('GET', slowKey), encode('GET', fastKey)]), [
+      Buffer.from(`$${slowKey.length}\r\n${slowKey}\r\n`),
+      ...bigReply(size),
+    ]);
+    await waitFor(() => sendRest !== null, 'the first half of the large reply sent');
+    // Let poolside read that half while the slow reply is still owed, then let the slow one go.
+    await new Promise((resolve) => setImmediate(resolve));
+    slow.signal('SIGCONT');
+    await waitFor(() => reader.received > 0, 'the slow reply written');
+    (sendRest as (() => void) | null)?.();
+    await waitFor(() => reader.complete || reader.closed || reader.mismatch !== null, 'both replies read', 30_000);
+    expect(reader.mismatch).toBeNull();
+    expect(reader.complete).toBe(true);
+  }, 90_000);
 });
