@@ -110,6 +110,8 @@ export class ClientOutput {
     if (this.#state !== 'open') return;
     let open = this.#open;
     if (open === null) {
+      // Forget the streamed replies already handed over: a client that keeps up keeps none.
+      this.#pruneStreamed();
       open = { start: this.#in, end: Infinity };
       this.#open = open;
       this.#streamed.push(open);
@@ -235,12 +237,17 @@ export class ClientOutput {
   /** Queued bytes of the reply at the head: all of a streamed reply's, however many pieces. */
   #inTransit(): number {
     const out = this.#out;
-    const streamed = this.#streamed;
-    for (let first = streamed.peek(); first !== undefined && first.end <= out; first = streamed.peek()) streamed.shift();
-    const first = streamed.peek();
+    this.#pruneStreamed();
+    const first = this.#streamed.peek();
     if (first !== undefined && first.start <= out) return Math.min(first.end, this.#in) - out;
     const head = this.#queue.peek();
     return head === undefined ? 0 : head.length - this.#headOffset;
+  }
+
+  /** Drops the streamed replies wholly handed to the socket. */
+  #pruneStreamed(): void {
+    const streamed = this.#streamed;
+    for (let first = streamed.peek(); first !== undefined && first.end <= this.#out; first = streamed.peek()) streamed.shift();
   }
 
   #armStallTimer(ms: number): void {
