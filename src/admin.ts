@@ -79,8 +79,9 @@ function describeServer(server: ServerStats): string {
 }
 
 export class AdminServer {
-  /** Admin connections open now, oldest first. */
+  /** Admin connections open now, oldest first, and those with a request in progress. */
   readonly #open = new Set<net.Socket>();
+  readonly #busy = new Set<net.Socket>();
   readonly #server: http.Server;
   readonly #options: AdminOptions;
   readonly #startedAt: number;
@@ -116,14 +117,30 @@ export class AdminServer {
     this.#server.on('connection', (socket: net.Socket) => {
       const open = this.#open;
       if (open.size >= ADMIN_MAX_CONNECTIONS) {
-        const oldest = open.values().next().value;
-        if (oldest !== undefined) {
-          open.delete(oldest);
-          oldest.destroy();
+        // The oldest idle one first: a slow scrape in progress is not cut for a newcomer.
+        let victim: net.Socket | undefined;
+        for (const candidate of open) {
+          if (!this.#busy.has(candidate)) {
+            victim = candidate;
+            break;
+          }
+        }
+        victim ??= open.values().next().value;
+        if (victim !== undefined) {
+          open.delete(victim);
+          victim.destroy();
         }
       }
       open.add(socket);
-      socket.once('close', () => open.delete(socket));
+      socket.once('close', () => {
+        open.delete(socket);
+        this.#busy.delete(socket);
+      });
+    });
+    this.#server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      const socket = req.socket;
+      this.#busy.add(socket);
+      res.once('close', () => this.#busy.delete(socket));
     });
   }
 

@@ -344,6 +344,8 @@ export class Connection implements ResponseSink {
 
   /** Queues bytes to write this turn without a target: relay mode, and send()'s write half. */
   sendRaw(bytes: Buffer): void {
+    // Before start() nothing could be written in order (setup must go first): a bug, made loud.
+    if (this.#socket === null) throw new Error('Connection.sendRaw before start()');
     this.#out.push(bytes);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
