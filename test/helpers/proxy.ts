@@ -63,3 +63,8 @@ export function failureCounts(proxy: Proxy, pool = 'p'): Record<string, number> 
   });
   return out;
 }
+
+/** The exclusive pool of pool `p`'s first server: lent, idle, and acquires waiting. */
+export function exclusiveStats(proxy: Proxy): { borrowed: number; idle: number; pending: number } {
+  return proxy.stats()[0].servers[0].exclusive;
+}

@@ -5,9 +5,8 @@
  * connection that died closed rather than continued as somebody else. Against a real redis-server.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { portOf, startProxy, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
+import { portOf, startProxy, startRedisAndProxy, waitReady, exclusiveStats } from '../helpers/proxy.js';
 import { RawClient, RespError, poolsideReason } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
@@ -19,9 +18,7 @@ async function raw(port: number): Promise<RawClient> {
   return cleanup.add(await RawClient.connect(port), (c) => c.destroy());
 }
 
-function exclusive(proxy: Proxy): { borrowed: number; idle: number; pending: number } {
-  return proxy.stats()[0].servers[0].exclusive;
-}
+const exclusive = exclusiveStats;
 
 /** Writes `db<n>` under db-marker in databases 0..n-1, straight to the server. */
 async function markDatabases(redis: RedisServer, n: number): Promise<void> {

@@ -5,11 +5,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
-import { startRedisAndProxy } from '../helpers/proxy.js';
+import { startRedisAndProxy, exclusiveStats } from '../helpers/proxy.js';
 import net from 'node:net';
 import { encode, RawClient, RespError } from '../helpers/resp-client.js';
 import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
-import type { Proxy } from '../../src/proxy.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -20,9 +19,7 @@ async function raw(port: number): Promise<RawClient> {
   return cleanup.add(await RawClient.connect(port), (c) => c.destroy());
 }
 
-function exclusive(proxy: Proxy): { borrowed: number; idle: number; pending: number } {
-  return proxy.stats()[0].servers[0].exclusive;
-}
+const exclusive = exclusiveStats;
 
 /** GET on redis-server directly, in database `db`, bypassing poolside. */
 async function getDirect(redis: RedisServer, db: number, key: string): Promise<string | null> {

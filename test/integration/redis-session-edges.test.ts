@@ -5,9 +5,8 @@
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { portOf, startProxy, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
+import { portOf, startProxy, startRedisAndProxy, waitReady, exclusiveStats } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/resp-client.js';
 import { RedisServer, rawCommand, waitFor } from '../helpers/servers.js';
 import fs from 'node:fs';
@@ -21,9 +20,7 @@ async function raw(port: number): Promise<RawClient> {
   return cleanup.add(await RawClient.connect(port), (c) => c.destroy());
 }
 
-function exclusive(proxy: Proxy): { borrowed: number; idle: number; pending: number } {
-  return proxy.stats()[0].servers[0].exclusive;
-}
+const exclusive = exclusiveStats;
 
 /** A proxy whose pool checks client_auth (password s3cret), in front of a real redis-server. */
 async function clientAuthProxy(): Promise<number> {

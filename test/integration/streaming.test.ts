@@ -77,6 +77,13 @@ class StreamChecker {
     return this.received === this.total;
   }
 
+  /** Waits until every expected byte arrived (or the stream went wrong), then checks it whole. */
+  async readAll(what: string, timeoutMs: number): Promise<void> {
+    await waitFor(() => this.complete || this.closed || this.mismatch !== null, what, timeoutMs);
+    expect(this.mismatch).toBeNull();
+    expect(this.complete).toBe(true);
+  }
+
   #check(chunk: Buffer): void {
     let i = 0;
     while (i < chunk.length && this.mismatch === null) {
@@ -120,9 +127,7 @@ describe('large replies streamed through', () => {
     }
     const replies = await other.take(40, 30_000);
     expect(replies).toEqual(Array.from({ length: 20 }, (_, i) => [i + 1, 'v']).flat());
-    await waitFor(() => reader.complete || reader.closed || reader.mismatch !== null, 'the large reply read', 60_000);
-    expect(reader.mismatch).toBeNull();
-    expect(reader.complete).toBe(true);
+    await reader.readAll('the large reply read', 60_000);
     expect(proxy.pools.get('p')?.counters.repliesTorn).toBe(0);
   }, 90_000);
 
@@ -136,9 +141,7 @@ describe('large replies streamed through', () => {
     // The 40 MB reply may queue behind the 100 MB one in transit: under output_buffer.hard (64mb).
     const request = Buffer.concat([encode('GET', 'small'), encode('GET', 'big'), encode('GET', 'small'), encode('GET', 'mid'), encode('GET', 'small')]);
     const reader = new StreamChecker(port, request, [small, ...bigReply(SIZE), small, ...bigReply(40 * MB), small]);
-    await waitFor(() => reader.complete || reader.closed || reader.mismatch !== null, 'the pipelined replies read', 60_000);
-    expect(reader.mismatch).toBeNull();
-    expect(reader.complete).toBe(true);
+    await reader.readAll('the pipelined replies read', 60_000);
     expect(proxy.pools.get('p')?.counters.clientsOverflowed).toBe(0);
   }, 90_000);
 
@@ -194,9 +197,7 @@ describe('large replies streamed through', () => {
     await waitFor(() => proxy.stats()[0].servers[1].inflight === 0 && proxy.stats()[0].servers[0].inflight > 0, 'the large reply read by poolside', 30_000);
     expect(reader.received).toBe(0);
     slow.signal('SIGCONT');
-    await waitFor(() => reader.complete || reader.closed || reader.mismatch !== null, 'both replies read', 60_000);
-    expect(reader.mismatch).toBeNull();
-    expect(reader.complete).toBe(true);
+    await reader.readAll('both replies read', 60_000);
   }, 90_000);
   it('gathers a large reply that began behind another whole, even when it reaches the head mid-transfer, and writes both in order', async () => {
     // The second server is scripted: it sends the first half of a 4 MB reply, then waits for the
@@ -255,8 +256,6 @@ describe('large replies streamed through', () => {
     slow.signal('SIGCONT');
     await waitFor(() => reader.received > 0, 'the slow reply written');
     (sendRest as (() => void) | null)?.();
-    await waitFor(() => reader.complete || reader.closed || reader.mismatch !== null, 'both replies read', 30_000);
-    expect(reader.mismatch).toBeNull();
-    expect(reader.complete).toBe(true);
+    await reader.readAll('both replies read', 30_000);
   }, 90_000);
 });
