@@ -138,6 +138,11 @@ export class Connection implements ResponseSink {
 
   #state: ConnectionState = { kind: 'connecting' };
   #serverId: number | null = null;
+  /**
+   * Reads stopped by the client a reply is streaming to (holdReads): it is behind, and the rest of
+   * the reply waits in the kernel and on the server rather than in poolside's memory.
+   */
+  #readsHeld = false;
   /** From start() on. */
   #socket: net.Socket | null = null;
   readonly #settings: ConnectionSettings;
@@ -283,7 +288,8 @@ export class Connection implements ResponseSink {
    * the write is progress (a large reply still streaming in, or the replies ahead of it).
    */
   stalledFor(now: number): number {
-    if (this.#inflight.length === 0) return 0;
+    // Reads held by poolside itself: the server is not the one keeping the request waiting.
+    if (this.#inflight.length === 0 || this.#readsHeld) return 0;
     const writtenAt = this.#writes.writtenAt(this.#answered);
     if (writtenAt === undefined) return 0;
     return Math.max(0, now - Math.max(writtenAt, this.#lastReadAt));
@@ -422,6 +428,25 @@ export class Connection implements ResponseSink {
       // Not a protocol error of the server's: the frame was whole and went to its target.
       this.#owner.onInternalError(this, err);
     }
+  }
+
+  /**
+   * Stops reading from the server until releaseReads: the client a large reply is streaming to has
+   * fallen behind (see ClientOutput). Replies behind it on this connection wait too, as they would
+   * anyway: they come after it in the stream. The request deadline does not run meanwhile.
+   */
+  holdReads(): void {
+    if (this.#readsHeld || this.#state.kind === 'closed' || this.#socket === null) return;
+    this.#readsHeld = true;
+    this.#socket.pause();
+  }
+
+  releaseReads(): void {
+    if (!this.#readsHeld) return;
+    this.#readsHeld = false;
+    // The deadline starts again from now: the server was not asked to wait for poolside's time.
+    this.#lastReadAt = this.#clock.now();
+    if (this.#state.kind !== 'closed') this.#socket?.resume();
   }
 
   onResponsePart(bytes: Buffer, end: boolean): void {

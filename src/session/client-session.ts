@@ -232,7 +232,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       slot.streaming = !this.#closed && !slot.silent && slot.replaceReply === null && this.#replies.isHead(slot);
     }
     if (slot.streaming) {
-      this.#output.writePart(bytes, end);
+      this.#output.writePart(bytes, end, slot.conn);
     } else if (!this.#closed && !slot.silent && slot.replaceReply === null) {
       (slot.parts ??= []).push(bytes);
       slot.partBytes += bytes.length;

@@ -22,6 +22,16 @@ import { Fifo } from '../util/fifo.js';
 import { writeBatch } from '../util/write-batch.js';
 import type { ClientLimits, OverflowCause } from './limits.js';
 
+/**
+ * Where a reply streaming to this client comes from (a server connection): its reads are held
+ * while the client is `soft` bytes behind, so a client reading a large reply slower than the server
+ * sends it costs poolside about `soft`, not the reply's size.
+ */
+export interface StreamSource {
+  holdReads(): void;
+  releaseReads(): void;
+}
+
 /** Why the client's requests are not being read; reads resume when no reason is left ('closing' never leaves). */
 export type ReadPause = 'output' | 'input' | 'closing';
 
@@ -64,6 +74,9 @@ export class ClientOutput {
   #out = 0;
   readonly #streamed = new Fifo<{ start: number; end: number }>(4);
   #open: { start: number; end: number } | null = null;
+  /** Where the open streamed reply comes from, and whether its reads are held now. */
+  #openSource: StreamSource | null = null;
+  #holding: StreamSource | null = null;
   /** Scratch for one chunk's pieces, reused. */
   readonly #batch: Buffer[] = [];
   #pausedBy = 0;
@@ -106,7 +119,7 @@ export class ClientOutput {
    * A piece of one large reply, written as it arrives (`end` on its last piece). The pieces count
    * as one reply for the hard limit: a reply in transit is never what it is about.
    */
-  writePart(bytes: Buffer, end: boolean): void {
+  writePart(bytes: Buffer, end: boolean, source: StreamSource | null): void {
     if (this.#state !== 'open') return;
     let open = this.#open;
     if (open === null) {
@@ -114,11 +127,15 @@ export class ClientOutput {
       this.#pruneStreamed();
       open = { start: this.#in, end: Infinity };
       this.#open = open;
+      this.#openSource = source;
       this.#streamed.push(open);
     }
     if (end) {
       open.end = this.#in + bytes.length;
       this.#open = null;
+      this.#openSource = null;
+      // Its last piece is here: what comes next on that connection is other replies.
+      this.#release();
     }
     this.write(bytes);
   }
@@ -217,8 +234,16 @@ export class ClientOutput {
     }
     if (this.#progressAt !== null && this.#queued + socket.writableLength < this.#softBytes / 2) {
       this.#progressAt = null;
+      this.#release();
       this.resumeReads('output');
     }
+  }
+
+  #release(): void {
+    const source = this.#holding;
+    if (source === null) return;
+    this.#holding = null;
+    source.releaseReads();
   }
 
   #checkLimits(): void {
@@ -230,6 +255,10 @@ export class ClientOutput {
       return;
     }
     this.pauseReads('output');
+    if (this.#openSource !== null && this.#holding === null) {
+      this.#holding = this.#openSource;
+      this.#holding.holdReads();
+    }
     this.#progressAt ??= this.#limits.clock.now();
     if (this.#stallTimer === null) this.#armStallTimer(this.#limits.outputSoftMs);
   }
@@ -284,6 +313,10 @@ export class ClientOutput {
     this.#headOffset = 0;
     this.#streamed.drain();
     this.#open = null;
+    this.#openSource = null;
+    // The connection carries other clients' replies after this one: it reads again, and what is
+    // left of this reply is read and dropped.
+    this.#release();
     this.#progressAt = null;
     if (this.#stallTimer !== null) this.#limits.clock.clearTimeout(this.#stallTimer);
     this.#stallTimer = null;
