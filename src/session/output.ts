@@ -74,9 +74,14 @@ export class ClientOutput {
   #out = 0;
   readonly #streamed = new Fifo<{ start: number; end: number }>(4);
   #open: { start: number; end: number } | null = null;
-  /** Where the open streamed reply comes from, and whether its reads are held now. */
+  /**
+   * Where the open streamed reply comes from, and whether its reads are held now. A client that
+   * takes nothing for streamHoldMs while held is not left holding them: the rest of its replies
+   * come into memory as any reply does, under the output limits (`#holdSpent`, until it reads).
+   */
   #openSource: StreamSource | null = null;
   #holding: StreamSource | null = null;
+  #holdSpent = false;
   /** Scratch for one chunk's pieces, reused. */
   readonly #batch: Buffer[] = [];
   #pausedBy = 0;
@@ -87,6 +92,7 @@ export class ClientOutput {
   #stallDueAt = 0;
   readonly #endOfTurn = (): void => this.#flushTurn();
   readonly #onDrain = (): void => {
+    this.#holdSpent = false;
     if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
     this.#pump();
   };
@@ -255,12 +261,23 @@ export class ClientOutput {
       return;
     }
     this.pauseReads('output');
-    if (this.#openSource !== null && this.#holding === null) {
+    if (this.#openSource !== null && this.#holding === null && !this.#holdSpent) {
       this.#holding = this.#openSource;
       this.#holding.holdReads();
+      // A timer armed for soft_seconds must fire by the hold's end instead.
+      if (this.#stallTimer !== null && this.#progressAt !== null && this.#stallDueAt > this.#progressAt + this.#limits.streamHoldMs) {
+        this.#limits.clock.clearTimeout(this.#stallTimer);
+        this.#stallTimer = null;
+      }
     }
     this.#progressAt ??= this.#limits.clock.now();
-    if (this.#stallTimer === null) this.#armStallTimer(this.#limits.outputSoftMs);
+    if (this.#stallTimer === null) this.#armStallTimer(this.#nextCheckMs(0));
+  }
+
+  /** Until the next stall check, `idle` ms after the client last took anything. */
+  #nextCheckMs(idle: number): number {
+    const limits = this.#limits;
+    return this.#holding !== null && idle < limits.streamHoldMs ? limits.streamHoldMs - idle : limits.outputSoftMs - idle;
   }
 
   /** Queued bytes of the reply at the head: all of a streamed reply's, however many pieces. */
@@ -291,12 +308,18 @@ export class ClientOutput {
     const now = this.#limits.clock.now();
     if (now - this.#stallDueAt > LATE_MS) {
       this.#progressAt = now;
-      this.#armStallTimer(this.#limits.outputSoftMs);
+      this.#armStallTimer(this.#nextCheckMs(0));
       return;
     }
     const idle = now - this.#progressAt;
+    if (this.#holding !== null && idle >= this.#limits.streamHoldMs) {
+      // Requests behind this reply on its connection have waited long enough for a client that
+      // reads nothing: the connection reads again.
+      this.#holdSpent = true;
+      this.#release();
+    }
     if (idle >= this.#limits.outputSoftMs) this.#overflow('output_stalled', this.#queued + this.#socket.writableLength);
-    else this.#armStallTimer(this.#limits.outputSoftMs - idle);
+    else this.#armStallTimer(this.#nextCheckMs(idle));
   }
 
   #overflow(cause: OverflowCause, pending: number): void {
