@@ -155,8 +155,10 @@ describe('shared connections multiplex many pipelining clients', () => {
 
     const [server] = proxy.stats()[0].servers;
     expect(server.exclusive.borrowed).toBe(0);
-    // 50 clients, at most connections.max server connections.
-    expect(server.counters.connectionsOpened).toBeLessThanOrEqual(4);
+    // 50 clients, at most connections.max server connections (a connect that timed out on a loaded
+    // machine never became one).
+    const closed = server.counters.connectionsClosed;
+    expect(server.counters.connectionsOpened - closed.connect_failed, JSON.stringify(closed)).toBeLessThanOrEqual(4);
     expect(server.inflight).toBe(0);
   });
 
