@@ -326,6 +326,8 @@ export class Connection implements ResponseSink {
     }
     this.#inflight.push(target);
     this.#queued++;
+    // A request now waits behind the reply whose reads were held: it is not kept waiting for a slow reader.
+    if (this.#readsHeld) this.releaseReads();
     this.sendRaw(bytes);
   }
 
@@ -432,11 +434,13 @@ export class Connection implements ResponseSink {
 
   /**
    * Stops reading from the server until releaseReads: the client a large reply is streaming to has
-   * fallen behind (see ClientOutput). Replies behind it on this connection wait too, as they would
-   * anyway: they come after it in the stream. The request deadline does not run meanwhile.
+   * fallen behind (see ClientOutput). Only while that reply is all that is in flight: a request
+   * waiting behind it is refused the wait (send releases at once), so the slow reader's reply comes
+   * into poolside's memory under the output limits instead, as any reply does. The request
+   * deadline does not run meanwhile: poolside, not the server, is the one waiting.
    */
   holdReads(): void {
-    if (this.#readsHeld || this.#state.kind === 'closed' || this.#socket === null) return;
+    if (this.#readsHeld || this.#state.kind === 'closed' || this.#socket === null || this.#inflight.length > 1) return;
     this.#readsHeld = true;
     this.#socket.pause();
   }

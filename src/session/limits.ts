@@ -30,12 +30,6 @@ export class ClientLimits {
   readonly outputSoftBytes: number;
   readonly outputHardBytes: number;
   readonly outputSoftMs: number;
-  /**
-   * Longest a client that takes none of a streamed reply may hold its server connection's reads
-   * (ClientOutput): the pool's request_timeout, the most any request behind it on that connection
-   * is meant to wait with nothing from the server; soft_seconds when there is none.
-   */
-  readonly streamHoldMs: number;
   readonly inputSoftBytes: number;
   readonly inputHardBytes: number;
   readonly #pool: string;
@@ -44,12 +38,11 @@ export class ClientLimits {
   #loggedAt = -Infinity;
   #unlogged = 0;
 
-  constructor(config: Pick<PoolConfig, 'name' | 'clients' | 'requestTimeoutMs'>, clock: Clock, log: Logger, counters: OverflowCounters) {
+  constructor(config: Pick<PoolConfig, 'name' | 'clients'>, clock: Clock, log: Logger, counters: OverflowCounters) {
     this.clock = clock;
     this.outputSoftBytes = config.clients.outputSoftBytes;
     this.outputHardBytes = config.clients.outputHardBytes;
     this.outputSoftMs = config.clients.outputSoftMs;
-    this.streamHoldMs = config.requestTimeoutMs > 0 ? Math.min(config.requestTimeoutMs, this.outputSoftMs) : this.outputSoftMs;
     this.inputSoftBytes = config.clients.inputSoftBytes;
     this.inputHardBytes = config.clients.inputHardBytes;
     this.#pool = config.name;

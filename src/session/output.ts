@@ -23,9 +23,11 @@ import { writeBatch } from '../util/write-batch.js';
 import type { ClientLimits, OverflowCause } from './limits.js';
 
 /**
- * Where a reply streaming to this client comes from (a server connection): its reads are held
- * while the client is `soft` bytes behind, so a client reading a large reply slower than the server
- * sends it costs poolside about `soft`, not the reply's size.
+ * Where a reply streaming to this client comes from (a server connection). While the client is
+ * `soft` bytes behind, the source is asked to hold its reads, so a client reading a large reply
+ * slower than the server sends it costs poolside about `soft`, not the reply's size. The source
+ * decides: it holds only while nothing else waits on it, and reads again the moment something
+ * does (Connection.holdReads), so no other request ever waits on a slow reader.
  */
 export interface StreamSource {
   holdReads(): void;
@@ -74,14 +76,8 @@ export class ClientOutput {
   #out = 0;
   readonly #streamed = new Fifo<{ start: number; end: number }>(4);
   #open: { start: number; end: number } | null = null;
-  /**
-   * Where the open streamed reply comes from, and whether its reads are held now. A client that
-   * takes nothing for streamHoldMs while held is not left holding them: the rest of its replies
-   * come into memory as any reply does, under the output limits (`#holdSpent`, until it reads).
-   */
+  /** Where the open streamed reply comes from. */
   #openSource: StreamSource | null = null;
-  #holding: StreamSource | null = null;
-  #holdSpent = false;
   /** Scratch for one chunk's pieces, reused. */
   readonly #batch: Buffer[] = [];
   #pausedBy = 0;
@@ -92,7 +88,6 @@ export class ClientOutput {
   #stallDueAt = 0;
   readonly #endOfTurn = (): void => this.#flushTurn();
   readonly #onDrain = (): void => {
-    this.#holdSpent = false;
     if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
     this.#pump();
   };
@@ -139,9 +134,8 @@ export class ClientOutput {
     if (end) {
       open.end = this.#in + bytes.length;
       this.#open = null;
-      this.#openSource = null;
       // Its last piece is here: what comes next on that connection is other replies.
-      this.#release();
+      this.#releaseSource();
     }
     this.write(bytes);
   }
@@ -240,15 +234,15 @@ export class ClientOutput {
     }
     if (this.#progressAt !== null && this.#queued + socket.writableLength < this.#softBytes / 2) {
       this.#progressAt = null;
-      this.#release();
+      this.#openSource?.releaseReads();
       this.resumeReads('output');
     }
   }
 
-  #release(): void {
-    const source = this.#holding;
+  #releaseSource(): void {
+    const source = this.#openSource;
     if (source === null) return;
-    this.#holding = null;
+    this.#openSource = null;
     source.releaseReads();
   }
 
@@ -261,23 +255,9 @@ export class ClientOutput {
       return;
     }
     this.pauseReads('output');
-    if (this.#openSource !== null && this.#holding === null && !this.#holdSpent) {
-      this.#holding = this.#openSource;
-      this.#holding.holdReads();
-      // A timer armed for soft_seconds must fire by the hold's end instead.
-      if (this.#stallTimer !== null && this.#progressAt !== null && this.#stallDueAt > this.#progressAt + this.#limits.streamHoldMs) {
-        this.#limits.clock.clearTimeout(this.#stallTimer);
-        this.#stallTimer = null;
-      }
-    }
+    this.#openSource?.holdReads();
     this.#progressAt ??= this.#limits.clock.now();
-    if (this.#stallTimer === null) this.#armStallTimer(this.#nextCheckMs(0));
-  }
-
-  /** Until the next stall check, `idle` ms after the client last took anything. */
-  #nextCheckMs(idle: number): number {
-    const limits = this.#limits;
-    return this.#holding !== null && idle < limits.streamHoldMs ? limits.streamHoldMs - idle : limits.outputSoftMs - idle;
+    if (this.#stallTimer === null) this.#armStallTimer(this.#limits.outputSoftMs);
   }
 
   /** Queued bytes of the reply at the head: all of a streamed reply's, however many pieces. */
@@ -308,18 +288,12 @@ export class ClientOutput {
     const now = this.#limits.clock.now();
     if (now - this.#stallDueAt > LATE_MS) {
       this.#progressAt = now;
-      this.#armStallTimer(this.#nextCheckMs(0));
+      this.#armStallTimer(this.#limits.outputSoftMs);
       return;
     }
     const idle = now - this.#progressAt;
-    if (this.#holding !== null && idle >= this.#limits.streamHoldMs) {
-      // Requests behind this reply on its connection have waited long enough for a client that
-      // reads nothing: the connection reads again.
-      this.#holdSpent = true;
-      this.#release();
-    }
     if (idle >= this.#limits.outputSoftMs) this.#overflow('output_stalled', this.#queued + this.#socket.writableLength);
-    else this.#armStallTimer(this.#nextCheckMs(idle));
+    else this.#armStallTimer(this.#limits.outputSoftMs - idle);
   }
 
   #overflow(cause: OverflowCause, pending: number): void {
@@ -336,10 +310,9 @@ export class ClientOutput {
     this.#headOffset = 0;
     this.#streamed.drain();
     this.#open = null;
-    this.#openSource = null;
     // The connection carries other clients' replies after this one: it reads again, and what is
     // left of this reply is read and dropped.
-    this.#release();
+    this.#releaseSource();
     this.#progressAt = null;
     if (this.#stallTimer !== null) this.#limits.clock.clearTimeout(this.#stallTimer);
     this.#stallTimer = null;

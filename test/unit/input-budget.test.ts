@@ -12,7 +12,7 @@ function budget(soft: number, hard: number) {
   const log = quietLog();
   const counters = { clientsOverflowed: 0, clientsInputOverflowed: 0 };
   const clients = { ...DEFAULTS.pool.clients, inputSoftBytes: soft, inputHardBytes: hard };
-  const limits = new ClientLimits({ name: 'p', clients, requestTimeoutMs: 2000 }, clock, log, counters);
+  const limits = new ClientLimits({ name: 'p', clients }, clock, log, counters);
   const events: string[] = [];
   const gate: ReadGate = {
     pauseReads: (reason: ReadPause) => events.push(`pause ${reason}`),
