@@ -33,6 +33,9 @@ import type { Logger } from './util/log.js';
 import { silentLogger } from './util/log.js';
 import { LogThrottle } from './util/log-throttle.js';
 
+/** How often a drain or a retiring pool looks for clients that became idle. */
+const DRAIN_CHECK_MS = 25;
+
 export interface ProxyOptions {
   clock?: Clock;
   log?: Logger;
@@ -82,7 +85,7 @@ export class Proxy {
   #listeners: ListenerRecord[] = [];
   readonly #sessions = new Set<ClientSession>();
   /** Pools replaced or removed by a reload, until their last client leaves (or their deadline). */
-  readonly #retiring = new Map<Pool, { deadline: Timer }>();
+  readonly #retiring = new Map<Pool, { deadline: Timer; check: Timer }>();
   readonly #log: Logger;
   readonly #clock: Clock;
   readonly #options: ProxyOptions;
@@ -314,7 +317,10 @@ export class Proxy {
     const deadline = this.#clock.setTimeout(() => {
       for (const client of pool.connectedClients()) if (client.cut()) pool.counters.clientsShutdownClosed++;
     }, this.#config.shutdown.timeoutMs);
-    this.#retiring.set(pool, { deadline });
+    const check = this.#clock.setInterval(() => {
+      for (const client of pool.connectedClients()) client.retire();
+    }, DRAIN_CHECK_MS);
+    this.#retiring.set(pool, { deadline, check });
     for (const client of pool.connectedClients()) client.retire();
     this.#afterClientLeft(pool);
   }
@@ -323,6 +329,7 @@ export class Proxy {
     const retiring = this.#retiring.get(pool);
     if (retiring === undefined || pool.clients > 0) return;
     this.#clock.clearTimeout(retiring.deadline);
+    this.#clock.clearInterval(retiring.check);
     this.#retiring.delete(pool);
     void pool.close();
   }
@@ -424,14 +431,21 @@ export class Proxy {
     // Stop accepting. Unix socket files go at once: a client connecting now is refused, not left waiting.
     for (const l of this.#listeners) closeListener(l);
     const retiring = [...this.#retiring.keys()];
-    for (const { deadline: timer } of this.#retiring.values()) clock.clearTimeout(timer);
+    for (const { deadline: timer, check } of this.#retiring.values()) {
+      clock.clearTimeout(timer);
+      clock.clearInterval(check);
+    }
     this.#retiring.clear();
     const pools = [...this.#pools.values(), ...retiring];
     for (const session of this.#sessions) session.drain();
     if (this.#sessions.size > 0) {
       this.#log.info('shutting down: stopped accepting; waiting for clients to finish', { clients: this.#sessions.size, timeout_ms: Math.max(0, Math.round(deadline - clock.now())) });
     }
-    while (this.#sessions.size > 0 && clock.now() < deadline) await sleep(Math.min(20, Math.max(1, deadline - clock.now())));
+    while (this.#sessions.size > 0 && clock.now() < deadline) {
+      await sleep(Math.min(DRAIN_CHECK_MS, Math.max(1, deadline - clock.now())));
+      // Clients that finished their requests since, and went quiet, are closed now.
+      for (const session of this.#sessions) session.drain();
+    }
     let cutOff = 0;
     const held: Record<string, number> = {};
     if (this.#sessions.size > 0) {

@@ -53,6 +53,13 @@ type LeaseState =
 
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
+/**
+ * While draining, a client that holds nothing and sent nothing for this long is closed (see
+ * #closeIfDrained). Well above a busy client's gap between a reply and its next request, even
+ * with the event loop late, so that request is not lost in the FIN; far below any shutdown.timeout.
+ */
+export const DRAIN_QUIET_MS = 250;
+
 export interface SessionOptions {
   /** poolside-wide unique (CLIENT ID). */
   id: number;
@@ -144,8 +151,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     pool.counters.requests++;
     if (this.#shutdown === 'draining' || this.#shutdown === 'cut') {
       // Through the codec: the client reads an error in its own protocol, then the connection closes.
+      // Nothing after it is read: the connection closes once the replies it is owed are written.
       const slot = new Slot(this, EMPTY, UNASKED, null);
       this.#enqueue(slot);
+      this.#stopReading();
       this.#answerError(slot, 'DRAINING', 'poolside is shutting down; reconnect');
       return;
     }
@@ -806,7 +815,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#replies.flush(!this.#closed);
     // QUIT, an error, or the client shut down its write side: end after the last reply it is owed.
     if (this.#quitting && !this.#quitRelayed && this.#replies.length === 0 && !this.#closed) this.#output.end(!this.#halfClosed);
-    else if (this.#shutdown !== 'no') this.#closeIfDrained();
   }
 
   // ── lifecycle: shutdown and idle clients (PoolClient) ───────────────────────────────────────
@@ -816,15 +824,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * replies; a new request is answered DRAINING. Blocked and subscribed clients stay until shutdown().
    */
   drain(): void {
-    if (this.#shutdown === 'draining' || this.#shutdown === 'cut') return;
-    this.#shutdown = 'draining';
+    if (this.#shutdown !== 'cut') this.#shutdown = 'draining';
     this.#closeIfDrained();
   }
 
-  /** A reload replaced its pool: served as before, and closed the first moment it holds nothing. */
+  /** A reload replaced its pool: served as before, and closed once it holds nothing and is quiet. */
   retire(): void {
-    if (this.#shutdown !== 'no') return;
-    this.#shutdown = 'retiring';
+    if (this.#shutdown === 'no') this.#shutdown = 'retiring';
     this.#closeIfDrained();
   }
 
@@ -859,8 +865,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     return null;
   }
 
+  /**
+   * Called again and again while poolside drains or the pool retires. A client is closed between
+   * requests: holding nothing, and quiet for DRAIN_QUIET_MS, so one that just got a reply and is
+   * about to send its next request is not closed under it (that request would be lost in the FIN).
+   */
   #closeIfDrained(): void {
-    if (this.#closed || this.#quitting) return;
+    if (this.#closed || this.#quitting || this.#pool.now() - this.#chunkAt < DRAIN_QUIET_MS) return;
     const holds = this.#holds();
     // A session-state pin (AUTH, HELLO, lease: exclusive) holds nothing worth waiting for; an open
     // transaction is waited for on a reload, not at shutdown (its next request would be refused).
