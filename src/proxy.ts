@@ -255,19 +255,24 @@ export class Proxy {
       changes.push(current === undefined ? `pool ${poolConfig.name}: added` : `pool ${poolConfig.name}: changed; new connections, its clients move as they finish`);
     }
     // 2. Listeners: kept ones keep their socket; new ones are bound before anything is swapped.
-    const kept: ListenerRecord[] = [];
+    const kept: { record: ListenerRecord; want: { pool: Pool; address: ListenAddress } }[] = [];
     const added: ListenerRecord[] = [];
     const wanted: { pool: Pool; address: ListenAddress }[] = config.pools.flatMap((p) => p.listen.map((address) => ({ pool: next.get(p.name) as Pool, address })));
     const unclaimed = new Set(this.#listeners);
     const toBind: { pool: Pool; address: ListenAddress }[] = [];
     for (const want of wanted) {
-      const match = [...unclaimed].find((l) => sameSocket(l.address, want.address));
+      // The same pool's first; an ephemeral port (0) is only ever the same listener within a pool.
+      const name = want.pool.config.name;
+      const candidates = [...unclaimed].filter((l) => sameSocket(l.address, want.address));
+      const match =
+        candidates.find((l) => l.pool.config.name === name) ??
+        candidates.find((l) => !(l.address.kind === 'tcp' && l.address.port === 0));
       if (match === undefined) {
         toBind.push(want);
         continue;
       }
       unclaimed.delete(match);
-      kept.push(match);
+      kept.push({ record: match, want });
       if (match.address.kind === 'unix' && want.address.kind === 'unix' && !isDeepStrictEqual(match.address, want.address)) {
         try {
           applySocketPermissions(want.address);
@@ -284,12 +289,9 @@ export class Proxy {
       throw err;
     }
     // 3. Swap, all at once.
-    for (const record of kept) {
-      const want = wanted.find((w) => sameSocket(w.address, record.address));
-      if (want !== undefined) {
-        record.pool = want.pool;
-        record.address = want.address;
-      }
+    for (const { record, want } of kept) {
+      record.pool = want.pool;
+      record.address = want.address;
     }
     for (const record of unclaimed) {
       closeListener(record);
@@ -298,7 +300,7 @@ export class Proxy {
     for (const record of added) changes.push(`listener ${formatAddress(record.bound)}: added (pool ${record.pool.config.name})`);
     const previous = this.#pools;
     this.#pools = next;
-    this.#listeners = [...kept, ...added];
+    this.#listeners = [...kept.map((k) => k.record), ...added];
     this.#config = { ...config, admin: old.admin, log: old.log };
     for (const [name, pool] of previous) {
       if (next.get(name) === pool) continue;
