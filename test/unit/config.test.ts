@@ -251,6 +251,28 @@ describe('parseConfig: a good config', () => {
   });
 });
 
+describe('parseConfig: shutdown and idle clients', () => {
+  it('reads shutdown_grace as the old name of shutdown.timeout, and refuses both', () => {
+    expect(parse(yaml('shutdown_grace: 30s', pool())).shutdown).toEqual({ delayMs: 0, timeoutMs: 30_000 });
+    const text = yaml('shutdown_grace: 30s', 'shutdown: { timeout: 20s }', pool());
+    expect(problems(text)).toEqual([
+      problem('shutdown_grace', 'shutdown_grace is the old name of shutdown.timeout; give only shutdown.timeout', at(text, '30s')),
+    ]);
+  });
+
+  it('refuses a shutdown.delay that is not below shutdown.timeout', () => {
+    const text = yaml('shutdown: { delay: 10s, timeout: 5s }', pool());
+    expect(problems(text)).toEqual([
+      problem('shutdown.delay', 'shutdown.delay (10000ms) must be less than shutdown.timeout (5000ms): the timeout counts from the signal'),
+    ]);
+  });
+
+  it('reads clients.idle_timeout, 0 (never) by default', () => {
+    expect(onlyPool(parse(pool())).clients.idleTimeoutMs).toBe(0);
+    expect(onlyPool(parse(pool('    clients: { idle_timeout: 5m }'))).clients.idleTimeoutMs).toBe(300_000);
+  });
+});
+
 describe('config.example.yaml', () => {
   it('loads, and shows the defaults from schema.ts', () => {
     const config = loadConfig(new URL('../../config.example.yaml', import.meta.url).pathname);
