@@ -155,4 +155,30 @@ describe('SIGTERM drain (the real command line)', () => {
     expect(await client.closesWithin(1000)).toBe(true);
     expect(await drained).toEqual({ cutOff: 0 });
   });
+
+  it('does not wait queue.timeout for a session still waiting for an exclusive connection', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const proxy = await startProxy([redis.address], { exclusive: { max: 1 }, queue: { timeout: '20s' } });
+    cleanup.defer(() => proxy.close());
+    const holder = await RawClient.connect(portOf(proxy));
+    cleanup.defer(() => holder.destroy());
+    const waiter = await RawClient.connect(portOf(proxy));
+    cleanup.defer(() => waiter.destroy());
+    holder.send('BLPOP', 'drain:a', '0');
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 1, 'the first BLPOP to hold the exclusive connection');
+    waiter.send('BLPOP', 'drain:b', '0');
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.pending === 1, 'the second BLPOP to wait for it');
+    // With the server gone no connection can be made for the waiter: before, close() sat in
+    // generic-pool's drain() until the waiter's queue.timeout.
+    await redis.kill();
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      proxy.drain({ delayMs: 0, timeoutMs: 100 }).then(() => 'closed'),
+      new Promise((resolve) => {
+        timer = setTimeout(() => resolve('still waiting'), 10_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    expect(outcome).toBe('closed');
+  }, 20_000);
 });
