@@ -3,20 +3,31 @@
  * shutdown.delay, then shutdown.timeout) and exit 0; a second one exits at once (1); SIGHUP
  * reloads the config file (Proxy.reloadFromFile, which logs the outcome).
  */
-import type { Proxy } from './proxy.js';
+import type { ReloadOutcome } from './admin.js';
+import type { Config } from './config/schema.js';
+import type { DrainResult } from './proxy.js';
 import type { Logger } from './util/log.js';
 
 export interface SignalTarget {
   on(signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP', listener: () => void): unknown;
-  exit(code: number): never;
+  exit(code: number): void;
 }
 
-export function handleSignals(proxy: Proxy, log: Logger, target: SignalTarget = process): void {
+/** The part of Proxy the signals drive. */
+export interface SignalledProxy {
+  readonly config: { readonly shutdown: Config['shutdown'] };
+  readonly clients: number;
+  drain(): Promise<DrainResult>;
+  reloadFromFile(): Promise<ReloadOutcome>;
+}
+
+export function handleSignals(proxy: SignalledProxy, log: Logger, target: SignalTarget = process): void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) {
       log.warn('second signal: exiting now', { signal });
       target.exit(1);
+      return;
     }
     stopping = true;
     const { delayMs, timeoutMs } = proxy.config.shutdown;
