@@ -100,6 +100,8 @@ async function run(file: string): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  // Before 'poolside started': whoever waits for that line may signal at once.
+  handleSignals(proxy, log);
   const servers = config.pools.flatMap((p) => p.servers.map((s) => `${p.name}:${s.name}`));
   log.info('poolside started', {
     version: version(),
@@ -108,7 +110,6 @@ async function run(file: string): Promise<void> {
     listeners: proxy.listeners.map((l) => formatAddress(l.bound)).join(' '),
     servers: servers.join(' '),
   });
-  handleSignals(proxy, log);
 }
 
 const args = parseArgs(process.argv.slice(2));

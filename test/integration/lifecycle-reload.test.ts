@@ -86,6 +86,9 @@ describe('live reload', () => {
     });
     const oldB = await connect({ path: sockOld });
     expect(await oldB.call('SET', 'where', 'b')).toBe('OK');
+    // In flight across the reload: the old pool answers it.
+    oldB.send('BLPOP', 'reload:list', '10');
+    await waitFor(() => proxy.clientList().clients.some((c) => c.holds === 'blocking'), 'the BLPOP to block');
     await waitFor(() => answered > 50, 'traffic on pool a');
 
     write({
@@ -117,8 +120,10 @@ describe('live reload', () => {
     const viaAddedListener = await connect(portOf(proxy, 'a', 1));
     expect(typeof (await viaAddedListener.call('INCR', 'reload:a'))).toBe('number');
 
-    // The client of the replaced pool is served by it until it goes quiet, then moves on.
-    expect(await oldB.call('GET', 'where')).toBe('b');
+    // The client of the replaced pool gets its answer from it, then is closed (it moves on when it reconnects).
+    expect(oldB.isClosed).toBe(false);
+    await redisB.command('LPUSH', 'reload:list', 'from-b');
+    expect(await oldB.reply()).toEqual(['reload:list', 'from-b']);
     expect(await oldB.closesWithin(3000)).toBe(true);
     await waitFor(async () => (await clientIds(redisB)).length === 0, 'the old pool b connections to close', 5000);
 
@@ -184,7 +189,8 @@ describe('live reload', () => {
     await waitFor(() => stderr.includes('"msg":"poolside started"'), 'poolside to start', 20_000);
     write({ admin: false, pools: { p: { ...pool, listen: [`127.0.0.1:${port}`, `127.0.0.1:${extra}`] } } });
     child.kill('SIGHUP');
-    await waitFor(() => stderr.includes('"msg":"config reloaded"'), 'the reload', 10_000);
+    await waitFor(() => /config reload(ed| rejected)/.test(stderr), 'the reload', 10_000).catch(() => {});
+    expect({ signal: child.signalCode, reloaded: stderr.includes('"msg":"config reloaded"') }).toEqual({ signal: null, reloaded: true });
     const c = await connect(extra);
     expect(await c.call('PING')).toBe('PONG');
   }, 30_000);
