@@ -6,7 +6,11 @@
  *   GET /readyz    200 when every pool has a server that takes traffic now; 503 with the reasons
  *                  otherwise, and while poolside drains (readiness: the orchestrator stops
  *                  sending new clients before they would be refused)
- *   GET /stats     JSON snapshot of every pool, server and counter, plus uptime
+ *   GET /stats     JSON snapshot of every pool, server and counter, plus uptime;
+ *                  /stats?clients=1 adds the connected clients (at most CLIENT_LIST_MAX)
+ *   POST /reload   re-read the config file and apply it (as SIGHUP does): 200 with what changed,
+ *                  400 with every problem (file:line:col) and the running config kept, 409 while
+ *                  shutting down
  *
  * HEAD is answered wherever GET is. Unknown paths get 404, other methods 405 with an Allow header.
  * A handler that throws answers 500 and is logged; it never takes the process down. Nothing here
@@ -34,6 +38,10 @@ export interface AdminOptions {
   pools: () => Iterable<MetricsPool>;
   /** True once shutdown began: /readyz answers 503 from then on. */
   draining: () => boolean;
+  /** Connected clients for /stats?clients=1, at most `max`. */
+  clients?: (max: number) => { total: number; truncated: boolean; clients: object[] };
+  /** POST /reload; absent: 404. */
+  reload?: () => Promise<ReloadOutcome>;
   clock: Clock;
   log: Logger;
   version: string;
@@ -45,6 +53,11 @@ export interface Readiness {
   reasons: string[];
 }
 
+/** What a reload did, as POST /reload answers it. */
+export type ReloadOutcome =
+  | { ok: true; status: 200; hash: string; changes: string[] }
+  | { ok: false; status: 400 | 409; problems: string[] };
+
 interface Reply {
   status: number;
   contentType: string;
@@ -52,6 +65,8 @@ interface Reply {
 }
 
 const ALLOW = 'GET, HEAD';
+/** /stats?clients=1 lists at most this many clients, then says `truncated: true`. */
+export const CLIENT_LIST_MAX = 1000;
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json; charset=utf-8';
 
@@ -85,18 +100,18 @@ export class AdminServer {
   readonly #server: http.Server;
   readonly #options: AdminOptions;
   readonly #startedAt: number;
-  readonly #routes: ReadonlyMap<string, () => Reply | Promise<Reply>>;
+  readonly #routes: ReadonlyMap<string, (query: URLSearchParams) => Reply | Promise<Reply>>;
   #bound: TcpAddress;
 
   private constructor(options: AdminOptions) {
     this.#options = options;
     this.#startedAt = options.clock.now();
     this.#bound = options.listen;
-    this.#routes = new Map<string, () => Reply | Promise<Reply>>([
+    this.#routes = new Map<string, (query: URLSearchParams) => Reply | Promise<Reply>>([
       ['/metrics', () => this.#metrics()],
       ['/healthz', () => ({ status: 200, contentType: TEXT, body: 'ok\n' })],
       ['/readyz', () => this.#readyz()],
-      ['/stats', () => this.#stats()],
+      ['/stats', (query) => this.#stats(query)],
     ]);
     // connectionsCheckingInterval: how often Node enforces headersTimeout/requestTimeout (30 s by default).
     this.#server = http.createServer({ connectionsCheckingInterval: 250 }, (req, res) => {
@@ -190,14 +205,22 @@ export class AdminServer {
     const path = query < 0 ? url : url.slice(0, query);
     const route = this.#routes.get(path);
     const method = req.method ?? 'GET';
+    const reload = this.#options.reload;
     let reply: Reply;
-    if (route === undefined) {
+    if (path === '/reload' && reload !== undefined) {
+      if (method === 'POST') {
+        const outcome = await reload();
+        reply = { status: outcome.status, contentType: JSON_TYPE, body: `${JSON.stringify(outcome, null, 2)}\n` };
+      } else {
+        reply = { status: 405, contentType: TEXT, body: `method ${method} not allowed on ${path}; allowed: POST\n` };
+      }
+    } else if (route === undefined) {
       reply = { status: 404, contentType: TEXT, body: `not found: try ${[...this.#routes.keys()].join(' ')}\n` };
     } else if (method !== 'GET' && method !== 'HEAD') {
       reply = { status: 405, contentType: TEXT, body: `method ${method} not allowed on ${path}; allowed: ${ALLOW}\n` };
     } else {
       try {
-        reply = await route();
+        reply = await route(new URLSearchParams(query < 0 ? '' : url.slice(query + 1)));
       } catch (err) {
         this.#options.log.warn('admin request failed', { path, reason: 'admin_handler_error', error: (err as Error).message });
         reply = { status: 500, contentType: TEXT, body: 'internal error\n' };
@@ -209,7 +232,7 @@ export class AdminServer {
       'Content-Length': Buffer.byteLength(reply.body),
       'Cache-Control': 'no-store',
     };
-    if (reply.status === 405) headers.Allow = ALLOW;
+    if (reply.status === 405) headers.Allow = path === '/reload' ? 'POST' : ALLOW;
     res.writeHead(reply.status, headers);
     res.end(method === 'HEAD' ? undefined : reply.body);
   }
@@ -224,14 +247,17 @@ export class AdminServer {
     return { status: result.ready ? 200 : 503, contentType: JSON_TYPE, body: `${JSON.stringify(result)}\n` };
   }
 
-  #stats(): Reply {
+  #stats(query: URLSearchParams): Reply {
     const { clock, version } = this.#options;
     const now = clock.now();
+    const wanted = query.get('clients');
+    const listing = wanted !== null && wanted !== '0' && wanted !== 'false' ? this.#options.clients?.(CLIENT_LIST_MAX) : undefined;
     const body = {
       version,
       uptimeSeconds: (now - this.#startedAt) / 1000,
       draining: this.#options.draining(),
       pools: [...this.#options.pools()].map((pool) => poolJson(pool, now)),
+      ...(listing === undefined ? {} : { clients: listing }),
     };
     return { status: 200, contentType: JSON_TYPE, body: `${JSON.stringify(body, null, 2)}\n` };
   }
@@ -261,6 +287,8 @@ function poolCountersJson(c: PoolCounters): object {
     clientsRejected: c.clientsRejected,
     clientsOverflowed: c.clientsOverflowed,
     clientsInputOverflowed: c.clientsInputOverflowed,
+    clientsIdleClosed: c.clientsIdleClosed,
+    clientsShutdownClosed: c.clientsShutdownClosed,
     pins: Object.fromEntries(c.pins),
     requestDuration: histogramJson(c.requestDuration),
     waitDuration: histogramJson(c.waitDuration),

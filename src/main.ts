@@ -10,6 +10,8 @@ import { ConfigError, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { fdBudget, parseOpenFilesLimit } from './fd-budget.js';
 import type { FdBudget } from './fd-budget.js';
+import { preflight } from './config/preflight.js';
+import { handleSignals } from './lifecycle.js';
 import { formatAddress } from './listener.js';
 import { Proxy } from './proxy.js';
 import { jsonLogger } from './util/log.js';
@@ -98,6 +100,8 @@ async function run(file: string): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  // Before 'poolside started': whoever waits for that line may signal at once.
+  handleSignals(proxy, log);
   const servers = config.pools.flatMap((p) => p.servers.map((s) => `${p.name}:${s.name}`));
   log.info('poolside started', {
     version: version(),
@@ -106,22 +110,6 @@ async function run(file: string): Promise<void> {
     listeners: proxy.listeners.map((l) => formatAddress(l.bound)).join(' '),
     servers: servers.join(' '),
   });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) {
-      log.warn('second signal: exiting now', { signal });
-      process.exit(1);
-    }
-    stopping = true;
-    log.info('shutting down: no new clients, waiting for connected ones to leave', { signal, grace_ms: config.shutdownGraceMs });
-    void proxy.close(config.shutdownGraceMs).then(() => {
-      log.info('poolside stopped');
-      process.exit(0);
-    });
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => log.warn('SIGHUP: live reload is not implemented yet; restart poolside to apply config changes', { reason: 'reload_unsupported' }));
 }
 
 const args = parseArgs(process.argv.slice(2));
@@ -138,7 +126,9 @@ switch (args.mode) {
     break;
   case 'check': {
     const config = load(args.file);
-    if (config === null) process.exitCode = 2;
+    const problems = config === null ? [] : preflight(config);
+    for (const problem of problems) process.stderr.write(`poolside: ${problem}\n`);
+    if (config === null || problems.length > 0) process.exitCode = 2;
     else process.stdout.write(`${config.file}: OK (${config.pools.length} pool${config.pools.length === 1 ? '' : 's'})\n`);
     break;
   }

@@ -38,6 +38,19 @@ export interface MetricsOptions {
   nodeVersion?: string;
   /** prom-client's process and Node.js metrics (CPU, memory, event-loop lag, GC); default true. */
   defaultMetrics?: boolean;
+  /** Config loads and reloads (Proxy owns it); absent: one successful load, hash unknown. */
+  config?: () => ConfigStatus;
+}
+
+/** What the poolside_config_* metrics show: the Proxy's record of its reloads. */
+export interface ConfigStatus {
+  reloads: { success: number; failure: number };
+  /** Whether the last load or reload succeeded. */
+  lastSuccessful: boolean;
+  /** Unix time in seconds of the last successful load or reload. */
+  lastSuccessAt: number;
+  /** sha256 prefix of the file as last loaded ('' when unknown). */
+  hash: string;
 }
 
 /** Reasons a session pins an exclusive connection (the codec's CommandSpec.note), pre-created at 0. */
@@ -92,8 +105,21 @@ export function registerMetrics(options: MetricsOptions): void {
   family('poolside_build_info', 'poolside build: always 1, with the version and the Node.js version as labels.', 'gauge', ['version', 'node_version'], (emit) =>
     emit(NO_LABELS, 1, build),
   );
+  const startedAt = Date.now() / 1000;
+  const config = options.config ?? ((): ConfigStatus => ({ reloads: { success: 0, failure: 0 }, lastSuccessful: true, lastSuccessAt: startedAt, hash: '' }));
   family('poolside_config_last_reload_successful', 'Whether the last configuration load or reload succeeded (1) or was rejected (0).', 'gauge', [], (emit) =>
-    emit(NO_LABELS, 1),
+    emit(NO_LABELS, config().lastSuccessful ? 1 : 0),
+  );
+  family('poolside_config_last_reload_success_timestamp_seconds', 'Unix time of the last successful configuration load or reload.', 'gauge', [], (emit) =>
+    emit(NO_LABELS, config().lastSuccessAt),
+  );
+  family('poolside_config_reloads_total', 'Configuration reloads (SIGHUP, POST /reload) by result: success, or failure (rejected, the running config kept).', 'counter', ['result'], (emit) => {
+    const { reloads } = config();
+    emit(NO_LABELS, reloads.success, RELOAD_SUCCESS);
+    emit(NO_LABELS, reloads.failure, RELOAD_FAILURE);
+  });
+  family('poolside_config_info', 'The configuration running now: always 1, with a sha256 prefix of its file as the hash label.', 'gauge', ['hash'], (emit) =>
+    emit(NO_LABELS, 1, { hash: config().hash }),
   );
 
   // ── clients and requests, per pool ─────────────────────────────────────────────────────────
@@ -113,13 +139,15 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_client_connections_rejected_total',
-    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or reset by poolside (output_overflow: unread replies past clients.output_buffer limits; input_overflow: unanswered requests past clients.input_buffer.hard).',
+    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or closed by poolside (output_overflow: unread replies past clients.output_buffer limits; input_overflow: unanswered requests past clients.input_buffer.hard; idle_timeout: sent nothing for clients.idle_timeout; shutdown: still holding a request, blocking command or subscription at shutdown.timeout).',
     'counter',
     [...POOL, 'reason'],
     eachPool((p, emit) => {
       emit(p.labels, p.counters.clientsRejected, REJECTED_TOO_MANY);
       emit(p.labels, p.counters.clientsOverflowed, REJECTED_OVERFLOW);
       emit(p.labels, p.counters.clientsInputOverflowed, REJECTED_INPUT_OVERFLOW);
+      emit(p.labels, p.counters.clientsIdleClosed, REJECTED_IDLE);
+      emit(p.labels, p.counters.clientsShutdownClosed, REJECTED_SHUTDOWN);
     }),
   );
   family(
@@ -369,7 +397,14 @@ const FAILURE_LABELS = constantLabels('reason', FAILURE_REASONS);
 const CLOSE_LABELS = constantLabels('reason', CLOSE_REASONS);
 const PIN_LABELS = constantLabels('reason', PIN_REASONS);
 const HEALTH_LABELS = constantLabels('state', HEALTH_STATES);
-const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW] = constantLabels('reason', ['TOO_MANY_CLIENTS', 'output_overflow', 'input_overflow']);
+const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW, REJECTED_IDLE, REJECTED_SHUTDOWN] = constantLabels('reason', [
+  'TOO_MANY_CLIENTS',
+  'output_overflow',
+  'input_overflow',
+  'idle_timeout',
+  'shutdown',
+]);
+const [RELOAD_SUCCESS, RELOAD_FAILURE] = constantLabels('result', ['success', 'failure']);
 const [REASON_TIMEOUT, REASON_ERROR] = constantLabels('reason', ['timeout', 'error']);
 const [STATE_IDLE, STATE_ACTIVE, STATE_CONNECTING, STATE_BORROWED] = constantLabels('state', ['idle', 'active', 'connecting', 'borrowed']);
 const LE_INF: Labels = Object.freeze({ le: '+Inf' });

@@ -12,6 +12,8 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { Document } from 'yaml';
 import { parsePolicyName } from '../codec/redis/policy.js';
 import { twemproxyServerName } from '../router/ketama.js';
+import { resolveAccount } from './accounts.js';
+import type { Account, AccountDatabase } from './accounts.js';
 import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {
   AdminConfig,
@@ -42,7 +44,7 @@ import {
   parseString,
   wholeNumber,
 } from './validate.js';
-import type { ServerString } from './validate.js';
+import type { Parser, ServerString } from './validate.js';
 import { formatProblem, offsetOf, problemAt, YamlReader } from './yaml-reader.js';
 import type { ConfigProblem, Section, Slot } from './yaml-reader.js';
 
@@ -69,7 +71,7 @@ const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const ON_EJECTION: readonly KetamaOnEjection[] = ['rehash', 'fail'];
 const POOL_NAME = /^[a-zA-Z0-9_-]+$/;
 
-const ROOT_KEYS = ['admin', 'log', 'shutdown_grace', 'pools'];
+const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
@@ -143,7 +145,7 @@ function readRoot(walk: Walk, file: string): Config {
     file,
     admin: null,
     log: { ...DEFAULTS.log },
-    shutdownGraceMs: DEFAULTS.shutdownGraceMs,
+    shutdown: { ...DEFAULTS.shutdown },
     pools: [],
   };
   const contents = walk.child(walk.doc.contents, '', null);
@@ -160,10 +162,32 @@ function readRoot(walk: Walk, file: string): Config {
   if (root === undefined) return config;
   config.admin = readAdmin(walk, root.get('admin'));
   config.log.level = walk.parse(root.section('log', ['level'])?.get('level'), DEFAULTS.log.level, oneOf(LOG_LEVELS));
-  config.shutdownGraceMs = walk.duration(root.get('shutdown_grace'), DEFAULTS.shutdownGraceMs, 'allowed');
+  config.shutdown = readShutdown(walk, root);
   config.pools = readPools(walk, root.require('pools', 'at least one pool'));
   checkListenerClashes(walk);
   return config;
+}
+
+/**
+ * `shutdown: { delay, timeout }`. The older `shutdown_grace` is still read, as shutdown.timeout
+ * (what it meant: how long clients get before they are closed); giving both is an error.
+ */
+function readShutdown(walk: Walk, root: Section): Config['shutdown'] {
+  const d = DEFAULTS.shutdown;
+  const graceSlot = root.get('shutdown_grace');
+  const section = root.section('shutdown', ['delay', 'timeout']);
+  const [delaySlot, timeoutSlot] = [section?.get('delay'), section?.get('timeout')];
+  if (graceSlot !== undefined && timeoutSlot !== undefined) {
+    walk.report(graceSlot, 'shutdown_grace is the old name of shutdown.timeout; give only shutdown.timeout');
+  }
+  const delayMs = walk.duration(delaySlot, d.delayMs, 'allowed');
+  const timeoutMs = walk.duration(timeoutSlot ?? graceSlot, d.timeoutMs, 'allowed');
+  walk.check(
+    delayMs === 0 || delayMs < timeoutMs,
+    [delaySlot, timeoutSlot ?? graceSlot],
+    `shutdown.delay (${delayMs}ms) must be less than shutdown.timeout (${timeoutMs}ms): the timeout counts from the signal`,
+  );
+  return { delayMs, timeoutMs };
 }
 
 function readAdmin(walk: Walk, slot: Slot | undefined): AdminConfig | null {
@@ -254,7 +278,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   );
 
   const eject = pool.section('eject', ['after_failures', 'for']);
-  const clients = pool.section('clients', ['max', 'output_buffer', 'input_buffer']);
+  const clients = pool.section('clients', ['max', 'output_buffer', 'input_buffer', 'idle_timeout']);
   const output = clients?.section('output_buffer', ['soft', 'hard', 'soft_seconds']);
   const [softSlot, hardSlot] = [output?.get('soft'), output?.get('hard')];
   const outputSoftBytes = walk.size(softSlot, d.clients.outputSoftBytes);
@@ -316,6 +340,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       outputSoftMs: outputSoftSeconds * 1000,
       inputSoftBytes,
       inputHardBytes,
+      idleTimeoutMs: walk.duration(clients?.get('idle_timeout'), d.clients.idleTimeoutMs, 'allowed'),
     },
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
     commands: readCommands(walk, pool.get('commands')),
@@ -378,21 +403,43 @@ function readHeartbeat(walk: Walk, slot: Slot | undefined): PoolConfig['heartbea
   return { intervalMs, timeoutMs, misses: walk.parse(heartbeat?.get('misses'), d.misses, wholeNumber(1)), jitter };
 }
 
+/** A user or group name, or a numeric id, resolved now: a typo is a config error, not a failed start. */
+function accountParser(database: AccountDatabase, what: string): Parser<Account | null> {
+  return (value) => {
+    if (!(typeof value === 'string' && value !== '') && !(typeof value === 'number' && Number.isSafeInteger(value) && value >= 0)) {
+      return { ok: false, message: `expected a ${what} name or a numeric id, got ${describe(value)}` };
+    }
+    const account = resolveAccount(database, value);
+    if (account === null) return { ok: false, message: `no ${what} named ${JSON.stringify(value)} on this host (getent ${database} ${String(value)})` };
+    return { ok: true, value: account };
+  };
+}
+
 function readListen(walk: Walk, slot: Slot): ListenAddress {
   // Only reached with a problem already reported; port 0 never clashes with another listener.
   const fallback: ListenAddress = { kind: 'tcp', host: '127.0.0.1', port: 0 };
   let addressSlot: Slot | undefined = slot;
   let mode: number = DEFAULTS.pool.unixMode;
   let modeSlot: Slot | undefined;
+  let ownerSlot: Slot | undefined;
+  let groupSlot: Slot | undefined;
+  let owner: Account | null = null;
+  let group: Account | null = null;
   if (isMap(slot.node)) {
-    const entry = walk.section(slot, ['address', 'mode']);
+    const entry = walk.section(slot, ['address', 'mode', 'owner', 'group']);
     addressSlot = entry?.require('address', 'host:port or unix:/path');
     modeSlot = entry?.get('mode');
     mode = walk.parse(modeSlot, mode, parseMode);
+    ownerSlot = entry?.get('owner');
+    groupSlot = entry?.get('group');
+    owner = walk.parse(ownerSlot, null, accountParser('passwd', 'user'));
+    group = walk.parse(groupSlot, null, accountParser('group', 'group'));
   }
   if (addressSlot === undefined) return fallback;
-  const address = walk.parse(addressSlot, fallback, (value) => parseListenAddress(value, mode));
-  walk.check(modeSlot === undefined || address.kind === 'unix', [modeSlot], 'mode applies only to unix: sockets');
+  const address = walk.parse(addressSlot, fallback, (value) => parseListenAddress(value, mode, owner, group));
+  for (const [key, keySlot] of [['mode', modeSlot], ['owner', ownerSlot], ['group', groupSlot]] as const) {
+    walk.check(keySlot === undefined || address.kind === 'unix', [keySlot], `${key} applies only to unix: sockets`);
+  }
   walk.listeners.push({ address, slot: addressSlot });
   return address;
 }

@@ -5,6 +5,8 @@
  * DEFAULTS below is the one place defaults live.
  */
 
+import type { Account } from './accounts.js';
+
 export type Protocol = 'redis' | 'memcached' | 'framed' | 'tcp';
 export type Routing = 'failover' | 'ketama';
 export type LeaseMode = 'shared' | 'exclusive';
@@ -26,6 +28,9 @@ export interface UnixAddress {
   path: string;
   /** File mode of the socket, e.g. 0o660. */
   mode: number;
+  /** Owner and group given to the socket file (null: poolside's own); resolved to ids at load time. */
+  owner: Account | null;
+  group: Account | null;
 }
 
 export type ListenAddress = TcpAddress | UnixAddress;
@@ -98,6 +103,11 @@ export interface PoolConfig {
     inputSoftBytes: number;
     /** … at which it is reset (the decoder's incomplete request included). */
     inputHardBytes: number;
+    /**
+     * A client that sent nothing for this long is closed, unless it has a request in flight, a
+     * blocking command, a subscription or a transaction open; 0 = never (Redis's `timeout`).
+     */
+    idleTimeoutMs: number;
   };
   /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
   maxRequestBytes: number;
@@ -117,15 +127,18 @@ export interface Config {
   file: string;
   admin: AdminConfig | null;
   log: { level: LogLevel };
-  /** Milliseconds connected clients get to leave after SIGTERM before they are closed. */
-  shutdownGraceMs: number;
+  /**
+   * SIGTERM: listeners keep accepting for delayMs (/readyz already 503), then stop; clients still
+   * connected at timeoutMs (counted from the signal) are closed and poolside exits.
+   */
+  shutdown: { delayMs: number; timeoutMs: number };
   pools: PoolConfig[];
 }
 
 export const DEFAULTS = {
   admin: { listen: '127.0.0.1:9121' },
   log: { level: 'info' as LogLevel },
-  shutdownGraceMs: 10_000,
+  shutdown: { delayMs: 0, timeoutMs: 10_000 },
   pool: {
     clientAuth: null as PoolConfig['clientAuth'],
     routing: 'failover' as Routing,
@@ -140,7 +153,7 @@ export const DEFAULTS = {
     maxLifetimeMs: 3_600_000,
     eject: { afterFailures: 3, forMs: 10_000 },
     requestTimeoutMs: 2000,
-    clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30 },
+    clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30, idleTimeoutMs: 0 },
     maxRequestBytes: 512 << 20,
     commands: { allow: [] as readonly string[], deny: [] as readonly string[] },
     unixMode: 0o660,

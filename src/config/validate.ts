@@ -6,6 +6,7 @@
  */
 
 import { isIPv4, isIPv6 } from 'node:net';
+import type { Account } from './accounts.js';
 import type { ListenAddress, TcpAddress } from './schema.js';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; message: string };
@@ -204,11 +205,11 @@ export function parseUnixPath(path: string): Parsed<string> {
 }
 
 /** `host:port`, `[v6]:port` or `unix:/absolute/path`. */
-export function parseListenAddress(value: unknown, unixMode: number): Parsed<ListenAddress> {
+export function parseListenAddress(value: unknown, unixMode: number, owner: Account | null = null, group: Account | null = null): Parsed<ListenAddress> {
   if (typeof value !== 'string') return fail(`expected host:port or unix:/path, got ${describe(value)}`);
   if (value.startsWith('unix:')) {
     const path = parseUnixPath(value.slice('unix:'.length));
-    return path.ok ? ok({ kind: 'unix', path: path.value, mode: unixMode }) : path;
+    return path.ok ? ok({ kind: 'unix', path: path.value, mode: unixMode, owner, group }) : path;
   }
   return parseTcpAddress(value, { allowPortZero: true });
 }

@@ -162,7 +162,9 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     // Sessions are closed first, so their leases are on their way back (a reset has a deadline);
     // anything still lent now is ended here, or drain() would wait for it forever.
     for (const conn of [...this.#lent.keys()]) conn.destroy('shutdown', 'poolside is shutting down');
-    await this.#generic.drain();
+    // Not drain(): it waits for every pending acquire, which a session that asked for a lease just
+    // before shutdown holds for up to queue.timeout. Those acquires fail on their own; clear()
+    // closes the idle connections and waits only for connects already under way.
     await this.#generic.clear();
   }
 
@@ -193,6 +195,12 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
    * way and back off the same way.
    */
   async #create(): Promise<Connection> {
+    if (this.#closing) {
+      // A session still waiting for a lease after close(): no new connection for it; it times out
+      // (queue.timeout) on its own. One nap, so generic-pool's retries cannot spin.
+      await new Promise((resolve) => this.#clock.setTimeout(() => resolve(undefined), this.#pool.connect.backoff.initialMs).unref());
+      throw new Error('poolside is shutting down');
+    }
     const wait = this.#host.connectWait(this.#clock.now());
     if (wait > 0) {
       // At most backoff.initial at a time: generic-pool's clear() waits for pending creates, so

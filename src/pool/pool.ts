@@ -31,6 +31,37 @@ export interface Waiter {
   abandon(reason: FailureReason, message: string): void;
 }
 
+/** A connected client as the pool and the proxy's lifecycle see it (ClientSession). */
+export interface PoolClient extends ClientHandle {
+  /** Shutdown began: close now if idle, else once its replies are written; new requests get DRAINING. */
+  drain(): void;
+  /** A reload replaced its pool: close it the first moment it holds nothing. */
+  retire(): void;
+  /** The shutdown deadline: close now, between replies; false if it was gone already. */
+  cut(): boolean;
+  /** clients.idle_timeout: closes it if it sent nothing for idleMs and holds nothing. */
+  closeIfIdle(now: number, idleMs: number): boolean;
+  info(now: number): ClientInfo;
+}
+
+/** One client in /stats?clients=1. */
+export interface ClientInfo {
+  id: number;
+  /** Remote host:port, or `unix`. */
+  peer: string;
+  listener: string;
+  ageMs: number;
+  /** Since it last sent anything. */
+  idleMs: number;
+  lastCommand: string;
+  inflight: number;
+  /**
+   * What keeps it from being idle: a request in flight, a blocking command, a subscription, an
+   * open transaction (MULTI/WATCH), or an exclusive connection held for session state; null: nothing.
+   */
+  holds: 'request' | 'blocking' | 'subscription' | 'transaction' | 'connection' | null;
+}
+
 interface WaitEntry {
   waiter: Waiter;
   since: number;
@@ -55,6 +86,10 @@ export interface PoolCounters {
   clientsInputOverflowed: number;
   /** AUTH or HELLO … AUTH with credentials client_auth does not accept. */
   authFailures: number;
+  /** Clients closed by clients.idle_timeout. */
+  clientsIdleClosed: number;
+  /** Clients closed at the shutdown deadline while they still held something (blocked, subscribed, in flight). */
+  clientsShutdownClosed: number;
   pins: Map<string, number>;
   /** From the request being framed to its reply being written to the client. */
   requestDuration: Histogram;
@@ -75,6 +110,8 @@ export function newPoolCounters(): PoolCounters {
     clientsOverflowed: 0,
     clientsInputOverflowed: 0,
     authFailures: 0,
+    clientsIdleClosed: 0,
+    clientsShutdownClosed: 0,
     pins: new Map(),
     requestDuration: new Histogram(REQUEST_BUCKETS),
     waitDuration: new Histogram(WAIT_BUCKETS),
@@ -94,10 +131,11 @@ export class Pool implements ServerPoolEvents {
   readonly codec: Codec;
   readonly servers: ServerPool[];
   readonly router: Router;
-  readonly counters: PoolCounters = newPoolCounters();
+  /** Carried over from the pool a reload replaced, so the pool's series go on rather than reset. */
+  readonly counters: PoolCounters;
   /** What each client may make poolside hold (clients.output_buffer, clients.input_buffer). */
   readonly clientLimits: ClientLimits;
-  readonly #clients = new Map<number, ClientHandle>();
+  readonly #clients = new Map<number, PoolClient>();
   /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
   readonly #serversByName: Map<string, ServerPool>;
@@ -111,9 +149,12 @@ export class Pool implements ServerPoolEvents {
   /** The periodic sweep, from start() to close(). */
   #sweep: Timer | null = null;
   #resumeScheduled = false;
+  /** When the sweep next looks for idle clients (clients.idle_timeout). */
+  #nextIdleCheck = 0;
 
-  constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger) {
+  constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger, counters: PoolCounters = newPoolCounters()) {
     this.config = config;
+    this.counters = counters;
     this.codec = codec.forPool(config, { clock, log });
     this.#clock = clock;
     this.#log = log;
@@ -178,20 +219,20 @@ export class Pool implements ServerPoolEvents {
     return this.#clients.size;
   }
 
-  addClient(client: ClientHandle): void {
+  addClient(client: PoolClient): void {
     this.#clients.set(client.id, client);
   }
 
-  removeClient(client: ClientHandle): void {
+  removeClient(client: PoolClient): void {
     this.#clients.delete(client.id);
   }
 
   /** A connected client of this pool by its poolside id. */
-  client(id: number): ClientHandle | undefined {
+  client(id: number): PoolClient | undefined {
     return this.#clients.get(id);
   }
 
-  connectedClients(): IterableIterator<ClientHandle> {
+  connectedClients(): IterableIterator<PoolClient> {
     return this.#clients.values();
   }
 
@@ -272,6 +313,15 @@ export class Pool implements ServerPoolEvents {
   #onSweep(): void {
     const now = this.#clock.now();
     for (const server of this.servers) server.tick(now);
+    const idleMs = this.config.clients.idleTimeoutMs;
+    if (idleMs > 0 && now >= this.#nextIdleCheck) {
+      // One pass over the clients, no timer per client: a client is closed at most a quarter of
+      // idle_timeout (and never more than a second) late.
+      this.#nextIdleCheck = now + Math.min(1000, Math.max(10, idleMs / 4));
+      for (const client of this.#clients.values()) {
+        if (client.closeIfIdle(now, idleMs)) this.counters.clientsIdleClosed++;
+      }
+    }
     const timeout = this.config.queue.timeoutMs;
     for (let head = this.#waiters.peek(); head !== undefined && now - head.since >= timeout; head = this.#waiters.peek()) {
       this.#waiters.shift();

@@ -22,7 +22,7 @@ import type { Admission, ClientHandle, DbChange, PinnedState, SessionRules, Sess
 import type { FailureReason } from '../errors.js';
 import type { CloseReason, Connection } from '../pool/connection.js';
 import type { Lease, LeaseHolder } from '../pool/lease.js';
-import type { Pool, Waiter } from '../pool/pool.js';
+import type { ClientInfo, Pool, PoolClient, Waiter } from '../pool/pool.js';
 import type { ServerPool } from '../pool/server-pool.js';
 import { Fifo } from '../util/fifo.js';
 import type { Logger } from '../util/log.js';
@@ -53,6 +53,13 @@ type LeaseState =
 
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
+/**
+ * While draining, a client that holds nothing and sent nothing for this long is closed (see
+ * #closeIfDrained). Well above a busy client's gap between a reply and its next request, even
+ * with the event loop late, so that request is not lost in the FIN; far below any shutdown.timeout.
+ */
+export const DRAIN_QUIET_MS = 250;
+
 export interface SessionOptions {
   /** poolside-wide unique (CLIENT ID). */
   id: number;
@@ -60,9 +67,11 @@ export interface SessionOptions {
   log: Logger;
   /** Called once when the session is gone. */
   onClose(session: ClientSession): void;
+  /** The listener it came in on, as written in /stats (`127.0.0.1:6380`, `unix:/run/…`). */
+  listener?: string;
 }
 
-export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionView {
+export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionView, PoolClient {
   readonly id: number;
   readonly #socket: net.Socket;
   readonly #pool: Pool;
@@ -95,12 +104,19 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #createdAt: number;
   readonly #addr: string;
   readonly #laddr: string;
+  readonly #listener: string;
   /** For describing the session (CLIENT LIST). */
   #lastCommand = 'NULL';
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
   /** Key routing of a sharded pool, reused for every request (key-routing.ts). */
   readonly #keys: KeyRouting;
+  /**
+   * 'retiring' once a reload replaced its pool (closed as soon as it holds nothing, so it
+   * reconnects to the new one); 'draining' once poolside stopped accepting (new requests answered DRAINING, closed
+   * once nothing is owed); 'cut' when closed at the deadline (its lost lease is expected, not logged).
+   */
+  #shutdown: 'no' | 'retiring' | 'draining' | 'cut' = 'no';
 
   constructor(socket: net.Socket, options: SessionOptions) {
     this.id = options.id;
@@ -109,6 +125,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#chunkAt = this.#createdAt;
     this.#addr = socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`;
     this.#laddr = socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`;
+    this.#listener = options.listener ?? this.#laddr;
     this.#pool = options.pool;
     this.#codec = options.pool.codec;
     this.#log = options.log;
@@ -132,6 +149,15 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (this.#quitting) return;
     const pool = this.#pool;
     pool.counters.requests++;
+    if (this.#shutdown === 'draining' || this.#shutdown === 'cut') {
+      // Through the codec: the client reads an error in its own protocol, then the connection closes.
+      // Nothing after it is read: the connection closes once the replies it is owed are written.
+      const slot = new Slot(this, EMPTY, UNASKED, null);
+      this.#enqueue(slot);
+      this.#stopReading();
+      this.#answerError(slot, 'DRAINING', 'poolside is shutting down; reconnect');
+      return;
+    }
     const spec = this.#codec.classify(bytes, args);
     this.#lastCommand = spec.name;
     const admission = this.#rules.admit(spec, bytes, args);
@@ -300,7 +326,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#quitRelayed = false;
     if (this.#closed) return;
     if (stateful) {
-      if (!quit) this.#log.warn('client closed: its pinned connection was lost', { pool: this.#pool.config.name, reason: 'pinned_connection_lost', error: `${reason}: ${message}` });
+      if (!quit && this.#shutdown !== 'cut') this.#log.warn('client closed: its pinned connection was lost', { pool: this.#pool.config.name, reason: 'pinned_connection_lost', error: `${reason}: ${message}` });
       // What waited behind the lost connection would have run on it: it fails with it.
       this.#pool.waitingRequests -= this.#backlog.length;
       for (let slot = this.#backlog.shift(); slot !== undefined; slot = this.#backlog.shift()) {
@@ -789,6 +815,93 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#replies.flush(!this.#closed);
     // QUIT, an error, or the client shut down its write side: end after the last reply it is owed.
     if (this.#quitting && !this.#quitRelayed && this.#replies.length === 0 && !this.#closed) this.#output.end(!this.#halfClosed);
+  }
+
+  // ── lifecycle: shutdown and idle clients (PoolClient) ───────────────────────────────────────
+
+  /**
+   * Shutdown began: an idle client is closed now, one with requests in flight once it has their
+   * replies; a new request is answered DRAINING. Blocked and subscribed clients stay until shutdown().
+   */
+  drain(): void {
+    if (this.#shutdown !== 'cut') this.#shutdown = 'draining';
+    this.#closeIfDrained();
+  }
+
+  /** A reload replaced its pool: served as before, and closed once it holds nothing and is quiet. */
+  retire(): void {
+    if (this.#shutdown === 'no') this.#shutdown = 'retiring';
+    this.#closeIfDrained();
+  }
+
+  /** The shutdown deadline: closes the client now, between replies; false if it was gone already. */
+  cut(): boolean {
+    if (this.#closed) return false;
+    // Already on its way out (idle and ended by drain(), or after QUIT): not cut off.
+    const closing = this.#quitting && this.#replies.length === 0;
+    this.#shutdown = 'cut';
+    if (this.#output.midReply) {
+      // Half a reply is written: nothing may follow it but the end of the connection.
+      this.#output.reset();
+      return true;
+    }
+    // A blocked command or a subscription reads this as its answer: it says why the connection ends.
+    if (this.#replies.length > 0 || this.subscribed) this.#output.write(this.#codec.errorReply('DRAINING', 'poolside is shutting down (shutdown.timeout reached)'));
+    this.#stopReading();
+    this.#output.end(true);
+    return !closing;
+  }
+
+  /** What the client holds that shutdown or idle_timeout must wait for (null: nothing). */
+  #holds(): ClientInfo['holds'] {
+    const lease = this.#lease;
+    if (lease.kind === 'pinned') {
+      if (lease.relay) return 'subscription';
+      if (lease.lease.blocking) return 'blocking';
+      if (lease.state.dirty) return 'transaction';
+    }
+    if (this.#outstanding > 0 || this.#backlog.length > 0 || this.#replies.length > 0 || this.#wait !== 'none' || lease.kind === 'acquiring') return 'request';
+    if (lease.kind === 'pinned') return 'connection';
+    return null;
+  }
+
+  /**
+   * Called again and again while poolside drains or the pool retires. A client is closed between
+   * requests: holding nothing, and quiet for DRAIN_QUIET_MS, so one that just got a reply and is
+   * about to send its next request is not closed under it (that request would be lost in the FIN).
+   */
+  #closeIfDrained(): void {
+    if (this.#closed || this.#quitting || this.#pool.now() - this.#chunkAt < DRAIN_QUIET_MS) return;
+    const holds = this.#holds();
+    // A session-state pin (AUTH, HELLO, lease: exclusive) holds nothing worth waiting for; an open
+    // transaction is waited for on a reload, not at shutdown (its next request would be refused).
+    if (holds !== null && holds !== 'connection' && (holds !== 'transaction' || this.#shutdown === 'retiring')) return;
+    this.#closeAfterReplies();
+  }
+
+  /**
+   * clients.idle_timeout, from the pool's sweep: closed when it sent nothing for idleMs and holds
+   * nothing (no request in flight, no blocking command, subscription or open transaction).
+   */
+  closeIfIdle(now: number, idleMs: number): boolean {
+    if (this.#closed || this.#quitting || now - this.#chunkAt < idleMs) return false;
+    const holds = this.#holds();
+    if (holds !== null && holds !== 'connection') return false;
+    this.#closeAfterReplies();
+    return true;
+  }
+
+  info(now: number): ClientInfo {
+    return {
+      id: this.id,
+      peer: this.#socket.remoteAddress === undefined ? 'unix' : this.#addr,
+      listener: this.#listener,
+      ageMs: now - this.#createdAt,
+      idleMs: now - this.#chunkAt,
+      lastCommand: this.#lastCommand,
+      inflight: this.#outstanding,
+      holds: this.#holds(),
+    };
   }
 
   // ── client events ───────────────────────────────────────────────────────────────────────────

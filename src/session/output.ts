@@ -108,6 +108,11 @@ export class ClientOutput {
     return this.#queued + turn + this.#socket.writableLength;
   }
 
+  /** A streamed reply is part-way out: nothing may be written but its rest. */
+  get midReply(): boolean {
+    return this.#open !== null;
+  }
+
   /** Queues reply bytes; everything written in one turn goes out together at the end of it. Ignored once end() was called. */
   write(bytes: Buffer): void {
     if (this.#state !== 'open' || bytes.length === 0) return;

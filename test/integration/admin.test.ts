@@ -308,13 +308,15 @@ describe('/readyz', () => {
     const c = await client(proxy);
     expect(await c.ping()).toBe('PONG');
 
-    const closing = proxy.close(10_000);
+    // A delay long enough for the checks below; the client leaving ends it no sooner (the delay is
+    // for the app's last requests), so it is kept short.
+    const closing = proxy.drain({ delayMs: 300, timeoutMs: 10_000 });
     expect(proxy.draining).toBe(true);
     const reply = await request(admin, '/readyz');
     expect(reply.status).toBe(503);
     expect(JSON.parse(reply.body)).toEqual({ ready: false, reasons: ['poolside is shutting down'] });
     expect((await request(admin, '/healthz')).status).toBe(200);
-    // The connected client still works during the grace period.
+    // The connected client still works during shutdown.delay.
     expect(await c.ping()).toBe('PONG');
 
     c.disconnect();

@@ -285,24 +285,26 @@ describe('client lifecycle', () => {
     expect(await other.take(100)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
   });
 
-  // net.Server.close() calls back only once every accepted connection has ended: close() must
-  // close the sessions after the grace period before it waits for that.
-  it('closes connected clients after the grace period on close() and resolves', async () => {
+  // net.Server.close() calls back only once every accepted connection has ended: drain() must
+  // close the sessions at the deadline before it waits for that. A blocked client holds out to it.
+  it('cuts a blocked client at shutdown.timeout on drain() and resolves', async () => {
     const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
     const proxy = await startProxy([redis.address]);
     cleanup.defer(() => proxy.close());
     const client = await raw(portOf(proxy));
     expect(await client.call('PING')).toBe('PONG');
+    client.send('BLPOP', 'drain:never', '0');
+    await waitFor(() => proxy.clientList().clients.some((c) => c.holds === 'blocking'), 'the client to block');
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
-      proxy.close(200).then(() => 'closed'),
+      proxy.drain({ delayMs: 0, timeoutMs: 200 }).then((r) => r),
       new Promise((resolve) => {
-        timer = setTimeout(() => resolve('still open'), 1000);
+        timer = setTimeout(() => resolve('still open'), 2000);
       }),
     ]);
     clearTimeout(timer);
-    expect(outcome).toBe('closed');
+    expect(outcome).toEqual({ cutOff: 1 });
     expect(performance.now() - started).toBeGreaterThanOrEqual(150);
     expect(await client.closesWithin(1000)).toBe(true);
   });

@@ -82,7 +82,7 @@ describe('parseConfig: a good config', () => {
     expect(config.file).toBe(resolve('config.yaml'));
     expect(config.admin).toEqual({ listen: { kind: 'tcp', host: '127.0.0.1', port: 9121 } });
     expect(config.log).toEqual({ level: 'info' });
-    expect(config.shutdownGraceMs).toBe(DEFAULTS.shutdownGraceMs);
+    expect(config.shutdown).toEqual(DEFAULTS.shutdown);
     const d = DEFAULTS.pool;
     expect(onlyPool(config)).toEqual({
       name: 'cache',
@@ -121,14 +121,14 @@ describe('parseConfig: a good config', () => {
     const text = yaml(
       'admin: { listen: "0.0.0.0:0" }',
       'log: { level: debug }',
-      'shutdown_grace: 30s',
+      'shutdown: { delay: 5s, timeout: 30s }',
       'pools:',
       '  cache_2:',
       '    protocol: redis',
       '    listen:',
       '      - "[::1]:6390"',
       '      - unix:/run/poolside/cache.sock',
-      '      - { address: "unix:/tmp/x.sock", mode: "0600" }',
+      '      - { address: "unix:/tmp/x.sock", mode: "0600", owner: root, group: 65534 }',
       '    servers:',
       '      - { address: 10.0.0.5:6379, name: redis-a, weight: 3, username: app, password_env: REDIS_PW, db: 2 }',
       '      - { address: "redis-b.internal:6380", password_file: /etc/poolside/pw }',
@@ -146,21 +146,21 @@ describe('parseConfig: a good config', () => {
       '    max_lifetime: 2h',
       '    eject: { after_failures: 1, for: 30s }',
       '    request_timeout: 0s',
-      '    clients: { max: 50, output_buffer: { soft: 64kb, hard: 2mb, soft_seconds: 3 }, input_buffer: { soft: 2mb, hard: 600mb } }',
+      '    clients: { max: 50, output_buffer: { soft: 64kb, hard: 2mb, soft_seconds: 3 }, input_buffer: { soft: 2mb, hard: 600mb }, idle_timeout: 1m }',
       '    max_request_size: 1048576',
       '    commands: { allow: [config get, "FUNCTION|FLUSH"], deny: KEYS }',
     );
     const config = parse(text, { env: { REDIS_PW: 's3cret', CLIENT_PW: 'letmein' }, files: { '/etc/poolside/pw': 'filepw\n' } });
     expect(config.admin).toEqual({ listen: { kind: 'tcp', host: '0.0.0.0', port: 0 } });
     expect(config.log.level).toBe('debug');
-    expect(config.shutdownGraceMs).toBe(30_000);
+    expect(config.shutdown).toEqual({ delayMs: 5000, timeoutMs: 30_000 });
     expect(onlyPool(config)).toEqual({
       name: 'cache_2',
       protocol: 'redis',
       listen: [
         { kind: 'tcp', host: '::1', port: 6390 },
-        { kind: 'unix', path: '/run/poolside/cache.sock', mode: 0o660 },
-        { kind: 'unix', path: '/tmp/x.sock', mode: 0o600 },
+        { kind: 'unix', path: '/run/poolside/cache.sock', mode: 0o660, owner: null, group: null },
+        { kind: 'unix', path: '/tmp/x.sock', mode: 0o600, owner: { name: 'root', id: 0 }, group: { name: '65534', id: 65534 } },
       ],
       servers: [
         {
@@ -201,7 +201,7 @@ describe('parseConfig: a good config', () => {
       maxLifetimeMs: 7_200_000,
       eject: { afterFailures: 1, forMs: 30_000 },
       requestTimeoutMs: 0,
-      clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 3000, inputSoftBytes: 2 << 20, inputHardBytes: 600 << 20 },
+      clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 3000, inputSoftBytes: 2 << 20, inputHardBytes: 600 << 20, idleTimeoutMs: 60_000 },
       maxRequestBytes: 1_048_576,
       commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
     } satisfies PoolConfig);
@@ -251,17 +251,39 @@ describe('parseConfig: a good config', () => {
   });
 });
 
+describe('parseConfig: shutdown and idle clients', () => {
+  it('reads shutdown_grace as the old name of shutdown.timeout, and refuses both', () => {
+    expect(parse(yaml('shutdown_grace: 30s', pool())).shutdown).toEqual({ delayMs: 0, timeoutMs: 30_000 });
+    const text = yaml('shutdown_grace: 30s', 'shutdown: { timeout: 20s }', pool());
+    expect(problems(text)).toEqual([
+      problem('shutdown_grace', 'shutdown_grace is the old name of shutdown.timeout; give only shutdown.timeout', at(text, '30s')),
+    ]);
+  });
+
+  it('refuses a shutdown.delay that is not below shutdown.timeout', () => {
+    const text = yaml('shutdown: { delay: 10s, timeout: 5s }', pool());
+    expect(problems(text)).toEqual([
+      problem('shutdown.delay', 'shutdown.delay (10000ms) must be less than shutdown.timeout (5000ms): the timeout counts from the signal'),
+    ]);
+  });
+
+  it('reads clients.idle_timeout, 0 (never) by default', () => {
+    expect(onlyPool(parse(pool())).clients.idleTimeoutMs).toBe(0);
+    expect(onlyPool(parse(pool('    clients: { idle_timeout: 5m }'))).clients.idleTimeoutMs).toBe(300_000);
+  });
+});
+
 describe('config.example.yaml', () => {
   it('loads, and shows the defaults from schema.ts', () => {
     const config = loadConfig(new URL('../../config.example.yaml', import.meta.url).pathname);
     expect(config.admin).toEqual({ listen: { kind: 'tcp', host: '127.0.0.1', port: 9121 } });
     expect(config.log.level).toBe(DEFAULTS.log.level);
-    expect(config.shutdownGraceMs).toBe(DEFAULTS.shutdownGraceMs);
+    expect(config.shutdown).toEqual(DEFAULTS.shutdown);
     const { name, protocol, listen, servers, ...options } = onlyPool(config);
     expect({ name, protocol }).toEqual({ name: 'cache', protocol: 'redis' });
     expect(listen).toEqual([
       { kind: 'tcp', host: '127.0.0.1', port: 6380 },
-      { kind: 'unix', path: '/tmp/poolside-cache.sock', mode: DEFAULTS.pool.unixMode },
+      { kind: 'unix', path: '/tmp/poolside-cache.sock', mode: DEFAULTS.pool.unixMode, owner: null, group: null },
     ]);
     expect(servers.map((s) => [s.name, s.weight, s.db])).toEqual([['127.0.0.1:6379', 1, 0]]);
     const { unixMode: _unixMode, ...poolDefaults } = DEFAULTS.pool;
@@ -813,7 +835,7 @@ describe('parseConfig: listeners', () => {
   it('accepts a unix path of 107 bytes and refuses 108, counting UTF-8 bytes', () => {
     const ok = `/tmp/${'a'.repeat(102)}`;
     expect(Buffer.byteLength(ok)).toBe(107);
-    expect(onlyPool(parse(listen(`"unix:${ok}"`))).listen).toEqual([{ kind: 'unix', path: ok, mode: 0o660 }]);
+    expect(onlyPool(parse(listen(`"unix:${ok}"`))).listen).toEqual([{ kind: 'unix', path: ok, mode: 0o660, owner: null, group: null }]);
     const accented = `/tmp/${'é'.repeat(51)}a`;
     expect(accented.length).toBe(57);
     expect(problems(listen(`"unix:${accented}"`))).toEqual([
@@ -981,12 +1003,13 @@ describe('validate: scalar parsers', () => {
 
   it('listenersClash compares hosts, wildcards, ports and unix paths', () => {
     const tcp = (host: string, port: number) => ({ kind: 'tcp' as const, host, port });
+    const unix = (path: string, mode: number) => ({ kind: 'unix' as const, path, mode, owner: null, group: null });
     expect(listenersClash(tcp('127.0.0.1', 1), tcp('127.0.0.1', 1))).toBe(true);
     expect(listenersClash(tcp('127.0.0.1', 1), tcp('127.0.0.2', 1))).toBe(false);
     expect(listenersClash(tcp('::', 1), tcp('127.0.0.1', 1))).toBe(true);
     expect(listenersClash(tcp('127.0.0.1', 0), tcp('127.0.0.1', 0))).toBe(false);
-    expect(listenersClash({ kind: 'unix', path: '/a', mode: 0 }, { kind: 'unix', path: '/a', mode: 0o600 })).toBe(true);
-    expect(listenersClash({ kind: 'unix', path: '/a', mode: 0 }, tcp('127.0.0.1', 1))).toBe(false);
+    expect(listenersClash(unix('/a', 0), unix('/a', 0o600))).toBe(true);
+    expect(listenersClash(unix('/a', 0), tcp('127.0.0.1', 1))).toBe(false);
   });
 
   it('suggest finds a key within edit distance 2, or from camelCase', () => {
