@@ -127,6 +127,9 @@ export function tlsFailure(err: NodeJS.ErrnoException): 'certificate' | 'tls_han
   return null;
 }
 
+const REFUSED_AFTER_HANDSHAKE =
+  'TLS certificate refused: the server hung up right after the handshake, before answering anything: it refused our client certificate (none given, or not signed by a CA it trusts: tls.cert_file, tls.key_file)';
+
 export interface ConnectionSettings {
   host: string;
   port: number;
@@ -236,10 +239,12 @@ export class Connection implements ResponseSink {
           });
     if (secure !== null) socket.setNoDelay(true);
     this.#socket = socket;
-    this.#connectTimer = settings.clock.setTimeout(
-      () => this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms${secure === null || this.#tcpConnected ? '' : ' (before TCP connected)'}`),
-      settings.connectTimeoutMs,
-    );
+    this.#connectTimer = settings.clock.setTimeout(() => {
+      const inHandshake = secure !== null && this.#tcpConnected && this.#state.kind === 'connecting';
+      // TCP up but no handshake: a server that does not speak TLS waits for a line that never comes.
+      if (inHandshake) this.destroy('tls_handshake', `TLS handshake not done after ${settings.connectTimeoutMs}ms (does the server speak TLS on this port?)`);
+      else this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms`);
+    }, settings.connectTimeoutMs);
     // With TLS, 'connect' is TCP's and 'secureConnect' the handshake's: the connection starts after both.
     socket.once('connect', () => {
       this.#tcpConnected = true;
@@ -252,24 +257,38 @@ export class Connection implements ResponseSink {
       const tlsReason = secure === null ? null : tlsFailure(err);
       if (tlsReason !== null) {
         this.destroy(tlsReason, `TLS ${tlsReason === 'certificate' ? 'certificate refused' : 'handshake failed'}: ${err.message}${err.code === undefined ? '' : ` (${err.code})`}`);
-        return;
+      } else if (hungUp && this.#tlsRefusedUs()) {
+        this.destroy('certificate', `${REFUSED_AFTER_HANDSHAKE} (${err.message})`);
+      } else if (secure !== null && this.#state.kind === 'connecting' && this.#tcpConnected) {
+        // TCP connected but the handshake never finished: the server hung up on our TLS.
+        this.destroy('tls_handshake', `TLS handshake failed: ${err.message}`);
+      } else {
+        this.destroy(this.#state.kind === 'connecting' ? 'connect_failed' : hungUp ? 'remote_closed' : 'error', err.message);
       }
-      let reason: CloseReason = this.#state.kind === 'connecting' ? 'connect_failed' : hungUp ? 'remote_closed' : 'error';
-      // TCP connected but the handshake never finished: the server hung up on our TLS (or spoke none).
-      if (secure !== null && this.#state.kind === 'connecting' && this.#tcpConnected) reason = 'tls_handshake';
-      this.destroy(reason, err.message);
     });
     // 'end' (the server's FIN) rather than waiting for 'close': no request may be lent a
     // connection the server already hung up on.
     const hangUp = (): void => {
       if (secure !== null && this.#state.kind === 'connecting' && this.#tcpConnected) {
         this.destroy('tls_handshake', 'server closed the connection during the TLS handshake');
+      } else if (this.#tlsRefusedUs()) {
+        this.destroy('certificate', REFUSED_AFTER_HANDSHAKE);
       } else {
         this.destroy('remote_closed', 'server closed the connection');
       }
     };
     socket.on('end', hangUp);
     socket.on('close', hangUp);
+  }
+
+  /**
+   * With TLS 1.3 the server checks our certificate after our side of the handshake is done: a
+   * refusal is an alert (tlsFailure) or, when our first write crossed it, just a hang-up before the
+   * server answered anything. Nothing else makes a TLS server hang up on a connection's setup
+   * unanswered (Redis answers even a refused AUTH or a full server with an error first).
+   */
+  #tlsRefusedUs(): boolean {
+    return this.#settings.tls !== null && this.#state.kind === 'initializing' && this.#reads === 0;
   }
 
   get db(): number | null {
