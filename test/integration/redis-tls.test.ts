@@ -64,7 +64,7 @@ const mutual = (): Record<string, unknown> => ({ ca_file: certs.caFile, cert_fil
 describe('TLS to servers', () => {
   it('serves every kind of traffic over mutual TLS with an ACL user, and no secret shows anywhere', async () => {
     const redis = await startTlsRedis('yes');
-    const { proxy, log } = await proxyFor([server(redis, mutual())], { heartbeat: { interval: '100ms', timeout: '50ms' }, exclusive: { max: 1 } });
+    const { proxy, log } = await proxyFor([server(redis, mutual())], { heartbeat: { interval: '300ms', timeout: '250ms' }, exclusive: { max: 1 } });
     await waitReady(proxy);
     const port = portOf(proxy);
 
@@ -80,9 +80,15 @@ describe('TLS to servers', () => {
     expect(await a.lpush('queue', 'job')).toBe(1);
     expect(await popped).toEqual(['queue', 'job']);
     expect(await b.call('ACL', 'WHOAMI')).toBe('app');
+    // SUBSCRIBE relays pushes over the same kind of connection.
+    const subscriber = await connectRedis(cleanup, port);
+    const message = new Promise<string>((resolve) => subscriber.once('message', (_channel: string, text: string) => resolve(text)));
+    await subscriber.subscribe('news');
+    await waitFor(async () => Number(await a.call('PUBLISH', 'news', 'hello')) === 1, 'the subscriber to receive');
+    expect(await message).toBe('hello');
 
     // Heartbeats run over TLS too.
-    await waitFor(async () => (await metricsOf(proxy)).value('poolside_heartbeat_duration_seconds_count', { server: redis.address }) >= 2, 'two heartbeats answered', 5000);
+    await waitFor(async () => (await metricsOf(proxy)).value('poolside_heartbeat_duration_seconds_count', { server: redis.address }) >= 2, 'two heartbeats answered', 10_000);
 
     const metrics = await metricsOf(proxy);
     const labels = { pool: 'p', server: redis.address };
@@ -131,6 +137,19 @@ describe('TLS to servers', () => {
       expect(poolsideReason(reply)).toMatch(/^(NO_HEALTHY_SERVER|POOL_TIMEOUT)$/);
     });
   }
+
+  it('says a wrong password is the server refusing AUTH, and never shows the password', async () => {
+    const redis = await startTlsRedis('optional');
+    const wrong = 'Wrong-Password-7c1e';
+    fs.writeFileSync(path.join(secretDir, 'wrong'), wrong);
+    const { proxy, log } = await proxyFor([{ ...server(redis, { ca_file: certs.caFile }), password_file: path.join(secretDir, 'wrong') }]);
+    const failed = () => log.lines.find((l) => l.msg === 'connect to server failed');
+    await waitFor(() => failed() !== undefined, 'a failed connect in the log', 10_000);
+    expect(failed()?.fields).toMatchObject({ reason: 'init_failed', error: expect.stringMatching(/WRONGPASS/) });
+    const metrics = await metricsOf(proxy);
+    const stats = (await request(proxy.adminAddress(), '/stats')).body;
+    for (const text of [metrics.text, stats, JSON.stringify(log.lines)]) expect(text).not.toContain(wrong);
+  });
 
   it('calls a server that does not speak TLS a failed handshake', async () => {
     const plain = cleanup.add(await RedisServer.start(), (s) => s.stop());
