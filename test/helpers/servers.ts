@@ -66,7 +66,7 @@ export interface RedisTlsOptions {
 }
 
 export interface RedisServerOptions {
-  /** Absent: plain TCP, as every server was before. */
+  /** Absent: plain TCP, as every server was before. With it, command() cannot reach the server (it speaks plain TCP). */
   tls?: RedisTlsOptions;
 }
 
