@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
  * The command line: the only file that touches process.* (arguments, exit codes, signals).
- *
- *   poolside --config FILE         run
- *   poolside --check-config FILE   validate FILE, print every problem, exit 0 or 2
+ * What the arguments mean is cli-args.ts's business (usage there).
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseCommandLine, usage } from './cli-args.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { fdBudget, parseOpenFilesLimit } from './fd-budget.js';
@@ -17,24 +17,13 @@ import { Proxy } from './proxy.js';
 import { jsonLogger } from './util/log.js';
 import type { Logger } from './util/log.js';
 
-const USAGE = `usage: poolside --config FILE
-       poolside --check-config FILE
-       poolside --version`;
-
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
-function parseArgs(argv: string[]): { mode: 'run' | 'check'; file: string } | { mode: 'help' | 'version' } | { mode: 'error'; message: string } {
-  const [flag, file, ...rest] = argv;
-  if (flag === '--help' || flag === '-h') return { mode: 'help' };
-  if (flag === '--version') return { mode: 'version' };
-  if ((flag === '--config' || flag === '-c' || flag === '--check-config') && file !== undefined && rest.length === 0) {
-    return { mode: flag === '--check-config' ? 'check' : 'run', file };
-  }
-  return { mode: 'error', message: USAGE };
-}
+/** The configuration reference, where this copy of poolside is (the package ships docs/). */
+const docsPath = (): string => fileURLToPath(new URL('../docs/configuration.md', import.meta.url));
 
 function load(file: string): Config | null {
   try {
@@ -112,16 +101,16 @@ async function run(file: string): Promise<void> {
   });
 }
 
-const args = parseArgs(process.argv.slice(2));
+const args = parseCommandLine(process.argv.slice(2));
 switch (args.mode) {
   case 'help':
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${usage(docsPath())}\n`);
     break;
   case 'version':
     process.stdout.write(`poolside ${version()}\n`);
     break;
-  case 'error':
-    process.stderr.write(`${args.message}\n`);
+  case 'usage_error':
+    process.stderr.write(`poolside: ${args.message}\n${usage(docsPath())}\n`);
     process.exitCode = 2;
     break;
   case 'check': {

@@ -27,13 +27,17 @@ import type {
   Routing,
   ServerConfig,
   TcpAddress,
+  TlsConfig,
 } from './schema.js';
+import { readTlsFiles } from './tls.js';
+import type { TlsFileField } from './tls.js';
 import {
   describe,
   formatAddress,
   listenersClash,
   oneOf,
   parseAdminAddress,
+  parseBoolean,
   parseHashTag,
   parseListenAddress,
   parseMode,
@@ -75,9 +79,10 @@ const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
-  'commands',
+  'commands', 'tls',
 ];
-const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db'];
+const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db', 'tls'];
+const TLS_KEYS = ['ca_file', 'cert_file', 'key_file', 'servername', 'reject_unauthorized'];
 const CLIENT_AUTH_KEYS = ['username', 'password_file', 'password_env'];
 /** Redis's AUTH <password> authenticates as this user; client_auth stores it as username null. */
 const REDIS_DEFAULT_USER = 'default';
@@ -239,7 +244,8 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const listen = listenSlots.map((slot) => readListen(walk, slot));
 
   const serversSlot = pool.require('servers', 'a list of host:port addresses');
-  const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false));
+  const poolTls = readTls(walk, pool.get('tls'), null);
+  const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false), poolTls);
   const clientAuth = readClientAuth(walk, pool.get('client_auth'));
 
   const routing = walk.parse(pool.get('routing'), d.routing, oneOf(ROUTINGS));
@@ -452,11 +458,11 @@ interface ReadServer {
   nameSlot: Slot;
 }
 
-function readServers(walk: Walk, slots: Slot[]): ReadServer[] {
+function readServers(walk: Walk, slots: Slot[], poolTls: TlsConfig | null): ReadServer[] {
   const servers: ReadServer[] = [];
   const firstWithName = new Map<string, string>();
   for (const slot of slots) {
-    const server = isMap(slot.node) ? readServerObject(walk, slot) : readServerString(walk, slot);
+    const server = isMap(slot.node) ? readServerObject(walk, slot, poolTls) : readServerString(walk, slot, poolTls);
     if (server === undefined) continue;
     const { name } = server.config;
     const first = firstWithName.get(name);
@@ -468,7 +474,7 @@ function readServers(walk: Walk, slots: Slot[]): ReadServer[] {
   return servers;
 }
 
-function readServerString(walk: Walk, slot: Slot): ReadServer | undefined {
+function readServerString(walk: Walk, slot: Slot, poolTls: TlsConfig | null): ReadServer | undefined {
   const parsed = walk.parse<ServerString | null>(slot, null, parseServerString);
   if (parsed === null) return undefined;
   const config: ServerConfig = {
@@ -478,11 +484,12 @@ function readServerString(walk: Walk, slot: Slot): ReadServer | undefined {
     username: null,
     password: null,
     db: DEFAULTS.server.db,
+    tls: poolTls,
   };
   return { config, weightSlot: slot, nameSlot: slot };
 }
 
-function readServerObject(walk: Walk, slot: Slot): ReadServer | undefined {
+function readServerObject(walk: Walk, slot: Slot, poolTls: TlsConfig | null): ReadServer | undefined {
   const server = walk.section(slot, SERVER_KEYS);
   const addressSlot = server?.require('address', 'host:port');
   if (server === undefined || addressSlot === undefined) return undefined;
@@ -502,6 +509,7 @@ function readServerObject(walk: Walk, slot: Slot): ReadServer | undefined {
     username,
     password,
     db: walk.parse(server.get('db'), DEFAULTS.server.db, wholeNumber(0)),
+    tls: readTls(walk, server.get('tls'), poolTls),
   };
   return { config, weightSlot: weightSlot ?? addressSlot, nameSlot: nameSlot ?? addressSlot };
 }
@@ -532,6 +540,37 @@ function readClientAuth(walk: Walk, slot: Slot | undefined): PoolConfig['clientA
   if (password === null || password === '' || username === '') return null;
   // AUTH <password> is AUTH default <password>, so naming the default user changes nothing.
   return { username: username === REDIS_DEFAULT_USER ? null : username, password };
+}
+
+/**
+ * A `tls` value: absent = `inherited` (the pool's, for a server), `false` = plain TCP, `true` =
+ * TLS with Node's defaults (system CAs), or a mapping. A server's mapping replaces the pool's whole.
+ * The files are read now (readTlsFiles), relative to the config file like password files.
+ */
+function readTls(walk: Walk, slot: Slot | undefined, inherited: TlsConfig | null): TlsConfig | null {
+  if (slot === undefined) return inherited;
+  const defaults: TlsConfig = { caFile: null, certFile: null, keyFile: null, ca: null, cert: null, key: null, servername: null, rejectUnauthorized: true };
+  if (isScalar(slot.node) && typeof slot.node.value === 'boolean') return slot.node.value ? defaults : null;
+  const tls = walk.section(slot, TLS_KEYS);
+  if (tls === undefined) return null;
+  const path = (field: TlsFileField): string | null => {
+    const given = walk.parse(tls.get(field), '', parseString);
+    return given === '' ? null : isAbsolute(given) ? given : resolve(dirname(resolve(walk.file)), given);
+  };
+  const files = { caFile: path('ca_file'), certFile: path('cert_file'), keyFile: path('key_file') };
+  const { material, problems } = readTlsFiles(files, walk.readFile);
+  for (const problem of problems) {
+    const at = problem.field === null ? undefined : tls.get(problem.field);
+    if (at !== undefined) walk.report(at, problem.message);
+    else walk.at(offsetOf(slot.key ?? slot.node), slot.path, problem.message);
+  }
+  const servernameSlot = tls.get('servername');
+  return {
+    ...files,
+    ...material,
+    servername: servernameSlot === undefined ? null : walk.parse(servernameSlot, '', parseName),
+    rejectUnauthorized: walk.parse(tls.get('reject_unauthorized'), true, parseBoolean),
+  };
 }
 
 function passwordGiven(section: Section): boolean {

@@ -35,6 +35,25 @@ export interface UnixAddress {
 
 export type ListenAddress = TcpAddress | UnixAddress;
 
+/**
+ * TLS to one server. The files are read at load (tls.ts, readTlsFiles), so a reload re-reads
+ * them; the PEM text lives here, the key never logged. Null fields: Node's defaults (the system
+ * CAs, no client certificate, SNI and identity check against the server's host).
+ */
+export interface TlsConfig {
+  /** Absolute paths, for messages; the contents below are what connections use. */
+  caFile: string | null;
+  certFile: string | null;
+  keyFile: string | null;
+  ca: string | null;
+  cert: string | null;
+  /** Private key (PEM): never logged, never in /stats. */
+  key: string | null;
+  /** Name sent as SNI and checked against the certificate; null = the address's host. */
+  servername: string | null;
+  rejectUnauthorized: boolean;
+}
+
 export interface ServerConfig {
   address: TcpAddress;
   /** Label in metrics and logs, and the ketama continuum name (twemproxy-compatible). */
@@ -45,6 +64,8 @@ export interface ServerConfig {
   password: string | null;
   /** Redis database selected on every new connection (0 = leave as is). */
   db: number;
+  /** TLS to the server (its own `tls`, else the pool's); null = plain TCP. */
+  tls: TlsConfig | null;
 }
 
 export interface BackoffConfig {

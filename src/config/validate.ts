@@ -330,3 +330,7 @@ export function suggest(word: string, known: readonly string[]): string | null {
   }
   return best;
 }
+
+export function parseBoolean(value: unknown): Parsed<boolean> {
+  return typeof value === 'boolean' ? ok(value) : fail(`expected true or false, got ${describe(value)}`);
+}

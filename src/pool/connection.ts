@@ -14,6 +14,8 @@
  * a ring beside the FIFO) and once per read (when the server last showed progress).
  */
 import net from 'node:net';
+import tls from 'node:tls';
+import type { TlsConfig } from '../config/schema.js';
 import type { Codec } from '../codec/registry.js';
 import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
@@ -57,6 +59,8 @@ export const CLOSE_REASONS = [
   'reset_failed',
   'session_state',
   'shutdown',
+  'tls_handshake',
+  'certificate',
 ] as const;
 export type CloseReason = (typeof CLOSE_REASONS)[number];
 
@@ -90,9 +94,47 @@ export interface ConnectionOwner {
   onInternalError(conn: Connection, error: unknown): void;
 }
 
+/** TLS for a connection: the secure context is built once per server (connectionTls), not per connect. */
+export interface ConnectionTls {
+  context: tls.SecureContext;
+  servername: string | null;
+  rejectUnauthorized: boolean;
+}
+
+/** A server's TlsConfig as connections use it. Pure (OpenSSL parses the PEM; no I/O). */
+export function connectionTls(config: TlsConfig): ConnectionTls {
+  const context = tls.createSecureContext({ ca: config.ca ?? undefined, cert: config.cert ?? undefined, key: config.key ?? undefined });
+  return { context, servername: config.servername, rejectUnauthorized: config.rejectUnauthorized };
+}
+
+/** OpenSSL's verification results (err.code) and Node's name check: the server's certificate was refused. */
+const CERTIFICATE_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY', 'CERT_SIGNATURE_FAILURE', 'CERT_NOT_YET_VALID', 'CERT_HAS_EXPIRED', 'ERROR_IN_CERT_NOT_BEFORE_FIELD',
+  'ERROR_IN_CERT_NOT_AFTER_FIELD', 'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'CERT_CHAIN_TOO_LONG', 'CERT_REVOKED',
+  'INVALID_CA', 'PATH_LENGTH_EXCEEDED', 'INVALID_PURPOSE', 'CERT_UNTRUSTED', 'CERT_REJECTED', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * Why a TLS connection failed, from the error's code: `certificate` when a certificate was refused
+ * (the server's by us, or ours by the server: a TLS alert such as bad certificate, unknown CA,
+ * certificate required), `tls_handshake` for any other TLS failure; null when it is not TLS's doing.
+ */
+export function tlsFailure(err: NodeJS.ErrnoException): 'certificate' | 'tls_handshake' | null {
+  const code = err.code ?? '';
+  if (CERTIFICATE_CODES.has(code) || /^ERR_SSL_.*(CERTIFICATE|_CERT_|UNKNOWN_CA)/.test(code)) return 'certificate';
+  if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) return 'tls_handshake';
+  return null;
+}
+
+const REFUSED_AFTER_HANDSHAKE =
+  'TLS certificate refused: the server hung up right after the handshake, before answering anything: it refused our client certificate (none given, or not signed by a CA it trusts: tls.cert_file, tls.key_file)';
+
 export interface ConnectionSettings {
   host: string;
   port: number;
+  /** null: plain TCP. The handshake is part of the connect (connect timeout, connect duration). */
+  tls: ConnectionTls | null;
   connectTimeoutMs: number;
   clock: Clock;
   username: string | null;
@@ -137,6 +179,8 @@ export class Connection implements ResponseSink {
   #retiring = false;
 
   #state: ConnectionState = { kind: 'connecting' };
+  /** TCP is up (with TLS, the handshake may still be running): tells a failed handshake from a failed connect. */
+  #tcpConnected = false;
   #serverId: number | null = null;
   /**
    * Reads stopped by the client a reply is streaming to (holdReads): it is behind, and the rest of
@@ -186,24 +230,70 @@ export class Connection implements ResponseSink {
   start(): void {
     if (this.#socket !== null || this.#state.kind !== 'connecting') return;
     const settings = this.#settings;
-    const socket = net.connect({ host: settings.host, port: settings.port, noDelay: true });
+    const secure = settings.tls;
+    const socket =
+      secure === null
+        ? net.connect({ host: settings.host, port: settings.port, noDelay: true })
+        : tls.connect({
+            host: settings.host,
+            port: settings.port,
+            secureContext: secure.context,
+            // Unset, Node sends the host as SNI (not an IP) and checks the certificate against it.
+            servername: secure.servername ?? undefined,
+            rejectUnauthorized: secure.rejectUnauthorized,
+          });
+    if (secure !== null) socket.setNoDelay(true);
     this.#socket = socket;
-    this.#connectTimer = settings.clock.setTimeout(
-      () => this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms`),
-      settings.connectTimeoutMs,
-    );
-    socket.once('connect', () => this.#onConnect(settings));
+    this.#connectTimer = settings.clock.setTimeout(() => {
+      const inHandshake = secure !== null && this.#tcpConnected && this.#state.kind === 'connecting';
+      // TCP up but no handshake: a server that does not speak TLS waits for a line that never comes.
+      if (inHandshake) this.destroy('tls_handshake', `TLS handshake not done after ${settings.connectTimeoutMs}ms (does the server speak TLS on this port?)`);
+      else this.destroy('connect_failed', `connect timeout after ${settings.connectTimeoutMs}ms`);
+    }, settings.connectTimeoutMs);
+    // With TLS, 'connect' is TCP's and 'secureConnect' the handshake's: the connection starts after both.
+    socket.once('connect', () => {
+      this.#tcpConnected = true;
+    });
+    socket.once(secure === null ? 'connect' : 'secureConnect', () => this.#onConnect(settings));
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // A reset or a write to a socket the server closed is the server hanging up, like a FIN.
       const hungUp = err.code === 'ECONNRESET' || err.code === 'EPIPE';
-      const reason: CloseReason = this.#state.kind === 'connecting' ? 'connect_failed' : hungUp ? 'remote_closed' : 'error';
-      this.destroy(reason, err.message);
+      const tlsReason = secure === null ? null : tlsFailure(err);
+      if (tlsReason !== null) {
+        this.destroy(tlsReason, `TLS ${tlsReason === 'certificate' ? 'certificate refused' : 'handshake failed'}: ${err.message}${err.code === undefined ? '' : ` (${err.code})`}`);
+      } else if (hungUp && this.#tlsRefusedUs()) {
+        this.destroy('certificate', `${REFUSED_AFTER_HANDSHAKE} (${err.message})`);
+      } else if (secure !== null && this.#state.kind === 'connecting' && this.#tcpConnected) {
+        // TCP connected but the handshake never finished: the server hung up on our TLS.
+        this.destroy('tls_handshake', `TLS handshake failed: ${err.message}`);
+      } else {
+        this.destroy(this.#state.kind === 'connecting' ? 'connect_failed' : hungUp ? 'remote_closed' : 'error', err.message);
+      }
     });
     // 'end' (the server's FIN) rather than waiting for 'close': no request may be lent a
     // connection the server already hung up on.
-    socket.on('end', () => this.destroy('remote_closed', 'server closed the connection'));
-    socket.on('close', () => this.destroy('remote_closed', 'server closed the connection'));
+    const hangUp = (): void => {
+      if (secure !== null && this.#state.kind === 'connecting' && this.#tcpConnected) {
+        this.destroy('tls_handshake', 'server closed the connection during the TLS handshake');
+      } else if (this.#tlsRefusedUs()) {
+        this.destroy('certificate', REFUSED_AFTER_HANDSHAKE);
+      } else {
+        this.destroy('remote_closed', 'server closed the connection');
+      }
+    };
+    socket.on('end', hangUp);
+    socket.on('close', hangUp);
+  }
+
+  /**
+   * With TLS 1.3 the server checks our certificate after our side of the handshake is done: a
+   * refusal is an alert (tlsFailure) or, when our first write crossed it, just a hang-up before the
+   * server answered anything. Nothing else makes a TLS server hang up on a connection's setup
+   * unanswered (Redis answers even a refused AUTH or a full server with an error first).
+   */
+  #tlsRefusedUs(): boolean {
+    return this.#settings.tls !== null && this.#state.kind === 'initializing' && this.#reads === 0;
   }
 
   get db(): number | null {

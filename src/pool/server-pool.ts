@@ -20,7 +20,7 @@ import type { Clock, Timer } from '../util/clock.js';
 import { jittered } from '../util/clock.js';
 import { CONNECT_BUCKETS, Histogram, REQUEST_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
-import { CLOSE_REASONS, Connection } from './connection.js';
+import { CLOSE_REASONS, Connection, connectionTls } from './connection.js';
 import { ExclusivePool } from './exclusive-pool.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings, HeartbeatReply, ResponseTarget } from './connection.js';
 import type { EjectPolicy, ServerHealth } from './health.js';
@@ -119,6 +119,7 @@ export class ServerPool implements ConnectionOwner {
     this.#settings = {
       host: config.address.host,
       port: config.address.port,
+      tls: config.tls === null ? null : connectionTls(config.tls),
       connectTimeoutMs: pool.connect.timeoutMs,
       clock,
       username: config.username,

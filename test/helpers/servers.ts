@@ -54,22 +54,40 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
   }
 }
 
+/**
+ * A redis-server that speaks only TLS: `--tls-port` on the server's port, `--port 0`. PEM files
+ * (test/helpers/tls.ts makes them); `authClients` is redis's `tls-auth-clients`.
+ */
+export interface RedisTlsOptions {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  authClients: 'yes' | 'no' | 'optional';
+}
+
+export interface RedisServerOptions {
+  /** Absent: plain TCP, as every server was before. With it, command() cannot reach the server (it speaks plain TCP). */
+  tls?: RedisTlsOptions;
+}
+
 export class RedisServer {
   readonly port: number;
   readonly dir: string;
   #child: ChildProcess | null = null;
   #extraArgs: string[];
+  readonly #tls: RedisTlsOptions | null;
 
-  private constructor(port: number, dir: string, extraArgs: string[]) {
+  private constructor(port: number, dir: string, extraArgs: string[], tls: RedisTlsOptions | null) {
     this.port = port;
     this.dir = dir;
     this.#extraArgs = extraArgs;
+    this.#tls = tls;
   }
 
-  static async start(extraArgs: string[] = []): Promise<RedisServer> {
+  static async start(extraArgs: string[] = [], options: RedisServerOptions = {}): Promise<RedisServer> {
     requireBinary('redis-server', 'redis-server');
     for (let attempt = 0; ; attempt++) {
-      const server = new RedisServer(await freePort(), tempDir('poolside-redis-'), extraArgs);
+      const server = new RedisServer(await freePort(), tempDir('poolside-redis-'), extraArgs, options.tls ?? null);
       try {
         await server.#spawn();
         return server;
@@ -121,9 +139,14 @@ export class RedisServer {
   }
 
   async #spawn(): Promise<void> {
+    const tls = this.#tls;
+    const ports =
+      tls === null
+        ? ['--port', String(this.port)]
+        : ['--port', '0', '--tls-port', String(this.port), '--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile, '--tls-ca-cert-file', tls.caFile, '--tls-auth-clients', tls.authClients];
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--daemonize', 'no', ...this.#extraArgs],
+      [...ports, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--daemonize', 'no', ...this.#extraArgs],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#child = child;
@@ -135,6 +158,8 @@ export class RedisServer {
     try {
       await waitFor(async () => {
         if (child.exitCode !== null) throw new Error(`redis-server exited: ${output.slice(-500)}`);
+        // A TLS-only server may want a client certificate and an ACL user: its log says when it listens.
+        if (tls !== null) return output.includes('Ready to accept connections');
         try {
           return (await rawCommand(this.port, ['PING'])) === '+PONG\r\n';
         } catch {

@@ -48,10 +48,27 @@ describe('poolside command line', () => {
     expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 
-  it('prints usage and exits 2 on unknown arguments', () => {
+  it('names an unknown option, prints usage and exits 2', () => {
     const result = poolside(['--frobnicate']);
     expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(/^poolside: unknown option --frobnicate\n/);
     expect(result.stderr).toMatch(/usage: poolside --config FILE/);
+  });
+
+  it('takes --check-config=FILE (every spelling: test/unit/cli-args.test.ts)', () => {
+    const result = poolside(['--check-config=config.example.yaml']);
+    expect(result.stdout).toMatch(/config\.example\.yaml: OK/);
+    expect(result.status).toBe(0);
+  });
+
+  it('--help points to the configuration reference, --version prints the version', () => {
+    const help = poolside(['--help']);
+    expect(help.status).toBe(0);
+    const docs = /Configuration reference: (\S+)/.exec(help.stdout)?.[1];
+    expect(docs).toBeDefined();
+    expect(fs.existsSync(docs ?? '')).toBe(true);
+    const version = poolside(['--version']);
+    expect(version.stdout).toMatch(/^poolside \d+\.\d+\.\d+\n$/);
   });
 
   it('starts with no reachable server, answers clients with a native error, and stops on SIGTERM', async () => {

@@ -96,6 +96,7 @@ describe('parseConfig: a good config', () => {
           username: null,
           password: null,
           db: 0,
+          tls: null,
         },
       ],
       clientAuth: null,
@@ -170,6 +171,7 @@ describe('parseConfig: a good config', () => {
           username: 'app',
           password: 's3cret',
           db: 2,
+          tls: null,
         },
         {
           address: { kind: 'tcp', host: 'redis-b.internal', port: 6380 },
@@ -178,6 +180,7 @@ describe('parseConfig: a good config', () => {
           username: null,
           password: 'filepw',
           db: 0,
+          tls: null,
         },
         {
           address: { kind: 'tcp', host: '10.0.0.7', port: 6379 },
@@ -186,6 +189,7 @@ describe('parseConfig: a good config', () => {
           username: null,
           password: null,
           db: 0,
+          tls: null,
         },
       ],
       clientAuth: { username: 'app', password: 'letmein' },
