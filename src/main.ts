@@ -12,6 +12,7 @@ import { fdBudget, parseOpenFilesLimit } from './fd-budget.js';
 import type { FdBudget } from './fd-budget.js';
 import { formatAddress } from './listener.js';
 import { Proxy } from './proxy.js';
+import { notifyReady } from './sd-notify.js';
 import { jsonLogger } from './util/log.js';
 import type { Logger } from './util/log.js';
 
@@ -122,6 +123,7 @@ async function run(file: string): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => log.warn('SIGHUP: live reload is not implemented yet; restart poolside to apply config changes', { reason: 'reload_unsupported' }));
+  await notifyReady(log);
 }
 
 const args = parseArgs(process.argv.slice(2));
