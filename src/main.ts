@@ -123,7 +123,7 @@ async function run(file: string): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => log.warn('SIGHUP: live reload is not implemented yet; restart poolside to apply config changes', { reason: 'reload_unsupported' }));
-  await notifyReady(log);
+  await notifyReady(log, { env: process.env, pid: process.pid });
 }
 
 const args = parseArgs(process.argv.slice(2));

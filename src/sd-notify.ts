@@ -16,9 +16,10 @@ import { spawn } from 'node:child_process';
 import type { Logger } from './util/log.js';
 
 export interface NotifyOptions {
-  env?: NodeJS.ProcessEnv;
-  /** The pid systemd should treat as the main process: this one. */
-  pid?: number;
+  /** The process's environment: NOTIFY_SOCKET, and what systemd-notify runs with. */
+  env: NodeJS.ProcessEnv;
+  /** The pid systemd should treat as the main process: poolside's own. */
+  pid: number;
   /** Which program to run; tests point it elsewhere. */
   command?: string;
 }
@@ -28,11 +29,10 @@ export interface NotifyOptions {
  * cannot, since systemd then fails the start at `TimeoutStartSec` and says why itself.
  * Resolves when the notification was delivered, failed, or was not needed.
  */
-export function notifyReady(log: Logger, options: NotifyOptions = {}): Promise<void> {
-  const env = options.env ?? process.env;
+export function notifyReady(log: Logger, options: NotifyOptions): Promise<void> {
+  const { env, pid } = options;
   if (env.NOTIFY_SOCKET === undefined || env.NOTIFY_SOCKET === '') return Promise.resolve();
   const command = options.command ?? 'systemd-notify';
-  const pid = options.pid ?? process.pid;
   return new Promise((resolve) => {
     const child = spawn(command, ['--ready', `--pid=${pid}`, '--status=poolside is accepting clients'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';

@@ -91,19 +91,19 @@ describe('sd_notify readiness', () => {
 
   it('does nothing without NOTIFY_SOCKET', async () => {
     const log = quietLog();
-    await notifyReady(log, { env: {}, command: '/nonexistent/systemd-notify' });
+    await notifyReady(log, { env: {}, pid: 1, command: '/nonexistent/systemd-notify' });
     expect(log.lines).toEqual([]);
   });
 
   it('logs an error, and does not throw, when the notification cannot be sent', async () => {
     const log = quietLog();
-    await notifyReady(log, { env: { NOTIFY_SOCKET: '/nonexistent/notify.sock' }, command: '/nonexistent/systemd-notify' });
+    await notifyReady(log, { env: { NOTIFY_SOCKET: '/nonexistent/notify.sock' }, pid: 1, command: '/nonexistent/systemd-notify' });
     expect(log.lines.map((l) => [l.level, l.fields.reason])).toEqual([['error', 'sd_notify_failed']]);
 
     const dir = tempDir('poolside-notify-');
     cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const refused = quietLog();
-    await notifyReady(refused, { env: { ...process.env, NOTIFY_SOCKET: path.join(dir, 'nobody-listens.sock') } });
+    await notifyReady(refused, { env: { ...process.env, NOTIFY_SOCKET: path.join(dir, 'nobody-listens.sock') }, pid: process.pid });
     expect(refused.lines).toHaveLength(1);
     expect(refused.lines[0].fields).toMatchObject({ reason: 'sd_notify_failed', exit_code: 1 });
   });
