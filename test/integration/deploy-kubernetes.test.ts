@@ -61,6 +61,39 @@ const VALIDATORS: Record<string, (doc: unknown) => void> = {
   'monitoring.coreos.com/v1 ServiceMonitor': (doc) => new ServiceMonitor(doc as IServiceMonitor).validate(),
 };
 
+/**
+ * Every property name the API types declare (the models' .d.ts files). The schemas kubernetes-models
+ * compiles accept unknown fields, as the API server's non-strict decoding does; this catches what
+ * they let through: a misspelt key (`readinessprobe`, `restartPolicys`) that Kubernetes would
+ * silently drop.
+ */
+function knownFieldNames(): Set<string> {
+  const names = new Set<string>();
+  const roots = ['kubernetes-models/v1', 'kubernetes-models/apps/v1', 'kubernetes-models/networking.k8s.io/v1', '@kubernetes-models/apimachinery', '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'];
+  const walk = (dir: string): void => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(file);
+      else if (entry.name.endsWith('.d.ts')) for (const m of fs.readFileSync(file, 'utf8').matchAll(/^\s+"?([\w$-]+)"?\??: /gm)) names.add(m[1]);
+    }
+  };
+  for (const root of roots) walk(path.join(ROOT, 'node_modules', root));
+  return names;
+}
+
+/** Keys whose values are maps of free names (labels, data, resource names), not API fields. */
+const FREE_FORM = new Set(['labels', 'annotations', 'data', 'matchLabels', 'requests', 'limits', 'selector']);
+
+function unknownFields(value: unknown, known: Set<string>, at = ''): string[] {
+  if (Array.isArray(value)) return value.flatMap((v, i) => unknownFields(v, known, `${at}[${i}]`));
+  if (value === null || typeof value !== 'object') return [];
+  return Object.entries(value).flatMap(([key, v]) => {
+    const here = at === '' ? key : `${at}.${key}`;
+    if (!known.has(key)) return [here];
+    return FREE_FORM.has(key) ? [] : unknownFields(v, known, here);
+  });
+}
+
 function only<T>(kind: string): T {
   const found = manifests().filter((m) => m.kind === kind);
   expect(found, kind).toHaveLength(1);
@@ -111,6 +144,13 @@ describe('deploy/kubernetes', () => {
       expect(validate, `${file}: no schema for ${apiVersion} ${kind}`).toBeDefined();
       expect(() => validate(doc), file).not.toThrow();
     }
+  });
+
+  it('uses no field name that the API does not know', () => {
+    const known = knownFieldNames();
+    expect(known.size).toBeGreaterThan(500);
+    expect(unknownFields({ spec: { template: { spec: { initContainers: [{ restartPolicys: 'Always' }] } } } }, known)).toEqual(['spec.template.spec.initContainers[0].restartPolicys']);
+    expect(manifests().flatMap((m) => unknownFields(m.doc, known).map((f) => `${m.file}: ${f}`))).toEqual([]);
   });
 
   it('rejects what the schemas forbid (the check is not a no-op)', () => {
