@@ -21,6 +21,8 @@ import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IService } from 'kubernetes-models/v1/Service';
 import type { INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import type { IServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
+import type { IPrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import type { IProbe } from 'kubernetes-models/v1/Probe';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
@@ -59,6 +61,7 @@ const VALIDATORS: Record<string, (doc: unknown) => void> = {
   'v1 Service': (doc) => new Service(doc as IService).validate(),
   'networking.k8s.io/v1 NetworkPolicy': (doc) => new NetworkPolicy(doc as INetworkPolicy).validate(),
   'monitoring.coreos.com/v1 ServiceMonitor': (doc) => new ServiceMonitor(doc as IServiceMonitor).validate(),
+  'monitoring.coreos.com/v1 PrometheusRule': (doc) => new PrometheusRule(doc as IPrometheusRule).validate(),
 };
 
 /**
@@ -138,7 +141,7 @@ describe('deploy/ YAML', () => {
 describe('deploy/kubernetes', () => {
   it('holds only manifests that are valid against the Kubernetes (and Prometheus Operator) schemas', () => {
     const all = manifests();
-    expect(all.map((m) => m.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'Service', 'ServiceMonitor']);
+    expect(all.map((m) => m.kind).sort()).toEqual(['ConfigMap', 'Deployment', 'NetworkPolicy', 'PrometheusRule', 'Service', 'ServiceMonitor']);
     for (const { file, apiVersion, kind, doc } of all) {
       const validate = VALIDATORS[`${apiVersion} ${kind}`];
       expect(validate, `${file}: no schema for ${apiVersion} ${kind}`).toBeDefined();
@@ -207,6 +210,11 @@ describe('deploy/kubernetes', () => {
     const timeout = seconds(raw.shutdown.timeout);
     expect(delay).toBeGreaterThanOrEqual(preStop);
     expect(pod.terminationGracePeriodSeconds!).toBeGreaterThanOrEqual(preStop + delay + timeout);
+  });
+
+  it('has the PrometheusRule carry exactly the groups of deploy/prometheus/rules.yml', () => {
+    const rules = YAML.parse(fs.readFileSync(path.join(ROOT, 'deploy/prometheus/rules.yml'), 'utf8')) as { groups: unknown };
+    expect(only<IPrometheusRule>('PrometheusRule').spec.groups).toEqual(rules.groups);
   });
 
   it('lets the ServiceMonitor reach the admin port through the Service', () => {
