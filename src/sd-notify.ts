@@ -7,8 +7,9 @@
  * `NOTIFY_SOCKET`. Node.js cannot send datagrams on unix sockets (node:dgram is UDP only) without
  * a native addon, so poolside runs systemd's own `systemd-notify --ready` once, which is on every
  * host that has systemd. The unit needs `NotifyAccess=all` (the sender is a child of the main
- * process), and systemd-notify waits (since systemd 246) until the manager has processed the
- * message, so the message cannot be lost when the short-lived sender exits first.
+ * process), and systemd-notify waits until the manager has processed the message (its barrier,
+ * on unless `--no-block`; Debian 12's systemd 252 has it), so the message cannot be lost when the
+ * short-lived sender exits first.
  *
  * Without `NOTIFY_SOCKET` (not under systemd, or a unit of another type) this does nothing.
  */
