@@ -91,6 +91,12 @@ describe('deploy/prometheus/rules.yml', () => {
     expect(result.code, result.output).toBe(0);
   });
 
+  it('is loaded by the example Prometheus configuration, which passes promtool check config', async () => {
+    const result = await runTool('promtool', 'prometheus', ['check', 'config', 'prometheus.example.yml'], { cwd: RULES_DIR });
+    expect(result.output).toContain('SUCCESS: 1 rule files found');
+    expect(result.code, result.output).toBe(0);
+  });
+
   it('passes promtool test rules, with a firing case for every alert', async () => {
     const result = await runTool('promtool', 'prometheus', ['test', 'rules', 'rules.test.yml'], { cwd: RULES_DIR });
     expect(result.code, result.output).toBe(0);
