@@ -2,7 +2,7 @@
  * deploy/prometheus and deploy/grafana, checked offline: promtool accepts the rules and their unit
  * tests (one case for every alert), every dashboard expression parses, and every metric, label and
  * label value the rules and the dashboard read is one a real poolside exports (cross-checked
- * against a scrape of a running proxy).
+ * against a scrape of a running proxy); docs/operations.md explains every reason label scraped.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -176,5 +176,12 @@ describe('the rules and the dashboard against a real scrape', () => {
       }
     }
     expect(problems).toEqual([]);
+
+    // docs/operations.md explains every reason a metric can carry (lease pins are not errors).
+    const guide = fs.readFileSync(path.join(ROOT, 'docs/operations.md'), 'utf8');
+    const reasons = new Set(exposition.samples.filter((s) => s.name !== 'poolside_lease_pins_total' && s.labels.reason !== undefined).map((s) => s.labels.reason));
+    expect(reasons.size).toBeGreaterThan(20);
+    const explained = (r: string): boolean => guide.includes(`\`${r}\``) || new RegExp(`^#+ ${r}$`, 'm').test(guide);
+    expect([...reasons].filter((r) => !explained(r))).toEqual([]);
   });
 });

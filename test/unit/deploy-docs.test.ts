@@ -39,6 +39,24 @@ describe('docs/operations.md', () => {
     expect(broken).toEqual([]);
   });
 
+  it('explains every reason poolside logs', () => {
+    const reasons = new Set<string>();
+    const walk = (dir: string): void => {
+      for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+        const file = path.join(dir, entry.name);
+        if (entry.isDirectory()) walk(file);
+        else if (file.endsWith('.ts')) for (const m of fs.readFileSync(file, 'utf8').matchAll(/reason: '([a-z_]+)'/g)) reasons.add(m[1]);
+      }
+    };
+    walk(path.join(ROOT, 'src'));
+    // The client limits log their cause (a union type) as the reason.
+    const causes = /type OverflowCause = ([^;]+);/.exec(fs.readFileSync(path.join(ROOT, 'src/session/limits.ts'), 'utf8'));
+    for (const m of (causes?.[1] ?? '').matchAll(/'([a-z_]+)'/g)) reasons.add(m[1]);
+    expect(reasons.size).toBeGreaterThan(10);
+    const guide = fs.readFileSync(path.join(ROOT, 'docs/operations.md'), 'utf8');
+    expect([...reasons].filter((r) => !guide.includes(`\`${r}\``))).toEqual([]);
+  });
+
   it('has every section the alert annotations point to', () => {
     const rules = fs.readFileSync(path.join(ROOT, 'deploy/prometheus/rules.yml'), 'utf8');
     const targets = [...rules.matchAll(/docs\/operations\.md#([\w-]+)/g)].map((m) => m[1]);
