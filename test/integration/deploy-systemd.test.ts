@@ -69,6 +69,8 @@ describe('deploy/systemd/poolside.service', () => {
     expect(get('ExecReload')).toEqual(['/usr/bin/node /opt/poolside/dist/main.js --check-config /etc/poolside/poolside.yaml', '/bin/kill -HUP $MAINPID']);
     expect(get('KillSignal')).toEqual(['SIGTERM']);
     expect(get('Restart')).toEqual(['on-failure']);
+    // poolside exits 2 for a configuration it refuses (src/main.ts): no restart loop on it.
+    expect(get('RestartPreventExitStatus')).toEqual(['2']);
     expect(get('DynamicUser')).toEqual(['yes']);
     expect(get('RuntimeDirectory')).toEqual(['poolside']);
     expect(get('ProtectSystem')).toEqual(['strict']);
