@@ -17,7 +17,8 @@ import { scrape } from '../helpers/prometheus.js';
 import { selectors, substituteGrafanaVariables } from '../helpers/promql.js';
 import type { Selector } from '../helpers/promql.js';
 import { portOf, quietLog } from '../helpers/proxy.js';
-import { RedisServer, tempDir } from '../helpers/servers.js';
+import { RedisServer, tempDir, waitFor } from '../helpers/servers.js';
+import { PrometheusServer } from '../helpers/prometheus-server.js';
 import { runTool } from '../helpers/tools.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -126,7 +127,7 @@ describe('deploy/grafana/poolside.json', () => {
 });
 
 describe('the rules and the dashboard against a real scrape', () => {
-  it('read only metrics, labels and label values that a running poolside exports', async () => {
+  it('read only metrics, labels and label values that a running poolside exports, and evaluate in a real Prometheus', async () => {
     const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
     const config = parseConfig(
       YAML.stringify({ admin: { listen: '127.0.0.1:0' }, pools: { cache: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address] } } }),
@@ -181,6 +182,26 @@ describe('the rules and the dashboard against a real scrape', () => {
     const guide = fs.readFileSync(path.join(ROOT, 'docs/operations.md'), 'utf8');
     const reasons = new Set(exposition.samples.filter((s) => s.name !== 'poolside_lease_pins_total' && s.labels.reason !== undefined).map((s) => s.labels.reason));
     expect(reasons.size).toBeGreaterThan(20);
+    // A real Prometheus evaluates every expression over the real series: what promtool's parse
+    // cannot see (a many-to-many match, a vector where a scalar must be) fails here.
+    const prometheus = await PrometheusServer.start(cleanup, `127.0.0.1:${proxy.adminAddress().port}`);
+    await waitFor(
+      async () => (await prometheus.query('count_over_time(poolside_build_info[1m]) >= 3')).length > 0,
+      'three scrapes of poolside in Prometheus',
+      30_000,
+      200,
+    );
+    const expressions = [...rules().map((r) => ({ where: `rule ${r.record ?? r.alert}`, expr: r.expr })), ...dashboardExpressions()];
+    const refused: string[] = [];
+    for (const { where, expr } of expressions) {
+      const answer = await prometheus.tryQuery(expr);
+      if (answer.status !== 'success') refused.push(`${where}: ${answer.error}`);
+    }
+    expect(refused).toEqual([]);
+    // What this catches and a parse does not: three states per server matched to one max.
+    expect((await prometheus.tryQuery('poolside_pool_connections / on (pool, server) poolside_pool_max_connections')).error).toMatch(/many-to-one matching must be explicit/);
+    expect(await prometheus.query(substituteGrafanaVariables('sum by (pool) (rate(poolside_requests_total{job=~"$job"}[$__rate_interval]))'))).toHaveLength(1);
+
     const explained = (r: string): boolean => guide.includes(`\`${r}\``) || new RegExp(`^#+ ${r}$`, 'm').test(guide);
     expect([...reasons].filter((r) => !explained(r))).toEqual([]);
   });
