@@ -14,6 +14,7 @@ import { preflight } from './config/preflight.js';
 import { handleSignals } from './lifecycle.js';
 import { formatAddress } from './listener.js';
 import { Proxy } from './proxy.js';
+import { notifyReady } from './sd-notify.js';
 import { jsonLogger } from './util/log.js';
 import type { Logger } from './util/log.js';
 
@@ -99,6 +100,7 @@ async function run(file: string): Promise<void> {
     listeners: proxy.listeners.map((l) => formatAddress(l.bound)).join(' '),
     servers: servers.join(' '),
   });
+  await notifyReady(log, { env: process.env, pid: process.pid });
 }
 
 const args = parseCommandLine(process.argv.slice(2));

@@ -3,107 +3,20 @@
  * (its scrape parser is stricter about some things than promtool's lint), stores the series, and
  * answers PromQL over them, the histogram quantiles docs/metrics.md suggests included.
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
-import { request } from '../helpers/prometheus.js';
+import { PrometheusServer } from '../helpers/prometheus-server.js';
+import type { QueryResult } from '../helpers/prometheus-server.js';
 import { portOf, quietLog } from '../helpers/proxy.js';
-import { freePort, RedisServer, requireBinary, tempDir, waitFor } from '../helpers/servers.js';
+import { RedisServer, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
-
-interface QueryResult {
-  status: string;
-  data: { resultType: string; result: { metric: Record<string, string>; value: [number, string] }[] };
-}
-
-interface TargetsResult {
-  data: { activeTargets: { health: string; lastError: string; scrapeUrl: string }[] };
-}
-
-/** A Prometheus server in a temp dir, scraping `target` every second; stopped and removed by Cleanup. */
-class PrometheusServer {
-  output = '';
-
-  private constructor(
-    readonly port: number,
-    readonly child: ChildProcess,
-  ) {}
-
-  static async start(target: string): Promise<PrometheusServer> {
-    const bin = requireBinary('prometheus', 'prometheus');
-    const dir = tempDir('poolside-prometheus-');
-    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const configFile = path.join(dir, 'prometheus.yml');
-    fs.writeFileSync(
-      configFile,
-      YAML.stringify({
-        global: { scrape_interval: '1s', scrape_timeout: '1s', evaluation_interval: '1s' },
-        scrape_configs: [{ job_name: 'poolside', static_configs: [{ targets: [target] }] }],
-      }),
-    );
-    const port = await freePort();
-    const child = spawn(
-      bin,
-      [
-        `--config.file=${configFile}`,
-        `--storage.tsdb.path=${path.join(dir, 'data')}`,
-        `--web.listen-address=127.0.0.1:${port}`,
-        '--log.level=warn',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    const server = new PrometheusServer(port, child);
-    child.stdout?.on('data', (chunk: Buffer) => (server.output += chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer) => (server.output += chunk.toString()));
-    cleanup.add(server, (s) => s.stop());
-    await waitFor(
-      async () => {
-        if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}: ${server.output.slice(-2000)}`);
-        try {
-          return (await request(port, '/-/ready')).status === 200;
-        } catch {
-          return false;
-        }
-      },
-      `prometheus ready on port ${port}`,
-      20_000,
-      50,
-    );
-    return server;
-  }
-
-  async query(promql: string): Promise<QueryResult['data']['result']> {
-    const reply = await request(this.port, `/api/v1/query?query=${encodeURIComponent(promql)}`);
-    if (reply.status !== 200) throw new Error(`query ${promql} answered ${reply.status}: ${reply.body}`);
-    const body = JSON.parse(reply.body) as QueryResult;
-    return body.data.result;
-  }
-
-  async targets(): Promise<TargetsResult['data']['activeTargets']> {
-    const reply = await request(this.port, '/api/v1/targets');
-    return (JSON.parse(reply.body) as TargetsResult).data.activeTargets;
-  }
-
-  /** SIGTERM, then SIGKILL if it has not exited within 5 s. */
-  async stop(): Promise<void> {
-    const child = this.child;
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  }
-}
 
 describe('a real Prometheus server scraping poolside', () => {
   it('scrapes the admin endpoint without errors and answers PromQL over poolside’s series', async () => {
@@ -117,7 +30,7 @@ describe('a real Prometheus server scraping poolside', () => {
     const client = await connectRedis(cleanup, portOf(proxy, 'cache'), { disableClientInfo: true });
     for (let i = 0; i < 20; i++) await client.set(`prom:${i}`, String(i));
 
-    const prometheus = await PrometheusServer.start(`127.0.0.1:${proxy.adminAddress().port}`);
+    const prometheus = await PrometheusServer.start(cleanup, `127.0.0.1:${proxy.adminAddress().port}`);
     let requests: QueryResult['data']['result'] = [];
     await waitFor(
       async () => {
