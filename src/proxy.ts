@@ -56,6 +56,9 @@ export interface ProxyOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** One client in /stats?clients=1: its ClientInfo, its pool, and when it connected and last sent something (unix seconds). */
+export type ListedClient = ClientInfo & { pool: string; connectTime: number; lastTime: number };
+
 export interface BoundListener {
   pool: string;
   /** As configured. */
@@ -160,13 +163,16 @@ export class Proxy {
   }
 
   /** Connected clients for /stats?clients=1, at most `max`, retiring pools' included. */
-  clientList(max = CLIENT_LIST_MAX): { total: number; truncated: boolean; clients: (ClientInfo & { pool: string })[] } {
+  clientList(max = CLIENT_LIST_MAX): { total: number; truncated: boolean; clients: ListedClient[] } {
     const now = this.#clock.now();
-    const clients: (ClientInfo & { pool: string })[] = [];
+    // Wall-clock times as Swoole's getClientInfo gives them (unix seconds), from the ages.
+    const wallNow = Date.now();
+    const clients: ListedClient[] = [];
     for (const pool of [...this.#pools.values(), ...this.#retiring.keys()]) {
       for (const client of pool.connectedClients()) {
         if (clients.length >= max) return { total: this.#sessions.size, truncated: true, clients };
-        clients.push({ pool: pool.config.name, ...client.info(now) });
+        const info = client.info(now);
+        clients.push({ pool: pool.config.name, ...info, connectTime: Math.floor((wallNow - info.ageMs) / 1000), lastTime: Math.floor((wallNow - info.idleMs) / 1000) });
       }
     }
     return { total: this.#sessions.size, truncated: false, clients };

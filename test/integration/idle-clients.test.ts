@@ -85,6 +85,11 @@ describe('clients.idle_timeout', () => {
     ]);
     expect(body.clients.clients[0]).toHaveProperty('ageMs');
     expect(body.clients.clients[0]).toHaveProperty('idleMs');
+    // Unix seconds, as Swoole's getClientInfo: connected no later than it last sent, both by now.
+    const { connectTime, lastTime } = body.clients.clients[0] as { connectTime: number; lastTime: number };
+    expect(connectTime).toBeLessThanOrEqual(lastTime);
+    expect(lastTime).toBeLessThanOrEqual(Date.now() / 1000);
+    expect(connectTime).toBeGreaterThan(Date.now() / 1000 - 60);
     expect(proxy.clientList(1)).toMatchObject({ total: 2, truncated: true, clients: [expect.objectContaining({ holds: null })] });
     // Without the parameter, no list.
     expect(JSON.parse((await request(proxy.adminAddress(), '/stats')).body)).not.toHaveProperty('clients');
