@@ -6,8 +6,9 @@
  * Reload is parse → validate → diff → swap. A pool whose settings are unchanged is kept as it is
  * (clients, backend connections, counters). A changed pool is built anew beside the old one and
  * takes every new client; the old one retires: its clients are closed between requests (never
- * with a request in flight) and its connections close once it has none; it is cut at
- * shutdown.timeout after the reload. A removed pool retires the same way. Listeners whose address
+ * with a request in flight) and its connections close once it has none; at shutdown.timeout
+ * after the reload its blocked and subscribed clients are cut, and the others are answered
+ * DRAINING for their next request and closed after it. A removed pool retires the same way. Listeners whose address
  * is unchanged keep their socket (a unix socket whose mode or owner changed is fixed in place).
  */
 import { createHash } from 'node:crypto';
@@ -322,9 +323,14 @@ export class Proxy {
 
   /** A replaced or removed pool: clients leave between requests; closed when the last one has gone. */
   #retire(pool: Pool): void {
+    const timeoutMs = this.#config.shutdown.timeoutMs;
     const deadline = this.#clock.setTimeout(() => {
-      for (const client of pool.connectedClients()) if (client.cut()) pool.counters.clientsShutdownClosed++;
-    }, this.#config.shutdown.timeoutMs);
+      // Blocked and subscribed clients are cut; the others leave between requests (never with one in flight).
+      let cut = 0;
+      for (const client of pool.connectedClients()) if (client.retireDeadline()) cut++;
+      pool.counters.clientsReloadClosed += cut;
+      if (cut > 0) this.#log.warn('reload: blocked or subscribed clients of a replaced pool cut at shutdown.timeout', { reason: 'reload', pool: pool.config.name, clients: cut, timeout_ms: timeoutMs });
+    }, timeoutMs);
     const check = this.#clock.setInterval(() => {
       for (const client of pool.connectedClients()) client.retire();
     }, DRAIN_CHECK_MS);

@@ -127,10 +127,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #keys: KeyRouting;
   /**
    * 'retiring' once a reload replaced its pool (closed as soon as it holds nothing, so it
-   * reconnects to the new one); 'draining' once poolside stopped accepting (new requests answered DRAINING, closed
+   * reconnects to the new one); 'retired' from the retired pool's deadline (new requests answered
+   * DRAINING, closed once nothing is owed, as when draining); 'draining' once poolside stopped accepting (new requests answered DRAINING, closed
    * once nothing is owed); 'cut' when closed at the deadline (its lost lease is expected, not logged).
    */
-  #shutdown: 'no' | 'retiring' | 'draining' | 'cut' = 'no';
+  #shutdown: 'no' | 'retiring' | 'retired' | 'draining' | 'cut' = 'no';
   /**
    * Closing between requests (#leave): 'deciding' while bytes the client sent before the decision
    * are still read (each request answered DRAINING, not run); 'due' once the FIN may follow the
@@ -170,10 +171,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const pool = this.#pool;
     pool.counters.requests++;
     const leaving = this.#leaving;
-    if (leaving.state !== 'no' || this.#shutdown === 'draining' || this.#shutdown === 'cut') {
+    const shutdown = this.#shutdown;
+    if (leaving.state !== 'no' || shutdown === 'draining' || shutdown === 'retired' || shutdown === 'cut') {
       // Through the codec: the client reads an error in its own protocol, then the connection
       // closes once the replies it is owed are written. The request is not run.
-      const message = leaving.state === 'no' ? GOODBYE.shutdown : leaving.message;
+      const message = leaving.state !== 'no' ? leaving.message : shutdown === 'retired' ? GOODBYE.reload : GOODBYE.shutdown;
       const slot = new Slot(this, EMPTY, UNASKED, null);
       this.#enqueue(slot);
       this.#answerError(slot, 'DRAINING', message);
@@ -880,8 +882,27 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#closeIfDrained();
   }
 
+  /**
+   * The deadline of a pool a reload replaced. A blocked or subscribed client is cut now (true),
+   * its DRAINING error saying why. Any other is never cut under a request: its requests in flight
+   * get their replies; a request sent from now on is answered DRAINING (not run) and the client is
+   * closed after it, or once it is quiet.
+   */
+  retireDeadline(): boolean {
+    if (this.#closed) return false;
+    const holds = this.#holds();
+    if (holds === 'blocking' || holds === 'subscription') return this.#cut('poolside reloaded its config and replaced this pool (shutdown.timeout after the reload reached)');
+    if (this.#shutdown === 'no' || this.#shutdown === 'retiring') this.#shutdown = 'retired';
+    this.#closeIfDrained();
+    return false;
+  }
+
   /** The shutdown deadline: closes the client now, between replies; false if it was gone already. */
   cut(): boolean {
+    return this.#cut('poolside is shutting down (shutdown.timeout reached)');
+  }
+
+  #cut(message: string): boolean {
     if (this.#closed) return false;
     // Already on its way out (idle and ended by drain(), or after QUIT): not cut off.
     const closing = (this.#quitting || this.#leaving.state !== 'no') && this.#replies.length === 0;
@@ -892,7 +913,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return true;
     }
     // A blocked command or a subscription reads this as its answer: it says why the connection ends.
-    if (this.#replies.length > 0 || this.subscribed) this.#output.write(this.#codec.errorReply('DRAINING', 'poolside is shutting down (shutdown.timeout reached)'));
+    if (this.#replies.length > 0 || this.subscribed) this.#output.write(this.#codec.errorReply('DRAINING', message));
     this.#stopReading();
     this.#output.end(true);
     return !closing;

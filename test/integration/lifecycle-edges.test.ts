@@ -4,12 +4,16 @@
  * client of a pool a reload replaced, a drain racing a reload, what a rejected reload leaves
  * behind, and what a retired pool leaves running.
  */
+import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { Proxy } from '../../src/proxy.js';
 import { DRAIN_QUIET_MS } from '../../src/session/client-session.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { startRedisAndProxy } from '../helpers/proxy.js';
+import { portOf, quietLog, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
 import { poolsideReason, RawClient } from '../helpers/resp-client.js';
-import { waitFor } from '../helpers/servers.js';
+import type { RespValue } from '../helpers/resp-client.js';
+import { RedisServer, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -30,5 +34,75 @@ describe('closing a client between requests', () => {
     expect(await c.closesWithin(3000)).toBe(true);
     await closing;
     expect(await redis.command('EXISTS', 'k')).toContain(':0');
+  });
+});
+
+describe('a pool a reload replaced', () => {
+  it('never answers DRAINING to a busy client\'s request in flight at its deadline: the reply is written, the next request is answered DRAINING (reload) and not run', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const doc = (timeout: string): object => ({
+      admin: false,
+      shutdown: { timeout: '1s' },
+      pools: { p: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address], request_timeout: timeout } },
+    });
+    const proxy = cleanup.add(await Proxy.start(parseConfig(YAML.stringify(doc('2s')), 't.yaml'), { log: quietLog() }), (p) => p.close());
+    await waitReady(proxy);
+    const c = await RawClient.connect(portOf(proxy));
+    cleanup.defer(() => c.destroy());
+    // A client that keeps its pool busy: never quiet long enough to be moved between requests.
+    let ok = 0;
+    const errors: RespValue[] = [];
+    let lost = 0;
+    const loop = (async (): Promise<void> => {
+      while (!c.isClosed) {
+        c.send('INCR', 'n');
+        let r: RespValue;
+        try {
+          r = await c.reply(5000);
+        } catch {
+          lost++;
+          return;
+        }
+        if (typeof r !== 'number') {
+          errors.push(r);
+          return;
+        }
+        ok++;
+      }
+    })();
+    await waitFor(() => ok >= 10, 'the client to be busy', 5000);
+    await proxy.reload(parseConfig(YAML.stringify(doc('3s')), 't.yaml')); // pool p changed (request_timeout)
+    await loop;
+    const ran = Number((await redis.command('GET', 'n')).split('\r\n')[1]);
+    // Every request the server ran was answered with its result; what was answered DRAINING did not run.
+    expect(ran).toBe(ok);
+    expect(lost).toBe(0);
+    expect(errors.map((e) => poolsideReason(e))).toEqual(['DRAINING']);
+    expect(String(errors[0])).toContain('reloaded its config');
+    expect(await c.closesWithin(3000)).toBe(true);
+  }, 20_000);
+
+  it('cuts a blocked client at its deadline with a DRAINING error that says reload, counted and logged as reload', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const doc = (timeout: string): object => ({
+      admin: false,
+      shutdown: { timeout: '300ms' },
+      pools: { p: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address], request_timeout: timeout } },
+    });
+    const log = quietLog();
+    const proxy = cleanup.add(await Proxy.start(parseConfig(YAML.stringify(doc('2s')), 't.yaml'), { log }), (p) => p.close());
+    await waitReady(proxy);
+    const c = await RawClient.connect(portOf(proxy));
+    cleanup.defer(() => c.destroy());
+    c.send('BLPOP', 'nothing', '0');
+    await waitFor(() => proxy.clientList().clients[0]?.holds === 'blocking', 'the client to block', 5000);
+    await proxy.reload(parseConfig(YAML.stringify(doc('3s')), 't.yaml'));
+    const reply = await c.reply(5000);
+    expect(poolsideReason(reply)).toBe('DRAINING');
+    expect(String(reply)).toContain('reloaded its config');
+    expect(await c.closesWithin(3000)).toBe(true);
+    const counters = proxy.pools.get('p')?.counters;
+    expect({ reload: counters?.clientsReloadClosed, shutdown: counters?.clientsShutdownClosed }).toEqual({ reload: 1, shutdown: 0 });
+    expect(log.lines.filter((l) => l.fields.reason === 'reload').map((l) => l.msg)).toEqual([expect.stringContaining('reload')]);
   });
 });
