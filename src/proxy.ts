@@ -225,6 +225,8 @@ export class Proxy {
       this.#status.hash = sha256(text);
       return { ok: true, status: 200, hash: this.#status.hash, changes };
     } catch (err) {
+      // Shutdown began while it bound its listeners: not a bad file.
+      if (this.#closing !== null) return { ok: false, status: 409, problems: ['poolside is shutting down'] };
       return this.#rejected([(err as Error).message]);
     }
   }
@@ -239,7 +241,7 @@ export class Proxy {
 
   /**
    * Applies a validated config: diff, then swap. Throws (with nothing changed) when a new
-   * listener cannot be bound. Returns what changed, for the log and POST /reload.
+   * listener cannot be bound, or when shutdown began (before or during the binds). Returns what changed, for the log and POST /reload.
    */
   async reload(config: Config): Promise<string[]> {
     const changes: string[] = [];
@@ -289,7 +291,11 @@ export class Proxy {
       }
     }
     try {
+      if (this.#closing !== null) throw new Error('poolside is shutting down');
       for (const want of toBind) added.push(await this.#bind(want.pool, want.address));
+      // A drain that began while the binds were awaited closed what it saw; swapping in these now
+      // would leave a listener and pools nobody closes.
+      if (this.#closing !== null) throw new Error('poolside is shutting down');
     } catch (err) {
       for (const record of added) closeListener(record);
       await Promise.all(started.map((pool) => pool.close()));

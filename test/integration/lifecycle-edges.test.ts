@@ -13,7 +13,7 @@ import { Cleanup } from '../helpers/cleanup.js';
 import { portOf, quietLog, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
 import { poolsideReason, RawClient } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
-import { RedisServer, waitFor } from '../helpers/servers.js';
+import { freePort, RedisServer, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -104,5 +104,26 @@ describe('a pool a reload replaced', () => {
     const counters = proxy.pools.get('p')?.counters;
     expect({ reload: counters?.clientsReloadClosed, shutdown: counters?.clientsShutdownClosed }).toEqual({ reload: 1, shutdown: 0 });
     expect(log.lines.filter((l) => l.fields.reason === 'reload').map((l) => l.msg)).toEqual([expect.stringContaining('reload')]);
+  });
+});
+
+describe('a drain that begins during a reload', () => {
+  it('rejects the reload and leaves none of its listeners or pools running', async () => {
+    const r1 = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const r2 = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const extra = await freePort();
+    const doc = (listen: string[], server: string): object => ({ admin: false, pools: { p: { protocol: 'redis', listen, servers: [server] } } });
+    const proxy = cleanup.add(await Proxy.start(parseConfig(YAML.stringify(doc(['127.0.0.1:0'], r1.address)), 't.yaml'), { log: quietLog() }), (p) => p.close());
+    await waitReady(proxy);
+    const reloading = proxy.reload(parseConfig(YAML.stringify(doc(['127.0.0.1:0', `127.0.0.1:${extra}`], r2.address)), 't.yaml'));
+    await proxy.close(); // SIGTERM arrives while the reload binds its new listener
+    await expect(reloading).rejects.toThrow(/shutting down/);
+    const c = await RawClient.connect(extra).catch(() => null);
+    cleanup.defer(() => c?.destroy());
+    expect(c).toBe(null);
+    expect(proxy.listeners.filter((l) => l.server.listening)).toEqual([]);
+    // The new pool's server connections are closed (the only client left is the one asking).
+    const others = async (): Promise<number> => (await r2.command('CLIENT', 'LIST')).split('\n').filter((l) => l.includes('id=') && !l.includes('cmd=client|list')).length;
+    await waitFor(async () => (await others()) === 0, 'the new pool\'s connections to close', 5000);
   });
 });
