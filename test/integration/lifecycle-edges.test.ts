@@ -4,9 +4,11 @@
  * client of a pool a reload replaced, a drain racing a reload, what a rejected reload leaves
  * behind, and what a retired pool leaves running.
  */
+import genericPool from 'generic-pool';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
+import { Pool } from '../../src/pool/pool.js';
 import { Proxy } from '../../src/proxy.js';
 import { DRAIN_QUIET_MS } from '../../src/session/client-session.js';
 import { Cleanup } from '../helpers/cleanup.js';
@@ -125,5 +127,46 @@ describe('a drain that begins during a reload', () => {
     // The new pool's server connections are closed (the only client left is the one asking).
     const others = async (): Promise<number> => (await r2.command('CLIENT', 'LIST')).split('\n').filter((l) => l.includes('id=') && !l.includes('cmd=client|list')).length;
     await waitFor(async () => (await others()) === 0, 'the new pool\'s connections to close', 5000);
+  });
+});
+
+describe('a retired pool', () => {
+  it('stops its exclusive connections\' evictor once closed, so nothing keeps the pool (and its secrets) reachable', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    // generic-pool's evictor reschedules itself until drain() deschedules it: record which pools ran it.
+    const proto = genericPool.Pool.prototype;
+    const evict: unknown = Reflect.get(proto, '_evict');
+    if (typeof evict !== 'function') throw new Error('generic-pool has no _evict: this test needs updating for its version');
+    const evicting = new Set<object>();
+    Reflect.set(proto, '_evict', function (this: object, ...args: unknown[]): unknown {
+      evicting.add(this);
+      return Reflect.apply(evict, this, args);
+    });
+    cleanup.defer(() => Reflect.set(proto, '_evict', evict));
+    const closed: Pool[] = [];
+    const close = Pool.prototype.close;
+    Pool.prototype.close = function (this: Pool): Promise<void> {
+      closed.push(this);
+      return close.call(this);
+    };
+    cleanup.defer(() => {
+      Pool.prototype.close = close;
+    });
+    const doc = (timeout: string): object => ({
+      admin: false,
+      pools: { p: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address], request_timeout: timeout, exclusive: { idle_timeout: '100ms' } } },
+    });
+    const proxy = cleanup.add(await Proxy.start(parseConfig(YAML.stringify(doc('2s')), 't.yaml'), { log: quietLog() }), (p) => p.close());
+    await waitReady(proxy);
+    const c = await RawClient.connect(portOf(proxy));
+    cleanup.defer(() => c.destroy());
+    expect(await c.call('MULTI')).toBe('OK'); // lends an exclusive connection: generic-pool starts its evictor
+    expect(await c.call('EXEC')).toEqual([]);
+    await waitFor(() => evicting.size === 1, 'the evictor to run', 5000);
+    const [retired] = [...evicting];
+    await proxy.reload(parseConfig(YAML.stringify(doc('3s')), 't.yaml')); // pool p changed: the old one retires
+    expect(await c.closesWithin(3000)).toBe(true); // its idle client leaves; the old pool closes
+    await waitFor(() => closed.length === 1, 'the retired pool to close', 5000);
+    await waitFor(() => Reflect.get(retired, '_scheduledEviction') === null, 'the retired pool\'s evictor to stop', 5000);
   });
 });
