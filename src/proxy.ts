@@ -282,13 +282,6 @@ export class Proxy {
       }
       unclaimed.delete(match);
       kept.push({ record: match, want });
-      if (match.address.kind === 'unix' && want.address.kind === 'unix' && !isDeepStrictEqual(match.address, want.address)) {
-        try {
-          applySocketPermissions(want.address);
-        } catch (err) {
-          this.#log.warn('cannot change the unix socket permissions', { address: formatAddress(want.address), error: (err as Error).message });
-        }
-      }
     }
     try {
       if (this.#closing !== null) throw new Error('poolside is shutting down');
@@ -297,17 +290,26 @@ export class Proxy {
       // would leave a listener and pools nobody closes.
       if (this.#closing !== null) throw new Error('poolside is shutting down');
     } catch (err) {
-      for (const record of added) closeListener(record);
+      for (const record of added) this.#closeListener(record);
       await Promise.all(started.map((pool) => pool.close()));
       throw err;
     }
-    // 3. Swap, all at once.
+    // 3. Swap, all at once. Nothing here may throw: the reload is committed from this point.
     for (const { record, want } of kept) {
+      // A kept unix socket whose mode or owner changed is fixed in place: only now, so that a
+      // reload rejected above leaves it as it was.
+      if (record.address.kind === 'unix' && want.address.kind === 'unix' && !isDeepStrictEqual(record.address, want.address)) {
+        try {
+          applySocketPermissions(want.address);
+        } catch (err) {
+          this.#log.warn('cannot change the unix socket permissions', { address: formatAddress(want.address), error: (err as Error).message });
+        }
+      }
       record.pool = want.pool;
       record.address = want.address;
     }
     for (const record of unclaimed) {
-      closeListener(record);
+      this.#closeListener(record);
       changes.push(`listener ${formatAddress(record.bound)}: removed`);
     }
     for (const record of added) changes.push(`listener ${formatAddress(record.bound)}: added (pool ${record.pool.config.name})`);
@@ -433,6 +435,17 @@ export class Proxy {
     this.#sessions.add(session);
   }
 
+  /** Stops accepting on a listener; a unix socket's file is removed. Clients already accepted stay. Never throws. */
+  #closeListener(l: ListenerRecord): void {
+    l.server.close();
+    if (l.address.kind !== 'unix') return;
+    try {
+      fs.rmSync(l.address.path, { force: true });
+    } catch (err) {
+      this.#log.warn('cannot remove the unix socket file', { address: formatAddress(l.address), error: (err as Error).message });
+    }
+  }
+
   #onAcceptError(pool: string, err: NodeJS.ErrnoException): void {
     const unlogged = this.#acceptErrors.take(this.#clock.now());
     if (unlogged >= 0) this.#log.warn('cannot accept a client', { pool, reason: 'accept_failed', error: err.code ?? err.message, unlogged_since_last: unlogged });
@@ -449,7 +462,7 @@ export class Proxy {
       await sleep(delayMs);
     }
     // Stop accepting. Unix socket files go at once: a client connecting now is refused, not left waiting.
-    for (const l of this.#listeners) closeListener(l);
+    for (const l of this.#listeners) this.#closeListener(l);
     const retiring = [...this.#retiring.keys()];
     for (const { deadline: timer, check } of this.#retiring.values()) {
       clock.clearTimeout(timer);
@@ -492,11 +505,6 @@ export class Proxy {
   }
 }
 
-/** Stops accepting on a listener; a unix socket's file is removed. Clients already accepted stay. */
-function closeListener(l: ListenerRecord): void {
-  l.server.close();
-  if (l.address.kind === 'unix') fs.rmSync(l.address.path, { force: true });
-}
 
 /**
  * Whether a reload may keep a pool as it runs. Everything in its config counts except where it

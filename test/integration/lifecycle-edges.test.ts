@@ -4,6 +4,9 @@
  * client of a pool a reload replaced, a drain racing a reload, what a rejected reload leaves
  * behind, and what a retired pool leaves running.
  */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
 import genericPool from 'generic-pool';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,7 +18,7 @@ import { Cleanup } from '../helpers/cleanup.js';
 import { portOf, quietLog, startRedisAndProxy, waitReady } from '../helpers/proxy.js';
 import { poolsideReason, RawClient } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
-import { freePort, RedisServer, waitFor } from '../helpers/servers.js';
+import { freePort, RedisServer, tempDir, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -168,5 +171,28 @@ describe('a retired pool', () => {
     expect(await c.closesWithin(3000)).toBe(true); // its idle client leaves; the old pool closes
     await waitFor(() => closed.length === 1, 'the retired pool to close', 5000);
     await waitFor(() => Reflect.get(retired, '_scheduledEviction') === null, 'the retired pool\'s evictor to stop', 5000);
+  });
+});
+
+describe('a rejected reload', () => {
+  it('leaves a kept unix socket\'s mode as it was', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const dir = tempDir('poolside-reload-');
+    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const sock = path.join(dir, 's.sock');
+    // Something else holds this port, so binding it in the reload fails.
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', () => resolve()));
+    cleanup.defer(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+    const busy = (blocker.address() as net.AddressInfo).port;
+    const doc = (listen: unknown[]): object => ({ admin: false, pools: { p: { protocol: 'redis', listen, servers: [redis.address] } } });
+    const proxy = cleanup.add(await Proxy.start(parseConfig(YAML.stringify(doc([{ address: `unix:${sock}`, mode: '0660' }])), 't.yaml'), { log: quietLog() }), (p) => p.close());
+    expect(fs.statSync(sock).mode & 0o777).toBe(0o660);
+    const next = parseConfig(YAML.stringify(doc([{ address: `unix:${sock}`, mode: '0666' }, `127.0.0.1:${busy}`])), 't.yaml');
+    await expect(proxy.reload(next)).rejects.toThrow(/address already in use/);
+    expect(fs.statSync(sock).mode & 0o777).toBe(0o660);
+    // The same change without the unbindable listener is applied in place.
+    await proxy.reload(parseConfig(YAML.stringify(doc([{ address: `unix:${sock}`, mode: '0666' }])), 't.yaml'));
+    expect(fs.statSync(sock).mode & 0o777).toBe(0o666);
   });
 });
