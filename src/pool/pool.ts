@@ -44,7 +44,7 @@ export interface PoolClient extends ClientHandle {
    * any other is closed after the replies it is owed, its next request answered DRAINING.
    */
   retireDeadline(): boolean;
-  /** clients.idle_timeout: closes it if it sent nothing for idleMs and holds nothing. */
+  /** clients.idle_timeout: closes it if it sent nothing for idleMs and has no request in flight, blocking command or subscription. */
   closeIfIdle(now: number, idleMs: number): boolean;
   info(now: number): ClientInfo;
 }

@@ -927,9 +927,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (lease.lease.blocking) return 'blocking';
       if (lease.state.dirty) return 'transaction';
     }
-    if (this.#outstanding > 0 || this.#backlog.length > 0 || this.#replies.length > 0 || this.#wait !== 'none' || lease.kind === 'acquiring') return 'request';
+    if (this.#busy()) return 'request';
     if (lease.kind === 'pinned') return 'connection';
     return null;
+  }
+
+  /** A request in flight, waiting, or a reply not yet written. */
+  #busy(): boolean {
+    return this.#outstanding > 0 || this.#backlog.length > 0 || this.#replies.length > 0 || this.#wait !== 'none' || this.#lease.kind === 'acquiring';
   }
 
   /**
@@ -947,13 +952,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   /**
-   * clients.idle_timeout, from the pool's sweep: closed when it sent nothing for idleMs and holds
-   * nothing (no request in flight, no blocking command, subscription or open transaction).
+   * clients.idle_timeout, from the pool's sweep: closed when it sent nothing for idleMs and has no
+   * request in flight, blocking command or subscription. An open transaction (MULTI, WATCH) is
+   * closed too, as Redis's own `timeout` does: a client that left one open that long is stuck or
+   * gone, and it holds an exclusive connection meanwhile (closing it discards the transaction).
    */
   closeIfIdle(now: number, idleMs: number): boolean {
     if (this.#closed || this.#quitting || this.#leaving.state !== 'no' || now - this.#chunkAt < idleMs) return false;
+    if (this.#busy()) return false;
     const holds = this.#holds();
-    if (holds !== null && holds !== 'connection') return false;
+    if (holds === 'blocking' || holds === 'subscription') return false;
     this.#leave(GOODBYE.idle);
     return true;
   }
