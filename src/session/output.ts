@@ -266,7 +266,11 @@ export class ClientOutput {
     const socket = this.#socket;
     this.#pausedBy = 0;
     socket.resume();
-    socket.once('end', () => socket.destroy());
+    // The client's FIN: once ours is out too the socket closes by itself (autoDestroy); here
+    // in case it was out first. Replies still in the socket are never dropped for it.
+    socket.once('end', () => {
+      if (socket.writableFinished) socket.destroy();
+    });
     socket.once('finish', () => {
       if (this.#state === 'closed') return;
       this.#lingerTimer = this.#limits.clock.setTimeout(() => socket.destroy(), ms);
