@@ -289,6 +289,7 @@ function poolCountersJson(c: PoolCounters): object {
     clientsInputOverflowed: c.clientsInputOverflowed,
     clientsIdleClosed: c.clientsIdleClosed,
     clientsShutdownClosed: c.clientsShutdownClosed,
+    clientsReloadClosed: c.clientsReloadClosed,
     pins: Object.fromEntries(c.pins),
     requestDuration: histogramJson(c.requestDuration),
     waitDuration: histogramJson(c.waitDuration),

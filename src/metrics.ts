@@ -139,7 +139,7 @@ export function registerMetrics(options: MetricsOptions): void {
   );
   family(
     'poolside_client_connections_rejected_total',
-    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or closed by poolside (output_overflow: unread replies past clients.output_buffer limits; input_overflow: unanswered requests past clients.input_buffer.hard; idle_timeout: sent nothing for clients.idle_timeout; shutdown: still holding a request, blocking command or subscription at shutdown.timeout).',
+    'Clients refused (TOO_MANY_CLIENTS: clients.max or the open-file limit reached) or closed by poolside (output_overflow: unread replies past clients.output_buffer limits; input_overflow: unanswered requests past clients.input_buffer.hard; idle_timeout: sent nothing for clients.idle_timeout; shutdown: still holding a request, blocking command or subscription at shutdown.timeout; reload: blocked or subscribed in a pool a reload replaced, at shutdown.timeout after the reload).',
     'counter',
     [...POOL, 'reason'],
     eachPool((p, emit) => {
@@ -148,6 +148,7 @@ export function registerMetrics(options: MetricsOptions): void {
       emit(p.labels, p.counters.clientsInputOverflowed, REJECTED_INPUT_OVERFLOW);
       emit(p.labels, p.counters.clientsIdleClosed, REJECTED_IDLE);
       emit(p.labels, p.counters.clientsShutdownClosed, REJECTED_SHUTDOWN);
+      emit(p.labels, p.counters.clientsReloadClosed, REJECTED_RELOAD);
     }),
   );
   family(
@@ -397,12 +398,13 @@ const FAILURE_LABELS = constantLabels('reason', FAILURE_REASONS);
 const CLOSE_LABELS = constantLabels('reason', CLOSE_REASONS);
 const PIN_LABELS = constantLabels('reason', PIN_REASONS);
 const HEALTH_LABELS = constantLabels('state', HEALTH_STATES);
-const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW, REJECTED_IDLE, REJECTED_SHUTDOWN] = constantLabels('reason', [
+const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW, REJECTED_IDLE, REJECTED_SHUTDOWN, REJECTED_RELOAD] = constantLabels('reason', [
   'TOO_MANY_CLIENTS',
   'output_overflow',
   'input_overflow',
   'idle_timeout',
   'shutdown',
+  'reload',
 ]);
 const [RELOAD_SUCCESS, RELOAD_FAILURE] = constantLabels('result', ['success', 'failure']);
 const [REASON_TIMEOUT, REASON_ERROR] = constantLabels('reason', ['timeout', 'error']);

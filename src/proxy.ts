@@ -6,8 +6,9 @@
  * Reload is parse → validate → diff → swap. A pool whose settings are unchanged is kept as it is
  * (clients, backend connections, counters). A changed pool is built anew beside the old one and
  * takes every new client; the old one retires: its clients are closed between requests (never
- * with a request in flight) and its connections close once it has none; it is cut at
- * shutdown.timeout after the reload. A removed pool retires the same way. Listeners whose address
+ * with a request in flight) and its connections close once it has none; at shutdown.timeout
+ * after the reload its blocked and subscribed clients are cut, and the others are answered
+ * DRAINING for their next request and closed after it. A removed pool retires the same way. Listeners whose address
  * is unchanged keep their socket (a unix socket whose mode or owner changed is fixed in place).
  */
 import { createHash } from 'node:crypto';
@@ -224,6 +225,8 @@ export class Proxy {
       this.#status.hash = sha256(text);
       return { ok: true, status: 200, hash: this.#status.hash, changes };
     } catch (err) {
+      // Shutdown began while it bound its listeners: not a bad file.
+      if (this.#closing !== null) return { ok: false, status: 409, problems: ['poolside is shutting down'] };
       return this.#rejected([(err as Error).message]);
     }
   }
@@ -238,7 +241,7 @@ export class Proxy {
 
   /**
    * Applies a validated config: diff, then swap. Throws (with nothing changed) when a new
-   * listener cannot be bound. Returns what changed, for the log and POST /reload.
+   * listener cannot be bound, or when shutdown began (before or during the binds). Returns what changed, for the log and POST /reload.
    */
   async reload(config: Config): Promise<string[]> {
     const changes: string[] = [];
@@ -279,28 +282,34 @@ export class Proxy {
       }
       unclaimed.delete(match);
       kept.push({ record: match, want });
-      if (match.address.kind === 'unix' && want.address.kind === 'unix' && !isDeepStrictEqual(match.address, want.address)) {
+    }
+    try {
+      if (this.#closing !== null) throw new Error('poolside is shutting down');
+      for (const want of toBind) added.push(await this.#bind(want.pool, want.address));
+      // A drain that began while the binds were awaited closed what it saw; swapping in these now
+      // would leave a listener and pools nobody closes.
+      if (this.#closing !== null) throw new Error('poolside is shutting down');
+    } catch (err) {
+      for (const record of added) this.#closeListener(record);
+      await Promise.all(started.map((pool) => pool.close()));
+      throw err;
+    }
+    // 3. Swap, all at once. Nothing here may throw: the reload is committed from this point.
+    for (const { record, want } of kept) {
+      // A kept unix socket whose mode or owner changed is fixed in place: only now, so that a
+      // reload rejected above leaves it as it was.
+      if (record.address.kind === 'unix' && want.address.kind === 'unix' && !isDeepStrictEqual(record.address, want.address)) {
         try {
           applySocketPermissions(want.address);
         } catch (err) {
           this.#log.warn('cannot change the unix socket permissions', { address: formatAddress(want.address), error: (err as Error).message });
         }
       }
-    }
-    try {
-      for (const want of toBind) added.push(await this.#bind(want.pool, want.address));
-    } catch (err) {
-      for (const record of added) closeListener(record);
-      await Promise.all(started.map((pool) => pool.close()));
-      throw err;
-    }
-    // 3. Swap, all at once.
-    for (const { record, want } of kept) {
       record.pool = want.pool;
       record.address = want.address;
     }
     for (const record of unclaimed) {
-      closeListener(record);
+      this.#closeListener(record);
       changes.push(`listener ${formatAddress(record.bound)}: removed`);
     }
     for (const record of added) changes.push(`listener ${formatAddress(record.bound)}: added (pool ${record.pool.config.name})`);
@@ -322,9 +331,14 @@ export class Proxy {
 
   /** A replaced or removed pool: clients leave between requests; closed when the last one has gone. */
   #retire(pool: Pool): void {
+    const timeoutMs = this.#config.shutdown.timeoutMs;
     const deadline = this.#clock.setTimeout(() => {
-      for (const client of pool.connectedClients()) if (client.cut()) pool.counters.clientsShutdownClosed++;
-    }, this.#config.shutdown.timeoutMs);
+      // Blocked and subscribed clients are cut; the others leave between requests (never with one in flight).
+      let cut = 0;
+      for (const client of pool.connectedClients()) if (client.retireDeadline()) cut++;
+      pool.counters.clientsReloadClosed += cut;
+      if (cut > 0) this.#log.warn('reload: blocked or subscribed clients of a replaced pool cut at shutdown.timeout', { reason: 'reload', pool: pool.config.name, clients: cut, timeout_ms: timeoutMs });
+    }, timeoutMs);
     const check = this.#clock.setInterval(() => {
       for (const client of pool.connectedClients()) client.retire();
     }, DRAIN_CHECK_MS);
@@ -421,6 +435,17 @@ export class Proxy {
     this.#sessions.add(session);
   }
 
+  /** Stops accepting on a listener; a unix socket's file is removed. Clients already accepted stay. Never throws. */
+  #closeListener(l: ListenerRecord): void {
+    l.server.close();
+    if (l.address.kind !== 'unix') return;
+    try {
+      fs.rmSync(l.address.path, { force: true });
+    } catch (err) {
+      this.#log.warn('cannot remove the unix socket file', { address: formatAddress(l.address), error: (err as Error).message });
+    }
+  }
+
   #onAcceptError(pool: string, err: NodeJS.ErrnoException): void {
     const unlogged = this.#acceptErrors.take(this.#clock.now());
     if (unlogged >= 0) this.#log.warn('cannot accept a client', { pool, reason: 'accept_failed', error: err.code ?? err.message, unlogged_since_last: unlogged });
@@ -437,7 +462,7 @@ export class Proxy {
       await sleep(delayMs);
     }
     // Stop accepting. Unix socket files go at once: a client connecting now is refused, not left waiting.
-    for (const l of this.#listeners) closeListener(l);
+    for (const l of this.#listeners) this.#closeListener(l);
     const retiring = [...this.#retiring.keys()];
     for (const { deadline: timer, check } of this.#retiring.values()) {
       clock.clearTimeout(timer);
@@ -480,11 +505,6 @@ export class Proxy {
   }
 }
 
-/** Stops accepting on a listener; a unix socket's file is removed. Clients already accepted stay. */
-function closeListener(l: ListenerRecord): void {
-  l.server.close();
-  if (l.address.kind === 'unix') fs.rmSync(l.address.path, { force: true });
-}
 
 /**
  * Whether a reload may keep a pool as it runs. Everything in its config counts except where it

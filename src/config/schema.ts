@@ -125,8 +125,9 @@ export interface PoolConfig {
     /** … at which it is reset (the decoder's incomplete request included). */
     inputHardBytes: number;
     /**
-     * A client that sent nothing for this long is closed, unless it has a request in flight, a
-     * blocking command, a subscription or a transaction open; 0 = never (Redis's `timeout`).
+     * A client that sent nothing for this long is closed (a transaction open or not, as Redis
+     * does), unless it has a request in flight, a blocking command or a subscription; 0 = never
+     * (Redis's `timeout`).
      */
     idleTimeoutMs: number;
   };

@@ -16,9 +16,19 @@ export type Parser<T> = (value: unknown, source?: string) => Parsed<T>;
 export const ok = <T>(value: T): Parsed<T> => ({ ok: true, value });
 export const fail = <T>(message: string): Parsed<T> => ({ ok: false, message });
 
-/** How a value reads back in a message: strings quoted, everything else as YAML would show it. */
+/**
+ * Credentials written into a value (`redis://user:pass@host`, `user:pass@host`) as `***@`:
+ * problems are logged and sent back by POST /reload, and must not carry a password.
+ */
+export function redactCredentials(text: string): string {
+  return text
+    .replace(/(^|[\s"'(])[^\s"'@:/]*:[^\s"'/]*@/g, '$1***@')
+    .replace(/([a-z][a-z0-9+.-]*:\/\/)[^\s"'/]*@/gi, '$1***@');
+}
+
+/** How a value reads back in a message: strings quoted (credentials redacted), everything else as YAML would show it. */
 export function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return JSON.stringify(redactCredentials(value));
   if (value === null || value === undefined) return 'nothing';
   if (Array.isArray(value)) return 'a list';
   if (typeof value === 'object') return 'a mapping';

@@ -8,7 +8,7 @@
 
 import { isAlias, isMap, isScalar, isSeq } from 'yaml';
 import type { Document, LineCounter, Node as YamlNode, YAMLMap } from 'yaml';
-import { describe, parseDuration, parseSize, suggest } from './validate.js';
+import { describe, parseDuration, parseSize, redactCredentials, suggest } from './validate.js';
 import type { Parser } from './validate.js';
 
 export interface ConfigProblem {
@@ -25,7 +25,9 @@ export interface ConfigProblem {
 /** `config.yaml:7:9 pools.cache.servers[1].address: expected host:port, got "10.0.0.5"` */
 export function formatProblem(p: ConfigProblem): string {
   const where = `${p.file}:${p.line}:${p.column}`;
-  return p.path === '' ? `${where} ${p.message}` : `${where} ${p.path}: ${p.message}`;
+  // Every message quotes through describe(), which redacts; this catches any that quotes otherwise.
+  const message = redactCredentials(p.message);
+  return p.path === '' ? `${where} ${message}` : `${where} ${p.path}: ${message}`;
 }
 
 /** `offset` is a character offset into the text; lines and columns come out 1-based. */

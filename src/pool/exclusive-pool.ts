@@ -124,6 +124,12 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   giveBack(conn: Connection): void {
     this.#lent.delete(conn);
+    if (this.#closing) {
+      // clear() has run or is running: a connection released now would sit idle in a closed pool.
+      conn.destroy('shutdown', 'poolside is shutting down');
+      void this.#generic.destroy(conn).catch(() => {});
+      return;
+    }
     conn.markProgress(this.#clock.now());
     void this.#generic.release(conn).catch(() => {});
   }
@@ -162,9 +168,13 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     // Sessions are closed first, so their leases are on their way back (a reset has a deadline);
     // anything still lent now is ended here, or drain() would wait for it forever.
     for (const conn of [...this.#lent.keys()]) conn.destroy('shutdown', 'poolside is shutting down');
-    // Not drain(): it waits for every pending acquire, which a session that asked for a lease just
-    // before shutdown holds for up to queue.timeout. Those acquires fail on their own; clear()
-    // closes the idle connections and waits only for connects already under way.
+    // drain() refuses new acquires and, once the pending ones are settled and every lent
+    // connection is back, deschedules generic-pool's evictor: without it the evictor's timer runs
+    // forever and keeps this pool (its config: passwords, TLS key) reachable after a reload
+    // retired it. It is not awaited: it waits for every pending acquire, which a session that
+    // asked for a lease just before shutdown holds for up to queue.timeout (those fail on their
+    // own). clear() closes the idle connections and waits only for connects already under way.
+    void this.#generic.drain().catch(() => {});
     await this.#generic.clear();
   }
 

@@ -39,7 +39,12 @@ export interface PoolClient extends ClientHandle {
   retire(): void;
   /** The shutdown deadline: close now, between replies; false if it was gone already. */
   cut(): boolean;
-  /** clients.idle_timeout: closes it if it sent nothing for idleMs and holds nothing. */
+  /**
+   * The deadline of a pool a reload replaced: a blocked or subscribed client is cut now (true);
+   * any other is closed after the replies it is owed, its next request answered DRAINING.
+   */
+  retireDeadline(): boolean;
+  /** clients.idle_timeout: closes it if it sent nothing for idleMs and has no request in flight, blocking command or subscription. */
   closeIfIdle(now: number, idleMs: number): boolean;
   info(now: number): ClientInfo;
 }
@@ -90,6 +95,8 @@ export interface PoolCounters {
   clientsIdleClosed: number;
   /** Clients closed at the shutdown deadline while they still held something (blocked, subscribed, in flight). */
   clientsShutdownClosed: number;
+  /** Clients of a pool a reload replaced, cut at its deadline (shutdown.timeout after the reload) while blocked or subscribed. */
+  clientsReloadClosed: number;
   pins: Map<string, number>;
   /** From the request being framed to its reply being written to the client. */
   requestDuration: Histogram;
@@ -112,6 +119,7 @@ export function newPoolCounters(): PoolCounters {
     authFailures: 0,
     clientsIdleClosed: 0,
     clientsShutdownClosed: 0,
+    clientsReloadClosed: 0,
     pins: new Map(),
     requestDuration: new Histogram(REQUEST_BUCKETS),
     waitDuration: new Histogram(WAIT_BUCKETS),

@@ -60,6 +60,20 @@ type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
  */
 export const DRAIN_QUIET_MS = 250;
 
+/**
+ * After the FIN poolside sends when it closes an idle client (drain, a retired pool,
+ * idle_timeout), how long it keeps reading, and dropping, what the client still sends before it
+ * closes the socket: until the client's own FIN, at most this long.
+ */
+export const CLOSE_LINGER_MS = 1000;
+
+/** What a request gets once poolside decided to close its client (it is not run). */
+const GOODBYE = {
+  shutdown: 'poolside is shutting down; reconnect',
+  reload: 'poolside reloaded its config and replaced this pool; reconnect',
+  idle: 'client closed by clients.idle_timeout; reconnect',
+} as const;
+
 export interface SessionOptions {
   /** poolside-wide unique (CLIENT ID). */
   id: number;
@@ -113,10 +127,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #keys: KeyRouting;
   /**
    * 'retiring' once a reload replaced its pool (closed as soon as it holds nothing, so it
-   * reconnects to the new one); 'draining' once poolside stopped accepting (new requests answered DRAINING, closed
+   * reconnects to the new one); 'retired' from the retired pool's deadline (new requests answered
+   * DRAINING, closed once nothing is owed, as when draining); 'draining' once poolside stopped accepting (new requests answered DRAINING, closed
    * once nothing is owed); 'cut' when closed at the deadline (its lost lease is expected, not logged).
    */
-  #shutdown: 'no' | 'retiring' | 'draining' | 'cut' = 'no';
+  #shutdown: 'no' | 'retiring' | 'retired' | 'draining' | 'cut' = 'no';
+  /**
+   * Closing between requests (#leave): 'deciding' while bytes the client sent before the decision
+   * are still read (each request answered DRAINING, not run); 'due' once the FIN may follow the
+   * last reply owed.
+   */
+  #leaving: { state: 'no' } | { state: 'deciding' | 'due'; message: string } = { state: 'no' };
 
   constructor(socket: net.Socket, options: SessionOptions) {
     this.id = options.id;
@@ -149,13 +170,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (this.#quitting) return;
     const pool = this.#pool;
     pool.counters.requests++;
-    if (this.#shutdown === 'draining' || this.#shutdown === 'cut') {
-      // Through the codec: the client reads an error in its own protocol, then the connection closes.
-      // Nothing after it is read: the connection closes once the replies it is owed are written.
+    const leaving = this.#leaving;
+    const shutdown = this.#shutdown;
+    if (leaving.state !== 'no' || shutdown === 'draining' || shutdown === 'retired' || shutdown === 'cut') {
+      // Through the codec: the client reads an error in its own protocol, then the connection
+      // closes once the replies it is owed are written. The request is not run.
+      const message = leaving.state !== 'no' ? leaving.message : shutdown === 'retired' ? GOODBYE.reload : GOODBYE.shutdown;
       const slot = new Slot(this, EMPTY, UNASKED, null);
       this.#enqueue(slot);
-      this.#stopReading();
-      this.#answerError(slot, 'DRAINING', 'poolside is shutting down; reconnect');
+      this.#answerError(slot, 'DRAINING', message);
+      this.#leave(message);
       return;
     }
     const spec = this.#codec.classify(bytes, args);
@@ -813,8 +837,32 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   #flush(): void {
     this.#replies.flush(!this.#closed);
+    if (this.#replies.length !== 0 || this.#closed) return;
     // QUIT, an error, or the client shut down its write side: end after the last reply it is owed.
-    if (this.#quitting && !this.#quitRelayed && this.#replies.length === 0 && !this.#closed) this.#output.end(!this.#halfClosed);
+    if (this.#quitting) {
+      if (!this.#quitRelayed) this.#output.end(!this.#halfClosed);
+    } else if (this.#leaving.state === 'due') {
+      // Closed between requests: FIN, then read and drop until the client's (no RST for unread bytes).
+      this.#quitting = true;
+      this.#output.endLingering(CLOSE_LINGER_MS);
+    }
+  }
+
+  /**
+   * Closes the client between requests (drain, a retired pool, idle_timeout): it keeps being read
+   * for one more turn of the event loop, so a request already in the receive buffer is answered
+   * `message` (DRAINING, not run) rather than lost; then the FIN follows the last reply it is owed.
+   */
+  #leave(message: string): void {
+    if (this.#closed || this.#quitting || this.#leaving.state !== 'no') return;
+    this.#leaving = { state: 'deciding', message };
+    // Two turns: the second one's I/O phase reads whatever arrived before the decision.
+    setImmediate(() =>
+      setImmediate(() => {
+        this.#leaving = { state: 'due', message };
+        this.#flush();
+      }),
+    );
   }
 
   // ── lifecycle: shutdown and idle clients (PoolClient) ───────────────────────────────────────
@@ -834,11 +882,30 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#closeIfDrained();
   }
 
+  /**
+   * The deadline of a pool a reload replaced. A blocked or subscribed client is cut now (true),
+   * its DRAINING error saying why. Any other is never cut under a request: its requests in flight
+   * get their replies; a request sent from now on is answered DRAINING (not run) and the client is
+   * closed after it, or once it is quiet.
+   */
+  retireDeadline(): boolean {
+    if (this.#closed) return false;
+    const holds = this.#holds();
+    if (holds === 'blocking' || holds === 'subscription') return this.#cut('poolside reloaded its config and replaced this pool (shutdown.timeout after the reload reached)');
+    if (this.#shutdown === 'no' || this.#shutdown === 'retiring') this.#shutdown = 'retired';
+    this.#closeIfDrained();
+    return false;
+  }
+
   /** The shutdown deadline: closes the client now, between replies; false if it was gone already. */
   cut(): boolean {
+    return this.#cut('poolside is shutting down (shutdown.timeout reached)');
+  }
+
+  #cut(message: string): boolean {
     if (this.#closed) return false;
     // Already on its way out (idle and ended by drain(), or after QUIT): not cut off.
-    const closing = this.#quitting && this.#replies.length === 0;
+    const closing = (this.#quitting || this.#leaving.state !== 'no') && this.#replies.length === 0;
     this.#shutdown = 'cut';
     if (this.#output.midReply) {
       // Half a reply is written: nothing may follow it but the end of the connection.
@@ -846,7 +913,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return true;
     }
     // A blocked command or a subscription reads this as its answer: it says why the connection ends.
-    if (this.#replies.length > 0 || this.subscribed) this.#output.write(this.#codec.errorReply('DRAINING', 'poolside is shutting down (shutdown.timeout reached)'));
+    if (this.#replies.length > 0 || this.subscribed) this.#output.write(this.#codec.errorReply('DRAINING', message));
     this.#stopReading();
     this.#output.end(true);
     return !closing;
@@ -860,9 +927,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (lease.lease.blocking) return 'blocking';
       if (lease.state.dirty) return 'transaction';
     }
-    if (this.#outstanding > 0 || this.#backlog.length > 0 || this.#replies.length > 0 || this.#wait !== 'none' || lease.kind === 'acquiring') return 'request';
+    if (this.#busy()) return 'request';
     if (lease.kind === 'pinned') return 'connection';
     return null;
+  }
+
+  /** A request in flight, waiting, or a reply not yet written. */
+  #busy(): boolean {
+    return this.#outstanding > 0 || this.#backlog.length > 0 || this.#replies.length > 0 || this.#wait !== 'none' || this.#lease.kind === 'acquiring';
   }
 
   /**
@@ -871,23 +943,26 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * about to send its next request is not closed under it (that request would be lost in the FIN).
    */
   #closeIfDrained(): void {
-    if (this.#closed || this.#quitting || this.#pool.now() - this.#chunkAt < DRAIN_QUIET_MS) return;
+    if (this.#closed || this.#quitting || this.#leaving.state !== 'no' || this.#pool.now() - this.#chunkAt < DRAIN_QUIET_MS) return;
     const holds = this.#holds();
     // A session-state pin (AUTH, HELLO, lease: exclusive) holds nothing worth waiting for; an open
     // transaction is waited for on a reload, not at shutdown (its next request would be refused).
     if (holds !== null && holds !== 'connection' && (holds !== 'transaction' || this.#shutdown === 'retiring')) return;
-    this.#closeAfterReplies();
+    this.#leave(this.#shutdown === 'draining' ? GOODBYE.shutdown : GOODBYE.reload);
   }
 
   /**
-   * clients.idle_timeout, from the pool's sweep: closed when it sent nothing for idleMs and holds
-   * nothing (no request in flight, no blocking command, subscription or open transaction).
+   * clients.idle_timeout, from the pool's sweep: closed when it sent nothing for idleMs and has no
+   * request in flight, blocking command or subscription. An open transaction (MULTI, WATCH) is
+   * closed too, as Redis's own `timeout` does: a client that left one open that long is stuck or
+   * gone, and it holds an exclusive connection meanwhile (closing it discards the transaction).
    */
   closeIfIdle(now: number, idleMs: number): boolean {
-    if (this.#closed || this.#quitting || now - this.#chunkAt < idleMs) return false;
+    if (this.#closed || this.#quitting || this.#leaving.state !== 'no' || now - this.#chunkAt < idleMs) return false;
+    if (this.#busy()) return false;
     const holds = this.#holds();
-    if (holds !== null && holds !== 'connection') return false;
-    this.#closeAfterReplies();
+    if (holds === 'blocking' || holds === 'subscription') return false;
+    this.#leave(GOODBYE.idle);
     return true;
   }
 

@@ -82,6 +82,9 @@ export class ClientOutput {
   readonly #batch: Buffer[] = [];
   #pausedBy = 0;
   #closeAfterEnd = false;
+  /** endLingering(): how long to keep reading after the FIN; null: end() as asked. */
+  #lingerMs: number | null = null;
+  #lingerTimer: Timer | null = null;
   /** While at least soft bytes are unsent: when the client last took some; null otherwise. */
   #progressAt: number | null = null;
   #stallTimer: Timer | null = null;
@@ -160,6 +163,19 @@ export class ClientOutput {
     this.#pump();
   }
 
+  /**
+   * Sends everything written so far, then a FIN, and keeps reading (the session drops what it
+   * reads: nothing is buffered) until the client's FIN, or `lingerMs` after ours is out; then
+   * closes. Closing a socket with unread bytes makes the kernel answer RST, which can destroy
+   * replies the client has not read yet; a request that crosses the FIN is read and dropped
+   * instead, and the client sees an orderly end of the connection.
+   */
+  endLingering(lingerMs: number): void {
+    if (this.#state !== 'open') return;
+    this.#lingerMs = lingerMs;
+    this.end(false);
+  }
+
   /** Resets the client (RST, not FIN: it is not reading, so it would never see a FIN behind its replies). */
   reset(): void {
     if (this.#state === 'closed') return;
@@ -236,12 +252,30 @@ export class ClientOutput {
       this.#state = 'ended';
       if (this.#closeAfterEnd) socket.destroySoon();
       else socket.end();
+      if (this.#lingerMs !== null) this.#linger(this.#lingerMs);
     }
     if (this.#progressAt !== null && this.#queued + socket.writableLength < this.#softBytes / 2) {
       this.#progressAt = null;
       this.#openSource?.releaseReads();
       this.resumeReads('output');
     }
+  }
+
+  /** After our FIN: read (and drop) until the client's FIN, or lingerMs once the FIN is out. */
+  #linger(ms: number): void {
+    const socket = this.#socket;
+    this.#pausedBy = 0;
+    socket.resume();
+    // The client's FIN: once ours is out too the socket closes by itself (autoDestroy); here
+    // in case it was out first. Replies still in the socket are never dropped for it.
+    socket.once('end', () => {
+      if (socket.writableFinished) socket.destroy();
+    });
+    socket.once('finish', () => {
+      if (this.#state === 'closed') return;
+      this.#lingerTimer = this.#limits.clock.setTimeout(() => socket.destroy(), ms);
+      this.#lingerTimer.unref();
+    });
   }
 
   #releaseSource(): void {
@@ -321,6 +355,8 @@ export class ClientOutput {
     this.#progressAt = null;
     if (this.#stallTimer !== null) this.#limits.clock.clearTimeout(this.#stallTimer);
     this.#stallTimer = null;
+    if (this.#lingerTimer !== null) this.#limits.clock.clearTimeout(this.#lingerTimer);
+    this.#lingerTimer = null;
   }
 
   #onClose(): void {

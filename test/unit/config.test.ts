@@ -18,6 +18,7 @@ import {
   parsePercent,
   parseServerString,
   parseSize,
+  redactCredentials,
   parseTcpAddress,
   suggest,
 } from '../../src/config/validate.js';
@@ -274,6 +275,28 @@ describe('parseConfig: shutdown and idle clients', () => {
   it('reads clients.idle_timeout, 0 (never) by default', () => {
     expect(onlyPool(parse(pool())).clients.idleTimeoutMs).toBe(0);
     expect(onlyPool(parse(pool('    clients: { idle_timeout: 5m }'))).clients.idleTimeoutMs).toBe(300_000);
+  });
+});
+
+describe('problems never quote a password', () => {
+  it('redacts the credentials of a server written as a URL', () => {
+    const text = 'pools:\n  p:\n    protocol: redis\n    listen: 127.0.0.1:0\n    servers: ["redis://default:S3cretPw@10.0.0.1:6379"]\n';
+    let problems: string[] = [];
+    try {
+      parseConfig(text, 'x.yaml', {});
+    } catch (err) {
+      problems = (err as ConfigError).problems.map(formatProblem);
+    }
+    expect(problems.join('\n')).toContain('pools.p.servers[0]');
+    expect(problems.join('\n')).toContain('redis://***@10.0.0.1:6379');
+    expect(problems.join('\n')).not.toContain('S3cretPw');
+  });
+
+  it('redacts user:pass@ with or without a scheme, and leaves other values alone', () => {
+    expect(redactCredentials('"default:pw@10.0.0.1:6379"')).toBe('"***@10.0.0.1:6379"');
+    expect(redactCredentials('rediss://:p@ss@h:6380')).toBe('rediss://***@h:6380');
+    expect(redactCredentials('expected host:port, got "10.0.0.5"')).toBe('expected host:port, got "10.0.0.5"');
+    expect(redactCredentials('unix:/run/poolside.sock')).toBe('unix:/run/poolside.sock');
   });
 });
 
