@@ -123,6 +123,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #lastCommand = 'NULL';
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
+  /** When the idle_timeout sweep last found it busy (a request in flight, blocked, subscribed). */
+  #busyAt = 0;
+  /** Part of a request was read when the drain began: that request is still run (#admitBegun). */
+  #begunBeforeDrain = false;
   /** Key routing of a sharded pool, reused for every request (key-routing.ts). */
   readonly #keys: KeyRouting;
   /**
@@ -172,7 +176,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     pool.counters.requests++;
     const leaving = this.#leaving;
     const shutdown = this.#shutdown;
-    if (leaving.state !== 'no' || shutdown === 'draining' || shutdown === 'retired' || shutdown === 'cut') {
+    if ((leaving.state !== 'no' || shutdown === 'draining' || shutdown === 'retired' || shutdown === 'cut') && !this.#admitBegun(leaving.state, shutdown)) {
       // Through the codec: the client reads an error in its own protocol, then the connection
       // closes once the replies it is owed are written. The request is not run.
       const message = leaving.state !== 'no' ? leaving.message : shutdown === 'retired' ? GOODBYE.reload : GOODBYE.shutdown;
@@ -873,7 +877,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    */
   drain(): void {
     if (this.#shutdown !== 'cut') this.#shutdown = 'draining';
+    // A request half read when the drain began is in flight, not new: it is run when it completes.
+    if (this.#decoder.buffered > 0) this.#begunBeforeDrain = true;
     this.#closeIfDrained();
+  }
+
+  /** Whether the request just framed began before the drain, and so is run rather than refused. */
+  #admitBegun(leaving: string, shutdown: string): boolean {
+    if (!this.#begunBeforeDrain || leaving !== 'no' || shutdown !== 'draining') return false;
+    this.#begunBeforeDrain = false;
+    return true;
   }
 
   /** A reload replaced its pool: served as before, and closed once it holds nothing and is quiet. */
@@ -944,6 +957,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    */
   #closeIfDrained(): void {
     if (this.#closed || this.#quitting || this.#leaving.state !== 'no' || this.#pool.now() - this.#chunkAt < DRAIN_QUIET_MS) return;
+    // Half a request read (a large SET on a slow uplink) is not between requests: it is waited for
+    // until the deadline, as a request in flight is.
+    if (this.#decoder.buffered > 0) return;
     const holds = this.#holds();
     // A session-state pin (AUTH, HELLO, lease: exclusive) holds nothing worth waiting for; an open
     // transaction is waited for on a reload, not at shutdown (its next request would be refused).
@@ -958,10 +974,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * gone, and it holds an exclusive connection meanwhile (closing it discards the transaction).
    */
   closeIfIdle(now: number, idleMs: number): boolean {
-    if (this.#closed || this.#quitting || this.#leaving.state !== 'no' || now - this.#chunkAt < idleMs) return false;
-    if (this.#busy()) return false;
+    if (this.#closed || this.#quitting || this.#leaving.state !== 'no') return false;
     const holds = this.#holds();
-    if (holds === 'blocking' || holds === 'subscription') return false;
+    if (this.#busy() || holds === 'blocking' || holds === 'subscription') {
+      // Idle counts from its last reply too, as Redis's timeout counts both ways: a worker whose
+      // BLPOP just returned is not closed as it sends its next command. Seen busy by this sweep is
+      // close enough to the reply, without a clock read per reply.
+      this.#busyAt = now;
+      return false;
+    }
+    if (now - Math.max(this.#chunkAt, this.#busyAt) < idleMs) return false;
     this.#leave(GOODBYE.idle);
     return true;
   }

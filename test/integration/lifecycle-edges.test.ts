@@ -42,6 +42,42 @@ describe('closing a client between requests', () => {
   });
 });
 
+describe('what is not between requests', () => {
+  it('waits for a request half read when the drain begins (a large SET on a slow uplink), and answers it', async () => {
+    const { redis, proxy, port } = await startRedisAndProxy(cleanup);
+    const c = await RawClient.connect(port);
+    cleanup.defer(() => c.destroy());
+    const value = 'v'.repeat(4 * 1024 * 1024);
+    const whole = Buffer.from(`*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$${value.length}\r\n${value}\r\n`);
+    c.socket.write(whole.subarray(0, whole.length / 2));
+    await waitFor(() => (proxy.clientList().clients[0]?.idleMs ?? 0) >= DRAIN_QUIET_MS * 2, 'the upload to pause past the quiet time', 5000);
+    const closing = proxy.drain({ delayMs: 0, timeoutMs: 5000 });
+    // Past the drain's quiet time again, still halfway: not closed.
+    await waitFor(() => (proxy.clientList().clients[0]?.idleMs ?? 0) >= DRAIN_QUIET_MS * 3, 'another pause', 5000);
+    expect(c.isClosed).toBe(false);
+    c.socket.write(whole.subarray(whole.length / 2));
+    expect(await c.reply(5000)).toBe('OK');
+    expect(await c.closesWithin(5000)).toBe(true);
+    await closing;
+    expect(await redis.command('STRLEN', 'big')).toBe(`:${value.length}\r\n`);
+  });
+
+  it('counts clients.idle_timeout from the last reply too: a worker whose BLPOP just returned is not closed under its next command', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const doc = { admin: false, pools: { p: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address], clients: { idle_timeout: '500ms' } } } };
+    const proxy = cleanup.add(await Proxy.start(parseConfig(YAML.stringify(doc), 't.yaml'), { log: quietLog() }), (p) => p.close());
+    await waitReady(proxy);
+    const c = await RawClient.connect(portOf(proxy));
+    cleanup.defer(() => c.destroy());
+    // Blocked for three idle_timeouts, then a command 100 ms after the reply: as a queue worker does.
+    expect(await c.call('BLPOP', 'queue', '1.5')).toBe(null);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await c.call('GET', 'x')).toBe(null);
+    expect(proxy.pools.get('p')?.counters.clientsIdleClosed).toBe(0);
+    expect(await c.closesWithin(3000)).toBe(true);
+  });
+});
+
 describe('a pool a reload replaced', () => {
   it('never answers DRAINING to a busy client\'s request in flight at its deadline: the reply is written, the next request is answered DRAINING (reload) and not run', async () => {
     const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
