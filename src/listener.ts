@@ -81,7 +81,21 @@ async function bindUnix(server: net.Server, address: UnixAddress): Promise<void>
 /** Gives an existing socket a new mode, owner and group in place (a reload that changed only those). */
 export function applySocketPermissions(address: UnixAddress): void {
   fs.chmodSync(address.path, address.mode);
-  if (address.owner !== null || address.group !== null) fs.chownSync(address.path, address.owner?.id ?? -1, address.group?.id ?? -1);
+  // An owner or group the config no longer names goes back to what a fresh bind would give it: a
+  // reload that drops `group: www-data` takes the grant back, as a restart would.
+  const fresh = address.owner === null || address.group === null ? freshOwnership(path.dirname(address.path)) : null;
+  fs.chownSync(address.path, address.owner?.id ?? fresh?.uid ?? -1, address.group?.id ?? fresh?.gid ?? -1);
+}
+
+/** The owner and group a new file in `dir` gets (this process's, or the directory's group where it is setgid). */
+function freshOwnership(dir: string): { uid: number; gid: number } {
+  const probe = fs.mkdtempSync(path.join(dir, '.ps'));
+  try {
+    const stat = fs.statSync(probe);
+    return { uid: stat.uid, gid: stat.gid };
+  } finally {
+    fs.rmSync(probe, { recursive: true, force: true });
+  }
 }
 
 function bind(server: net.Server, options: net.ListenOptions, label: string): Promise<void> {

@@ -81,6 +81,20 @@ describe('unix socket ownership', () => {
     const after = fs.statSync(socket);
     expect([after.mode & 0o777, after.uid, after.gid, after.ino]).toEqual([0o600, wwwData, id('group', 'www-data'), stat.ino]);
     expect(await pingAs(wwwData, id('group', 'www-data'), socket)).toBe('PONG');
+
+    // A reload that no longer names an owner or group takes the grant back, as a restart would.
+    fs.writeFileSync(
+      file,
+      YAML.stringify({
+        admin: false,
+        pools: { cache: { protocol: 'redis', listen: [{ address: `unix:${socket}`, mode: '0660' }], servers: [redis.address] } },
+      }),
+    );
+    expect((await proxy.reloadFromFile()).ok).toBe(true);
+    const revoked = fs.statSync(socket);
+    expect([revoked.mode & 0o777, revoked.uid, revoked.gid, revoked.ino]).toEqual([0o660, 0, 0, stat.ino]);
+    expect(await pingAs(wwwData, id('group', 'www-data'), socket)).toMatch(/Permission denied/);
+    expect(fs.readdirSync(dir).sort()).toEqual(['cache.sock', 'poolside.yaml']);
   });
 
   it('reports an unknown user or group with its line and column', () => {
