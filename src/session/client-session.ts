@@ -93,8 +93,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
   #quitting = false;
   readonly #createdAt: number;
-  readonly #addr: string;
-  readonly #laddr: string;
+  /** For CLIENT LIST, read from the socket when first asked: getpeername/getsockname are syscalls most clients never need. */
+  #addrs: { addr: string; laddr: string } | null = null;
   /** For describing the session (CLIENT LIST). */
   #lastCommand = 'NULL';
   /** When the chunk being framed was read: the start time of every request framed from it. */
@@ -107,8 +107,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#socket = socket;
     this.#createdAt = options.pool.now();
     this.#chunkAt = this.#createdAt;
-    this.#addr = socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`;
-    this.#laddr = socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`;
     this.#pool = options.pool;
     this.#codec = options.pool.codec;
     this.#log = options.log;
@@ -383,8 +381,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const pinned = lease.kind === 'pinned' ? lease : null;
     const facts = {
       id: this.id,
-      addr: this.#addr,
-      laddr: this.#laddr,
+      ...this.#addresses(),
       ageMs: now - this.#createdAt,
       idleMs: now - this.#chunkAt,
       db: this.#db ?? (this.#pool.servers[0]?.config.db ?? 0),
@@ -393,6 +390,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       blocked: pinned?.lease.blocking === true,
     };
     return this.#rules.describe(facts, this.#lastCommand);
+  }
+
+  #addresses(): { addr: string; laddr: string } {
+    if (this.#addrs === null) {
+      const socket = this.#socket;
+      this.#addrs = {
+        addr: socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`,
+        laddr: socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`,
+      };
+    }
+    return this.#addrs;
   }
 
   kill(): void {
