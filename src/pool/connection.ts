@@ -276,6 +276,11 @@ export class Connection implements ResponseSink {
     return this.#inflight.length;
   }
 
+  /** Requests queued this turn, not yet written: they go out together in the turn's one write. */
+  get unwritten(): number {
+    return this.#queued - this.#flushedQueued;
+  }
+
   /**
    * How long the oldest request in flight has waited with no byte from the server since it was
    * written: 0 when nothing is in flight or it is not written yet. The request deadline. It runs
