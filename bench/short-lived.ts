@@ -210,6 +210,8 @@ interface Options {
   churn: boolean;
   only: string[] | null;
   logs: string | null;
+  /** Another build's dist/ to run beside this one (targets "<label> TCP/unix"), e.g. the code before a change. */
+  compare: string | null;
 }
 
 const HELP = `usage: npm run bench:short-lived -- [options]
@@ -224,10 +226,12 @@ const HELP = `usage: npm run bench:short-lived -- [options]
   --memory          also measure RSS with 1,000 and 10,000 idle clients and after a burst
   --only LIST       only these targets (comma separated names from the table)
   --logs DIR        keep configs and process logs in DIR
+  --compare DIR     also run another build's dist/ (e.g. a copy taken before a change) as
+                    targets "before TCP" and "before unix", interleaved with the rest
 `;
 
 function parseOptions(argv: string[]): Options | 'help' {
-  const o: Options = { clients: 8, seconds: 3, churnSeconds: 2, reps: 3, remote: false, delayMs: 1, memory: false, churn: true, only: null, logs: null };
+  const o: Options = { clients: 8, seconds: 3, churnSeconds: 2, reps: 3, remote: false, delayMs: 1, memory: false, churn: true, only: null, logs: null, compare: null };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
     const num = (): number => {
@@ -246,6 +250,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     else if (flag === '--no-churn') o.churn = false;
     else if (flag === '--only') o.only = (argv[++i] ?? '').split(',');
     else if (flag === '--logs') o.logs = argv[++i] ?? null;
+    else if (flag === '--compare') o.compare = path.resolve(argv[++i] ?? '');
     else throw new Error(`unknown option ${flag}\n${HELP}`);
   }
   return o;
@@ -603,6 +608,17 @@ async function main(): Promise<number> {
     await waitPing(`127.0.0.1:${psPort}`, 'poolside');
     targets.push({ name: 'poolside TCP', address: `127.0.0.1:${psPort}`, proxyPid: ps.pid as number, kind: 'poolside' });
     targets.push({ name: 'poolside unix', address: `unix:${psSock}`, proxyPid: ps.pid as number, kind: 'poolside' });
+
+    if (opts.compare !== null) {
+      const cmpPort = await freePort();
+      const cmpSock = path.join(dir, 'before.sock');
+      const cmpConf = path.join(logDir, 'before.yaml');
+      fs.writeFileSync(cmpConf, fs.readFileSync(psConf, 'utf8').replace(`127.0.0.1:${psPort}`, `127.0.0.1:${cmpPort}`).replace(psSock, cmpSock));
+      const cmp = start('before', process.execPath, [path.join(opts.compare, 'main.js'), '--config', cmpConf], logDir);
+      await waitPing(`127.0.0.1:${cmpPort}`, 'poolside (--compare)');
+      targets.push({ name: 'before TCP', address: `127.0.0.1:${cmpPort}`, proxyPid: cmp.pid as number, kind: 'poolside' });
+      targets.push({ name: 'before unix', address: `unix:${cmpSock}`, proxyPid: cmp.pid as number, kind: 'poolside' });
+    }
 
     // the Node floor relay
     const flPort = await freePort();
