@@ -14,11 +14,12 @@ class Entry {
 }
 
 export class Affinities {
-  readonly #byServer = new Map<ServerPool, Entry>();
+  /** Created at the first request sent: a client that sends nothing costs no Map. */
+  #byServer: Map<ServerPool, Entry> | null = null;
 
   /** The connection for the session's next request to `server`; null when none is ready (wait). */
   pick(server: ServerPool): Connection | null {
-    const entry = this.#byServer.get(server);
+    const entry = this.#byServer?.get(server);
     const conn = entry?.conn ?? null;
     if (conn !== null && entry !== undefined && entry.count > 0 && conn.ready) return conn;
     return server.pickConnection();
@@ -26,10 +27,11 @@ export class Affinities {
 
   /** A request went out on `conn` (from pick). */
   sent(server: ServerPool, conn: Connection): void {
-    let entry = this.#byServer.get(server);
+    const byServer = (this.#byServer ??= new Map());
+    let entry = byServer.get(server);
     if (entry === undefined) {
       entry = new Entry();
-      this.#byServer.set(server, entry);
+      byServer.set(server, entry);
     }
     if (entry.conn !== conn) {
       entry.conn = conn;
@@ -40,7 +42,7 @@ export class Affinities {
 
   /** A request given to sent() was answered or failed. */
   settled(server: ServerPool, conn: Connection | null): void {
-    const entry = this.#byServer.get(server);
+    const entry = this.#byServer?.get(server);
     if (entry !== undefined && entry.conn === conn && entry.count > 0) entry.count--;
   }
 }

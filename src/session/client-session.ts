@@ -99,8 +99,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #lastCommand = 'NULL';
   /** When the chunk being framed was read: the start time of every request framed from it. */
   #chunkAt = 0;
-  /** Key routing of a sharded pool, reused for every request (key-routing.ts). */
-  readonly #keys: KeyRouting;
+  /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
+  #keys: KeyRouting | null = null;
 
   constructor(socket: net.Socket, options: SessionOptions) {
     this.id = options.id;
@@ -113,7 +113,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#onClosed = options.onClose;
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
     this.#rules = this.#codec.sessionRules();
-    this.#keys = new KeyRouting(options.pool, this.#codec);
     const pool = options.pool;
     this.#output = new ClientOutput(socket, pool.clientLimits);
     this.#input = new InputBudget(pool.clientLimits, this.#output);
@@ -150,7 +149,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     let hash: number | null = null;
     let cross = false;
     if (pool.router.keyed) {
-      const keys = this.#keys;
+      const keys = (this.#keys ??= new KeyRouting(pool, this.#codec));
       keys.route(spec, bytes, args);
       hash = keys.hash;
       cross = keys.cross;
