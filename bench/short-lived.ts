@@ -698,7 +698,7 @@ async function main(): Promise<number> {
     }
     if (opts.memory) {
       process.stderr.write('memory: idle clients\n');
-      const memTargets = chosen.filter((t) => t.address.startsWith('unix:') && t.kind !== 'floor');
+      const memTargets = chosen.filter((t) => t.address.startsWith('unix:'));
       out.push('', 'memory (RSS of the process behind each target; idle clients each sent one PING):', '');
       out.push(await memory(memTargets, opts, phpFile, redisPid, `unix:${redisSock}`));
     }
