@@ -72,12 +72,35 @@ export class ClientOutput {
   #progressAt: number | null = null;
   #stallTimer: Timer | null = null;
   #stallDueAt = 0;
-  readonly #endOfTurn = (): void => this.#flushTurn();
   readonly #onDrain = (): void => {
     if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
     this.#pump();
   };
   readonly #onStallTimer = (): void => this.#checkStall();
+
+  /**
+   * Outputs written to this turn, flushed by one microtask for all of them: Node's
+   * queueMicrotask costs an AsyncResource and a bound function per call, which per reply was a
+   * good part of what a short-lived client allocates.
+   */
+  static readonly #written: ClientOutput[] = [];
+  static #flushQueued = false;
+
+  static #atEndOfTurn(output: ClientOutput): void {
+    ClientOutput.#written.push(output);
+    if (!ClientOutput.#flushQueued) {
+      ClientOutput.#flushQueued = true;
+      queueMicrotask(ClientOutput.#flushWritten);
+    }
+  }
+
+  static readonly #flushWritten = (): void => {
+    const written = ClientOutput.#written;
+    ClientOutput.#flushQueued = false;
+    // By index: a flush may (through a limit's reset and the session's close) lead to more writes.
+    for (let i = 0; i < written.length; i++) (written[i] as ClientOutput).#flushTurn();
+    written.length = 0;
+  };
 
   constructor(socket: net.Socket, limits: ClientLimits) {
     this.#socket = socket;
@@ -99,7 +122,7 @@ export class ClientOutput {
     if (this.#state !== 'open' || bytes.length === 0) return;
     this.#in += bytes.length;
     this.#turn.push(bytes);
-    if (this.#turn.length === 1) queueMicrotask(this.#endOfTurn);
+    if (this.#turn.length === 1) ClientOutput.#atEndOfTurn(this);
   }
 
   /**
