@@ -151,6 +151,8 @@ export class Connection implements ResponseSink {
   readonly #writes = new WriteTimes();
   #heartbeat: HeartbeatState = { kind: 'idle', dueAt: Infinity };
   #out: Buffer[] = [];
+  /** The other batch array, reused so that a write costs no array; null while a flush holds it. */
+  #spareOut: Buffer[] | null = [];
   #flushScheduled = false;
   #connectTimer: Timer | null = null;
   readonly #clock: Clock;
@@ -524,7 +526,8 @@ export class Connection implements ResponseSink {
     this.#flushScheduled = false;
     const out = this.#out;
     if (out.length === 0 || this.#state.kind === 'closed') return;
-    this.#out = [];
+    this.#out = this.#spareOut ?? [];
+    this.#spareOut = null;
     if (this.#queued !== this.#flushedQueued) {
       this.#flushedQueued = this.#queued;
       // Forget the batches already answered first: without a request deadline nobody else asks,
@@ -533,5 +536,7 @@ export class Connection implements ResponseSink {
       this.#writes.record(this.#queued, this.#clock.now());
     }
     if (this.#socket !== null) writeBatch(this.#socket, out);
+    out.length = 0;
+    this.#spareOut = out;
   }
 }

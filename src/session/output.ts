@@ -51,6 +51,8 @@ export class ClientOutput {
   #state: State = 'open';
   /** Replies written this turn. */
   #turn: Buffer[] = [];
+  /** The other turn array, reused so that a turn costs no array; null while a flush holds it. */
+  #spare: Buffer[] | null = [];
   /** Replies not yet handed to the socket, oldest first; the head may be partly handed over. */
   readonly #queue = new Fifo<Buffer>();
   #headOffset = 0;
@@ -183,7 +185,14 @@ export class ClientOutput {
   #flushTurn(): void {
     const turn = this.#turn;
     if (turn.length === 0) return;
-    this.#turn = [];
+    this.#turn = this.#spare ?? [];
+    this.#spare = null;
+    this.#writeTurn(turn);
+    turn.length = 0;
+    this.#spare = turn;
+  }
+
+  #writeTurn(turn: Buffer[]): void {
     if (this.#state !== 'open') return;
     const socket = this.#socket;
     if (this.#queued === 0 && socket.writableLength < CHUNK) {
