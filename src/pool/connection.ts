@@ -200,6 +200,8 @@ export class Connection implements ResponseSink {
   readonly #writes = new WriteTimes();
   #heartbeat: HeartbeatState = { kind: 'idle', dueAt: Infinity };
   #out: Buffer[] = [];
+  /** The other batch array, reused so that a write costs no array; null while a flush holds it. */
+  #spareOut: Buffer[] | null = [];
   #flushScheduled = false;
   #connectTimer: Timer | null = null;
   readonly #clock: Clock;
@@ -369,6 +371,11 @@ export class Connection implements ResponseSink {
   /** Requests written (or queued to be written) and not yet answered. */
   get inflight(): number {
     return this.#inflight.length;
+  }
+
+  /** Requests queued this turn, not yet written: they go out together in the turn's one write. */
+  get unwritten(): number {
+    return this.#queued - this.#flushedQueued;
   }
 
   /**
@@ -638,7 +645,8 @@ export class Connection implements ResponseSink {
     this.#flushScheduled = false;
     const out = this.#out;
     if (out.length === 0 || this.#state.kind === 'closed') return;
-    this.#out = [];
+    this.#out = this.#spareOut ?? [];
+    this.#spareOut = null;
     if (this.#queued !== this.#flushedQueued) {
       this.#flushedQueued = this.#queued;
       // Forget the batches already answered first: without a request deadline nobody else asks,
@@ -647,5 +655,7 @@ export class Connection implements ResponseSink {
       this.#writes.record(this.#queued, this.#clock.now());
     }
     if (this.#socket !== null) writeBatch(this.#socket, out);
+    out.length = 0;
+    this.#spareOut = out;
   }
 }

@@ -190,7 +190,17 @@ export class ServerPool implements ConnectionOwner {
         retiring = conn;
         continue;
       }
-      if (best === null || conn.inflight < best.inflight) best = conn;
+      // Least in flight on the wire; at a tie, the connection already gathering this turn's write:
+      // requests that arrive together leave in one write (and one server read, one reply read)
+      // instead of being dealt out one per connection, while none waits behind a request
+      // already written.
+      if (best === null) {
+        best = conn;
+        continue;
+      }
+      const onWire = conn.inflight - conn.unwritten;
+      const bestOnWire = best.inflight - best.unwritten;
+      if (onWire < bestOnWire || (onWire === bestOnWire && conn.unwritten > best.unwritten)) best = conn;
     }
     if (best === null) {
       // With min 0 (or every connection evicted) nothing may be on its way: start one, after the

@@ -14,11 +14,21 @@ class Entry {
 }
 
 export class Affinities {
-  readonly #byServer = new Map<ServerPool, Entry>();
+  /**
+   * The first server's entry inline (a failover pool has one server in use: no Map per client);
+   * a Map for the others, made when a second server is used.
+   */
+  #firstServer: ServerPool | null = null;
+  readonly #first = new Entry();
+  #others: Map<ServerPool, Entry> | null = null;
+
+  #entry(server: ServerPool): Entry | undefined {
+    return server === this.#firstServer ? this.#first : this.#others?.get(server);
+  }
 
   /** The connection for the session's next request to `server`; null when none is ready (wait). */
   pick(server: ServerPool): Connection | null {
-    const entry = this.#byServer.get(server);
+    const entry = this.#entry(server);
     const conn = entry?.conn ?? null;
     if (conn !== null && entry !== undefined && entry.count > 0 && conn.ready) return conn;
     return server.pickConnection();
@@ -26,10 +36,15 @@ export class Affinities {
 
   /** A request went out on `conn` (from pick). */
   sent(server: ServerPool, conn: Connection): void {
-    let entry = this.#byServer.get(server);
+    let entry = this.#entry(server);
     if (entry === undefined) {
-      entry = new Entry();
-      this.#byServer.set(server, entry);
+      if (this.#firstServer === null) {
+        this.#firstServer = server;
+        entry = this.#first;
+      } else {
+        entry = new Entry();
+        (this.#others ??= new Map()).set(server, entry);
+      }
     }
     if (entry.conn !== conn) {
       entry.conn = conn;
@@ -40,7 +55,7 @@ export class Affinities {
 
   /** A request given to sent() was answered or failed. */
   settled(server: ServerPool, conn: Connection | null): void {
-    const entry = this.#byServer.get(server);
+    const entry = this.#entry(server);
     if (entry !== undefined && entry.conn === conn && entry.count > 0) entry.count--;
   }
 }

@@ -116,9 +116,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** After QUIT, a protocol error, a lost pinned connection or too many wrong passwords: nothing more is read or run. */
   #quitting = false;
   readonly #createdAt: number;
-  readonly #addr: string;
-  readonly #laddr: string;
-  readonly #listener: string;
+  /** For CLIENT LIST, read from the socket when first asked: getpeername/getsockname are syscalls most clients never need. */
+  #addrs: { addr: string; laddr: string } | null = null;
+  /** The listener it came in on, for /stats (null: its local address, read when first asked). */
+  readonly #listener: string | null;
   /** For describing the session (CLIENT LIST). */
   #lastCommand = 'NULL';
   /** When the chunk being framed was read: the start time of every request framed from it. */
@@ -127,8 +128,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #busyAt = 0;
   /** Part of a request was read when the drain began: that request is still run (#admitBegun). */
   #begunBeforeDrain = false;
-  /** Key routing of a sharded pool, reused for every request (key-routing.ts). */
-  readonly #keys: KeyRouting;
+  /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
+  #keys: KeyRouting | null = null;
   /**
    * 'retiring' once a reload replaced its pool (closed as soon as it holds nothing, so it
    * reconnects to the new one); 'retired' from the retired pool's deadline (new requests answered
@@ -148,16 +149,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#socket = socket;
     this.#createdAt = options.pool.now();
     this.#chunkAt = this.#createdAt;
-    this.#addr = socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`;
-    this.#laddr = socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`;
-    this.#listener = options.listener ?? this.#laddr;
+    this.#listener = options.listener ?? null;
     this.#pool = options.pool;
     this.#codec = options.pool.codec;
     this.#log = options.log;
     this.#onClosed = options.onClose;
     this.#decoder = this.#codec.requestDecoder(this, options.pool.config.maxRequestBytes);
     this.#rules = this.#codec.sessionRules();
-    this.#keys = new KeyRouting(options.pool, this.#codec);
     const pool = options.pool;
     this.#output = new ClientOutput(socket, pool.clientLimits);
     this.#input = new InputBudget(pool.clientLimits, this.#output);
@@ -206,7 +204,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     let hash: number | null = null;
     let cross = false;
     if (pool.router.keyed) {
-      const keys = this.#keys;
+      const keys = (this.#keys ??= new KeyRouting(pool, this.#codec));
       keys.route(spec, bytes, args);
       hash = keys.hash;
       cross = keys.cross;
@@ -437,8 +435,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const pinned = lease.kind === 'pinned' ? lease : null;
     const facts = {
       id: this.id,
-      addr: this.#addr,
-      laddr: this.#laddr,
+      ...this.#addresses(),
       ageMs: now - this.#createdAt,
       idleMs: now - this.#chunkAt,
       db: this.#db ?? (this.#pool.servers[0]?.config.db ?? 0),
@@ -447,6 +444,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       blocked: pinned?.lease.blocking === true,
     };
     return this.#rules.describe(facts, this.#lastCommand);
+  }
+
+  #addresses(): { addr: string; laddr: string } {
+    if (this.#addrs === null) {
+      const socket = this.#socket;
+      this.#addrs = {
+        addr: socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`,
+        laddr: socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`,
+      };
+    }
+    return this.#addrs;
   }
 
   kill(): void {
@@ -991,8 +999,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   info(now: number): ClientInfo {
     return {
       id: this.id,
-      peer: this.#socket.remoteAddress === undefined ? 'unix' : this.#addr,
-      listener: this.#listener,
+      peer: this.#socket.remoteAddress === undefined ? 'unix' : this.#addresses().addr,
+      listener: this.#listener ?? this.#addresses().laddr,
       ageMs: now - this.#createdAt,
       idleMs: now - this.#chunkAt,
       lastCommand: this.#lastCommand,

@@ -63,6 +63,8 @@ export class ClientOutput {
   #state: State = 'open';
   /** Replies written this turn. */
   #turn: Buffer[] = [];
+  /** The other turn array, reused so that a turn costs no array; null while a flush holds it. */
+  #spare: Buffer[] | null = [];
   /** Replies not yet handed to the socket, oldest first; the head may be partly handed over. */
   readonly #queue = new Fifo<Buffer>();
   #headOffset = 0;
@@ -89,12 +91,35 @@ export class ClientOutput {
   #progressAt: number | null = null;
   #stallTimer: Timer | null = null;
   #stallDueAt = 0;
-  readonly #endOfTurn = (): void => this.#flushTurn();
   readonly #onDrain = (): void => {
     if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
     this.#pump();
   };
   readonly #onStallTimer = (): void => this.#checkStall();
+
+  /**
+   * Outputs written to this turn, flushed by one microtask for all of them: Node's
+   * queueMicrotask costs an AsyncResource and a bound function per call, which per reply was a
+   * good part of what a short-lived client allocates.
+   */
+  static readonly #written: ClientOutput[] = [];
+  static #flushQueued = false;
+
+  static #atEndOfTurn(output: ClientOutput): void {
+    ClientOutput.#written.push(output);
+    if (!ClientOutput.#flushQueued) {
+      ClientOutput.#flushQueued = true;
+      queueMicrotask(ClientOutput.#flushWritten);
+    }
+  }
+
+  static readonly #flushWritten = (): void => {
+    const written = ClientOutput.#written;
+    ClientOutput.#flushQueued = false;
+    // By index: a flush may (through a limit's reset and the session's close) lead to more writes.
+    for (let i = 0; i < written.length; i++) (written[i] as ClientOutput).#flushTurn();
+    written.length = 0;
+  };
 
   constructor(socket: net.Socket, limits: ClientLimits) {
     this.#socket = socket;
@@ -121,7 +146,7 @@ export class ClientOutput {
     if (this.#state !== 'open' || bytes.length === 0) return;
     this.#in += bytes.length;
     this.#turn.push(bytes);
-    if (this.#turn.length === 1) queueMicrotask(this.#endOfTurn);
+    if (this.#turn.length === 1) ClientOutput.#atEndOfTurn(this);
   }
 
   /**
@@ -198,7 +223,14 @@ export class ClientOutput {
   #flushTurn(): void {
     const turn = this.#turn;
     if (turn.length === 0) return;
-    this.#turn = [];
+    this.#turn = this.#spare ?? [];
+    this.#spare = null;
+    this.#writeTurn(turn);
+    turn.length = 0;
+    this.#spare = turn;
+  }
+
+  #writeTurn(turn: Buffer[]): void {
     if (this.#state !== 'open') return;
     const socket = this.#socket;
     if (this.#queued === 0 && socket.writableLength < CHUNK) {
@@ -250,7 +282,11 @@ export class ClientOutput {
     }
     if (this.#queued === 0 && this.#state === 'ending') {
       this.#state = 'ended';
-      if (this.#closeAfterEnd) socket.destroySoon();
+      // The client already sent its FIN (every byte of it was read) and the socket holds nothing
+      // unwritten: close() sends the FIN after what the kernel holds, so shutdown() first would
+      // only cost a syscall, a request object and a callback turn per client (the PHP-FPM case).
+      if (socket.readableEnded && socket.writableLength === 0) socket.destroy();
+      else if (this.#closeAfterEnd) socket.destroySoon();
       else socket.end();
       if (this.#lingerMs !== null) this.#linger(this.#lingerMs);
     }

@@ -11,7 +11,8 @@ import { Fifo } from '../util/fifo.js';
 import type { Slot } from './slot.js';
 
 export class ReplyQueue {
-  readonly #slots = new Fifo<Slot>();
+  /** Most clients (PHP-FPM) have one request out at a time: a small first ring, grown when pipelining. */
+  readonly #slots = new Fifo<Slot>(4);
   readonly #duration: Histogram;
   readonly #now: () => number;
   readonly #write: (bytes: Buffer) => void;

@@ -2,13 +2,18 @@
  * A first-in first-out queue on a growable ring buffer: O(1) push and shift without the
  * O(n) `Array.prototype.shift` of a plain array.
  */
+/** Shared by every Fifo that was never pushed to: never written (push grows first), so no array per idle queue. */
+const NONE: never[] = [];
+
 export class Fifo<T> {
-  #items: (T | undefined)[];
+  #items: (T | undefined)[] = NONE;
   #head = 0;
   #length = 0;
+  /** Size of the first ring, allocated at the first push: most queues (a session's backlog) never get one. */
+  readonly #capacity: number;
 
   constructor(capacity = 16) {
-    this.#items = new Array<T | undefined>(capacity);
+    this.#capacity = Math.max(1, capacity);
   }
 
   get length(): number {
@@ -46,7 +51,7 @@ export class Fifo<T> {
   }
 
   #grow(): void {
-    const items = new Array<T | undefined>(Math.max(16, this.#items.length * 2));
+    const items = new Array<T | undefined>(this.#items.length === 0 ? this.#capacity : this.#items.length * 2);
     for (let i = 0; i < this.#length; i++) items[i] = this.#items[(this.#head + i) % this.#items.length];
     this.#items = items;
     this.#head = 0;
