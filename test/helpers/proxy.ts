@@ -68,3 +68,18 @@ export function failureCounts(proxy: Proxy, pool = 'p'): Record<string, number> 
 export function exclusiveStats(proxy: Proxy): { borrowed: number; idle: number; pending: number } {
   return proxy.stats()[0].servers[0].exclusive;
 }
+
+/**
+ * A real redis-server behind a proxy with one pool `cache` and its admin endpoint on a free port:
+ * what the tests that scrape poolside (or point Prometheus at it) start from.
+ */
+export async function startScrapedProxy(cleanup: Cleanup): Promise<{ redis: RedisServer; proxy: Proxy }> {
+  const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+  const config = parseConfig(
+    YAML.stringify({ admin: { listen: '127.0.0.1:0' }, pools: { cache: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address] } } }),
+    'test.yaml',
+    {},
+  );
+  const proxy = cleanup.add(await Proxy.start(config, { log: quietLog() }), (p) => p.close());
+  return { redis, proxy };
+}

@@ -9,15 +9,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/load.js';
-import { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
 import { scrape } from '../helpers/prometheus.js';
 import { selectors, substituteGrafanaVariables } from '../helpers/promql.js';
 import type { Selector } from '../helpers/promql.js';
-import { portOf, quietLog } from '../helpers/proxy.js';
-import { RedisServer, tempDir, waitFor } from '../helpers/servers.js';
+import { portOf, startScrapedProxy } from '../helpers/proxy.js';
+import { tempDir, waitFor } from '../helpers/servers.js';
 import { PrometheusServer } from '../helpers/prometheus-server.js';
 import { runTool } from '../helpers/tools.js';
 
@@ -117,13 +115,7 @@ describe('deploy/grafana/poolside.json', () => {
 
 describe('the rules and the dashboard against a real scrape', () => {
   it('read only metrics, labels and label values that a running poolside exports, and evaluate in a real Prometheus', async () => {
-    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-    const config = parseConfig(
-      YAML.stringify({ admin: { listen: '127.0.0.1:0' }, pools: { cache: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address] } } }),
-      'test.yaml',
-      {},
-    );
-    const proxy = cleanup.add(await Proxy.start(config, { log: quietLog() }), (p) => p.close());
+    const { proxy } = await startScrapedProxy(cleanup);
     const client = await connectRedis(cleanup, portOf(proxy, 'cache'), { disableClientInfo: true });
     await client.set('deploy:check', '1');
     const exposition = await scrape(proxy.adminAddress());

@@ -4,29 +4,20 @@
  * answers PromQL over them, the histogram quantiles docs/metrics.md suggests included.
  */
 import fs from 'node:fs';
-import YAML from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config/load.js';
-import { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectRedis } from '../helpers/clients.js';
 import { PrometheusServer } from '../helpers/prometheus-server.js';
 import type { QueryResult } from '../helpers/prometheus-server.js';
-import { portOf, quietLog } from '../helpers/proxy.js';
-import { RedisServer, waitFor } from '../helpers/servers.js';
+import { portOf, startScrapedProxy } from '../helpers/proxy.js';
+import { waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
 describe('a real Prometheus server scraping poolside', () => {
   it('scrapes the admin endpoint without errors and answers PromQL over poolside’s series', async () => {
-    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-    const config = parseConfig(
-      YAML.stringify({ admin: { listen: '127.0.0.1:0' }, pools: { cache: { protocol: 'redis', listen: ['127.0.0.1:0'], servers: [redis.address] } } }),
-      'test.yaml',
-      {},
-    );
-    const proxy = cleanup.add(await Proxy.start(config, { log: quietLog() }), (p) => p.close());
+    const { proxy } = await startScrapedProxy(cleanup);
     const client = await connectRedis(cleanup, portOf(proxy, 'cache'), { disableClientInfo: true });
     for (let i = 0; i < 20; i++) await client.set(`prom:${i}`, String(i));
 
