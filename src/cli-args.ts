@@ -48,11 +48,17 @@ function describeParseError(err: Error): string {
 
 export function parseCommandLine(argv: readonly string[]): Command {
   let values: { config?: string; 'check-config'?: string; version?: boolean; help?: boolean };
+  let given: number;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false }));
+    const parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false, tokens: true });
+    values = parsed.values;
+    given = parsed.tokens.filter((t) => t.kind === 'option' && (t.name === 'config' || t.name === 'check-config')).length;
   } catch (err) {
     return { mode: 'usage_error', message: describeParseError(err as Error) };
   }
+  // parseArgs keeps the last of a repeated option: two files would silently run the second.
+  if (given > 1 && values.config !== undefined && values['check-config'] === undefined) return { mode: 'usage_error', message: 'give --config once' };
+  if (given > 1 && values['check-config'] !== undefined && values.config === undefined) return { mode: 'usage_error', message: 'give --check-config once' };
   if (values.help === true) return { mode: 'help' };
   if (values.version === true) return { mode: 'version' };
   const { config, 'check-config': check } = values;

@@ -29,5 +29,8 @@ describe('parseCommandLine', () => {
     expect(error([])).toBe('no config file: give --config FILE');
     expect(error(['--config=a', '--check-config=b'])).toBe('give --config or --check-config, not both');
     expect(error(['--config='])).toBe('the config file name is empty');
+    // parseArgs alone would keep the last: the first file would be silently ignored.
+    expect(error(['--config', 'a.yaml', '-c', 'b.yaml'])).toBe('give --config once');
+    expect(error(['--check-config=a.yaml', '--check-config=b.yaml'])).toBe('give --check-config once');
   });
 });
