@@ -205,7 +205,14 @@ export class ClientOutput {
   reset(): void {
     if (this.#state === 'closed') return;
     this.#drop();
-    this.#socket.resetAndDestroy();
+    const socket = this.#socket;
+    try {
+      socket.resetAndDestroy();
+    } catch {
+      // An RST is TCP's: on a unix socket Node throws ERR_INVALID_HANDLE_TYPE, and closing is all
+      // there is (the client sees EOF). Uncaught here, it took the whole process down.
+      socket.destroy();
+    }
   }
 
   pauseReads(reason: ReadPause): void {
