@@ -74,13 +74,16 @@ const GOODBYE = {
   idle: 'client closed by clients.idle_timeout; reconnect',
 } as const;
 
+/** A client socket's 'error' listener, one for all of them: 'close' follows, and handles it. */
+function ignoreError(): void {}
+
 export interface SessionOptions {
   /** poolside-wide unique (CLIENT ID). */
   id: number;
   pool: Pool;
   log: Logger;
-  /** Called once when the session is gone. */
-  onClose(session: ClientSession): void;
+  /** Called once when the session is gone, with the pool it belonged to. */
+  onClose(session: ClientSession, pool: Pool): void;
   /** The listener it came in on, as written in /stats (`127.0.0.1:6380`, `unix:/run/…`). */
   listener?: string;
 }
@@ -92,7 +95,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #codec: Codec;
   readonly #log: Logger;
   readonly #decoder: RequestDecoder;
-  readonly #onClosed: (session: ClientSession) => void;
+  readonly #onClosed: (session: ClientSession, pool: Pool) => void;
   readonly #rules: SessionRules;
   readonly #replies: ReplyQueue;
   readonly #output: ClientOutput;
@@ -159,12 +162,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const pool = options.pool;
     this.#output = new ClientOutput(socket, pool.clientLimits);
     this.#input = new InputBudget(pool.clientLimits, this.#output);
-    this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes), this.#input);
+    this.#replies = new ReplyQueue(pool.counters.requestDuration, pool, this.#output, this.#input);
     this.#decoder.setLimits(this.#rules.requestLimits());
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
-    socket.on('error', () => {}); // 'close' follows; a client's reset is not poolside's error
+    socket.on('error', ignoreError); // 'close' follows; a client's reset is not poolside's error
     socket.on('close', () => this.#onClose());
   }
 
@@ -1058,6 +1061,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #onClose(): void {
+    this.#output.closed();
     if (this.#closed) return;
     this.#closed = true;
     if (this.#wait === 'connection') this.#pool.cancelWait(this);
@@ -1070,7 +1074,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       const dirty = lease.state.dirty || lease.session || lease.conn.db !== lease.server.config.db;
       lease.lease.release(dirty);
     }
-    this.#onClosed(this);
+    this.#onClosed(this, this.#pool);
   }
 }
 
