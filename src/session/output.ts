@@ -95,9 +95,10 @@ export class ClientOutput {
   #onDrain: (() => void) | null = null;
 
   /**
-   * Outputs written to this turn, flushed by one microtask for all of them: Node's
-   * queueMicrotask costs an AsyncResource and a bound function per call, which per reply was a
-   * good part of what a short-lived client allocates.
+   * Outputs written to this turn, flushed by one process.nextTick for all of them, run when the
+   * callback that wrote them returns (as a microtask would be). Not queueMicrotask: Node's costs
+   * an AsyncResource and a bound function per call (~270 bytes; a nextTick's object is a third of
+   * that), and a client sending one command at a time gets one turn per reply.
    */
   static readonly #written: ClientOutput[] = [];
   static #flushQueued = false;
@@ -106,7 +107,7 @@ export class ClientOutput {
     ClientOutput.#written.push(output);
     if (!ClientOutput.#flushQueued) {
       ClientOutput.#flushQueued = true;
-      queueMicrotask(ClientOutput.#flushWritten);
+      process.nextTick(ClientOutput.#flushWritten);
     }
   }
 
