@@ -53,6 +53,10 @@ type LeaseState =
 
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
+/** The states without data, one object each for every session (they are replaced, never changed). */
+const SHARED: LeaseState = Object.freeze({ kind: 'shared' });
+const NOT_LEAVING: { state: 'no' } = Object.freeze({ state: 'no' });
+
 /**
  * While draining, a client that holds nothing and sent nothing for this long is closed (see
  * #closeIfDrained). Well above a busy client's gap between a reply and its next request, even
@@ -109,7 +113,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** When the request at the head of the backlog began waiting for a connection; null: not waiting. */
   #waitSince: number | null = null;
   #outstanding = 0;
-  #lease: LeaseState = { kind: 'shared' };
+  #lease: LeaseState = SHARED;
   /** Database chosen by SELECT; null: the server's configured one. */
   #db: number | null = null;
   /** Per server: the shared connection this session's in-flight requests are on (affinity.ts). */
@@ -145,7 +149,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * are still read (each request answered DRAINING, not run); 'due' once the FIN may follow the
    * last reply owed.
    */
-  #leaving: { state: 'no' } | { state: 'deciding' | 'due'; message: string } = { state: 'no' };
+  #leaving: { state: 'no' } | { state: 'deciding' | 'due'; message: string } = NOT_LEAVING;
 
   constructor(socket: net.Socket, options: SessionOptions) {
     this.id = options.id;
@@ -351,7 +355,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (lease.kind !== 'pinned') return;
     const stateful = lease.session || lease.relay || lease.state.dirty;
     const quit = this.#quitRelayed; // the server closed it because the client said QUIT
-    this.#lease = { kind: 'shared' };
+    this.#lease = SHARED;
     this.#quitRelayed = false;
     if (this.#closed) return;
     if (stateful) {
@@ -672,7 +676,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #onLeaseFailed(err: Error): void {
-    this.#lease = { kind: 'shared' };
+    this.#lease = SHARED;
     this.#wait = 'none';
     if (this.#closed) return;
     const slot = this.#backlog.shift();
@@ -827,7 +831,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #afterSettle(): void {
     const lease = this.#lease;
     if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.state.dirty && !lease.session && !lease.relay) {
-      this.#lease = { kind: 'shared' };
+      this.#lease = SHARED;
       lease.lease.release(lease.conn.db !== lease.server.config.db);
     }
     if (this.#wait === 'idle' && this.#outstanding === 0) {
@@ -1069,7 +1073,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#backlog.drain();
     const lease = this.#lease;
     if (lease.kind === 'pinned') {
-      this.#lease = { kind: 'shared' };
+      this.#lease = SHARED;
       // In flight, mid-transaction or subscribed: the connection cannot be lent as it is.
       const dirty = lease.state.dirty || lease.session || lease.conn.db !== lease.server.config.db;
       lease.lease.release(dirty);
