@@ -74,6 +74,8 @@ interface ListenerRecord {
   pool: Pool;
   address: ListenAddress;
   bound: ListenAddress;
+  /** formatAddress(bound), made once: every client accepted on it carries it (CLIENT LIST, /stats). */
+  label: string;
   server: net.Server;
 }
 
@@ -347,6 +349,13 @@ export class Proxy {
     this.#afterClientLeft(pool);
   }
 
+  /** Every session's onClose: one function for all of them, not a closure per client. */
+  readonly #onSessionClosed = (session: ClientSession, pool: Pool): void => {
+    pool.removeClient(session);
+    this.#sessions.delete(session);
+    this.#afterClientLeft(pool);
+  };
+
   #afterClientLeft(pool: Pool): void {
     const retiring = this.#retiring.get(pool);
     if (retiring === undefined || pool.clients > 0) return;
@@ -380,7 +389,8 @@ export class Proxy {
     });
     // accept() failing (EMFILE, ENFILE): logged, at most once a second, never a crash.
     server.on('error', (err: NodeJS.ErrnoException) => this.#onAcceptError(holder.record?.pool.config.name ?? pool.config.name, err));
-    const record: ListenerRecord = { pool, address, bound: boundAddress(address, server), server };
+    const bound = boundAddress(address, server);
+    const record: ListenerRecord = { pool, address, bound, label: formatAddress(bound), server };
     holder.record = record;
     this.#log.info('listening', { pool: pool.config.name, address: formatAddress(record.bound) });
     return record;
@@ -424,12 +434,8 @@ export class Proxy {
       id: this.#nextClientId++,
       pool,
       log: this.#log,
-      listener: formatAddress(listener.bound),
-      onClose: (s) => {
-        pool.removeClient(s);
-        this.#sessions.delete(s);
-        this.#afterClientLeft(pool);
-      },
+      listener: listener.label,
+      onClose: this.#onSessionClosed,
     });
     pool.addClient(session);
     this.#sessions.add(session);

@@ -53,6 +53,10 @@ type LeaseState =
 
 type WaitFor = 'none' | 'idle' | 'lease' | 'connection';
 
+/** The states without data, one object each for every session (they are replaced, never changed). */
+const SHARED: LeaseState = Object.freeze({ kind: 'shared' });
+const NOT_LEAVING: { state: 'no' } = Object.freeze({ state: 'no' });
+
 /**
  * While draining, a client that holds nothing and sent nothing for this long is closed (see
  * #closeIfDrained). Well above a busy client's gap between a reply and its next request, even
@@ -74,13 +78,16 @@ const GOODBYE = {
   idle: 'client closed by clients.idle_timeout; reconnect',
 } as const;
 
+/** A client socket's 'error' listener, one for all of them: 'close' follows, and handles it. */
+function ignoreError(): void {}
+
 export interface SessionOptions {
   /** poolside-wide unique (CLIENT ID). */
   id: number;
   pool: Pool;
   log: Logger;
-  /** Called once when the session is gone. */
-  onClose(session: ClientSession): void;
+  /** Called once when the session is gone, with the pool it belonged to. */
+  onClose(session: ClientSession, pool: Pool): void;
   /** The listener it came in on, as written in /stats (`127.0.0.1:6380`, `unix:/run/…`). */
   listener?: string;
 }
@@ -92,7 +99,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #codec: Codec;
   readonly #log: Logger;
   readonly #decoder: RequestDecoder;
-  readonly #onClosed: (session: ClientSession) => void;
+  readonly #onClosed: (session: ClientSession, pool: Pool) => void;
   readonly #rules: SessionRules;
   readonly #replies: ReplyQueue;
   readonly #output: ClientOutput;
@@ -106,7 +113,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** When the request at the head of the backlog began waiting for a connection; null: not waiting. */
   #waitSince: number | null = null;
   #outstanding = 0;
-  #lease: LeaseState = { kind: 'shared' };
+  #lease: LeaseState = SHARED;
   /** Database chosen by SELECT; null: the server's configured one. */
   #db: number | null = null;
   /** Per server: the shared connection this session's in-flight requests are on (affinity.ts). */
@@ -142,7 +149,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * are still read (each request answered DRAINING, not run); 'due' once the FIN may follow the
    * last reply owed.
    */
-  #leaving: { state: 'no' } | { state: 'deciding' | 'due'; message: string } = { state: 'no' };
+  #leaving: { state: 'no' } | { state: 'deciding' | 'due'; message: string } = NOT_LEAVING;
 
   constructor(socket: net.Socket, options: SessionOptions) {
     this.id = options.id;
@@ -159,12 +166,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const pool = options.pool;
     this.#output = new ClientOutput(socket, pool.clientLimits);
     this.#input = new InputBudget(pool.clientLimits, this.#output);
-    this.#replies = new ReplyQueue(pool.counters.requestDuration, () => pool.now(), (bytes) => this.#output.write(bytes), this.#input);
+    this.#replies = new ReplyQueue(pool.counters.requestDuration, pool, this.#output, this.#input);
     this.#decoder.setLimits(this.#rules.requestLimits());
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
-    socket.on('error', () => {}); // 'close' follows; a client's reset is not poolside's error
+    socket.on('error', ignoreError); // 'close' follows; a client's reset is not poolside's error
     socket.on('close', () => this.#onClose());
   }
 
@@ -348,7 +355,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (lease.kind !== 'pinned') return;
     const stateful = lease.session || lease.relay || lease.state.dirty;
     const quit = this.#quitRelayed; // the server closed it because the client said QUIT
-    this.#lease = { kind: 'shared' };
+    this.#lease = SHARED;
     this.#quitRelayed = false;
     if (this.#closed) return;
     if (stateful) {
@@ -669,7 +676,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #onLeaseFailed(err: Error): void {
-    this.#lease = { kind: 'shared' };
+    this.#lease = SHARED;
     this.#wait = 'none';
     if (this.#closed) return;
     const slot = this.#backlog.shift();
@@ -824,7 +831,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #afterSettle(): void {
     const lease = this.#lease;
     if (lease.kind === 'pinned' && lease.outstanding === 0 && !lease.state.dirty && !lease.session && !lease.relay) {
-      this.#lease = { kind: 'shared' };
+      this.#lease = SHARED;
       lease.lease.release(lease.conn.db !== lease.server.config.db);
     }
     if (this.#wait === 'idle' && this.#outstanding === 0) {
@@ -1058,6 +1065,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #onClose(): void {
+    this.#output.closed();
     if (this.#closed) return;
     this.#closed = true;
     if (this.#wait === 'connection') this.#pool.cancelWait(this);
@@ -1065,12 +1073,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#backlog.drain();
     const lease = this.#lease;
     if (lease.kind === 'pinned') {
-      this.#lease = { kind: 'shared' };
+      this.#lease = SHARED;
       // In flight, mid-transaction or subscribed: the connection cannot be lent as it is.
       const dirty = lease.state.dirty || lease.session || lease.conn.db !== lease.server.config.db;
       lease.lease.release(dirty);
     }
-    this.#onClosed(this);
+    this.#onClosed(this, this.#pool);
   }
 }
 

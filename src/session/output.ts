@@ -91,16 +91,14 @@ export class ClientOutput {
   #progressAt: number | null = null;
   #stallTimer: Timer | null = null;
   #stallDueAt = 0;
-  readonly #onDrain = (): void => {
-    if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
-    this.#pump();
-  };
-  readonly #onStallTimer = (): void => this.#checkStall();
+  /** The 'drain' listener, added the first time the socket holds back bytes (most clients never make it). */
+  #onDrain: (() => void) | null = null;
 
   /**
-   * Outputs written to this turn, flushed by one microtask for all of them: Node's
-   * queueMicrotask costs an AsyncResource and a bound function per call, which per reply was a
-   * good part of what a short-lived client allocates.
+   * Outputs written to this turn, flushed by one process.nextTick for all of them, run when the
+   * callback that wrote them returns (as a microtask would be). Not queueMicrotask: Node's costs
+   * an AsyncResource and a bound function per call (~270 bytes; a nextTick's object is a third of
+   * that), and a client sending one command at a time gets one turn per reply.
    */
   static readonly #written: ClientOutput[] = [];
   static #flushQueued = false;
@@ -109,7 +107,7 @@ export class ClientOutput {
     ClientOutput.#written.push(output);
     if (!ClientOutput.#flushQueued) {
       ClientOutput.#flushQueued = true;
-      queueMicrotask(ClientOutput.#flushWritten);
+      process.nextTick(ClientOutput.#flushWritten);
     }
   }
 
@@ -125,8 +123,20 @@ export class ClientOutput {
     this.#socket = socket;
     this.#limits = limits;
     this.#softBytes = Math.max(limits.outputSoftBytes, socket.writableHighWaterMark);
-    socket.on('drain', this.#onDrain);
-    socket.once('close', () => this.#onClose());
+  }
+
+  /**
+   * Listens for 'drain' from now on: called wherever bytes are left queued or reads paused, before
+   * the turn ends, so the 'drain' that follows is never missed. A short-lived client whose replies
+   * always fit in the socket never gets the listener (nor its closure).
+   */
+  #awaitDrain(): void {
+    if (this.#onDrain !== null) return;
+    this.#onDrain = (): void => {
+      if (this.#progressAt !== null) this.#progressAt = this.#limits.clock.now();
+      this.#pump();
+    };
+    this.#socket.on('drain', this.#onDrain);
   }
 
   /** Reply bytes not yet taken by the kernel: queued here, in this turn, or held by the socket. */
@@ -287,6 +297,7 @@ export class ClientOutput {
       writeBatch(socket, batch);
       batch.length = 0;
     }
+    if (this.#queued > 0) this.#awaitDrain();
     if (this.#queued === 0 && this.#state === 'ending') {
       this.#state = 'ended';
       // The client already sent its FIN (every byte of it was read) and the socket holds nothing
@@ -336,6 +347,7 @@ export class ClientOutput {
       this.#overflow('output_hard', pending);
       return;
     }
+    this.#awaitDrain();
     this.pauseReads('output');
     this.#openSource?.holdReads();
     this.#progressAt ??= this.#limits.clock.now();
@@ -360,7 +372,7 @@ export class ClientOutput {
 
   #armStallTimer(ms: number): void {
     this.#stallDueAt = this.#limits.clock.now() + ms;
-    this.#stallTimer = this.#limits.clock.setTimeout(this.#onStallTimer, ms);
+    this.#stallTimer = this.#limits.clock.setTimeout(() => this.#checkStall(), ms);
     this.#stallTimer.unref();
   }
 
@@ -402,8 +414,9 @@ export class ClientOutput {
     this.#lingerTimer = null;
   }
 
-  #onClose(): void {
+  /** The session's 'close' listener calls it (one listener per socket, not one per object). */
+  closed(): void {
     if (this.#state !== 'closed') this.#drop();
-    this.#socket.off('drain', this.#onDrain);
+    if (this.#onDrain !== null) this.#socket.off('drain', this.#onDrain);
   }
 }

@@ -14,18 +14,19 @@ export class ReplyQueue {
   /** Most clients (PHP-FPM) have one request out at a time: a small first ring, grown when pipelining. */
   readonly #slots = new Fifo<Slot>(4);
   readonly #duration: Histogram;
-  readonly #now: () => number;
-  readonly #write: (bytes: Buffer) => void;
+  readonly #clock: { now(): number };
+  readonly #output: { write(bytes: Buffer): void };
   readonly #input: InputBudget;
 
   /**
-   * `write` gets each reply's bytes in order; `duration` observes framed-to-answered times; `input`
-   * counts every request from its slot's push until its reply leaves here.
+   * `output` gets each reply's bytes in order; `duration` observes framed-to-answered times
+   * (`clock`: the pool); `input` counts every request from its slot's push until its reply leaves
+   * here. Objects rather than callbacks: no closures per session.
    */
-  constructor(duration: Histogram, now: () => number, write: (bytes: Buffer) => void, input: InputBudget) {
+  constructor(duration: Histogram, clock: { now(): number }, output: { write(bytes: Buffer): void }, input: InputBudget) {
     this.#duration = duration;
-    this.#now = now;
-    this.#write = write;
+    this.#clock = clock;
+    this.#output = output;
     this.#input = input;
   }
 
@@ -55,10 +56,10 @@ export class ReplyQueue {
         // not per reply. Replies poolside made itself end now.
         const conn = head.conn;
         let end = conn !== null && conn.lastReadAt >= head.startedAt ? conn.lastReadAt : now;
-        if (end === 0) end = now = this.#now();
+        if (end === 0) end = now = this.#clock.now();
         this.#duration.observe((end - head.startedAt) / 1000);
       }
-      if (writing && !head.silent && head.response.length > 0) this.#write(head.response);
+      if (writing && !head.silent && head.response.length > 0) this.#output.write(head.response);
     }
   }
 }
