@@ -454,14 +454,29 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #addresses(): { addr: string; laddr: string } {
-    if (this.#addrs === null) {
-      const socket = this.#socket;
-      this.#addrs = {
-        addr: socket.remoteAddress === undefined ? `${socket.localAddress ?? ''}:0` : `${socket.remoteAddress}:${socket.remotePort ?? 0}`,
-        laddr: socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`,
-      };
+    if (this.#addrs !== null) return this.#addrs;
+    const unixPath = this.#unixPath();
+    if (unixPath !== null) {
+      // As Redis writes a unix-socket client: the socket's path, port 0, both ways.
+      this.#addrs = { addr: `${unixPath}:0`, laddr: `${unixPath}:0` };
+      return this.#addrs;
     }
-    return this.#addrs;
+    const socket = this.#socket;
+    const remote = socket.remoteAddress;
+    const addrs = {
+      addr: remote === undefined ? `${socket.localAddress ?? ''}:0` : `${remote}:${socket.remotePort ?? 0}`,
+      laddr: socket.localAddress === undefined ? '' : `${socket.localAddress}:${socket.localPort ?? 0}`,
+    };
+    // Read lazily, it fails once the peer has reset (getpeername: ENOTCONN): not kept, so a later
+    // ask is not stuck with the stand-in.
+    if (remote !== undefined) this.#addrs = addrs;
+    return addrs;
+  }
+
+  /** The path of the unix socket it came in on; null for TCP (or when the listener is not known). */
+  #unixPath(): string | null {
+    const listener = this.#listener;
+    return listener !== null && listener.startsWith('unix:') ? listener.slice('unix:'.length) : null;
   }
 
   kill(): void {
@@ -1006,7 +1021,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   info(now: number): ClientInfo {
     return {
       id: this.id,
-      peer: this.#socket.remoteAddress === undefined ? 'unix' : this.#addresses().addr,
+      peer: this.#unixPath() !== null || (this.#listener === null && this.#socket.remoteAddress === undefined) ? 'unix' : this.#addresses().addr,
       listener: this.#listener ?? this.#addresses().laddr,
       ageMs: now - this.#createdAt,
       idleMs: now - this.#chunkAt,

@@ -115,8 +115,18 @@ export class ClientOutput {
     const written = ClientOutput.#written;
     ClientOutput.#flushQueued = false;
     // By index: a flush may (through a limit's reset and the session's close) lead to more writes.
-    for (let i = 0; i < written.length; i++) (written[i] as ClientOutput).#flushTurn();
-    written.length = 0;
+    // One client's failure must not keep the others' replies waiting for the next turn's writes.
+    try {
+      for (let i = 0; i < written.length; i++) {
+        try {
+          (written[i] as ClientOutput).#flushTurn();
+        } catch (err) {
+          (written[i] as ClientOutput).#failed(err);
+        }
+      }
+    } finally {
+      written.length = 0;
+    }
   };
 
   constructor(socket: net.Socket, limits: ClientLimits) {
@@ -209,6 +219,12 @@ export class ClientOutput {
     if (this.#state !== 'open') return;
     this.#lingerMs = lingerMs;
     this.end(false);
+  }
+
+  /** poolside's own fault while writing to this client: it is closed, and the process carries on. */
+  #failed(err: unknown): void {
+    this.#drop();
+    this.#socket.destroy(err instanceof Error ? err : new Error(String(err)));
   }
 
   /** Resets the client (RST, not FIN: it is not reading, so it would never see a FIN behind its replies). */

@@ -38,6 +38,8 @@ describe('unix socket clients', () => {
     hog.write(Buffer.concat(Array.from({ length: 64 }, () => encode('GET', 'v'))));
     await waitFor(() => proxy.pools.get('p')?.counters.clientsOverflowed === 1, 'the hog reset', 10_000);
     expect(await other.call('PING')).toBe('PONG');
+    // As Redis shows a unix-socket client: its socket's path, port 0.
+    expect(String(await other.call('CLIENT', 'LIST'))).toContain(`addr=${socketPath}:0 laddr=${socketPath}:0 `);
     expect(proxy.clientList().clients.map((c) => c.peer)).toEqual(['unix']);
   });
 });
