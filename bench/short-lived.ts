@@ -13,7 +13,7 @@
  *
  * Prints, never asserts. See bench/README.md.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -543,6 +543,16 @@ async function memory(targets: Target[], opts: Options, phpFile: string, redisPi
 
 // ---------------------------------------------------------------------------------------------
 
+/** What the bench runs that may not be installed: php-cli with phpredis, redis-server, nutcracker. */
+function missingTools(): string[] {
+  const missing: string[] = [];
+  const works = (cmd: string, args: string[]): boolean => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
+  if (!works('php', ['-r', 'exit(extension_loaded("redis") ? 0 : 1);'])) missing.push('php-cli with phpredis');
+  if (!works('redis-server', ['--version'])) missing.push('redis-server');
+  if (!works('nutcracker', ['--version'])) missing.push('nutcracker');
+  return missing;
+}
+
 async function main(): Promise<number> {
   const parsed = parseOptions(process.argv.slice(2));
   if (parsed === 'help') {
@@ -550,6 +560,11 @@ async function main(): Promise<number> {
     return 0;
   }
   const opts = parsed;
+  const missing = missingTools();
+  if (missing.length > 0) {
+    process.stderr.write(`short-lived bench: missing ${missing.join(', ')}: apt-get install -y php-cli php-redis redis-server nutcracker\n`);
+    return 1;
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-sl-'));
   const logDir = opts.logs ?? dir;
   fs.mkdirSync(logDir, { recursive: true });
