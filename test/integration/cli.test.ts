@@ -1,9 +1,10 @@
-import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Cleanup } from '../helpers/cleanup.js';
+import { spawnPoolside } from '../helpers/poolside-process.js';
 import { freePort, tempDir, waitFor } from '../helpers/servers.js';
 
 const MAIN = ['--import', 'tsx', path.resolve('src/main.ts')];
@@ -12,18 +13,12 @@ function poolside(args: string[]) {
   return spawnSync(process.execPath, [...MAIN, ...args], { encoding: 'utf8', timeout: 20_000 });
 }
 
-let dirs: string[] = [];
-let children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
-  dirs = [];
-  children = [];
-});
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
 
 function writeConfig(text: string): string {
   const dir = tempDir('poolside-cli-');
-  dirs.push(dir);
+  cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'poolside.yaml');
   fs.writeFileSync(file, text);
   return file;
@@ -73,7 +68,7 @@ describe('poolside command line', () => {
 
   it('starts with no reachable server, answers clients with a native error, and stops on SIGTERM', async () => {
     const dir = tempDir('poolside-cli-');
-    dirs.push(dir);
+    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
     const socketPath = path.join(dir, 'p.sock');
     const deadPort = await freePort();
     const file = writeConfig(
@@ -88,12 +83,8 @@ describe('poolside command line', () => {
         '',
       ].join('\n'),
     );
-    const child = spawn(process.execPath, [...MAIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    await waitFor(() => stderr.includes('connect to server failed'), 'the log to say the server is unreachable', 15_000);
+    const { child, stderr: log, exited } = spawnPoolside(cleanup, ['--config', file]);
+    await waitFor(() => log().includes('connect to server failed'), 'the log to say the server is unreachable', 15_000);
 
     const reply = await new Promise<string>((resolve, reject) => {
       const client = net.connect({ path: socketPath });
@@ -112,6 +103,7 @@ describe('poolside command line', () => {
 
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+    const stderr = log();
     expect(stderr).toContain('"msg":"poolside stopped"');
     expect(stderr).not.toMatch(/\n\s+at /);
     for (const line of stderr.trim().split('\n')) expect(() => JSON.parse(line) as unknown, line).not.toThrow();

@@ -8,7 +8,6 @@
  * the large-reply test, which measures a poolside child process alone (the test client's own
  * garbage made that figure swing by 80 MB between runs).
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -16,6 +15,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Proxy } from '../../src/proxy.js';
 import { PER_REQUEST_BYTES } from '../../src/session/input-budget.js';
 import { Cleanup } from '../helpers/cleanup.js';
+import { spawnPoolside } from '../helpers/poolside-process.js';
 import { failureCounts, portOf, startProxy, waitReady } from '../helpers/proxy.js';
 import type { PoolYaml } from '../helpers/proxy.js';
 import { encode, RawClient } from '../helpers/resp-client.js';
@@ -53,17 +53,9 @@ async function childProxy(server: string, pool: string): Promise<{ pid: number; 
   const socketPath = path.join(dir, 'p.sock');
   const file = path.join(dir, 'poolside.yaml');
   fs.writeFileSync(file, ['admin: false', 'pools:', '  p:', '    protocol: redis', `    listen: ["unix:${socketPath}"]`, `    servers: ["${server}"]`, `    ${pool}`, ''].join('\n'));
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/main.ts'), '--config', file], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  cleanup.defer(async () => {
-    child.kill('SIGKILL');
-    await exited;
-  });
-  let stderr = '';
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  if (child.pid === undefined) throw new Error('poolside did not start');
-  await waitFor(() => fs.existsSync(socketPath), `poolside to listen (${stderr})`, 20_000);
-  return { pid: child.pid, socketPath };
+  const poolside = spawnPoolside(cleanup, ['--config', file]);
+  await waitFor(() => fs.existsSync(socketPath), 'poolside to listen', 20_000);
+  return { pid: poolside.pid, socketPath };
 }
 
 /** Makes `key` a `size`-byte string on the server itself (zeros, then 'x'), without sending it. */

@@ -4,28 +4,20 @@
  * closed at once, busy ones get their replies and then DRAINING for anything new, a blocked client
  * is cut at shutdown.timeout with a DRAINING error as its reply, and the process exits 0.
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup } from '../helpers/cleanup.js';
+import { spawnPoolside } from '../helpers/poolside-process.js';
 import { request } from '../helpers/prometheus.js';
 import { poolsideReason, RawClient } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { freePort, RedisServer, tempDir, waitFor } from '../helpers/servers.js';
 import { startProxy, portOf } from '../helpers/proxy.js';
 
-const MAIN = ['--import', 'tsx', path.resolve('src/main.ts')];
-
 const cleanup = new Cleanup();
-let children: ChildProcess[] = [];
-afterEach(async () => {
-  for (const child of children) child.kill('SIGKILL');
-  children = [];
-  await cleanup.run();
-});
+afterEach(() => cleanup.run());
 
 interface Worker {
   ok: number;
@@ -85,12 +77,7 @@ describe('SIGTERM drain (the real command line)', () => {
         '',
       ].join('\n'),
     );
-    const child = spawn(process.execPath, [...MAIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    let exitCode: number | null | undefined;
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve((exitCode = code))));
+    const { child, stderr, exited } = spawnPoolside(cleanup, ['--config', file]);
     const admin = { kind: 'tcp' as const, host: '127.0.0.1', port: adminPort };
     await waitFor(async () => (await request(admin, '/readyz').catch(() => ({ status: 0 }))).status === 200, 'poolside ready', 20_000);
 
@@ -117,7 +104,7 @@ describe('SIGTERM drain (the real command line)', () => {
     await waitFor(() => !fs.existsSync(socketPath), 'the unix socket removed', 5000);
     await waitFor(() => idle.every((c) => c.isClosed), 'the idle clients closed', 1000);
     expect(blocked.isClosed).toBe(false);
-    expect(exitCode).toBeUndefined();
+    expect(child.exitCode).toBe(null);
     expect((await request(admin, '/metrics')).status).toBe(200);
     await expect(new Promise((resolve, reject) => net.connect({ host: '127.0.0.1', port }).once('connect', resolve).once('error', reject))).rejects.toThrow(/ECONNREFUSED/);
 
@@ -129,7 +116,7 @@ describe('SIGTERM drain (the real command line)', () => {
     // Every INCR the server ran was answered, and every answered one ran.
     expect(Number((await redis.command('GET', 'drain:n')).split('\r\n')[1])).toBe(total);
 
-    const lines = stderr.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = stderr().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines.find((l) => l.msg === 'shutdown: clients cut off at shutdown.timeout')).toMatchObject({ clients: 1, blocking: 1 });
     expect(lines.find((l) => l.msg === 'poolside stopped')).toMatchObject({ clients_cut_off: 1 });
     // The BLPOP cut at the end is not a lost server or a lost pinned connection.

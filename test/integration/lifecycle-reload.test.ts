@@ -4,8 +4,6 @@
  * servers change; listeners are added and removed; a bad file is rejected with file:line:col and
  * the running config is kept; the poolside_config_* metrics follow.
  */
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -13,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
+import { spawnPoolside } from '../helpers/poolside-process.js';
 import { request, scrape, valueOf, find } from '../helpers/prometheus.js';
 import { portOf, quietLog, waitReady } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/resp-client.js';
@@ -20,12 +19,7 @@ import type { RespValue } from '../helpers/resp-client.js';
 import { freePort, RedisServer, tempDir, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
-let children: ChildProcess[] = [];
-afterEach(async () => {
-  for (const child of children) child.kill('SIGKILL');
-  children = [];
-  await cleanup.run();
-});
+afterEach(() => cleanup.run());
 
 async function redisServer(): Promise<RedisServer> {
   return cleanup.add(await RedisServer.start(), (s) => s.stop());
@@ -182,15 +176,12 @@ describe('live reload', () => {
     const [port, extra] = [await freePort(), await freePort()];
     const pool = { protocol: 'redis', listen: [`127.0.0.1:${port}`], servers: [redis.address] };
     write({ admin: false, pools: { p: pool } });
-    const child = spawn(process.execPath, ['--import', 'tsx', path.resolve('src/main.ts'), '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    await waitFor(() => stderr.includes('"msg":"poolside started"'), 'poolside to start', 20_000);
+    const { child, stderr } = spawnPoolside(cleanup, ['--config', file]);
+    await waitFor(() => stderr().includes('"msg":"poolside started"'), 'poolside to start', 20_000);
     write({ admin: false, pools: { p: { ...pool, listen: [`127.0.0.1:${port}`, `127.0.0.1:${extra}`] } } });
     child.kill('SIGHUP');
-    await waitFor(() => /config reload(ed| rejected)/.test(stderr), 'the reload', 10_000).catch(() => {});
-    expect({ signal: child.signalCode, reloaded: stderr.includes('"msg":"config reloaded"') }).toEqual({ signal: null, reloaded: true });
+    await waitFor(() => /config reload(ed| rejected)/.test(stderr()), 'the reload', 10_000).catch(() => {});
+    expect({ signal: child.signalCode, reloaded: stderr().includes('"msg":"config reloaded"') }).toEqual({ signal: null, reloaded: true });
     const c = await connect(extra);
     expect(await c.call('PING')).toBe('PONG');
   }, 30_000);

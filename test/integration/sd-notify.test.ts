@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { notifyReady } from '../../src/sd-notify.js';
 import { Cleanup } from '../helpers/cleanup.js';
+import { spawnPoolside } from '../helpers/poolside-process.js';
 import { quietLog } from '../helpers/proxy.js';
 import { freePort, requireBinary, tempDir, waitFor } from '../helpers/servers.js';
 
@@ -66,18 +67,11 @@ describe('sd_notify readiness', () => {
     const config = path.join(dir, 'poolside.yaml');
     fs.writeFileSync(config, ['admin: false', 'pools:', '  cache:', '    protocol: redis', `    listen: 127.0.0.1:${port}`, `    servers: ["127.0.0.1:${deadPort}"]`, ''].join('\n'));
 
-    const child = started(
-      spawn(process.execPath, ['--import', 'tsx', path.resolve('src/main.ts'), '--config', config], {
-        env: { ...process.env, NOTIFY_SOCKET: notify.path },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      }),
-    );
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    await waitFor(() => notify.lines().some((l) => l.startsWith('READY=1')), `READY=1 on the notify socket (poolside log: ${stderr})`, 20_000);
+    const { pid, stderr } = spawnPoolside(cleanup, ['--config', config], { ...process.env, NOTIFY_SOCKET: notify.path });
+    await waitFor(() => notify.lines().some((l) => l.startsWith('READY=1')), 'READY=1 on the notify socket', 20_000);
 
     const ready = notify.lines().find((l) => l.startsWith('READY=1')) ?? '';
-    expect(ready).toContain(`MAINPID=${child.pid}`);
+    expect(ready).toContain(`MAINPID=${pid}`);
     expect(ready).toContain('STATUS=poolside is accepting clients');
     // Ready means the listener is bound: a client connects at once.
     const socket = net.connect(port, '127.0.0.1');
@@ -86,7 +80,7 @@ describe('sd_notify readiness', () => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    expect(stderr).not.toContain('sd_notify_failed');
+    expect(stderr()).not.toContain('sd_notify_failed');
   });
 
   it('does nothing without NOTIFY_SOCKET', async () => {
