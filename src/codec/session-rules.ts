@@ -54,12 +54,24 @@ export interface SessionFacts {
   blocked: boolean;
 }
 
+/**
+ * What the client gets for a request in place of the reply it was answered with (the server's,
+ * or poolside's own error or refusal, which is in the codec's protocol too): the mapped bytes, or
+ * null for nothing at all (a memcached `noreply` or quiet request whose outcome the client asked
+ * not to hear). Called once, in reply order; the reply is whole (never streamed) when a map is set.
+ */
+export type ReplyMap = (reply: Buffer) => Buffer | null;
+
 /** What to do with a request, decided before it is routed. */
 export type Intake =
   /** Route the request as the spec says (the common case: one shared object, no allocation). */
   | { kind: 'route' }
-  /** Route these bytes instead (Redis: TRACKING REDIRECT with the id translated). */
-  | { kind: 'rewrite'; bytes: Buffer }
+  /**
+   * Route these bytes instead, by the keys of the request as the client sent it (Redis: TRACKING
+   * REDIRECT with the id translated; memcached: `noreply` taken out so that every request on a
+   * shared connection has exactly one reply). `reply`: what the client gets instead (ReplyMap).
+   */
+  | { kind: 'rewrite'; bytes: Buffer; reply?: ReplyMap }
   /** Answered by poolside when its turn comes (after the requests before it): `local` is the rules' own. */
   | { kind: 'local'; local: unknown }
   /** Answered with these bytes (an error for the server) when its turn comes. */

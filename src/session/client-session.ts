@@ -199,12 +199,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return;
     }
     const intake = this.#rules.intake(spec, bytes, args, this);
-    if (intake.kind !== 'route') {
-      const slot = new Slot(this, intake.kind === 'rewrite' ? intake.bytes : bytes, spec, null);
+    if (intake.kind === 'answer' || intake.kind === 'local') {
+      const slot = new Slot(this, bytes, spec, null);
       slot.startedAt = this.#chunkAt;
       this.#enqueue(slot);
       if (intake.kind === 'answer') slot.answerWith = intake.reply;
-      else if (intake.kind === 'local') slot.local = intake.local;
+      else slot.local = intake.local;
       if (this.#backlog.length > 0 || this.#wait !== 'none' || !this.#dispatch(slot)) this.#hold(slot);
       return;
     }
@@ -222,7 +222,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return;
       }
     }
-    const slot = new Slot(this, bytes, spec, hash);
+    const slot = new Slot(this, intake.kind === 'rewrite' ? intake.bytes : bytes, spec, hash);
+    if (intake.kind === 'rewrite' && intake.reply !== undefined) slot.mapReply = intake.reply;
     slot.crossServer = cross;
     slot.startedAt = this.#chunkAt;
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
@@ -288,7 +289,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       slot.firstPart = bytes;
       // Decided once, at the first piece: a reply that began behind another is gathered to its
       // end even if it reaches the head meanwhile (its first pieces, header included, are held).
-      slot.streaming = !this.#closed && !slot.silent && slot.replaceReply === null && this.#replies.isHead(slot);
+      slot.streaming = !this.#closed && !slot.silent && slot.replaceReply === null && slot.mapReply === null && this.#replies.isHead(slot);
     }
     if (slot.streaming) {
       this.#output.writePart(bytes, end, slot.conn);
@@ -319,7 +320,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }
     if (slot.spec.use === 'pin-session') this.#rules.noteReply(slot.spec, slot.bytes, bytes);
     this.#settle(slot);
-    slot.response = slot.streaming ? EMPTY : (slot.replaceReply ?? reply);
+    this.#setResponse(slot, slot.streaming ? EMPTY : (slot.replaceReply ?? reply));
     slot.done = true;
     this.#flush();
     this.#afterSettle();
@@ -856,9 +857,22 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #answer(slot: Slot, response: Buffer): void {
-    slot.response = response;
+    this.#setResponse(slot, response);
     slot.done = true;
     this.#flush();
+  }
+
+  /** What the client gets: the reply, or what the rules' map makes of it (nothing: silent). */
+  #setResponse(slot: Slot, response: Buffer): void {
+    const map = slot.mapReply;
+    if (map === null) {
+      slot.response = response;
+      return;
+    }
+    slot.mapReply = null;
+    const mapped = map(response);
+    if (mapped === null) slot.silent = true;
+    slot.response = mapped ?? EMPTY;
   }
 
   #answerError(slot: Slot, reason: FailureReason, message: string): void {

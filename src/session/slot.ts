@@ -6,6 +6,7 @@ import type { CommandSpec } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Connection, ResponseTarget } from '../pool/connection.js';
 import type { ServerPool } from '../pool/server-pool.js';
+import type { ReplyMap } from '../codec/session-rules.js';
 
 export const EMPTY = Buffer.alloc(0);
 
@@ -41,6 +42,8 @@ export class Slot implements ResponseTarget {
   replaceReply: Buffer | null = null;
   /** The client asked not to get its reply: framed and dropped, never written. */
   silent = false;
+  /** What the client gets in place of its reply (the rules' ReplyMap), or null: the reply itself. */
+  mapReply: ReplyMap | null = null;
   /** For requests poolside answers when their turn comes: the rules' parsed form. */
   local: unknown = null;
   /** Clock time when the request was framed; 0 for replies that answer no request. */
