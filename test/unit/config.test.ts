@@ -486,7 +486,7 @@ describe('parseConfig: where problems point', () => {
   it('parses but refuses protocols that are not implemented yet', () => {
     const text = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]');
     expect(problems(text)).toEqual([
-      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis)', at(text, 'memcached')),
+      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis, framed)', at(text, 'memcached')),
     ]);
   });
 
