@@ -11,7 +11,7 @@ import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { DubboReader, DubboServer, FLAG_EVENT, encodeDubbo, request } from '../helpers/dubbo-server.js';
 import type { DubboFrame } from '../helpers/dubbo-server.js';
-import { portOf, quietLog, startProxy, waitReady } from '../helpers/proxy.js';
+import { exclusiveStats, portOf, quietLog, startProxy, waitReady } from '../helpers/proxy.js';
 import { waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
@@ -53,6 +53,10 @@ class Client {
 
   write(bytes: Buffer): void {
     this.#socket.write(bytes);
+  }
+
+  end(): void {
+    this.#socket.end();
   }
 }
 
@@ -159,6 +163,25 @@ describe('framed: Dubbo-style header with request ids', () => {
     const pool = proxy.pools.get('p');
     expect(pool?.counters.protocolErrors).toBe(1);
     expect(log.lines.some((l) => l.fields.reason === 'PROTOCOL_ERROR' && String(l.fields.error).includes('larger than'))).toBe(true);
+  });
+
+  it('lease: exclusive lends each client a connection of its own and takes it back clean (nothing to reset)', async () => {
+    const server = await dubboServer(() => 1);
+    const proxy = await proxyFor(server, { lease: 'exclusive', exclusive: { max: 2 }, connections: { min: 1, max: 1 } });
+    const port = portOf(proxy);
+    for (const name of ['a', 'b', 'c']) {
+      const client = new Client(port);
+      client.write(Buffer.concat([request(1n, `${name}1`), request(2n, `${name}2`)]));
+      await waitFor(() => client.frames.length === 2, `client ${name} served`);
+      expect(client.frames.map((f) => f.body.toString())).toEqual([`echo:${name}1`, `echo:${name}2`]);
+      client.end();
+      await waitFor(() => exclusiveStats(proxy).borrowed === 0, 'the connection given back');
+    }
+    const closed = counters(proxy).connectionsClosed;
+    expect([closed.reset_failed, closed.session_state]).toEqual([0, 0]);
+    expect(exclusiveStats(proxy).idle).toBe(1);
+    // One shared connection and one exclusive one, lent three times.
+    expect(counters(proxy).connectionsOpened).toBe(2);
   });
 
   it('a request poolside cannot answer closes its client after the replies before it', async () => {

@@ -126,6 +126,11 @@ describe('framed config', () => {
     expect(problems(stray)).toEqual([problem('pools.c.framed', 'framed applies only to protocol framed (this pool is redis)', at(stray, '{ header_size'))]);
   });
 
+  it('refuses client_auth and commands on a framed pool: poolside does not look inside its frames', () => {
+    const text = framedPool('    commands: { deny: [KEYS] }');
+    expect(problems(text)).toEqual([problem('pools.rpc.commands', 'commands does not apply to protocol framed (poolside does not look inside its frames)', at(text, '{ deny'))]);
+  });
+
   it('checks the fields lie in the header, do not overlap, and have sizes 1, 2, 4 or 8', () => {
     const text = yaml(
       'pools:',
