@@ -115,6 +115,17 @@ describe('Framer', () => {
     expect(() => new Framer(config, config.maxFrameBytes, () => {}).push(Buffer.from('ffffffffffffffff', 'hex'))).toThrow('more than 2^53');
   });
 
+  it('holds what arrived, never what a header claims: 200 headers of 16 MB frames cost kilobytes', () => {
+    const config = framing({ length: {}, maxFrameBytes: 16 << 20 });
+    const header = Buffer.from([0x00, 0xff, 0xff, 0xf0]); // a body of 16 MB - 16 bytes
+    const before = process.memoryUsage().arrayBuffers;
+    const framers = Array.from({ length: 200 }, () => new Framer(config, config.maxFrameBytes, () => {}));
+    for (const framer of framers) framer.push(Buffer.concat([header, Buffer.from('abc')]));
+    expect(framers.every((f) => f.buffered === 7 && f.midFrame)).toBe(true);
+    // Allocating each frame up front would be 3.2 GB.
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 << 20);
+  });
+
   it('hands on a frame within one chunk as a view of it (no copy)', () => {
     const config = CASES['thrift: 4-byte big-endian length, header not counted'];
     const chunk = Buffer.concat([frame(config, Buffer.from('a')), frame(config, Buffer.from('b'))]);

@@ -2,8 +2,10 @@
  * A resumable frame splitter for a declared framing (FramedConfig): bytes in any split, whole
  * frames out, in order. The frame's length is read from its header as soon as the header is in,
  * and checked (shorter than its own header: malformed; above max_frame: too large) before a byte
- * of its body is buffered. A frame that lies within one chunk is handed on as a view of it; only
- * a frame split across chunks is copied, once, into a buffer of its exact size.
+ * of its body is buffered. A frame that lies within one chunk is handed on as a view of it; a
+ * frame split across chunks is gathered as views of them and joined once, when it is whole. Memory
+ * follows the bytes that arrived, never the length a header claims: a 20-byte header that says
+ * 16 MB costs 20 bytes until the rest comes.
  */
 import type { FramedConfig } from '../../config/schema.js';
 import { ProtocolError } from '../codec.js';
@@ -16,8 +18,9 @@ export class Framer {
   /** The header being gathered across chunks (headerSize bytes; #headFilled of them read). */
   readonly #head: Buffer;
   #headFilled = 0;
-  /** The frame being gathered across chunks, once its header is known; #filled of it read. */
-  #frame: Buffer | null = null;
+  /** The frame being gathered across chunks, once its header is known: its size, and the pieces read so far. */
+  #total = 0;
+  #pieces: Buffer[] = [];
   #filled = 0;
 
   /** `limit`: the largest frame taken (max_frame, or less: a pool's max_request_size for requests). */
@@ -30,7 +33,7 @@ export class Framer {
 
   /** Bytes held for a frame not yet whole. */
   get buffered(): number {
-    return this.#frame !== null ? this.#filled : this.#headFilled;
+    return this.#total > 0 ? this.#filled : this.#headFilled;
   }
 
   /** Part of a frame has been read but not all of it. */
@@ -43,17 +46,12 @@ export class Framer {
     const headerSize = this.#config.headerSize;
     let off = 0;
     while (off < chunk.length) {
-      const frame = this.#frame;
-      if (frame !== null) {
-        const n = Math.min(frame.length - this.#filled, chunk.length - off);
-        chunk.copy(frame, this.#filled, off, off + n);
+      if (this.#total > 0) {
+        const n = Math.min(this.#total - this.#filled, chunk.length - off);
+        this.#pieces.push(chunk.subarray(off, off + n));
         this.#filled += n;
         off += n;
-        if (this.#filled === frame.length) {
-          this.#frame = null;
-          this.#filled = 0;
-          this.#emit(frame);
-        }
+        if (this.#filled === this.#total) this.#emitGathered();
         continue;
       }
       if (this.#headFilled > 0 || chunk.length - off < headerSize) {
@@ -64,14 +62,11 @@ export class Framer {
         if (this.#headFilled < headerSize) return;
         const total = this.#length(this.#head, 0);
         this.#headFilled = 0;
-        const whole = Buffer.allocUnsafe(total);
-        this.#head.copy(whole, 0, 0, headerSize);
-        if (total === headerSize) {
-          this.#emit(whole);
-        } else {
-          this.#frame = whole;
-          this.#filled = headerSize;
-        }
+        // The reused header buffer is copied out: the frame keeps its own.
+        this.#pieces.push(Buffer.from(this.#head));
+        this.#total = total;
+        this.#filled = headerSize;
+        if (total === headerSize) this.#emitGathered();
         continue;
       }
       const total = this.#length(chunk, off);
@@ -80,12 +75,20 @@ export class Framer {
         off += total;
         continue;
       }
-      const whole = Buffer.allocUnsafe(total);
-      chunk.copy(whole, 0, off);
-      this.#frame = whole;
+      this.#pieces.push(chunk.subarray(off));
+      this.#total = total;
       this.#filled = chunk.length - off;
       off = chunk.length;
     }
+  }
+
+  #emitGathered(): void {
+    const pieces = this.#pieces;
+    const frame = pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, this.#total);
+    this.#pieces = [];
+    this.#total = 0;
+    this.#filled = 0;
+    this.#emit(frame);
   }
 
   #length(bytes: Buffer, at: number): number {
