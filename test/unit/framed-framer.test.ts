@@ -89,6 +89,28 @@ describe('Framer', () => {
           expect(collect(config, [stream.subarray(0, at), stream.subarray(at)])).toEqual(frames);
         }
       });
+
+      it('streams a large frame split across reads piece by piece (header in the first), at every split', () => {
+        for (let at = 0; at <= stream.length; at++) {
+          const out: Buffer[] = [];
+          let pieces: Buffer[] | null = null;
+          const framer = new Framer(config, config.maxFrameBytes, (f) => out.push(Buffer.from(f)), (piece, end) => {
+            if (pieces === null) {
+              expect(piece.length).toBeGreaterThanOrEqual(config.headerSize);
+              pieces = [];
+            }
+            pieces.push(Buffer.from(piece));
+            if (end) {
+              out.push(Buffer.concat(pieces));
+              pieces = null;
+            }
+          }, 100);
+          framer.push(stream.subarray(0, at));
+          framer.push(stream.subarray(at));
+          expect(out).toEqual(frames);
+          expect(framer.buffered).toBe(0);
+        }
+      });
     });
   }
 

@@ -49,11 +49,19 @@ class FramedRequestDecoder implements RequestDecoder {
   setLimits(): void {}
 }
 
+/**
+ * A response of this size or more that arrives over several reads is streamed to its client as it
+ * arrives (in order only: matched by id, whose it is shows only in its header, and the connection
+ * gathers it whole), as Redis's large bulk strings are.
+ */
+const STREAM_MIN_BYTES = 1024 * 1024;
+
 class FramedResponseDecoder implements ResponseDecoder {
   readonly #framer: Framer;
 
   constructor(config: FramedConfig, sink: ResponseSink) {
-    this.#framer = new Framer(config, config.maxFrameBytes, (frame) => sink.onResponse(frame));
+    const part = sink.onResponsePart === undefined || config.requestId !== null ? null : (piece: Buffer, end: boolean): void => sink.onResponsePart?.(piece, end);
+    this.#framer = new Framer(config, config.maxFrameBytes, (frame) => sink.onResponse(frame), part, STREAM_MIN_BYTES);
   }
 
   push(chunk: Buffer): void {

@@ -22,12 +22,24 @@ export class Framer {
   #total = 0;
   #pieces: Buffer[] = [];
   #filled = 0;
+  /** The frame being gathered is handed on piece by piece as it arrives (`part`), not held. */
+  #streaming = false;
+  /** Where pieces of a large frame go (null: every frame whole), and from what size a frame is streamed. */
+  readonly #part: ((piece: Buffer, end: boolean) => void) | null;
+  readonly #streamMin: number;
 
-  /** `limit`: the largest frame taken (max_frame, or less: a pool's max_request_size for requests). */
-  constructor(config: FramedConfig, limit: number, emit: (frame: Buffer) => void) {
+  /**
+   * `limit`: the largest frame taken (max_frame, or less: a pool's max_request_size for requests).
+   * `part`: a frame of `streamMin` bytes or more that arrives over several reads is handed on as
+   * it arrives, piece by piece (`end` on the last; the first holds the whole header), instead of
+   * whole to `emit`; null: every frame whole.
+   */
+  constructor(config: FramedConfig, limit: number, emit: (frame: Buffer) => void, part: ((piece: Buffer, end: boolean) => void) | null = null, streamMin = Infinity) {
     this.#config = config;
     this.#limit = limit;
     this.#emit = emit;
+    this.#part = part;
+    this.#streamMin = part === null ? Infinity : streamMin;
     this.#head = Buffer.alloc(config.headerSize);
   }
 
@@ -48,10 +60,14 @@ export class Framer {
     while (off < chunk.length) {
       if (this.#total > 0) {
         const n = Math.min(this.#total - this.#filled, chunk.length - off);
-        this.#pieces.push(chunk.subarray(off, off + n));
         this.#filled += n;
+        const piece = chunk.subarray(off, off + n);
         off += n;
-        if (this.#filled === this.#total) this.#emitGathered();
+        if (this.#streaming) this.#streamPiece(piece);
+        else {
+          this.#pieces.push(piece);
+          if (this.#filled === this.#total) this.#emitGathered();
+        }
         continue;
       }
       if (this.#headFilled > 0 || chunk.length - off < headerSize) {
@@ -63,10 +79,7 @@ export class Framer {
         const total = this.#length(this.#head, 0);
         this.#headFilled = 0;
         // The reused header buffer is copied out: the frame keeps its own.
-        this.#pieces.push(Buffer.from(this.#head));
-        this.#total = total;
-        this.#filled = headerSize;
-        if (total === headerSize) this.#emitGathered();
+        this.#begin(total, Buffer.from(this.#head));
         continue;
       }
       const total = this.#length(chunk, off);
@@ -75,11 +88,33 @@ export class Framer {
         off += total;
         continue;
       }
-      this.#pieces.push(chunk.subarray(off));
-      this.#total = total;
-      this.#filled = chunk.length - off;
+      this.#begin(total, chunk.subarray(off));
       off = chunk.length;
     }
+  }
+
+  /** A frame of `total` bytes whose first piece (the header at least) is `first`, not yet whole. */
+  #begin(total: number, first: Buffer): void {
+    this.#total = total;
+    this.#filled = first.length;
+    if (total === first.length) {
+      this.#pieces.push(first);
+      this.#emitGathered();
+      return;
+    }
+    this.#streaming = total >= this.#streamMin;
+    if (this.#streaming) this.#streamPiece(first);
+    else this.#pieces.push(first);
+  }
+
+  #streamPiece(piece: Buffer): void {
+    const end = this.#filled === this.#total;
+    if (end) {
+      this.#total = 0;
+      this.#filled = 0;
+      this.#streaming = false;
+    }
+    (this.#part as (piece: Buffer, end: boolean) => void)(piece, end);
   }
 
   #emitGathered(): void {
