@@ -23,6 +23,8 @@ import type {
   ListenAddress,
   LogLevel,
   PoolConfig,
+  Probe,
+  ProbeExpect,
   Protocol,
   Routing,
   ServerConfig,
@@ -39,6 +41,7 @@ import {
   parseAdminAddress,
   parseBoolean,
   parseHashTag,
+  parseHex,
   parseListenAddress,
   parseMode,
   parseName,
@@ -68,7 +71,9 @@ export class ConfigError extends Error {
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
 /** Parsing covers every protocol; enabling one once its codec exists is adding it here. */
-const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis']);
+const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'tcp']);
+/** Protocols whose heartbeat is configured (`heartbeat.send/expect`) rather than the protocol's own. */
+const PROBE_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['framed', 'tcp']);
 const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -79,7 +84,7 @@ const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
-  'commands', 'tls',
+  'commands', 'tls', 'tcp',
 ];
 const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db', 'tls'];
 const TLS_KEYS = ['ca_file', 'cert_file', 'key_file', 'servername', 'reject_unauthorized'];
@@ -331,7 +336,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       timeoutMs: walk.duration(connect?.get('timeout'), d.connect.timeoutMs, 'rejected'),
       backoff: { initialMs, maxMs },
     },
-    heartbeat: readHeartbeat(walk, pool.get('heartbeat')),
+    heartbeat: readHeartbeat(walk, pool.get('heartbeat'), protocol),
     idleTimeoutMs: walk.duration(pool.get('idle_timeout'), d.idleTimeoutMs, 'allowed'),
     maxLifetimeMs: walk.duration(pool.get('max_lifetime'), d.maxLifetimeMs, 'allowed'),
     eject: {
@@ -350,7 +355,54 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     },
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
     commands: readCommands(walk, pool.get('commands')),
+    tcp: readTcp(walk, pool.get('tcp'), protocol),
   };
+}
+
+/** `tcp: { reset: { send, expect } }`, only for protocol: tcp. */
+function readTcp(walk: Walk, slot: Slot | undefined, protocol: Protocol): PoolConfig['tcp'] {
+  const d = DEFAULTS.pool.tcp;
+  if (slot === undefined) return d;
+  if (protocol !== 'tcp') {
+    walk.report(slot, `only a pool with protocol: tcp has a tcp section (this one is ${protocol})`);
+    return d;
+  }
+  const section = walk.section(slot, ['reset']);
+  const resetSlot = section?.get('reset');
+  if (resetSlot === undefined) return d;
+  const reset = walk.section(resetSlot, ['send', 'expect']);
+  if (reset === undefined) return d;
+  return { reset: readProbe(walk, reset, resetSlot) };
+}
+
+/** `send: "<hex>"` and `expect: "<hex>" | { prefix: "<hex>" } | { mask: "<hex>", value: "<hex>" }`. */
+function readProbe(walk: Walk, section: Section, slot: Slot): Probe | null {
+  const sendSlot = section.get('send');
+  const expectSlot = section.get('expect');
+  if (sendSlot === undefined || expectSlot === undefined) {
+    walk.report(slot, 'needs both send and expect (hex bytes)');
+    return null;
+  }
+  const send = walk.parse(sendSlot, Buffer.alloc(0), parseHex);
+  let expect: ProbeExpect | null = null;
+  if (isMap(expectSlot.node)) {
+    const how = walk.section(expectSlot, ['prefix', 'mask', 'value']);
+    const [prefixSlot, maskSlot, valueSlot] = [how?.get('prefix'), how?.get('mask'), how?.get('value')];
+    if (prefixSlot !== undefined && maskSlot === undefined && valueSlot === undefined) {
+      expect = { kind: 'prefix', bytes: walk.parse(prefixSlot, Buffer.alloc(0), parseHex) };
+    } else if (prefixSlot === undefined && maskSlot !== undefined && valueSlot !== undefined) {
+      const mask = walk.parse(maskSlot, Buffer.alloc(0), parseHex);
+      const value = walk.parse(valueSlot, Buffer.alloc(0), parseHex);
+      walk.check(mask.length === value.length, [valueSlot], `mask and value must be as long (${mask.length} and ${value.length} bytes)`);
+      expect = { kind: 'mask', mask, value };
+    } else {
+      walk.report(expectSlot, 'expected hex bytes, { prefix: <hex> } or { mask: <hex>, value: <hex> }');
+    }
+  } else {
+    expect = { kind: 'exact', bytes: walk.parse(expectSlot, Buffer.alloc(0), parseHex) };
+  }
+  if (expect === null) return null;
+  return { send, expect };
 }
 
 /**
@@ -387,12 +439,23 @@ function readCommands(walk: Walk, slot: Slot | undefined): PoolConfig['commands'
   return lists;
 }
 
-function readHeartbeat(walk: Walk, slot: Slot | undefined): PoolConfig['heartbeat'] {
+function readHeartbeat(walk: Walk, slot: Slot | undefined, protocol: Protocol): PoolConfig['heartbeat'] {
   const d = DEFAULTS.pool.heartbeat;
+  // Configured protocols have no heartbeat of their own: without send/expect there is none.
+  const none = PROBE_PROTOCOLS.has(protocol) ? { ...d, intervalMs: 0 } : { ...d };
   if (slot !== undefined && isScalar(slot.node) && typeof slot.node.value === 'boolean') {
-    return slot.node.value ? { ...d } : { ...d, intervalMs: 0 };
+    if (slot.node.value && PROBE_PROTOCOLS.has(protocol)) walk.report(slot, `a ${protocol} pool's heartbeat needs send and expect (hex bytes)`);
+    return slot.node.value ? none : { ...d, intervalMs: 0 };
   }
-  const heartbeat = slot === undefined ? undefined : walk.section(slot, ['interval', 'timeout', 'misses', 'jitter']);
+  if (slot === undefined) return none;
+  const heartbeat = walk.section(slot, ['interval', 'timeout', 'misses', 'jitter', 'send', 'expect']);
+  const sendSlot = heartbeat?.get('send');
+  const expectSlot = heartbeat?.get('expect');
+  let probe: Probe | null = null;
+  if (sendSlot !== undefined || expectSlot !== undefined) {
+    if (!PROBE_PROTOCOLS.has(protocol)) walk.report((sendSlot ?? expectSlot) as Slot, `a ${protocol} pool's heartbeat is the protocol's own; send and expect are for ${[...PROBE_PROTOCOLS].join(' and ')} pools`);
+    else if (heartbeat !== undefined) probe = readProbe(walk, heartbeat, slot);
+  }
   const intervalSlot = heartbeat?.get('interval');
   const timeoutSlot = heartbeat?.get('timeout');
   const jitterSlot = heartbeat?.get('jitter');
@@ -406,7 +469,9 @@ function readHeartbeat(walk: Walk, slot: Slot | undefined): PoolConfig['heartbea
   const jitter = walk.parse(jitterSlot, d.jitter, parsePercent);
   // At 100% a beat could be scheduled at interval × 0, i.e. in a tight loop.
   walk.check(jitter < 1, [jitterSlot], 'must be less than 100%');
-  return { intervalMs, timeoutMs, misses: walk.parse(heartbeat?.get('misses'), d.misses, wholeNumber(1)), jitter };
+  const misses = walk.parse(heartbeat?.get('misses'), d.misses, wholeNumber(1));
+  if (PROBE_PROTOCOLS.has(protocol) && probe === null) return { ...none, timeoutMs, misses, jitter };
+  return { intervalMs, timeoutMs, misses, jitter, probe };
 }
 
 /** A user or group name, or a numeric id, resolved now: a typo is a config error, not a failed start. */

@@ -73,13 +73,39 @@ export interface BackoffConfig {
   maxMs: number;
 }
 
+/**
+ * What proves a reply right: the same bytes, a prefix of it, or `mask` over its first bytes
+ * (reply[i] & mask[i] === value[i] & mask[i] for every byte of the mask).
+ */
+export type ProbeExpect =
+  | { kind: 'exact'; bytes: Buffer }
+  | { kind: 'prefix'; bytes: Buffer }
+  | { kind: 'mask'; value: Buffer; mask: Buffer };
+
+/** A configured send/expect exchange: a heartbeat, or a tcp pool's reset. */
+export interface Probe {
+  send: Buffer;
+  expect: ProbeExpect;
+}
+
 export interface HeartbeatConfig {
-  /** 0 disables heartbeats. */
+  /** 0 disables heartbeats (a tcp pool without `probe` has none). */
   intervalMs: number;
   timeoutMs: number;
   misses: number;
   /** Fraction 0..1: each beat is scheduled at interval × (1 ± jitter). */
   jitter: number;
+  /** Configured heartbeat (`send`/`expect`); null: the protocol's own (Redis PING), or none. */
+  probe: Probe | null;
+}
+
+/** `protocol: tcp` only. */
+export interface TcpPoolConfig {
+  /**
+   * The exchange that proves a connection clean after a client leaves, so it is lent again; null:
+   * every connection is closed when its client leaves and a fresh one warmed.
+   */
+  reset: Probe | null;
 }
 
 export interface PoolConfig {
@@ -133,6 +159,8 @@ export interface PoolConfig {
   };
   /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
   maxRequestBytes: number;
+  /** `protocol: tcp` settings (the defaults for any other protocol). */
+  tcp: TcpPoolConfig;
   /**
    * Changes to the built-in command policy (codec/redis/policy.ts): names such as `CONFIG` or
    * `CONFIG GET`, uppercase, one space. The most specific name wins; deny beats allow.
@@ -170,7 +198,7 @@ export const DEFAULTS = {
     lease: 'shared' as LeaseMode,
     queue: { max: 1000, timeoutMs: 500 },
     connect: { timeoutMs: 1000, backoff: { initialMs: 100, maxMs: 5000 } },
-    heartbeat: { intervalMs: 5000, timeoutMs: 1000, misses: 2, jitter: 0.2 },
+    heartbeat: { intervalMs: 5000, timeoutMs: 1000, misses: 2, jitter: 0.2, probe: null as Probe | null },
     idleTimeoutMs: 300_000,
     maxLifetimeMs: 3_600_000,
     eject: { afterFailures: 3, forMs: 10_000 },
@@ -178,6 +206,7 @@ export const DEFAULTS = {
     clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30, idleTimeoutMs: 0 },
     maxRequestBytes: 512 << 20,
     commands: { allow: [] as readonly string[], deny: [] as readonly string[] },
+    tcp: { reset: null as Probe | null },
     unixMode: 0o660,
   },
   server: { weight: 1, db: 0 },

@@ -126,6 +126,7 @@ export class ServerPool implements ConnectionOwner {
       password: config.password,
       db: config.db,
       identify: false,
+      raw: false,
     };
     this.selectTarget = {
       onResponse: (bytes) => {

@@ -116,6 +116,7 @@ describe('parseConfig: a good config', () => {
       clients: d.clients,
       maxRequestBytes: d.maxRequestBytes,
       commands: d.commands,
+      tcp: d.tcp,
     } satisfies PoolConfig);
   });
 
@@ -201,7 +202,7 @@ describe('parseConfig: a good config', () => {
       lease: 'exclusive',
       queue: { max: 0, timeoutMs: 250 },
       connect: { timeoutMs: 2000, backoff: { initialMs: 50, maxMs: 60_000 } },
-      heartbeat: { intervalMs: 10_000, timeoutMs: 500, misses: 5, jitter: 0.1 },
+      heartbeat: { intervalMs: 10_000, timeoutMs: 500, misses: 5, jitter: 0.1, probe: null },
       idleTimeoutMs: 0,
       maxLifetimeMs: 7_200_000,
       eject: { afterFailures: 1, forMs: 30_000 },
@@ -209,6 +210,7 @@ describe('parseConfig: a good config', () => {
       clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 3000, inputSoftBytes: 2 << 20, inputHardBytes: 600 << 20, idleTimeoutMs: 60_000 },
       maxRequestBytes: 1_048_576,
       commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
+      tcp: { reset: null },
     } satisfies PoolConfig);
   });
 

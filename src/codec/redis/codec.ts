@@ -31,6 +31,7 @@ function startsWith(bytes: Buffer, prefix: Buffer): boolean {
 /** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in commands.ts. */
 export const redisCodec: Codec = {
   protocol: 'redis',
+  sessionKind: 'requests',
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),
   responseDecoder: (sink) => new RespResponseDecoder(sink),
   sessionRules: () => new RedisSessionRules(null),
