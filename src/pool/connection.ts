@@ -160,6 +160,8 @@ export interface StreamSink {
   onEnd(): void;
   /** The write side has room again after write() returned false. */
   onDrain(): void;
+  /** The connection closed (destroyed, reset, or both sides done); the owner hears after this. */
+  onClose(): void;
 }
 
 /** TCP keepalive on raw connections: the only liveness check of a tcp pool without a heartbeat. */
@@ -566,7 +568,9 @@ export class Connection implements ResponseSink {
     this.#out = [];
     this.#relay = null;
     this.#pushSink = null;
+    const stream = this.#stream;
     this.#stream = null;
+    stream?.onClose();
     this.#part = { kind: 'none' };
     const failure: FailureReason = 'SERVER_ERROR';
     const detail = `connection to server lost (${reason}: ${message})`;
