@@ -10,7 +10,7 @@ import { ConfigError, loadConfig } from './config/load.js';
 import type { Config } from './config/schema.js';
 import { fdBudget, parseOpenFilesLimit } from './fd-budget.js';
 import type { FdBudget } from './fd-budget.js';
-import { preflight } from './config/preflight.js';
+import { configWarnings, preflight } from './config/preflight.js';
 import { handleSignals } from './lifecycle.js';
 import { formatAddress } from './listener.js';
 import { Proxy } from './proxy.js';
@@ -82,6 +82,7 @@ async function run(file: string): Promise<void> {
   const log = jsonLogger(config.log.level, process.stderr);
   const budget = readFdBudget(config);
   reportFdBudget(config, budget, log);
+  for (const warning of configWarnings(config)) log.warn(warning, { reason: 'config_warning' });
   let proxy: Proxy;
   try {
     proxy = await Proxy.start(config, { log, maxClients: budget?.capacity });
@@ -119,6 +120,7 @@ switch (args.mode) {
     const config = load(args.file);
     const problems = config === null ? [] : preflight(config);
     for (const problem of problems) process.stderr.write(`poolside: ${problem}\n`);
+    for (const warning of config === null ? [] : configWarnings(config)) process.stderr.write(`poolside: warning: ${warning}\n`);
     if (config === null || problems.length > 0) process.exitCode = 2;
     else process.stdout.write(`${config.file}: OK (${config.pools.length} pool${config.pools.length === 1 ? '' : 's'})\n`);
     break;

@@ -341,6 +341,16 @@ export function registerMetrics(options: MetricsOptions): void {
     }),
   );
   family(
+    'poolside_server_unasked_frames_total',
+    'Frames a server sent on its own (framed): heartbeat requests poolside answered (heartbeat.answer), or responses to no request waiting that framed.unasked: drop dropped.',
+    'counter',
+    [...SERVER, 'action'],
+    eachServer((_p, s, emit) => {
+      emit(s.labels, s.stats.counters.unasked.answered, ACTION_ANSWERED);
+      emit(s.labels, s.stats.counters.unasked.dropped, ACTION_DROPPED);
+    }),
+  );
+  family(
     'poolside_heartbeat_last_success_timestamp_seconds',
     'Unix time of the last heartbeat the server answered (0 = none yet).',
     'gauge',
@@ -408,6 +418,7 @@ const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW, REJECTED_I
 ]);
 const [RELOAD_SUCCESS, RELOAD_FAILURE] = constantLabels('result', ['success', 'failure']);
 const [REASON_TIMEOUT, REASON_ERROR] = constantLabels('reason', ['timeout', 'error']);
+const [ACTION_ANSWERED, ACTION_DROPPED] = constantLabels('action', ['answered', 'dropped']);
 const [STATE_IDLE, STATE_ACTIVE, STATE_CONNECTING, STATE_BORROWED] = constantLabels('state', ['idle', 'active', 'connecting', 'borrowed']);
 const LE_INF: Labels = Object.freeze({ le: '+Inf' });
 /** `le` label objects by bound; bounds come from a few constant bucket lists, so this stays small. */

@@ -565,9 +565,11 @@ function hashFile(file: string): string {
  * leave its descriptor open until the client closes too, and refusals happen when descriptors
  * are short.
  */
-function refuse(socket: net.Socket, reply: Buffer): void {
+/** `reply`: the protocol's error, or null when it has none (framed RPC): the client is just closed. */
+function refuse(socket: net.Socket, reply: Buffer | null): void {
   socket.on('error', () => {});
-  socket.end(reply);
+  if (reply === null) socket.end();
+  else socket.end(reply);
   socket.destroySoon();
 }
 

@@ -1,6 +1,7 @@
 import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
+import { framedCodec } from './framed/codec.js';
 import { redisCodec } from './redis/codec.js';
 import { tcpCodec } from './tcp/codec.js';
 import type { CommandSpec } from './codec.js';
@@ -54,8 +55,34 @@ export interface Codec {
   readonly identifyRequest: Buffer | null;
   /** The id in the reply to identifyRequest, or null. */
   parseIdentity(bytes: Buffer): number | null;
-  /** The cheapest no-op request, one reply. */
-  readonly heartbeatRequest: Buffer;
+  /**
+   * The cheapest no-op request, one reply; sent on idle connections and as a new connection's last
+   * setup step. null: the protocol has none (framed, tcp without a configured heartbeat): a
+   * connection is ready once connected, and the pool sends no heartbeats (interval 0).
+   */
+  readonly heartbeatRequest: Buffer | null;
+  /**
+   * How a reply to heartbeatRequest is judged (framed: the configured `expect`). Absent: an error
+   * reply fails it, a busy one (isBusyResponse) proves the server alive, anything else is `ok`.
+   */
+  heartbeatReply?(bytes: Buffer): HeartbeatReply;
+  /**
+   * Responses carry their request's id (framed with request_id) and may come out of order: the
+   * connection gives each request an id unique on it and matches responses by id (RequestIds).
+   * Absent: responses come in request order, matched first in, first out.
+   */
+  readonly requestIds?: RequestIds;
+  /**
+   * A frame from the server that is its own request to poolside (a heartbeat servers such as Dubbo
+   * send their clients): the reply to write back, or null when it is not one. Checked before the
+   * frame is matched to a request. Absent: servers send no requests.
+   */
+  answerServer?(frame: Buffer): Buffer | null;
+  /**
+   * A response that answers nothing waiting (nothing in flight, an id not given out): `drop` it
+   * (counted) or `close` the connection, whose reply stream can no longer be trusted. Absent: close.
+   */
+  readonly unasked?: 'drop' | 'close';
   /** The reply to QUIT and to commands poolside accepts without forwarding (CLIENT SETINFO). */
   readonly okReply: Buffer;
   isErrorResponse(bytes: Buffer): boolean;
@@ -66,11 +93,41 @@ export interface Codec {
   isBusyResponse(bytes: Buffer): boolean;
   /** An out-of-band frame the server sends unasked (RESP3 push: tracking invalidations, pub/sub). */
   isPush(bytes: Buffer): boolean;
-  /** A native error reply: `-ERR poolside REASON message`. */
-  errorReply(reason: FailureReason, message: string): Buffer;
+  /**
+   * A native error reply: `-ERR poolside REASON message`. null: the protocol has no error reply
+   * poolside could make (framed RPC): the client is closed at that reply's turn instead.
+   */
+  errorReply(reason: FailureReason, message: string): Buffer | null;
 }
 
-const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, tcp: tcpCodec };
+/**
+ * Ids written into requests and read back from responses, for a codec whose responses may come
+ * out of order. Ids are poolside's, below `space`; each is unique among a connection's requests in
+ * flight, so two clients that both use id 1 never collide.
+ */
+export interface RequestIds {
+  /** How many distinct ids the field holds (at most 2^32). */
+  readonly space: number;
+  /** The client's own id as `request` carries it, to put back into the response. */
+  original(request: Buffer): Buffer;
+  /** A copy of `request` carrying poolside's `id` (the client's bytes are left as they are). */
+  tag(request: Buffer, id: number): Buffer;
+  /** poolside's id in a response, or -1 when it cannot be one poolside gave. */
+  idOf(response: Buffer): number;
+  /** Puts the client's id back into `response`, in place (poolside's own buffer). */
+  restore(response: Buffer, original: Buffer): void;
+}
+
+/** How a heartbeat was answered: `busy` (Redis -BUSY, -LOADING) is an error that proves the server alive. */
+export type HeartbeatReply = 'ok' | 'busy' | 'error';
+
+/** The codec's verdict on a reply to its heartbeatRequest. */
+export function judgeHeartbeat(codec: Codec, bytes: Buffer): HeartbeatReply {
+  if (codec.heartbeatReply !== undefined) return codec.heartbeatReply(bytes);
+  return !codec.isErrorResponse(bytes) ? 'ok' : codec.isBusyResponse(bytes) ? 'busy' : 'error';
+}
+
+const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, framed: framedCodec, tcp: tcpCodec };
 
 export function codecFor(protocol: Protocol): Codec {
   const codec = codecs[protocol];

@@ -10,21 +10,25 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
 import type { Document } from 'yaml';
+import { frameLength } from '../codec/framed/framing.js';
 import { parsePolicyName } from '../codec/redis/policy.js';
 import { twemproxyServerName } from '../router/ketama.js';
 import { resolveAccount } from './accounts.js';
+import { formatHex, parseHex, PROBED_PROTOCOLS } from './probe.js';
+import type { Expect, Probe, ProbeAnswer } from './probe.js';
 import type { Account, AccountDatabase } from './accounts.js';
 import { DEFAULTS, KETAMA_HASHES } from './schema.js';
 import type {
   AdminConfig,
   Config,
+  Endian,
+  FieldSize,
+  FramedConfig,
   KetamaOnEjection,
   LeaseMode,
   ListenAddress,
   LogLevel,
   PoolConfig,
-  Probe,
-  ProbeExpect,
   Protocol,
   Routing,
   ServerConfig,
@@ -41,7 +45,6 @@ import {
   parseAdminAddress,
   parseBoolean,
   parseHashTag,
-  parseHex,
   parseListenAddress,
   parseMode,
   parseName,
@@ -71,9 +74,7 @@ export class ConfigError extends Error {
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
 /** Parsing covers every protocol; enabling one once its codec exists is adding it here. */
-const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'tcp']);
-/** Protocols whose heartbeat is configured (`heartbeat.send/expect`) rather than the protocol's own. */
-const PROBE_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['framed', 'tcp']);
+const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'framed', 'tcp']);
 const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -84,7 +85,7 @@ const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
-  'commands', 'tls', 'tcp',
+  'commands', 'tls', 'framed', 'tcp',
 ];
 const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db', 'tls'];
 const TLS_KEYS = ['ca_file', 'cert_file', 'key_file', 'servername', 'reject_unauthorized'];
@@ -244,6 +245,8 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const notYet = `protocol ${protocol} is not implemented yet (available: ${available})`;
   walk.check(IMPLEMENTED_PROTOCOLS.has(protocol), [protocolSlot], notYet);
 
+  const framed = readFramed(walk, pool, protocol);
+
   const listenSlot = pool.require('listen', 'an address or a list of addresses');
   const listenSlots = listenSlot === undefined ? [] : walk.list(listenSlot, 'listen address', true);
   const listen = listenSlots.map((slot) => readListen(walk, slot));
@@ -336,7 +339,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       timeoutMs: walk.duration(connect?.get('timeout'), d.connect.timeoutMs, 'rejected'),
       backoff: { initialMs, maxMs },
     },
-    heartbeat: readHeartbeat(walk, pool.get('heartbeat'), protocol),
+    heartbeat: readHeartbeat(walk, pool.get('heartbeat'), protocol, framed),
     idleTimeoutMs: walk.duration(pool.get('idle_timeout'), d.idleTimeoutMs, 'allowed'),
     maxLifetimeMs: walk.duration(pool.get('max_lifetime'), d.maxLifetimeMs, 'allowed'),
     eject: {
@@ -355,55 +358,33 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     },
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
     commands: readCommands(walk, pool.get('commands')),
+    framed,
     tcp: readTcp(walk, pool.get('tcp'), protocol),
   };
 }
 
-/** `tcp: { reset: { send, expect } }`, only for protocol: tcp. */
+/**
+ * `tcp: { reset: { send, expect } }`, only for protocol: tcp. The reset's reply is recognised at the
+ * end of the stream, so it needs an expect of some length (not "any reply").
+ */
 function readTcp(walk: Walk, slot: Slot | undefined, protocol: Protocol): PoolConfig['tcp'] {
   const d = DEFAULTS.pool.tcp;
   if (slot === undefined) return d;
   if (protocol !== 'tcp') {
-    walk.report(slot, `only a pool with protocol: tcp has a tcp section (this one is ${protocol})`);
+    walk.report(slot, `tcp applies only to protocol tcp (this pool is ${protocol})`);
     return d;
   }
-  const section = walk.section(slot, ['reset']);
-  const resetSlot = section?.get('reset');
-  if (resetSlot === undefined) return d;
-  const reset = walk.section(resetSlot, ['send', 'expect']);
-  if (reset === undefined) return d;
-  return { reset: readProbe(walk, reset, resetSlot) };
+  const resetSlot = walk.section(slot, ['reset'])?.get('reset');
+  const reset = resetSlot === undefined ? undefined : walk.section(resetSlot, ['send', 'expect']);
+  if (reset === undefined || resetSlot === undefined) return d;
+  const sendSlot = reset.require('send', 'hex bytes that ask the service to reset');
+  const expectSlot = reset.require('expect', 'hex bytes, { prefix }, or { mask, value }: the reply that proves the connection clean');
+  if (sendSlot === undefined || expectSlot === undefined) return d;
+  const probe = readProbe(walk, sendSlot, expectSlot, null);
+  if (probe === null || probe.expect.kind === 'any') return d;
+  return { reset: probe };
 }
 
-/** `send: "<hex>"` and `expect: "<hex>" | { prefix: "<hex>" } | { mask: "<hex>", value: "<hex>" }`. */
-function readProbe(walk: Walk, section: Section, slot: Slot): Probe | null {
-  const sendSlot = section.get('send');
-  const expectSlot = section.get('expect');
-  if (sendSlot === undefined || expectSlot === undefined) {
-    walk.report(slot, 'needs both send and expect (hex bytes)');
-    return null;
-  }
-  const send = walk.parse(sendSlot, Buffer.alloc(0), parseHex);
-  let expect: ProbeExpect | null = null;
-  if (isMap(expectSlot.node)) {
-    const how = walk.section(expectSlot, ['prefix', 'mask', 'value']);
-    const [prefixSlot, maskSlot, valueSlot] = [how?.get('prefix'), how?.get('mask'), how?.get('value')];
-    if (prefixSlot !== undefined && maskSlot === undefined && valueSlot === undefined) {
-      expect = { kind: 'prefix', bytes: walk.parse(prefixSlot, Buffer.alloc(0), parseHex) };
-    } else if (prefixSlot === undefined && maskSlot !== undefined && valueSlot !== undefined) {
-      const mask = walk.parse(maskSlot, Buffer.alloc(0), parseHex);
-      const value = walk.parse(valueSlot, Buffer.alloc(0), parseHex);
-      walk.check(mask.length === value.length, [valueSlot], `mask and value must be as long (${mask.length} and ${value.length} bytes)`);
-      expect = { kind: 'mask', mask, value };
-    } else {
-      walk.report(expectSlot, 'expected hex bytes, { prefix: <hex> } or { mask: <hex>, value: <hex> }');
-    }
-  } else {
-    expect = { kind: 'exact', bytes: walk.parse(expectSlot, Buffer.alloc(0), parseHex) };
-  }
-  if (expect === null) return null;
-  return { send, expect };
-}
 
 /**
  * The pool's changes to the built-in command policy. Names are checked against the command tables
@@ -439,27 +420,38 @@ function readCommands(walk: Walk, slot: Slot | undefined): PoolConfig['commands'
   return lists;
 }
 
-function readHeartbeat(walk: Walk, slot: Slot | undefined, protocol: Protocol): PoolConfig['heartbeat'] {
+const HEARTBEAT_KEYS = ['interval', 'timeout', 'misses', 'jitter', 'send', 'expect', 'answer'];
+
+/**
+ * `heartbeat:`. Redis's is PING; framed and tcp pools have a heartbeat only when `send` says what
+ * to send (without one, interval is 0: liveness is TCP keepalive and eviction on error, and
+ * --check-config warns). `answer` answers the server's own heartbeat requests.
+ */
+function readHeartbeat(walk: Walk, slot: Slot | undefined, protocol: Protocol, framed: FramedConfig | null): PoolConfig['heartbeat'] {
   const d = DEFAULTS.pool.heartbeat;
-  // Configured protocols have no heartbeat of their own: without send/expect there is none.
-  const none = PROBE_PROTOCOLS.has(protocol) ? { ...d, intervalMs: 0 } : { ...d };
+  const probed = PROBED_PROTOCOLS.has(protocol);
   if (slot !== undefined && isScalar(slot.node) && typeof slot.node.value === 'boolean') {
-    if (slot.node.value && PROBE_PROTOCOLS.has(protocol)) walk.report(slot, `a ${protocol} pool's heartbeat needs send and expect (hex bytes)`);
-    return slot.node.value ? none : { ...d, intervalMs: 0 };
+    const on = slot.node.value;
+    walk.check(!on || !probed, [slot], `protocol ${protocol} has no heartbeat of its own: give heartbeat.send (and expect), or leave heartbeat out`);
+    return on && !probed ? { ...d } : { ...d, intervalMs: 0 };
   }
-  if (slot === undefined) return none;
-  const heartbeat = walk.section(slot, ['interval', 'timeout', 'misses', 'jitter', 'send', 'expect']);
-  const sendSlot = heartbeat?.get('send');
-  const expectSlot = heartbeat?.get('expect');
-  let probe: Probe | null = null;
-  if (sendSlot !== undefined || expectSlot !== undefined) {
-    if (!PROBE_PROTOCOLS.has(protocol)) walk.report((sendSlot ?? expectSlot) as Slot, `a ${protocol} pool's heartbeat is the protocol's own; send and expect are for ${[...PROBE_PROTOCOLS].join(' and ')} pools`);
-    else if (heartbeat !== undefined) probe = readProbe(walk, heartbeat, slot);
-  }
+  const heartbeat = slot === undefined ? undefined : walk.section(slot, HEARTBEAT_KEYS);
   const intervalSlot = heartbeat?.get('interval');
   const timeoutSlot = heartbeat?.get('timeout');
   const jitterSlot = heartbeat?.get('jitter');
-  const intervalMs = walk.duration(intervalSlot, d.intervalMs, 'allowed');
+  const [sendSlot, expectSlot, answerSlot] = [heartbeat?.get('send'), heartbeat?.get('expect'), heartbeat?.get('answer')];
+  if (!probed) {
+    for (const [key, keySlot] of [['send', sendSlot], ['expect', expectSlot], ['answer', answerSlot]] as const) {
+      walk.check(keySlot === undefined, [keySlot], `heartbeat.${key} applies only to protocol framed and tcp (protocol ${protocol} has its own heartbeat)`);
+    }
+  }
+  const probe = probed ? readProbe(walk, sendSlot, expectSlot, framed) : null;
+  // framed and tcp without `send`: nothing to send, so no heartbeat unless interval asks for one (an error).
+  const intervalDefault = probed && probe === null ? 0 : d.intervalMs;
+  const intervalMs = walk.duration(intervalSlot, intervalDefault, 'allowed');
+  if (probed && probe === null && sendSlot === undefined) {
+    walk.check(intervalMs === 0, [intervalSlot], `protocol ${protocol} has no heartbeat of its own: heartbeat.send must say what to send`);
+  }
   const timeoutMs = walk.duration(timeoutSlot, d.timeoutMs, intervalMs === 0 ? 'allowed' : 'rejected');
   walk.check(
     intervalMs === 0 || timeoutMs < intervalMs,
@@ -469,9 +461,149 @@ function readHeartbeat(walk: Walk, slot: Slot | undefined, protocol: Protocol): 
   const jitter = walk.parse(jitterSlot, d.jitter, parsePercent);
   // At 100% a beat could be scheduled at interval × 0, i.e. in a tight loop.
   walk.check(jitter < 1, [jitterSlot], 'must be less than 100%');
-  const misses = walk.parse(heartbeat?.get('misses'), d.misses, wholeNumber(1));
-  if (PROBE_PROTOCOLS.has(protocol) && probe === null) return { ...none, timeoutMs, misses, jitter };
-  return { intervalMs, timeoutMs, misses, jitter, probe };
+  const answer = probed && answerSlot !== undefined ? readProbeAnswer(walk, answerSlot, framed) : null;
+  return {
+    intervalMs: probe === null && probed ? 0 : intervalMs,
+    timeoutMs,
+    misses: walk.parse(heartbeat?.get('misses'), d.misses, wholeNumber(1)),
+    jitter,
+    probe,
+    answer,
+  };
+}
+
+function readProbe(walk: Walk, sendSlot: Slot | undefined, expectSlot: Slot | undefined, framed: FramedConfig | null): Probe | null {
+  if (sendSlot === undefined) {
+    walk.check(expectSlot === undefined, [expectSlot], 'heartbeat.expect needs heartbeat.send (what to send)');
+    return null;
+  }
+  const send = walk.parse(sendSlot, null, parseHex);
+  if (send !== null && framed !== null) checkWholeFrame(walk, sendSlot, send, framed);
+  const expect = expectSlot === undefined ? ANY : readExpect(walk, expectSlot);
+  return send === null ? null : { send, expect };
+}
+
+function readProbeAnswer(walk: Walk, slot: Slot, framed: FramedConfig | null): ProbeAnswer | null {
+  const section = walk.section(slot, ['match', 'reply']);
+  const [matchSlot, replySlot] = [section?.require('match', 'what marks a heartbeat request: hex, { prefix }, or { mask, value }'), section?.require('reply', 'hex bytes')];
+  if (matchSlot === undefined || replySlot === undefined) return null;
+  const match = readExpect(walk, matchSlot);
+  const reply = walk.parse(replySlot, null, parseHex);
+  if (reply !== null && framed !== null) checkWholeFrame(walk, replySlot, reply, framed);
+  return reply === null ? null : { match, reply };
+}
+
+const ANY: Expect = { kind: 'any' };
+
+/** `"hex"` (exact bytes), `{ prefix: "hex" }`, or `{ mask: "hex", value: "hex" }` of one length. */
+function readExpect(walk: Walk, slot: Slot): Expect {
+  if (!isMap(slot.node)) {
+    const bytes = walk.parse(slot, null, parseHex);
+    return bytes === null ? ANY : { kind: 'exact', bytes };
+  }
+  const section = walk.section(slot, ['prefix', 'mask', 'value']);
+  const [prefixSlot, maskSlot, valueSlot] = [section?.get('prefix'), section?.get('mask'), section?.get('value')];
+  if (prefixSlot !== undefined) {
+    walk.check(maskSlot === undefined && valueSlot === undefined, [maskSlot ?? valueSlot], 'give prefix, or mask and value, not both');
+    const bytes = walk.parse(prefixSlot, null, parseHex);
+    return bytes === null ? ANY : { kind: 'prefix', bytes };
+  }
+  if (maskSlot === undefined || valueSlot === undefined) {
+    walk.report(slot, 'expected { prefix: "<hex>" } or { mask: "<hex>", value: "<hex>" }');
+    return ANY;
+  }
+  const mask = walk.parse(maskSlot, null, parseHex);
+  const value = walk.parse(valueSlot, null, parseHex);
+  if (mask === null || value === null) return ANY;
+  if (mask.length !== value.length) {
+    walk.report(valueSlot, `mask and value must be the same length: mask has ${mask.length} bytes, value ${value.length}`);
+    return ANY;
+  }
+  const stray = value.findIndex((byte, i) => (byte & ~mask[i]) !== 0);
+  walk.check(stray < 0, [valueSlot], `value has bits set outside the mask at byte ${stray} (value ${formatHex(value)}, mask ${formatHex(mask)}): it could never match`);
+  return { kind: 'mask', mask, value };
+}
+
+/** A configured frame (heartbeat.send, heartbeat.answer.reply) must be one whole frame by the pool's framing. */
+function checkWholeFrame(walk: Walk, slot: Slot, frame: Buffer, framed: FramedConfig): void {
+  if (frame.length < framed.headerSize) {
+    walk.report(slot, `is ${frame.length} bytes, shorter than framed.header_size (${framed.headerSize})`);
+    return;
+  }
+  const length = frameLength(framed, frame);
+  if (!length.ok) walk.report(slot, length.message);
+  else walk.check(length.bytes === frame.length, [slot], `is ${frame.length} bytes, but its length field makes a frame of ${length.bytes} bytes: it must be one whole frame`);
+}
+
+const FIELD_SIZES: readonly FieldSize[] = [1, 2, 4, 8];
+const ENDIANS: readonly Endian[] = ['big', 'little'];
+const UNASKED: readonly FramedConfig['unasked'][] = ['drop', 'close'];
+
+function fieldSize(value: unknown): { ok: true; value: FieldSize } | { ok: false; message: string } {
+  const size = FIELD_SIZES.find((s) => s === value);
+  return size === undefined ? { ok: false, message: `expected 1, 2, 4 or 8 (bytes), got ${describe(value)}` } : { ok: true, value: size };
+}
+
+function integer(value: unknown): { ok: true; value: number } | { ok: false; message: string } {
+  return typeof value === 'number' && Number.isSafeInteger(value) ? { ok: true, value } : { ok: false, message: `expected a whole number (may be negative), got ${describe(value)}` };
+}
+
+/**
+ * `framed:` (required with protocol framed, refused with any other): the header, its length field,
+ * an optional request-id field, max_frame and what to do with frames nobody asked for.
+ */
+function readFramed(walk: Walk, pool: Section, protocol: Protocol): FramedConfig | null {
+  const slot = pool.get('framed');
+  if (protocol !== 'framed') {
+    walk.check(slot === undefined, [slot], `framed applies only to protocol framed (this pool is ${protocol})`);
+    return null;
+  }
+  const d = DEFAULTS.framed;
+  const framedSlot = pool.require('framed', 'header_size and length: how frames are delimited');
+  const framed = framedSlot === undefined ? undefined : walk.section(framedSlot, ['header_size', 'length', 'request_id', 'max_frame', 'unasked']);
+  const headerSlot = framed?.require('header_size', 'bytes before the body, the length field among them');
+  const headerSize = walk.parse(headerSlot, 4, wholeNumber(1, 65536));
+  const lengthSlot = framed?.require('length', '{ offset, size, endian, includes_header, adjustment }');
+  const length = lengthSlot === undefined ? undefined : walk.section(lengthSlot, ['offset', 'size', 'endian', 'includes_header', 'adjustment']);
+  const lengthOffsetSlot = length?.require('offset', 'where the length field starts in the header');
+  const lengthSizeSlot = length?.require('size', '1, 2, 4 or 8 bytes');
+  const lengthField = {
+    offset: walk.parse(lengthOffsetSlot, 0, wholeNumber(0)),
+    size: walk.parse(lengthSizeSlot, 4, fieldSize),
+    endian: walk.parse(length?.get('endian'), 'big', oneOf(ENDIANS)),
+    includesHeader: walk.parse(length?.get('includes_header'), false, parseBoolean),
+    adjustment: walk.parse(length?.get('adjustment'), 0, integer),
+  };
+  const outside = (offset: number, size: number): boolean => offset + size > headerSize;
+  walk.check(
+    !outside(lengthField.offset, lengthField.size),
+    [lengthOffsetSlot, lengthSizeSlot, headerSlot],
+    `the length field (offset ${lengthField.offset}, size ${lengthField.size}) must lie inside the ${headerSize}-byte header`,
+  );
+  let requestId: FramedConfig['requestId'] = null;
+  const idSlot = framed?.get('request_id');
+  const id = idSlot === undefined ? undefined : walk.section(idSlot, ['offset', 'size']);
+  if (id !== undefined) {
+    const [idOffsetSlot, idSizeSlot] = [id.require('offset', 'where the request id starts in the header'), id.require('size', '1, 2, 4 or 8 bytes')];
+    requestId = { offset: walk.parse(idOffsetSlot, 0, wholeNumber(0)), size: walk.parse(idSizeSlot, 4, fieldSize) };
+    walk.check(
+      !outside(requestId.offset, requestId.size),
+      [idOffsetSlot, idSizeSlot],
+      `the request id (offset ${requestId.offset}, size ${requestId.size}) must lie inside the ${headerSize}-byte header`,
+    );
+    const overlaps = requestId.offset < lengthField.offset + lengthField.size && lengthField.offset < requestId.offset + requestId.size;
+    walk.check(!overlaps, [idOffsetSlot, idSizeSlot, lengthOffsetSlot, lengthSizeSlot], 'the request id must not overlap the length field');
+  }
+  const maxSlot = framed?.get('max_frame');
+  const maxFrameBytes = walk.size(maxSlot, d.maxFrameBytes);
+  walk.check(maxFrameBytes >= headerSize, [maxSlot], `must be at least framed.header_size (${headerSize} bytes)`);
+  return {
+    headerSize,
+    length: lengthField,
+    requestId,
+    maxFrameBytes,
+    unasked: walk.parse(framed?.get('unasked'), d.unasked, oneOf(UNASKED)),
+  };
 }
 
 /** A user or group name, or a numeric id, resolved now: a typo is a config error, not a failed start. */

@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { PROBED_PROTOCOLS } from './probe.js';
 import type { Config } from './schema.js';
 
 /** One line per problem; empty when starting could bind every unix listener. */
@@ -33,4 +34,21 @@ export function preflight(config: Config): string[] {
     }
   }
   return problems;
+}
+
+/**
+ * What is allowed but probably not meant, one line each (printed by --check-config, logged at start;
+ * never a reason to refuse the config): a framed or tcp pool with no configured heartbeat cannot
+ * tell a frozen server from an idle one.
+ */
+export function configWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  for (const pool of config.pools) {
+    if (PROBED_PROTOCOLS.has(pool.protocol) && pool.heartbeat.probe === null) {
+      warnings.push(
+        `pools.${pool.name}.heartbeat: no heartbeat configured (heartbeat.send, heartbeat.expect): liveness is TCP keepalive and eviction on error only, so a frozen server (SIGSTOP, a deadlocked process) that keeps its sockets open will not be detected`,
+      );
+    }
+  }
+  return warnings;
 }

@@ -6,6 +6,7 @@
  */
 
 import type { Account } from './accounts.js';
+import type { Probe, ProbeAnswer } from './probe.js';
 
 export type Protocol = 'redis' | 'memcached' | 'framed' | 'tcp';
 export type Routing = 'failover' | 'ketama';
@@ -73,30 +74,49 @@ export interface BackoffConfig {
   maxMs: number;
 }
 
-/**
- * What proves a reply right: the same bytes, a prefix of it, or `mask` over its first bytes
- * (reply[i] & mask[i] === value[i] & mask[i] for every byte of the mask).
- */
-export type ProbeExpect =
-  | { kind: 'exact'; bytes: Buffer }
-  | { kind: 'prefix'; bytes: Buffer }
-  | { kind: 'mask'; value: Buffer; mask: Buffer };
-
-/** A configured send/expect exchange: a heartbeat, or a tcp pool's reset. */
-export interface Probe {
-  send: Buffer;
-  expect: ProbeExpect;
-}
-
 export interface HeartbeatConfig {
-  /** 0 disables heartbeats (a tcp pool without `probe` has none). */
+  /** 0 disables heartbeats. */
   intervalMs: number;
   timeoutMs: number;
   misses: number;
   /** Fraction 0..1: each beat is scheduled at interval × (1 ± jitter). */
   jitter: number;
-  /** Configured heartbeat (`send`/`expect`); null: the protocol's own (Redis PING), or none. */
+  /**
+   * The configured heartbeat (`send`/`expect`, protocols framed and tcp); null: the codec's own
+   * (Redis PING), or, for framed and tcp, none at all (intervalMs is then 0: liveness is TCP
+   * keepalive and eviction on error).
+   */
   probe: Probe | null;
+  /** How poolside answers the server's own heartbeat requests (`answer`); null: it does not. */
+  answer: ProbeAnswer | null;
+}
+
+/** A length field or a request-id field: where it is in the header, and how wide. */
+export type FieldSize = 1 | 2 | 4 | 8;
+export type Endian = 'big' | 'little';
+
+/**
+ * `protocol: framed`: every frame (request or response) is a header of headerSize bytes holding a
+ * length field, then a body. The frame's total size is
+ *   length + adjustment + (includesHeader ? 0 : headerSize).
+ */
+export interface FramedConfig {
+  headerSize: number;
+  length: { offset: number; size: FieldSize; endian: Endian; includesHeader: boolean; adjustment: number };
+  /**
+   * Where each frame carries its request id (null: none, replies come in request order). With one,
+   * replies may come out of order; poolside gives each request a connection-unique id and restores
+   * the client's in the reply.
+   */
+  requestId: { offset: number; size: FieldSize } | null;
+  /** Largest frame either way, header included; checked from the header, before buffering. */
+  maxFrameBytes: number;
+  /**
+   * A frame from the server that answers nothing waiting (no request in flight, an unknown id) and
+   * is not a heartbeat request `heartbeat.answer` matches: dropped and counted, or the connection
+   * closed (the reply stream can no longer be trusted).
+   */
+  unasked: 'drop' | 'close';
 }
 
 /** `protocol: tcp` only. */
@@ -166,6 +186,8 @@ export interface PoolConfig {
    * `CONFIG GET`, uppercase, one space. The most specific name wins; deny beats allow.
    */
   commands: { allow: readonly string[]; deny: readonly string[] };
+  /** `protocol: framed`'s framing; null for every other protocol. */
+  framed: FramedConfig | null;
 }
 
 export interface AdminConfig {
@@ -198,7 +220,7 @@ export const DEFAULTS = {
     lease: 'shared' as LeaseMode,
     queue: { max: 1000, timeoutMs: 500 },
     connect: { timeoutMs: 1000, backoff: { initialMs: 100, maxMs: 5000 } },
-    heartbeat: { intervalMs: 5000, timeoutMs: 1000, misses: 2, jitter: 0.2, probe: null as Probe | null },
+    heartbeat: { intervalMs: 5000, timeoutMs: 1000, misses: 2, jitter: 0.2, probe: null as Probe | null, answer: null as ProbeAnswer | null },
     idleTimeoutMs: 300_000,
     maxLifetimeMs: 3_600_000,
     eject: { afterFailures: 3, forMs: 10_000 },
@@ -210,4 +232,6 @@ export const DEFAULTS = {
     unixMode: 0o660,
   },
   server: { weight: 1, db: 0 },
+  /** `framed:` of a framed pool (null on every other pool, so not under pool). */
+  framed: { maxFrameBytes: 16 << 20, unasked: 'close' as FramedConfig['unasked'] },
 } as const;

@@ -77,15 +77,6 @@ export function parseHashTag(value: unknown): Parsed<string> {
   return fail(`expected two characters such as "{}", or "" for none, got ${describe(value)}${hint}`);
 }
 
-/** Bytes written as hex (`"0000000470696e67"`; spaces allowed between bytes), at least one. */
-export function parseHex(value: unknown): Parsed<Buffer> {
-  const text = typeof value === 'string' ? value.replace(/\s+/g, '') : null;
-  if (text === null || text === '' || !/^(?:[0-9a-fA-F]{2})+$/.test(text)) {
-    return fail(`expected hex bytes such as "50494e470d0a", got ${describe(value)}`);
-  }
-  return ok(Buffer.from(text, 'hex'));
-}
-
 // setTimeout fires at once for delays above 2^31-1 ms, so a longer duration would silently mean 0.
 export const MAX_DURATION_MS = 2 ** 31 - 1;
 

@@ -16,7 +16,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { TlsConfig } from '../config/schema.js';
-import type { Codec } from '../codec/registry.js';
+import { judgeHeartbeat } from '../codec/registry.js';
+import type { Codec, HeartbeatReply, RequestIds } from '../codec/registry.js';
 import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Clock, Timer } from '../util/clock.js';
@@ -78,8 +79,39 @@ export type ConnectionState =
  */
 export type HeartbeatState = { kind: 'idle'; dueAt: number } | { kind: 'awaiting'; sentAt: number; misses: number };
 
-/** How a heartbeat was answered: `busy` (Redis -BUSY, -LOADING) is an error that proves the server alive. */
-export type HeartbeatReply = 'ok' | 'busy' | 'error';
+export type { HeartbeatReply } from '../codec/registry.js';
+
+/**
+ * A request in flight on a connection whose codec matches responses by id (Codec.requestIds): its
+ * target and the client's own id, put back into the response. Answered out of order, it stays in
+ * the FIFO marked done until every request before it is answered too, so the FIFO's head is still
+ * the oldest request unanswered (the request deadline) and destroy() fails only the unanswered.
+ */
+class Tagged implements ResponseTarget {
+  done = false;
+  constructor(
+    readonly target: ResponseTarget,
+    readonly original: Buffer,
+  ) {}
+
+  get expects(): unknown {
+    return this.target.expects;
+  }
+
+  onResponse(bytes: Buffer): void {
+    this.target.onResponse(bytes);
+  }
+
+  onFailure(reason: FailureReason, message: string, retryable: boolean): void {
+    if (!this.done) this.target.onFailure(reason, message, retryable);
+  }
+}
+
+/**
+ * TCP keepalive's idle time on connections whose protocol has no heartbeat (framed or tcp with
+ * none configured): the kernel then probes a silent peer, so a server host that vanished is found.
+ */
+const KEEPALIVE_IDLE_MS = 10_000;
 
 export interface ConnectionOwner {
   onReady(conn: Connection): void;
@@ -87,6 +119,11 @@ export interface ConnectionOwner {
   onHeartbeat(conn: Connection, reply: HeartbeatReply, sentAt: number): void;
   /** Fired once, after every in-flight target was failed. */
   onClose(conn: Connection, reason: CloseReason, message: string, wasReady: boolean): void;
+  /**
+   * A frame the server sent on its own: a heartbeat request poolside `answered` (Codec.answerServer),
+   * or a response to nothing waiting that the codec says to drop (`dropped`).
+   */
+  onUnasked?(conn: Connection, action: 'answered' | 'dropped'): void;
   /**
    * A target threw while handed its response: poolside's own fault, not the server's. The
    * connection and its reply stream are intact and carry on; the owner makes it loud.
@@ -212,6 +249,10 @@ export class Connection implements ResponseSink {
   readonly #settings: ConnectionSettings;
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
+  /** With Codec.requestIds: requests in flight by the id poolside gave them (their Tagged is in #inflight too). */
+  readonly #ids: RequestIds | null;
+  readonly #byId = new Map<number, Tagged>();
+  #lastId = 0;
   /** Requests ever queued on #inflight, and ever answered: the oldest in flight is number #answered. */
   #queued = 0;
   #answered = 0;
@@ -249,6 +290,7 @@ export class Connection implements ResponseSink {
     this.#lastProgressAt = now;
     this.#lastUsedAt = now;
     this.#decoder = codec.responseDecoder(this);
+    this.#ids = codec.requestIds ?? null;
     this.#clock = settings.clock;
     this.#settings = settings;
   }
@@ -451,7 +493,7 @@ export class Connection implements ResponseSink {
 
   /** Requests written (or queued to be written) and not yet answered. */
   get inflight(): number {
-    return this.#inflight.length;
+    return this.#ids === null ? this.#inflight.length : this.#byId.size;
   }
 
   /** Requests queued this turn, not yet written: they go out together in the turn's one write. */
@@ -467,7 +509,7 @@ export class Connection implements ResponseSink {
    */
   stalledFor(now: number): number {
     // Reads held by poolside itself: the server is not the one keeping the request waiting.
-    if (this.#inflight.length === 0 || this.#readsHeld) return 0;
+    if (this.inflight === 0 || this.#readsHeld) return 0;
     const writtenAt = this.#writes.writtenAt(this.#answered);
     if (writtenAt === undefined) return 0;
     return Math.max(0, now - Math.max(writtenAt, this.#lastReadAt));
@@ -502,11 +544,37 @@ export class Connection implements ResponseSink {
       queueMicrotask(() => target.onFailure('SERVER_ERROR', message, true));
       return;
     }
-    this.#inflight.push(target);
+    const ids = this.#ids;
+    let out = bytes;
+    if (ids !== null) {
+      const id = this.#freeId(ids);
+      if (id < 0) {
+        const message = `all ${ids.space - 1} request ids of the connection are in flight (framed.request_id is too narrow for this load)`;
+        queueMicrotask(() => target.onFailure('SERVER_ERROR', message, true));
+        return;
+      }
+      const tagged = new Tagged(target, ids.original(bytes));
+      this.#byId.set(id, tagged);
+      this.#inflight.push(tagged);
+      out = ids.tag(bytes, id);
+    } else {
+      this.#inflight.push(target);
+    }
     this.#queued++;
     // A request now waits behind the reply whose reads were held: it is not kept waiting for a slow reader.
     if (this.#readsHeld) this.releaseReads();
-    this.sendRaw(bytes);
+    this.sendRaw(out);
+  }
+
+  /** The next id not in flight on this connection (1 … space-1, round robin), or -1 when all are. */
+  #freeId(ids: RequestIds): number {
+    if (this.#byId.size >= ids.space - 1) return -1;
+    let id = this.#lastId;
+    do {
+      id = id + 1 >= ids.space ? 1 : id + 1;
+    } while (this.#byId.has(id));
+    this.#lastId = id;
+    return id;
   }
 
   /**
@@ -514,14 +582,15 @@ export class Connection implements ResponseSink {
    * reply through onHeartbeat, with this heartbeat's own send time.
    */
   beat(now: number): void {
-    if (this.#heartbeat.kind === 'awaiting') return;
+    const request = this.#codec.heartbeatRequest;
+    if (this.#heartbeat.kind === 'awaiting' || request === null) return;
     this.#heartbeat = { kind: 'awaiting', sentAt: now, misses: 0 };
-    this.send(this.#codec.heartbeatRequest, {
+    this.send(request, {
       onResponse: (bytes) => {
         this.#heartbeatsAnswered++;
         // At most one heartbeat is out, so this reply is the one awaited.
         this.#heartbeat = { kind: 'idle', dueAt: Infinity };
-        const reply: HeartbeatReply = !this.#codec.isErrorResponse(bytes) ? 'ok' : this.#codec.isBusyResponse(bytes) ? 'busy' : 'error';
+        const reply: HeartbeatReply = judgeHeartbeat(this.#codec, bytes);
         this.#owner.onHeartbeat(this, reply, now);
       },
       onFailure: () => {},
@@ -574,11 +643,16 @@ export class Connection implements ResponseSink {
     this.#part = { kind: 'none' };
     const failure: FailureReason = 'SERVER_ERROR';
     const detail = `connection to server lost (${reason}: ${message})`;
-    // Only the head can have had response bytes read; everything behind it is untouched.
+    // In order, only the head can have had response bytes read; everything behind it is untouched.
+    // Matched by id, a response half read may be anyone's.
+    const torn = this.#decoder.midFrame;
+    const anyTorn = torn && this.#ids !== null;
+    this.#byId.clear();
     let first = true;
     for (let target = this.#inflight.shift(); target !== undefined; target = this.#inflight.shift()) {
+      if (target instanceof Tagged && target.done) continue;
       // The head of a timed-out connection is the request that got stuck: never run it twice.
-      const retryable = !(first && (this.#decoder.midFrame || reason === 'request_timeout'));
+      const retryable = !anyTorn && !(first && (torn || reason === 'request_timeout'));
       target.onFailure(first && reason === 'request_timeout' ? 'REQUEST_TIMEOUT' : failure, detail, retryable);
       first = false;
     }
@@ -586,9 +660,16 @@ export class Connection implements ResponseSink {
   }
 
   onResponse(bytes: Buffer): void {
+    // The server's own request (a heartbeat it sends its clients): answered, never matched.
+    const answer = this.#codec.answerServer?.(bytes) ?? null;
+    if (answer !== null) {
+      this.sendRaw(answer);
+      this.#owner.onUnasked?.(this, 'answered');
+      return;
+    }
     this.#responses++;
     // Relaying, frames answer what is still in flight first (an identify sent before SUBSCRIBE).
-    if (this.#relay !== null && this.#inflight.length === 0) {
+    if (this.#relay !== null && this.inflight === 0) {
       this.#relay(bytes);
       return;
     }
@@ -599,9 +680,14 @@ export class Connection implements ResponseSink {
       else this.destroy('unexpected_response', 'a push frame arrived on a connection no session owns');
       return;
     }
+    const ids = this.#ids;
+    if (ids !== null) {
+      this.#onTaggedResponse(ids, bytes);
+      return;
+    }
     const target = this.#inflight.shift();
     if (target === undefined) {
-      this.destroy('unexpected_response', 'a response arrived with no request waiting for it');
+      this.#unasked('a response arrived with no request waiting for it');
       return;
     }
     this.#answered++;
@@ -613,6 +699,40 @@ export class Connection implements ResponseSink {
     }
   }
 
+  /** A response matched by its id: the client's id goes back in, and it goes to its own target, in any order. */
+  #onTaggedResponse(ids: RequestIds, bytes: Buffer): void {
+    const id = ids.idOf(bytes);
+    const tagged = id < 0 ? undefined : this.#byId.get(id);
+    if (tagged === undefined) {
+      this.#unasked(`a response arrived with request id ${id < 0 ? '(not one poolside gives)' : id}, which no request in flight has`);
+      return;
+    }
+    this.#byId.delete(id);
+    tagged.done = true;
+    ids.restore(bytes, tagged.original);
+    // The FIFO's head is the oldest request still unanswered (the request deadline runs from its write).
+    for (let head = this.#inflight.peek(); head instanceof Tagged && head.done; head = this.#inflight.peek()) {
+      this.#inflight.shift();
+      this.#answered++;
+    }
+    try {
+      tagged.onResponse(bytes);
+    } catch (err) {
+      this.#owner.onInternalError(this, err);
+    }
+  }
+
+  /** A response to nothing waiting: dropped and counted, or the connection closed, as the codec says. */
+  #unasked(message: string): void {
+    if (this.#codec.unasked === 'drop') {
+      // Not a response anyone used: it keeps the connection no less idle.
+      this.#responses--;
+      this.#owner.onUnasked?.(this, 'dropped');
+      return;
+    }
+    this.destroy('unexpected_response', message);
+  }
+
   /**
    * Stops reading from the server until releaseReads: the client a large reply is streaming to has
    * fallen behind (see ClientOutput). Only while that reply is all that is in flight: a request
@@ -621,7 +741,7 @@ export class Connection implements ResponseSink {
    * deadline does not run meanwhile: poolside, not the server, is the one waiting.
    */
   holdReads(): void {
-    if (this.#readsHeld || this.#state.kind === 'closed' || this.#socket === null || this.#inflight.length > 1) return;
+    if (this.#readsHeld || this.#state.kind === 'closed' || this.#socket === null || this.inflight > 1) return;
     this.#readsHeld = true;
     this.#socket.pause();
   }
@@ -637,7 +757,8 @@ export class Connection implements ResponseSink {
   onResponsePart(bytes: Buffer, end: boolean): void {
     let part = this.#part;
     if (part.kind === 'none') {
-      const target = this.#relay !== null && this.#inflight.length === 0 ? undefined : this.#inflight.peek();
+      // Matched by id, the head is not necessarily whose response this is: gathered whole.
+      const target = this.#ids !== null || (this.#relay !== null && this.#inflight.length === 0) ? undefined : this.#inflight.peek();
       part = target?.onResponsePart !== undefined ? { kind: 'streaming', target } : { kind: 'gathering', pieces: [], bytes: 0 };
       this.#part = part;
     }
@@ -672,9 +793,17 @@ export class Connection implements ResponseSink {
     }
     // The heartbeat last: a connection is ready only once the server has answered, so a server
     // that accepts TCP but is frozen (SIGSTOP, a full backlog) fails the connect timeout instead.
-    const init = [...this.#codec.initRequests(settings.username, settings.password, settings.db), this.#codec.heartbeatRequest];
+    // A protocol with no heartbeat is ready once connected; the kernel's keepalive watches it.
+    const init = this.#codec.initRequests(settings.username, settings.password, settings.db);
+    const probe = this.#codec.heartbeatRequest;
+    if (probe === null) this.#socket?.setKeepAlive(true, KEEPALIVE_IDLE_MS);
     const identify = settings.identify ? this.#codec.identifyRequest : null;
-    this.#state = { kind: 'initializing', pending: init.length + (identify === null ? 0 : 1) };
+    const pending = init.length + (probe === null ? 0 : 1) + (identify === null ? 0 : 1);
+    this.#state = { kind: 'initializing', pending };
+    if (pending === 0) {
+      this.#becomeReady();
+      return;
+    }
     if (identify !== null) {
       // A server that will not tell (ACL) only loses the commands that need it, not the connection.
       this.send(identify, {
@@ -700,6 +829,23 @@ export class Connection implements ResponseSink {
       onFailure: () => {},
     };
     for (const request of init) this.send(request, step);
+    if (probe === null) return;
+    this.send(probe, {
+      onResponse: (bytes) => {
+        const verdict = judgeHeartbeat(this.#codec, bytes);
+        if (verdict !== 'ok') {
+          // A busy server (a long script, loading its dataset) is alive: not a failure of the server.
+          const reason: CloseReason = verdict === 'busy' ? 'server_busy' : 'init_failed';
+          const configured = this.#codec.heartbeatReply !== undefined;
+          const what = configured ? `setup heartbeat answered with bytes heartbeat.expect does not match: ${bytes.toString('hex', 0, 64)}` : bytes.toString('latin1').trim().slice(1, 200);
+          this.destroy(reason, what);
+          return;
+        }
+        const state = this.#state;
+        if (state.kind === 'initializing' && --state.pending === 0) this.#becomeReady();
+      },
+      onFailure: () => {},
+    });
   }
 
   /** ResponseSink: what the request whose response comes next expects (its target's `expects`). */

@@ -27,6 +27,7 @@
  * for Redis) and validates one idle longer than the interval before it is lent.
  */
 import genericPool from 'generic-pool';
+import { judgeHeartbeat } from '../codec/registry.js';
 import type { Codec } from '../codec/registry.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
@@ -50,6 +51,8 @@ export interface ExclusiveHost {
   countHeartbeatTimeout(): void;
   /** A heartbeat sent at `sentAt` (clock time) was answered as expected. */
   heartbeatAnswered(sentAt: number): void;
+  /** A frame the server sent on its own was answered or dropped (ConnectionOwner.onUnasked). */
+  countUnasked(action: 'answered' | 'dropped'): void;
   /** A lent connection stopped answering: close it and count it against the server's health. */
   evict(conn: Connection, reason: CloseReason, message: string): void;
   /** poolside's own code threw while handling a reply on one of these connections. */
@@ -307,6 +310,10 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   onHeartbeat(): void {}
 
+  onUnasked(_conn: Connection, action: 'answered' | 'dropped'): void {
+    this.#host.countUnasked(action);
+  }
+
   onInternalError(_conn: Connection, error: unknown): void {
     this.#host.internalError(error);
   }
@@ -374,17 +381,18 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     if (this.#relay) return this.#validateRaw(conn);
     if (!conn.ready || conn.inflight > 0) return Promise.resolve(false);
     const { intervalMs, timeoutMs } = this.#pool.heartbeat;
-    if (intervalMs === 0 || this.#clock.now() - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
+    const heartbeat = this.#codec.heartbeatRequest;
+    if (intervalMs === 0 || heartbeat === null || this.#clock.now() - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
     return new Promise((resolve) => {
       const timer = this.#clock.setTimeout(() => {
         this.#host.countHeartbeatTimeout();
         conn.destroy('heartbeat_failed', `validation heartbeat unanswered within ${timeoutMs}ms`);
         resolve(false);
       }, timeoutMs);
-      conn.send(this.#codec.heartbeatRequest, {
+      conn.send(heartbeat, {
         onResponse: (bytes) => {
           this.#clock.clearTimeout(timer);
-          const ok = !this.#codec.isErrorResponse(bytes);
+          const ok = judgeHeartbeat(this.#codec, bytes) === 'ok';
           if (ok) conn.markProgress(this.#clock.now());
           else conn.destroy('heartbeat_failed', 'validation heartbeat answered with an error');
           resolve(ok);

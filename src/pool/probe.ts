@@ -7,7 +7,8 @@
  * read as the reply's tail. A byte arriving after that, with nobody attached, closes the
  * connection (`unexpected_response`): it can never be handed to the next client.
  */
-import type { Probe, ProbeExpect } from '../config/schema.js';
+import { expectLength, matches } from '../config/probe.js';
+import type { Expect, Probe } from '../config/probe.js';
 import type { Clock } from '../util/clock.js';
 import type { Connection } from './connection.js';
 
@@ -19,35 +20,29 @@ export type ProbeResult =
   /** The server sent its FIN or the connection closed before the reply was decided. */
   | { kind: 'closed' };
 
-/** How many bytes decide `expect`. */
-function expectLength(expect: ProbeExpect): number {
-  return expect.kind === 'mask' ? expect.mask.length : expect.bytes.length;
-}
-
-/** Whether the first `got.length` bytes (fewer than or as many as expectLength) can still match. */
-export function stillMatches(expect: ProbeExpect, got: Buffer): boolean {
-  const n = Math.min(got.length, expectLength(expect));
-  if (expect.kind === 'mask') {
-    for (let i = 0; i < n; i++) if ((got[i] & expect.mask[i]) !== (expect.value[i] & expect.mask[i])) return false;
-    return true;
-  }
-  return got.compare(expect.bytes, 0, n, 0, n) === 0;
-}
-
 /**
- * Whether a whole reply matches: at least expectLength bytes, the first of them matching, and for
- * `exact` nothing more.
+ * Whether what a stream has read so far (`got`) can still become a match: every byte read within
+ * the expectation's length agrees with it. (`matches` then decides on the whole reply.)
  */
-export function replyMatches(expect: ProbeExpect, reply: Buffer): boolean {
-  const n = expectLength(expect);
-  if (reply.length < n || !stillMatches(expect, reply)) return false;
-  return expect.kind !== 'exact' || reply.length === n;
+export function stillMatches(expect: Expect, got: Buffer): boolean {
+  const n = Math.min(got.length, expectLength(expect));
+  switch (expect.kind) {
+    case 'any':
+      return true;
+    case 'mask':
+      for (let i = 0; i < n; i++) if ((got[i] & expect.mask[i]) !== expect.value[i]) return false;
+      return true;
+    case 'exact':
+    case 'prefix':
+      return got.compare(expect.bytes, 0, n, 0, n) === 0;
+  }
 }
 
 /** Runs one exchange on an idle, ready raw connection; the connection is left idle (nothing attached) whatever the outcome. */
 export function runProbe(conn: Connection, probe: Probe, timeoutMs: number, clock: Clock): Promise<ProbeResult> {
   return new Promise((resolve) => {
-    const need = expectLength(probe.expect);
+    // `any` reply: the first byte decides.
+    const need = Math.max(1, expectLength(probe.expect));
     let got: Buffer = Buffer.alloc(0);
     let done = false;
     const finish = (result: ProbeResult): void => {
@@ -66,7 +61,7 @@ export function runProbe(conn: Connection, probe: Probe, timeoutMs: number, cloc
       onData: (chunk) => {
         got = got.length === 0 ? chunk : Buffer.concat([got, chunk]);
         if (!stillMatches(probe.expect, got)) finish({ kind: 'mismatch', got: got.subarray(0, 64) });
-        else if (got.length >= need) finish(replyMatches(probe.expect, got) ? { kind: 'ok' } : { kind: 'mismatch', got: got.subarray(0, 64) });
+        else if (got.length >= need) finish(matches(probe.expect, got) ? { kind: 'ok' } : { kind: 'mismatch', got: got.subarray(0, 64) });
       },
       onEnd: () => finish({ kind: 'closed' }),
       onDrain: () => {},

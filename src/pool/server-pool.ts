@@ -53,6 +53,8 @@ export interface ServerCounters {
   connectDuration: Histogram;
   /** Unix time in seconds of the last answered heartbeat (0 = never). */
   lastHeartbeatSuccess: number;
+  /** Frames the server sent on its own: heartbeat requests poolside answered, responses to nothing dropped. */
+  unasked: { answered: number; dropped: number };
 }
 
 export function newServerCounters(): ServerCounters {
@@ -65,6 +67,7 @@ export function newServerCounters(): ServerCounters {
     heartbeatDuration: new Histogram(REQUEST_BUCKETS),
     connectDuration: new Histogram(CONNECT_BUCKETS),
     lastHeartbeatSuccess: 0,
+    unasked: { answered: 0, dropped: 0 },
   };
 }
 
@@ -158,6 +161,7 @@ export class ServerPool implements ConnectionOwner {
         this.counters.heartbeatDuration.observe((this.#clock.now() - sentAt) / 1000);
         this.counters.lastHeartbeatSuccess = this.#clock.epochMs() / 1000;
       },
+      countUnasked: (action) => this.counters.unasked[action]++,
       evict: (conn, reason, message) => this.#evict(conn, reason, message),
     });
   }
@@ -330,6 +334,10 @@ export class ServerPool implements ConnectionOwner {
 
   onInternalError(_conn: Connection, error: unknown): void {
     this.#events.onInternalError(error);
+  }
+
+  onUnasked(_conn: Connection, action: 'answered' | 'dropped'): void {
+    this.counters.unasked[action]++;
   }
 
   onHeartbeat(conn: Connection, reply: HeartbeatReply, sentAt: number): void {

@@ -883,11 +883,21 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const lease = this.#lease;
     if (lease.kind === 'pinned') lease.state.refusedInside();
     this.#pool.fail(reason, message);
-    this.#answer(slot, this.#codec.errorReply(reason, message));
+    const reply = this.#codec.errorReply(reason, message);
+    // No error reply in this protocol: the client is closed at this reply's turn instead.
+    if (reply === null) slot.closes = true;
+    this.#answer(slot, reply ?? EMPTY);
   }
 
   #flush(): void {
-    this.#replies.flush(!this.#closed);
+    if (this.#replies.flush(!this.#closed)) {
+      // A request poolside could not answer in the client's protocol: the replies before it are
+      // written, then the connection ends, so the client's library sees a failed call, never a
+      // reply that belongs to another request.
+      this.#stopReading();
+      this.#output.end(true);
+      return;
+    }
     if (this.#replies.length !== 0 || this.#closed) return;
     // QUIT, an error, or the client shut down its write side: end after the last reply it is owed.
     if (this.#quitting) {
@@ -973,7 +983,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       return true;
     }
     // A blocked command or a subscription reads this as its answer: it says why the connection ends.
-    if (this.#replies.length > 0 || this.subscribed) this.#output.write(this.#codec.errorReply('DRAINING', message));
+    const draining = this.#replies.length > 0 || this.subscribed ? this.#codec.errorReply('DRAINING', message) : null;
+    if (draining !== null) this.#output.write(draining);
     this.#stopReading();
     this.#output.end(true);
     return !closing;

@@ -19,7 +19,7 @@
  * had sent its own FIN first (nothing was lost), with an RST otherwise (the stream was cut).
  */
 import type net from 'node:net';
-import type { ProbeExpect } from '../config/schema.js';
+import { expectLength } from '../config/probe.js';
 import type { FailureReason } from '../errors.js';
 import type { CloseReason, Connection, StreamSink } from '../pool/connection.js';
 import type { Lease, LeaseHolder } from '../pool/lease.js';
@@ -48,11 +48,6 @@ type RelayState =
    */
   | { kind: 'resetting'; lease: Lease; conn: Connection; held: Buffer; timer: Timer }
   | { kind: 'done' };
-
-/** How many bytes decide a reset reply recognised at the end of the stream. */
-function tailLength(expect: ProbeExpect): number {
-  return expect.kind === 'mask' ? expect.mask.length : expect.bytes.length;
-}
 
 export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
   readonly id: number;
@@ -252,7 +247,7 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
   #onResetData(state: Extract<RelayState, { kind: 'resetting' }>, chunk: Buffer): void {
     const reset = this.#pool.config.tcp.reset;
     if (reset === null) return;
-    const need = tailLength(reset.expect);
+    const need = expectLength(reset.expect);
     const all = state.held.length === 0 ? chunk : Buffer.concat([state.held, chunk]);
     if (all.length >= need && stillMatches(reset.expect, all.subarray(all.length - need))) {
       this.#toClient(all.subarray(0, all.length - need), state.conn);

@@ -44,11 +44,16 @@ export class ReplyQueue {
     this.#input.add(slot.bytes.length);
   }
 
-  /** Writes every done slot at the head; `writing` false: the client is gone, replies are dropped. */
-  flush(writing: boolean): void {
+  /**
+   * Writes every done slot at the head; `writing` false: the client is gone, replies are dropped.
+   * Returns true when the head is a slot that closes the client (Slot.closes): nothing behind it
+   * is written, ever.
+   */
+  flush(writing: boolean): boolean {
     const slots = this.#slots;
     let now = 0;
     for (let head = slots.peek(); head !== undefined && head.done; head = slots.peek()) {
+      if (head.closes) return true;
       slots.shift();
       this.#input.release(head.bytes.length);
       if (head.startedAt > 0) {
@@ -61,5 +66,6 @@ export class ReplyQueue {
       }
       if (writing && !head.silent && head.response.length > 0) this.#output.write(head.response);
     }
+    return false;
   }
 }

@@ -42,6 +42,11 @@ export class Slot implements ResponseTarget {
   replaceReply: Buffer | null = null;
   /** The client asked not to get its reply: framed and dropped, never written. */
   silent = false;
+  /**
+   * poolside could not answer it and the protocol has no error reply (framed RPC): when its turn
+   * comes the client is closed instead, after the replies before it and before any behind it.
+   */
+  closes = false;
   /** What the client gets in place of its reply (the rules' ReplyMap), or null: the reply itself. */
   mapReply: ReplyMap | null = null;
   /** For requests poolside answers when their turn comes: the rules' parsed form. */

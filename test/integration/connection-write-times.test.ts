@@ -9,7 +9,7 @@ import { Cleanup } from '../helpers/cleanup.js';
 import { RedisServer } from '../helpers/servers.js';
 import { Connection } from '../../src/pool/connection.js';
 import type { ConnectionOwner } from '../../src/pool/connection.js';
-import { codecFor } from '../../src/codec/registry.js';
+import { redisCodec } from '../../src/codec/redis/codec.js';
 import { systemClock } from '../../src/util/clock.js';
 
 const cleanup = new Cleanup();
@@ -19,7 +19,7 @@ const gc = vm.runInNewContext('gc') as () => void;
 
 async function grows(check: boolean): Promise<number> {
   const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-  const codec = codecFor('redis');
+  const codec = redisCodec;
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
   const owner: ConnectionOwner = { onReady: () => ready(), onHeartbeat: () => {}, onClose: () => {}, onInternalError: () => {} };
@@ -27,7 +27,7 @@ async function grows(check: boolean): Promise<number> {
   conn.start();
   cleanup.defer(() => conn.destroy('shutdown', 'test'));
   await isReady;
-  const ping = codec.heartbeatRequest;
+  const ping = redisCodec.heartbeatRequest;
   let answered = 0;
   const target = { onResponse: () => void answered++, onFailure: () => {} };
   const measure = (): number => {

@@ -81,7 +81,7 @@ function sweepMs(c: { queueTimeoutMs: number; requestTimeoutMs: number; heartbea
   return sweepInterval({
     queue: { max: 1, timeoutMs: c.queueTimeoutMs },
     requestTimeoutMs: c.requestTimeoutMs,
-    heartbeat: { intervalMs: 1, timeoutMs: c.heartbeatTimeoutMs, misses: 1, jitter: 0, probe: null },
+    heartbeat: { intervalMs: 1, timeoutMs: c.heartbeatTimeoutMs, misses: 1, jitter: 0, probe: null, answer: null },
   });
 }
 

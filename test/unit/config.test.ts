@@ -117,6 +117,7 @@ describe('parseConfig: a good config', () => {
       maxRequestBytes: d.maxRequestBytes,
       commands: d.commands,
       tcp: d.tcp,
+      framed: null,
     } satisfies PoolConfig);
   });
 
@@ -202,7 +203,7 @@ describe('parseConfig: a good config', () => {
       lease: 'exclusive',
       queue: { max: 0, timeoutMs: 250 },
       connect: { timeoutMs: 2000, backoff: { initialMs: 50, maxMs: 60_000 } },
-      heartbeat: { intervalMs: 10_000, timeoutMs: 500, misses: 5, jitter: 0.1, probe: null },
+      heartbeat: { intervalMs: 10_000, timeoutMs: 500, misses: 5, jitter: 0.1, probe: null, answer: null },
       idleTimeoutMs: 0,
       maxLifetimeMs: 7_200_000,
       eject: { afterFailures: 1, forMs: 30_000 },
@@ -211,6 +212,7 @@ describe('parseConfig: a good config', () => {
       maxRequestBytes: 1_048_576,
       commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
       tcp: { reset: null },
+      framed: null,
     } satisfies PoolConfig);
   });
 
@@ -308,8 +310,8 @@ describe('config.example.yaml', () => {
     expect(config.admin).toEqual({ listen: { kind: 'tcp', host: '127.0.0.1', port: 9121 } });
     expect(config.log.level).toBe(DEFAULTS.log.level);
     expect(config.shutdown).toEqual(DEFAULTS.shutdown);
-    const { name, protocol, listen, servers, ...options } = onlyPool(config);
-    expect({ name, protocol }).toEqual({ name: 'cache', protocol: 'redis' });
+    const { name, protocol, listen, servers, framed, ...options } = onlyPool(config);
+    expect({ name, protocol, framed }).toEqual({ name: 'cache', protocol: 'redis', framed: null });
     expect(listen).toEqual([
       { kind: 'tcp', host: '127.0.0.1', port: 6380 },
       { kind: 'unix', path: '/tmp/poolside-cache.sock', mode: DEFAULTS.pool.unixMode, owner: null, group: null },
@@ -486,7 +488,7 @@ describe('parseConfig: where problems point', () => {
   it('parses but refuses protocols that are not implemented yet', () => {
     const text = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]');
     expect(problems(text)).toEqual([
-      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis)', at(text, 'memcached')),
+      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis, framed)', at(text, 'memcached')),
     ]);
   });
 

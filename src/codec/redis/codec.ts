@@ -28,8 +28,11 @@ function startsWith(bytes: Buffer, prefix: Buffer): boolean {
   return bytes.length >= prefix.length && bytes.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
 }
 
+/** Redis always has a heartbeat (PING) and an error reply. */
+type RedisCodec = { readonly heartbeatRequest: Buffer; errorReply(reason: FailureReason, message: string): Buffer } & Codec;
+
 /** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in commands.ts. */
-export const redisCodec: Codec = {
+export const redisCodec: RedisCodec = {
   protocol: 'redis',
   sessionKind: 'requests',
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),

@@ -2,7 +2,7 @@
  * protocol: tcp — no framing at all. Each client gets an exclusive connection for its whole life
  * and bytes are relayed both ways as they come (session/relay-session.ts), so nothing here is ever
  * asked to frame, classify or answer a request: the codec exists to say so (`sessionKind:
- * 'relay'`) and to give poolside's errors their tcp form, which is no bytes at all (a client of an
+ * 'relay'`) and that poolside has no error reply in it (errorReply null: a refused client of an
  * unknown protocol can only be told by a close). Liveness and reuse are configured exchanges
  * (heartbeat.send/expect, tcp.reset), run by the pool on raw connections (pool/probe.ts).
  */
@@ -42,10 +42,10 @@ export const tcpCodec: Codec = {
   resetRequest: NOTHING,
   identifyRequest: null,
   parseIdentity: () => null,
-  heartbeatRequest: NOTHING,
+  heartbeatRequest: null,
   okReply: NOTHING,
   isErrorResponse: () => false,
   isBusyResponse: () => false,
   isPush: () => false,
-  errorReply: () => NOTHING,
+  errorReply: () => null,
 };
