@@ -461,7 +461,10 @@ function readHeartbeat(walk: Walk, slot: Slot | undefined, protocol: Protocol, f
   const jitter = walk.parse(jitterSlot, d.jitter, parsePercent);
   // At 100% a beat could be scheduled at interval × 0, i.e. in a tight loop.
   walk.check(jitter < 1, [jitterSlot], 'must be less than 100%');
-  const answer = probed && answerSlot !== undefined ? readProbeAnswer(walk, answerSlot, framed) : null;
+  // A tcp pool frames nothing: a server's heartbeat request could not be told from other bytes, and
+  // bytes on an idle relay connection close it.
+  walk.check(protocol !== 'tcp' || answerSlot === undefined, [answerSlot], 'a tcp pool frames nothing, so it cannot tell a server\'s heartbeat request from other bytes: heartbeat.answer is for framed pools');
+  const answer = probed && protocol !== 'tcp' && answerSlot !== undefined ? readProbeAnswer(walk, answerSlot, framed) : null;
   return {
     intervalMs: probe === null && probed ? 0 : intervalMs,
     timeoutMs,

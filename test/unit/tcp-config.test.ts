@@ -42,6 +42,7 @@ describe('protocol: tcp', () => {
   it('refuses a reset without expect, bad hex, and a tcp section on another protocol, each at its line', () => {
     expect(problems(...BASE, 'tcp: { reset: { send: "00" } }')).toEqual([expect.stringMatching(/^7:12 pools\.svc\.tcp\.reset\.expect: is required/)]);
     expect(problems(...BASE, 'tcp: { reset: { send: "0g", expect: "00" } }')).toEqual([expect.stringMatching(/^7:27 pools\.svc\.tcp\.reset\.send: .*not a hex digit/)]);
+    expect(problems(...BASE, 'heartbeat: { send: "00", answer: { match: "01", reply: "02" } }')).toEqual([expect.stringMatching(/^7:38 pools\.svc\.heartbeat\.answer: a tcp pool frames nothing/)]);
     expect(problems('protocol: redis', 'listen: 127.0.0.1:7000', 'servers: [127.0.0.1:7001]', 'tcp: { reset: { send: "00", expect: "00" } }')).toEqual([
       expect.stringMatching(/^7:10 pools\.svc\.tcp: tcp applies only to protocol tcp/),
     ]);
