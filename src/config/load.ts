@@ -256,7 +256,10 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false), poolTls);
   const clientAuth = readClientAuth(walk, pool.get('client_auth'));
 
-  const routing = walk.parse(pool.get('routing'), d.routing, oneOf(ROUTINGS));
+  const routingSlot = pool.get('routing');
+  const routing = walk.parse(routingSlot, d.routing, oneOf(ROUTINGS));
+  // Raw bytes carry no key to hash.
+  walk.check(protocol !== 'tcp' || routing !== 'ketama', [routingSlot], 'a tcp pool has no keys to shard by: routing must be failover');
   if (routing === 'ketama') {
     for (const { config, weightSlot } of servers) {
       const message = `routing: ketama needs every weight to be at least 1, got ${config.weight}`;

@@ -1,4 +1,5 @@
 /** protocol: tcp in the config: tcp.reset, a configured heartbeat, and what is refused with file:line. */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import { configWarnings } from '../../src/config/preflight.js';
@@ -43,9 +44,24 @@ describe('protocol: tcp', () => {
     expect(problems(...BASE, 'tcp: { reset: { send: "00" } }')).toEqual([expect.stringMatching(/^7:12 pools\.svc\.tcp\.reset\.expect: is required/)]);
     expect(problems(...BASE, 'tcp: { reset: { send: "0g", expect: "00" } }')).toEqual([expect.stringMatching(/^7:27 pools\.svc\.tcp\.reset\.send: .*not a hex digit/)]);
     expect(problems(...BASE, 'heartbeat: { send: "00", answer: { match: "01", reply: "02" } }')).toEqual([expect.stringMatching(/^7:38 pools\.svc\.heartbeat\.answer: a tcp pool frames nothing/)]);
+    expect(problems(...BASE, 'routing: ketama')).toEqual([expect.stringMatching(/^7:14 pools\.svc\.routing: a tcp pool has no keys/)]);
     expect(problems('protocol: redis', 'listen: 127.0.0.1:7000', 'servers: [127.0.0.1:7001]', 'tcp: { reset: { send: "00", expect: "00" } }')).toEqual([
       expect.stringMatching(/^7:10 pools\.svc\.tcp: tcp applies only to protocol tcp/),
     ]);
+  });
+});
+
+describe('docs/protocols.md', () => {
+  it('the line-based TCP example is a valid config (its tls line aside: the CA file is not on this host)', () => {
+    const doc = readFileSync(new URL('../../docs/protocols.md', import.meta.url), 'utf8');
+    const section = doc.slice(doc.indexOf('## Line-based TCP service'));
+    const block = /```yaml\n([\s\S]*?)```/.exec(section)?.[1];
+    if (block === undefined) throw new Error('no yaml block in the line-based TCP section');
+    const config = parseConfig(block.split('\n').filter((line) => !line.trim().startsWith('tls:')).join('\n'), 'protocols.md');
+    const pool = config.pools[0];
+    expect(pool.protocol).toBe('tcp');
+    expect(pool.tcp.reset?.send.toString()).toBe('RESET SESSION\r\n');
+    expect(pool.heartbeat.probe?.send.toString()).toBe('PING\r\n');
   });
 });
 
