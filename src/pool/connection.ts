@@ -392,6 +392,27 @@ export class Connection implements ResponseSink {
     this.#socket.end();
   }
 
+  /**
+   * Our FIN after every byte queued, then `done` once they have left (or the connection closed):
+   * a relay that is over lets the client's last bytes out before the connection is destroyed.
+   */
+  endWriteThen(done: () => void): void {
+    const socket = this.#socket;
+    if (this.#state.kind !== 'ready' || socket === null || socket.writableFinished) {
+      done();
+      return;
+    }
+    let called = false;
+    const once = (): void => {
+      if (called) return;
+      called = true;
+      done();
+    };
+    socket.once('finish', once);
+    socket.once('close', once);
+    this.endWrite();
+  }
+
   /** Stops reading from the server: the peer its bytes go to has a full write buffer. */
   pauseStream(): void {
     if (this.#state.kind !== 'closed') this.#socket?.pause();

@@ -81,6 +81,8 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   readonly #idle = new Map<Connection, { dueAt: number; probing: Promise<boolean> | null }>();
   /** Relay pools: borrow-and-return rounds of #warm still out. */
   #warming = 0;
+  /** Relay pools: an idle connection died in generic-pool's hands (heartbeat, the server hung up): #warm replaces it. */
+  #idleDied = false;
 
   constructor(pool: PoolConfig, server: ServerConfig, codec: Codec, clock: Clock, settings: ConnectionSettings, host: ExclusiveHost) {
     this.#pool = pool;
@@ -257,11 +259,10 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
    */
   #warm(): void {
     const min = this.#pool.connections.min;
-    if (this.#closing || min === 0 || this.#warming > 0 || this.#generic.pending > 0) return;
-    let dead = 0;
-    for (const conn of this.#idle.keys()) if (!conn.ready) dead++;
+    if (this.#closing || this.#warming > 0 || this.#generic.pending > 0) return;
     const missing = min - this.#generic.size;
-    if (missing <= 0 && dead === 0) return;
+    if (missing <= 0 && !this.#idleDied) return;
+    this.#idleDied = false;
     const rounds = Math.max(0, missing) + this.#generic.available;
     for (let i = 0; i < rounds; i++) {
       this.#warming++;
@@ -320,7 +321,9 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   onClose(conn: Connection, reason: CloseReason, message: string): void {
     this.#host.countClose(reason, message);
-    // Still in generic-pool's idle list: testOnBorrow (or #warm) drops it.
+    // An idle connection that died by itself is still in generic-pool's idle list: testOnBorrow,
+    // or #warm, drops it and has it replaced. (generic-pool's own evictions and shutdown are not.)
+    if (this.#idle.delete(conn) && reason !== 'idle_timeout' && reason !== 'shutdown') this.#idleDied = true;
     this.#lent.get(conn)?.connectionClosed(reason, message);
     const waiter = this.#connecting.get(conn);
     this.#connecting.delete(conn);
@@ -408,8 +411,8 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   /** Relay pools: the heartbeat already out is waited for; else one is sent when idle longer than the interval. */
   #validateRaw(conn: Connection): Promise<boolean> {
     if (!conn.ready || conn.halfClosed) return Promise.resolve(false);
-    const idle = this.#idle.get(conn);
-    if (idle?.probing != null) return idle.probing;
+    const probing = this.#idle.get(conn)?.probing;
+    if (probing !== undefined && probing !== null) return probing;
     const { intervalMs, timeoutMs, probe } = this.#pool.heartbeat;
     if (probe === null || intervalMs === 0 || this.#clock.now() - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
     return this.#heartbeat(conn, timeoutMs);

@@ -66,6 +66,8 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
   /** The client socket closed (or was closed): the session is gone from the pool. */
   #closed = false;
   #started = false;
+  /** #finish is waiting for the bytes still queued to the server to leave (then the connection is destroyed). */
+  #finishing = false;
 
   constructor(socket: net.Socket, options: RelaySessionOptions) {
     this.id = options.id;
@@ -200,7 +202,7 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
   }
 
   onDrain(): void {
-    if (this.#state.kind === 'relaying' && !this.#clientEnded) this.#socket.resume();
+    if (this.#state.kind === 'relaying' && !this.#clientEnded && !this.#finishing) this.#socket.resume();
   }
 
   /** The connection closed; the lease tells the session through onLeaseLost as well. */
@@ -281,10 +283,18 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
 
   // ── ending ──
 
-  /** Both directions are over (or the client is gone): the connection goes back only if proven clean. */
+  /**
+   * Both directions are over (or the client is gone): the connection goes back only if proven
+   * clean. Bytes still queued to the server are let out first (destroying now would drop them).
+   */
   #finish(clean: boolean): void {
     const state = this.#state;
     if (state.kind !== 'relaying') return;
+    if (state.conn.ready && state.conn.writeBuffered > 0 && !this.#finishing) {
+      this.#finishing = true;
+      state.conn.endWriteThen(() => this.#finish(false));
+      return;
+    }
     this.#state = { kind: 'done' };
     state.lease.releaseRaw(clean);
     if (!this.#closed && this.#clientEnded && this.#serverEnded) this.#socket.destroySoon();
