@@ -10,6 +10,8 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import YAML from 'yaml';
+import { parseConfig } from '../../src/config/load.js';
 import type { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { spawnPoolside } from '../helpers/poolside-process.js';
@@ -327,3 +329,37 @@ describe('heartbeats', () => {
   });
 });
 
+
+describe('reload and shutdown', () => {
+  it('a reload that changes a tcp pool leaves a relaying client on its connection; new clients get the new pool', async () => {
+    const { redis, proxy, port } = await setup({ connections: { min: 1, max: 2 } });
+    const old = proxy.pools.get('p');
+    const before = await Peer.connect(port);
+    expect(await before.ask(encode('PING'), '\r\n')).toBe('+PONG\r\n');
+    const doc = { admin: false, pools: { p: { protocol: 'tcp', listen: ['127.0.0.1:0'], servers: [redis.address], connections: { min: 2, max: 2 } } } };
+    await proxy.reload(parseConfig(YAML.stringify(doc), 'test.yaml'));
+    expect(proxy.pools.get('p')).not.toBe(old);
+    expect(portOf(proxy)).toBe(port);
+    expect(await before.ask(encode('ECHO', 'still here'), '\r\n')).toBe('$10\r\nstill here\r\n');
+    const after = await Peer.connect(port);
+    expect(await after.ask(encode('PING'), '\r\n')).toBe('+PONG\r\n');
+    expect(server(proxy).active).toBe(1);
+    before.socket.end();
+    await waitFor(() => before.closed, 'the old client done');
+    await waitFor(() => old?.clients === 0, 'the old pool empty');
+  });
+
+  it('shutdown closes a client still waiting for a connection at once, and a relaying one (FIN) at shutdown.timeout', async () => {
+    const { port, proxy } = await setup({ connections: { min: 0, max: 1 }, queue: { timeout: '10s' } });
+    const relaying = await Peer.connect(port);
+    expect(await relaying.ask(encode('PING'), '\r\n')).toBe('+PONG\r\n');
+    const waiting = await Peer.connect(port);
+    waiting.socket.write(encode('PING'));
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.pending === 1, 'the second client waiting');
+    const drained = proxy.drain({ delayMs: 0, timeoutMs: 2000 });
+    await waitFor(() => waiting.closed, 'the waiting client closed');
+    expect(relaying.closed).toBe(false);
+    expect((await drained).cutOff).toBe(1);
+    await waitFor(() => relaying.ended, 'the relaying client given its FIN');
+  });
+});
