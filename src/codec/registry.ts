@@ -49,8 +49,11 @@ export interface Codec {
   encodeSelect(db: number): Buffer;
   /** Requests that prepare a new connection (authentication, database); each answers once. */
   initRequests(username: string | null, password: string | null, db: number): Buffer[];
-  /** Returns a connection to its fresh state after a session changed it; one reply. */
-  readonly resetRequest: Buffer;
+  /**
+   * Returns a connection to its fresh state after a session changed it; one reply. null: the
+   * protocol keeps no state on a connection (framed): a connection given back is clean as it is.
+   */
+  readonly resetRequest: Buffer | null;
   /** Asks the server for its id of a new connection (one reply), or null when the protocol has none. */
   readonly identifyRequest: Buffer | null;
   /** The id in the reply to identifyRequest, or null. */

@@ -246,6 +246,13 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   walk.check(IMPLEMENTED_PROTOCOLS.has(protocol), [protocolSlot], notYet);
 
   const framed = readFramed(walk, pool, protocol);
+  if (framed !== null) {
+    // A framed pool only frames: it has no commands to allow or deny and no AUTH to check.
+    for (const key of ['client_auth', 'commands']) {
+      const slot = pool.get(key);
+      walk.check(slot === undefined, [slot], `${key} does not apply to protocol framed (poolside does not look inside its frames)`);
+    }
+  }
 
   const listenSlot = pool.require('listen', 'an address or a list of addresses');
   const listenSlots = listenSlot === undefined ? [] : walk.list(listenSlot, 'listen address', true);

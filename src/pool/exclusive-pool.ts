@@ -150,7 +150,9 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   resetRequests(): Buffer[] {
     const { username, password, db } = this.#server;
-    return [this.#codec.resetRequest, ...this.#codec.initRequests(username, password, db)];
+    const reset = this.#codec.resetRequest;
+    const init = this.#codec.initRequests(username, password, db);
+    return reset === null ? init : [reset, ...init];
   }
 
   isErrorResponse(bytes: Buffer): boolean {

@@ -119,14 +119,15 @@ export class Lease {
       this.#discard('session_state', 'returned with requests in flight or in subscribe mode');
       return;
     }
-    if (!dirty) {
+    const home = this.#home;
+    // A protocol that keeps no state on a connection (framed) has nothing to reset: clean as it is.
+    const requests = dirty ? home.resetRequests() : [];
+    if (requests.length === 0) {
       conn.setPushSink(null);
       this.#state = { kind: 'returned' };
-      this.#home.giveBack(conn);
+      home.giveBack(conn);
       return;
     }
-    const home = this.#home;
-    const requests = home.resetRequests();
     let pending = requests.length;
     const timer = home.clock.setTimeout(
       () => this.#discard('reset_failed', `reset unanswered within ${home.resetTimeoutMs}ms`),

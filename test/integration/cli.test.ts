@@ -43,6 +43,16 @@ describe('poolside command line', () => {
     expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 
+  it('--check-config warns that a framed pool without a heartbeat cannot see a frozen server, and still passes', () => {
+    const framed = ['pools:', '  rpc:', '    protocol: framed', '    listen: 127.0.0.1:0', '    servers: [127.0.0.1:9090]', '    framed: { header_size: 4, length: { offset: 0, size: 4 } }', ''];
+    const result = poolside(['--check-config', writeConfig(framed.join('\n'))]);
+    expect(result.stderr).toMatch(/^poolside: warning: pools\.rpc\.heartbeat: no heartbeat configured .*a frozen server .* will not be detected\n$/);
+    expect(result.stdout).toMatch(/OK \(1 pool\)/);
+    expect(result.status).toBe(0);
+    const probed = [...framed.slice(0, -1), '    heartbeat: { send: "00000000", expect: "00000000" }', ''];
+    expect(poolside(['--check-config', writeConfig(probed.join('\n'))]).stderr).toBe('');
+  });
+
   it('names an unknown option, prints usage and exits 2', () => {
     const result = poolside(['--frobnicate']);
     expect(result.status).toBe(2);

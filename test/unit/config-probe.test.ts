@@ -2,6 +2,7 @@
  * Configured heartbeats (heartbeat.send / expect / answer) and the `framed:` section: parsed into
  * typed probes and framing, every problem at its file:line.
  */
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../../src/config/load.js';
 import type { ConfigProblem } from '../../src/config/load.js';
@@ -125,6 +126,11 @@ describe('framed config', () => {
     expect(problems(stray)).toEqual([problem('pools.c.framed', 'framed applies only to protocol framed (this pool is redis)', at(stray, '{ header_size'))]);
   });
 
+  it('refuses client_auth and commands on a framed pool: poolside does not look inside its frames', () => {
+    const text = framedPool('    commands: { deny: [KEYS] }');
+    expect(problems(text)).toEqual([problem('pools.rpc.commands', 'commands does not apply to protocol framed (poolside does not look inside its frames)', at(text, '{ deny'))]);
+  });
+
   it('checks the fields lie in the header, do not overlap, and have sizes 1, 2, 4 or 8', () => {
     const text = yaml(
       'pools:',
@@ -146,5 +152,50 @@ describe('framed config', () => {
       problem('pools.rpc.framed.max_frame', 'must be at least framed.header_size (6 bytes)', at(text, '4\n      unasked')),
       problem('pools.rpc.framed.unasked', /expected one of drop, close/, at(text, 'ignore')),
     ]);
+  });
+});
+
+describe('framed and probe config, parsed', () => {
+  it('reads the framing, the probe and the answer rule into typed values', () => {
+    const pool = parse(
+      framedPool(
+        '      max_frame: 1mb',
+        '      unasked: drop',
+        '    heartbeat:',
+        '      interval: 2s',
+        '      send: "00000000 00000000"',
+        '      expect: { prefix: "0000" }',
+        '      answer: { match: { mask: "ff", value: "80" }, reply: "00000000 00000000" }',
+      ),
+    ).pools[0];
+    expect(pool.framed).toEqual({
+      headerSize: 8,
+      length: { offset: 0, size: 4, endian: 'big', includesHeader: false, adjustment: 0 },
+      requestId: { offset: 4, size: 4 },
+      maxFrameBytes: 1 << 20,
+      unasked: 'drop',
+    });
+    expect(pool.heartbeat).toEqual({
+      intervalMs: 2000,
+      timeoutMs: 1000,
+      misses: 2,
+      jitter: 0.2,
+      probe: { send: Buffer.alloc(8), expect: { kind: 'prefix', bytes: Buffer.alloc(2) } },
+      answer: { match: { kind: 'mask', mask: Buffer.from([0xff]), value: Buffer.from([0x80]) }, reply: Buffer.alloc(8) },
+    });
+  });
+
+  it('gives a framed pool without heartbeat.send no heartbeat at all (interval 0), and a redis pool its PING', () => {
+    expect(parse(framedPool()).pools[0].heartbeat).toMatchObject({ intervalMs: 0, probe: null, answer: null });
+    const redis = parse(yaml('pools:', '  c:', '    protocol: redis', '    listen: 127.0.0.1:7001', '    servers: [127.0.0.1:6379]')).pools[0];
+    expect(redis.heartbeat).toMatchObject({ intervalMs: 5000, probe: null, answer: null });
+    expect(redis.framed).toBeNull();
+  });
+
+  it('docs/protocols.md: every example config loads', () => {
+    const doc = readFileSync(new URL('../../docs/protocols.md', import.meta.url), 'utf8');
+    const examples = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]).filter((text) => text.startsWith('pools:'));
+    expect(examples.length).toBeGreaterThanOrEqual(3);
+    for (const text of examples) expect(() => parse(text)).not.toThrow();
   });
 });

@@ -101,7 +101,7 @@ export function framedCodecFor(config: FramedConfig, heartbeat: HeartbeatConfig)
     // No database, no setup, no reset, no identity: framed connections hold no session state.
     encodeSelect: () => EMPTY,
     initRequests: () => [],
-    resetRequest: EMPTY,
+    resetRequest: null,
     identifyRequest: null,
     parseIdentity: () => null,
     heartbeatRequest: probe === null ? null : probe.send,

@@ -1,0 +1,198 @@
+/**
+ * protocol: framed with a request-id field, against an in-test server with a Dubbo-style header
+ * (test/helpers/dubbo-server.ts) that answers out of order and sends heartbeat requests of its own:
+ * pipelining clients whose request ids collide all get their own replies, poolside's configured
+ * heartbeat is answered, and poolside answers the server's heartbeats. Also: frames nobody asked
+ * for (close or drop), and an oversized or malformed client frame closing only that client.
+ */
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Proxy } from '../../src/proxy.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { DubboReader, DubboServer, FLAG_EVENT, encodeDubbo, request } from '../helpers/dubbo-server.js';
+import type { DubboFrame } from '../helpers/dubbo-server.js';
+import { exclusiveStats, portOf, quietLog, startProxy, waitReady } from '../helpers/proxy.js';
+import { waitFor } from '../helpers/servers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+/** The Dubbo framing and heartbeats, as a user writes them (docs/protocols.md has the same). */
+const DUBBO_POOL = {
+  protocol: 'framed',
+  framed: { header_size: 16, length: { offset: 12, size: 4 }, request_id: { offset: 4, size: 8 } },
+  heartbeat: {
+    interval: '150ms',
+    timeout: '100ms',
+    jitter: 0,
+    // request | two-way | event, serialization 2, id filled in by poolside, body "N"
+    send: 'dabb e2 00 0000000000000000 00000001 4e',
+    // a response (no 0x80) with the event bit
+    expect: { mask: 'ffff a0', value: 'dabb 20' },
+    // the server's own heartbeat: a request with the event bit; answered OK (status 20), its id copied in
+    answer: { match: { mask: 'ffff a0', value: 'dabb a0' }, reply: 'dabb 22 14 0000000000000000 00000001 4e' },
+  },
+};
+
+/** A raw client of poolside that pipelines Dubbo frames and reads replies as they come. */
+class Client {
+  readonly frames: DubboFrame[] = [];
+  closed = false;
+  readonly #socket: net.Socket;
+  readonly #reader = new DubboReader();
+
+  constructor(port: number) {
+    this.#socket = net.connect(port, '127.0.0.1');
+    this.#socket.on('data', (chunk: Buffer) => this.frames.push(...this.#reader.push(chunk)));
+    this.#socket.on('error', () => {});
+    this.#socket.on('close', () => {
+      this.closed = true;
+    });
+    cleanup.defer(() => this.#socket.destroy());
+  }
+
+  write(bytes: Buffer): void {
+    this.#socket.write(bytes);
+  }
+
+  end(): void {
+    this.#socket.end();
+  }
+}
+
+async function dubboServer(delayMs: (body: string) => number, heartbeatEveryMs = 0): Promise<DubboServer> {
+  return cleanup.add(await DubboServer.start({ delayMs, heartbeatEveryMs }), (s) => s.close());
+}
+
+async function proxyFor(server: DubboServer, pool: Record<string, unknown> = {}, log = quietLog()): Promise<Proxy> {
+  const proxy = cleanup.add(await startProxy([server.address], { ...DUBBO_POOL, ...pool }, { log }), (p) => p.close());
+  await waitReady(proxy);
+  return proxy;
+}
+
+const counters = (proxy: Proxy) => proxy.stats()[0].servers[0].counters;
+
+describe('framed: Dubbo-style header with request ids', () => {
+  it('pipelined clients whose ids collide each get their own replies, answered out of order', async () => {
+    // Later requests answered sooner: replies on a shared connection come back in any order.
+    const server = await dubboServer((body) => 5 + ((body.length * 7 + Number(body.split('-r')[1] ?? 0) * 13) % 25));
+    const proxy = await proxyFor(server, { connections: { min: 1, max: 2 } });
+    const port = portOf(proxy);
+    const CLIENTS = 8;
+    const REQUESTS = 20;
+    const clients = Array.from({ length: CLIENTS }, () => new Client(port));
+    clients.forEach((client, c) => {
+      // Every client numbers its requests 1..REQUESTS, as RPC clients do: the ids collide across clients.
+      client.write(Buffer.concat(Array.from({ length: REQUESTS }, (_, i) => request(BigInt(i + 1), `c${c}-r${i + 1}`))));
+    });
+    await waitFor(() => clients.every((client) => client.frames.length === REQUESTS), 'every reply', 10_000);
+    clients.forEach((client, c) => {
+      for (const frame of client.frames) expect(frame.body.toString()).toBe(`echo:c${c}-r${frame.id}`);
+      expect(new Set(client.frames.map((f) => f.id)).size).toBe(REQUESTS);
+    });
+    expect(server.requests).toBe(CLIENTS * REQUESTS);
+    expect(server.collisions).toEqual([]);
+    expect(server.strayFrames).toBe(0);
+    expect(server.answeredOutOfOrder).toBeGreaterThan(0);
+  });
+
+  it("sends the configured heartbeat and answers the server's own heartbeats, id copied", async () => {
+    // The server's heartbeats are reads, which prove it alive and postpone poolside's own: it sends
+    // them less often than poolside's interval, so both kinds flow.
+    const server = await dubboServer(() => 1, 300);
+    const proxy = await proxyFor(server, { connections: { min: 1, max: 1 } });
+    await waitFor(() => server.heartbeatsAnswered >= 3, "poolside answering the server's heartbeats", 5000);
+    // The first one was the connection's setup; later ones are sent on the idle connection.
+    await waitFor(() => server.heartbeatsReceived >= 3 && counters(proxy).lastHeartbeatSuccess > 0, "poolside's heartbeats answered", 5000);
+    expect(counters(proxy).unasked.answered).toBeGreaterThanOrEqual(3);
+    expect(counters(proxy).heartbeatFailures).toEqual({ timeout: 0, error: 0 });
+    // Clients are served in between, and no heartbeat frame reaches them.
+    const client = new Client(portOf(proxy));
+    client.write(Buffer.concat([request(1n, 'a'), request(2n, 'b')]));
+    await waitFor(() => client.frames.length === 2, 'two replies');
+    expect(client.frames.map((f) => [f.id, f.body.toString(), f.flags & FLAG_EVENT])).toEqual([
+      [1n, 'echo:a', 0],
+      [2n, 'echo:b', 0],
+    ]);
+    expect(server.strayFrames).toBe(0);
+    expect(proxy.stats()[0].servers[0].counters.connectionsClosed.heartbeat_failed).toBe(0);
+  });
+
+  it('evicts a connection whose heartbeat reply does not match expect', async () => {
+    const server = await dubboServer(() => 1);
+    // The server answers heartbeats with the event bit; this expect wants a status it never sends.
+    const heartbeat = { ...DUBBO_POOL.heartbeat, expect: { prefix: 'dabb 22 1f' } };
+    const log = quietLog();
+    const proxy = cleanup.add(await startProxy([server.address], { ...DUBBO_POOL, heartbeat, connections: { min: 1, max: 1 } }, { log }), (p) => p.close());
+    // The setup heartbeat already fails: the connection never becomes ready.
+    await waitFor(() => counters(proxy).connectionsClosed.init_failed >= 1, 'setup heartbeat refused');
+    expect(log.lines.some((l) => JSON.stringify(l.fields).includes('heartbeat.expect does not match'))).toBe(true);
+  });
+
+  it('a reply to nothing waiting closes the connection, or is dropped and counted with unasked: drop', async () => {
+    const server = await dubboServer(() => 1);
+    const closing = await proxyFor(server, { connections: { min: 1, max: 1 } });
+    server.sendStray();
+    await waitFor(() => counters(closing).connectionsClosed.unexpected_response === 1, 'closed as unexpected_response');
+    await closing.close();
+
+    const server2 = await dubboServer(() => 1);
+    const dropping = await proxyFor(server2, { connections: { min: 1, max: 1 }, framed: { ...DUBBO_POOL.framed, unasked: 'drop' } });
+    server2.sendStray();
+    await waitFor(() => counters(dropping).unasked.dropped === 1, 'dropped and counted');
+    const client = new Client(portOf(dropping));
+    client.write(request(7n, 'still here'));
+    await waitFor(() => client.frames.length === 1, 'a reply on the same connection');
+    expect(client.frames[0].body.toString()).toBe('echo:still here');
+    expect(counters(dropping).connectionsClosed.unexpected_response).toBe(0);
+  });
+
+  it('an oversized or malformed client frame closes only that client, with the reason logged and counted', async () => {
+    const server = await dubboServer(() => 1);
+    const log = quietLog();
+    const proxy = await proxyFor(server, { framed: { ...DUBBO_POOL.framed, max_frame: '1kb' } }, log);
+    const port = portOf(proxy);
+    const good = new Client(port);
+    const big = new Client(port);
+    // Only the header of a 2 KiB frame: refused from the header, before any body is sent.
+    big.write(encodeDubbo({ flags: 0xc2, status: 0, id: 1n, body: Buffer.alloc(2048) }).subarray(0, 16));
+    await waitFor(() => big.closed, 'the oversized client closed');
+    good.write(request(1n, 'fine'));
+    await waitFor(() => good.frames.length === 1, 'the other client served');
+    expect(good.closed).toBe(false);
+    const pool = proxy.pools.get('p');
+    expect(pool?.counters.protocolErrors).toBe(1);
+    expect(log.lines.some((l) => l.fields.reason === 'PROTOCOL_ERROR' && String(l.fields.error).includes('larger than'))).toBe(true);
+  });
+
+  it('lease: exclusive lends each client a connection of its own and takes it back clean (nothing to reset)', async () => {
+    const server = await dubboServer(() => 1);
+    const proxy = await proxyFor(server, { lease: 'exclusive', exclusive: { max: 2 }, connections: { min: 1, max: 1 } });
+    const port = portOf(proxy);
+    for (const name of ['a', 'b', 'c']) {
+      const client = new Client(port);
+      client.write(Buffer.concat([request(1n, `${name}1`), request(2n, `${name}2`)]));
+      await waitFor(() => client.frames.length === 2, `client ${name} served`);
+      expect(client.frames.map((f) => f.body.toString())).toEqual([`echo:${name}1`, `echo:${name}2`]);
+      client.end();
+      await waitFor(() => exclusiveStats(proxy).borrowed === 0, 'the connection given back');
+    }
+    const closed = counters(proxy).connectionsClosed;
+    expect([closed.reset_failed, closed.session_state]).toEqual([0, 0]);
+    expect(exclusiveStats(proxy).idle).toBe(1);
+    // One shared connection and one exclusive one, lent three times.
+    expect(counters(proxy).connectionsOpened).toBe(2);
+  });
+
+  it('a request poolside cannot answer closes its client after the replies before it', async () => {
+    // "hang" is never answered: request_timeout evicts the connection and fails the request.
+    const server = await dubboServer((body) => (body === 'hang' ? 60_000 : 1));
+    const proxy = await proxyFor(server, { request_timeout: '200ms', connections: { min: 1, max: 1 } });
+    const client = new Client(portOf(proxy));
+    client.write(Buffer.concat([request(1n, 'first'), request(2n, 'hang'), request(3n, 'after')]));
+    await waitFor(() => client.closed, 'the client closed', 5000);
+    // The reply before the failed request was written; nothing after it (the client cannot tell whose it would be).
+    expect(client.frames.map((f) => f.body.toString())).toEqual(['echo:first']);
+    expect(proxy.pools.get('p')?.counters.failures.some((n) => n > 0)).toBe(true);
+  });
+});
