@@ -11,6 +11,7 @@ import type { Codec } from '../registry.js';
 import { ProtocolError } from '../codec.js';
 import type { SessionRules } from '../session-rules.js';
 
+/** okReply: never written (a tcp session answers nothing itself). */
 const NOTHING = Buffer.alloc(0);
 
 function unframed(what: string): never {
@@ -39,7 +40,8 @@ export const tcpCodec: Codec = {
   selectIndex: () => null,
   encodeSelect: () => unframed('select'),
   initRequests: () => [],
-  resetRequest: NOTHING,
+  // Its reset is configured (tcp.reset) and run by the relay session on the raw stream.
+  resetRequest: null,
   identifyRequest: null,
   parseIdentity: () => null,
   heartbeatRequest: null,
