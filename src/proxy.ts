@@ -20,6 +20,8 @@ import { AdminServer } from './admin.js';
 import { CLIENT_LIST_MAX } from './admin.js';
 import type { ReloadOutcome } from './admin.js';
 import { ClientSession } from './session/client-session.js';
+import { RelaySession } from './session/relay-session.js';
+import type { SessionKind } from './codec/registry.js';
 import { codecFor } from './codec/registry.js';
 import { ConfigError, formatProblem, parseConfig } from './config/load.js';
 import type { Config, ListenAddress, PoolConfig, TcpAddress } from './config/schema.js';
@@ -27,7 +29,7 @@ import { applySocketPermissions, formatAddress, listen } from './listener.js';
 import { packageVersion, registerMetrics } from './metrics.js';
 import type { ConfigStatus } from './metrics.js';
 import { Pool } from './pool/pool.js';
-import type { ClientInfo, PoolStats } from './pool/pool.js';
+import type { ClientInfo, PoolClient, PoolStats } from './pool/pool.js';
 import type { Clock, Timer } from './util/clock.js';
 import { systemClock } from './util/clock.js';
 import type { Logger } from './util/log.js';
@@ -79,6 +81,23 @@ interface ListenerRecord {
   server: net.Server;
 }
 
+/** A connected client as the proxy keeps it: either kind of session. */
+type Session = PoolClient & { close(): void; start(): void };
+
+interface SessionOptions {
+  id: number;
+  pool: Pool;
+  log: Logger;
+  listener: string;
+  onClose(session: Session, pool: Pool): void;
+}
+
+/** Which session serves a client, by how the pool's codec says its clients are served. */
+const SESSIONS: Record<SessionKind, (socket: net.Socket, options: SessionOptions) => Session> = {
+  requests: (socket, options) => new ClientSession(socket, options),
+  relay: (socket, options) => new RelaySession(socket, options),
+};
+
 /** What drain() did: clients closed at the deadline while they still held something. */
 export interface DrainResult {
   cutOff: number;
@@ -89,7 +108,7 @@ export class Proxy {
   #config: Config;
   #pools = new Map<string, Pool>();
   #listeners: ListenerRecord[] = [];
-  readonly #sessions = new Set<ClientSession>();
+  readonly #sessions = new Set<Session>();
   /** Pools replaced or removed by a reload, until their last client leaves (or their deadline). */
   readonly #retiring = new Map<Pool, { deadline: Timer; check: Timer }>();
   readonly #log: Logger;
@@ -350,7 +369,7 @@ export class Proxy {
   }
 
   /** Every session's onClose: one function for all of them, not a closure per client. */
-  readonly #onSessionClosed = (session: ClientSession, pool: Pool): void => {
+  readonly #onSessionClosed = (session: Session, pool: Pool): void => {
     pool.removeClient(session);
     this.#sessions.delete(session);
     this.#afterClientLeft(pool);
@@ -430,7 +449,7 @@ export class Proxy {
       return;
     }
     pool.counters.clientsAccepted++;
-    const session = new ClientSession(socket, {
+    const session = SESSIONS[pool.codec.sessionKind](socket, {
       id: this.#nextClientId++,
       pool,
       log: this.#log,
@@ -439,6 +458,7 @@ export class Proxy {
     });
     pool.addClient(session);
     this.#sessions.add(session);
+    session.start();
   }
 
   /** Stops accepting on a listener; a unix socket's file is removed. Clients already accepted stay. Never throws. */

@@ -3,6 +3,7 @@ import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
 import { framedCodec } from './framed/codec.js';
 import { redisCodec } from './redis/codec.js';
+import { tcpCodec } from './tcp/codec.js';
 import type { CommandSpec } from './codec.js';
 import type { SessionRules } from './session-rules.js';
 import type { Clock } from '../util/clock.js';
@@ -19,8 +20,17 @@ export interface PoolEnv {
   log: Logger;
 }
 
+/**
+ * How a protocol's clients are served: `requests`: framed, classified and multiplexed over shared
+ * connections (session/client-session.ts); `relay`: raw bytes both ways over one exclusive
+ * connection per client for its whole life (session/relay-session.ts; pool/exclusive-pool.ts keeps
+ * the warm connections).
+ */
+export type SessionKind = 'requests' | 'relay';
+
 export interface Codec {
   readonly protocol: Protocol;
+  readonly sessionKind: SessionKind;
   requestDecoder(sink: RequestSink, maxRequestBytes: number): RequestDecoder;
   responseDecoder(sink: ResponseSink): ResponseDecoder;
   /** The protocol's rules for one new session (session-rules.ts). Only on a pool's codec (forPool). */
@@ -120,7 +130,7 @@ export function judgeHeartbeat(codec: Codec, bytes: Buffer): HeartbeatReply {
   return !codec.isErrorResponse(bytes) ? 'ok' : codec.isBusyResponse(bytes) ? 'busy' : 'error';
 }
 
-const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, framed: framedCodec };
+const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, framed: framedCodec, tcp: tcpCodec };
 
 export function codecFor(protocol: Protocol): Codec {
   const codec = codecs[protocol];

@@ -74,7 +74,7 @@ export class ConfigError extends Error {
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
 /** Parsing covers every protocol; enabling one once its codec exists is adding it here. */
-const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'framed']);
+const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'framed', 'tcp']);
 const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -85,7 +85,7 @@ const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
-  'commands', 'tls', 'framed',
+  'commands', 'tls', 'framed', 'tcp',
 ];
 const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db', 'tls'];
 const TLS_KEYS = ['ca_file', 'cert_file', 'key_file', 'servername', 'reject_unauthorized'];
@@ -263,7 +263,10 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false), poolTls);
   const clientAuth = readClientAuth(walk, pool.get('client_auth'));
 
-  const routing = walk.parse(pool.get('routing'), d.routing, oneOf(ROUTINGS));
+  const routingSlot = pool.get('routing');
+  const routing = walk.parse(routingSlot, d.routing, oneOf(ROUTINGS));
+  // Raw bytes carry no key to hash.
+  walk.check(protocol !== 'tcp' || routing !== 'ketama', [routingSlot], 'a tcp pool has no keys to shard by: routing must be failover');
   if (routing === 'ketama') {
     for (const { config, weightSlot } of servers) {
       const message = `routing: ketama needs every weight to be at least 1, got ${config.weight}`;
@@ -366,8 +369,32 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
     commands: readCommands(walk, pool.get('commands')),
     framed,
+    tcp: readTcp(walk, pool.get('tcp'), protocol),
   };
 }
+
+/**
+ * `tcp: { reset: { send, expect } }`, only for protocol: tcp. The reset's reply is recognised at the
+ * end of the stream, so it needs an expect of some length (not "any reply").
+ */
+function readTcp(walk: Walk, slot: Slot | undefined, protocol: Protocol): PoolConfig['tcp'] {
+  const d = DEFAULTS.pool.tcp;
+  if (slot === undefined) return d;
+  if (protocol !== 'tcp') {
+    walk.report(slot, `tcp applies only to protocol tcp (this pool is ${protocol})`);
+    return d;
+  }
+  const resetSlot = walk.section(slot, ['reset'])?.get('reset');
+  const reset = resetSlot === undefined ? undefined : walk.section(resetSlot, ['send', 'expect']);
+  if (reset === undefined || resetSlot === undefined) return d;
+  const sendSlot = reset.require('send', 'hex bytes that ask the service to reset');
+  const expectSlot = reset.require('expect', 'hex bytes, { prefix }, or { mask, value }: the reply that proves the connection clean');
+  if (sendSlot === undefined || expectSlot === undefined) return d;
+  const probe = readProbe(walk, sendSlot, expectSlot, null);
+  if (probe === null || probe.expect.kind === 'any') return d;
+  return { reset: probe };
+}
+
 
 /**
  * The pool's changes to the built-in command policy. Names are checked against the command tables
@@ -444,7 +471,10 @@ function readHeartbeat(walk: Walk, slot: Slot | undefined, protocol: Protocol, f
   const jitter = walk.parse(jitterSlot, d.jitter, parsePercent);
   // At 100% a beat could be scheduled at interval × 0, i.e. in a tight loop.
   walk.check(jitter < 1, [jitterSlot], 'must be less than 100%');
-  const answer = probed && answerSlot !== undefined ? readProbeAnswer(walk, answerSlot, framed) : null;
+  // A tcp pool frames nothing: a server's heartbeat request could not be told from other bytes, and
+  // bytes on an idle relay connection close it.
+  walk.check(protocol !== 'tcp' || answerSlot === undefined, [answerSlot], 'a tcp pool frames nothing, so it cannot tell a server\'s heartbeat request from other bytes: heartbeat.answer is for framed pools');
+  const answer = probed && protocol !== 'tcp' && answerSlot !== undefined ? readProbeAnswer(walk, answerSlot, framed) : null;
   return {
     intervalMs: probe === null && probed ? 0 : intervalMs,
     timeoutMs,

@@ -119,6 +119,15 @@ export interface FramedConfig {
   unasked: 'drop' | 'close';
 }
 
+/** `protocol: tcp` only. */
+export interface TcpPoolConfig {
+  /**
+   * The exchange that proves a connection clean after a client leaves, so it is lent again; null:
+   * every connection is closed when its client leaves and a fresh one warmed.
+   */
+  reset: Probe | null;
+}
+
 export interface PoolConfig {
   name: string;
   protocol: Protocol;
@@ -170,6 +179,8 @@ export interface PoolConfig {
   };
   /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
   maxRequestBytes: number;
+  /** `protocol: tcp` settings (the defaults for any other protocol). */
+  tcp: TcpPoolConfig;
   /**
    * Changes to the built-in command policy (codec/redis/policy.ts): names such as `CONFIG` or
    * `CONFIG GET`, uppercase, one space. The most specific name wins; deny beats allow.
@@ -217,6 +228,7 @@ export const DEFAULTS = {
     clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30, idleTimeoutMs: 0 },
     maxRequestBytes: 512 << 20,
     commands: { allow: [] as readonly string[], deny: [] as readonly string[] },
+    tcp: { reset: null as Probe | null },
     unixMode: 0o660,
   },
   server: { weight: 1, db: 0 },

@@ -182,7 +182,27 @@ export interface ConnectionSettings {
    * connections need it (CLIENT UNBLOCK, TRACKING REDIRECT name the connection a client holds).
    */
   identify: boolean;
+  /**
+   * A raw byte stream (protocol: tcp): no setup requests, ready once TCP (and TLS) is up, half-open
+   * allowed, TCP keepalive on; bytes go to the StreamSink attached (attachStream), never through
+   * the response decoder. Whoever owns it proves it alive with a configured probe (probe.ts).
+   */
+  raw: boolean;
 }
+
+/** Where a raw connection's bytes go (a relay session, or a probe exchange). */
+export interface StreamSink {
+  onData(chunk: Buffer): void;
+  /** The server's FIN: it sends nothing more (it may still read what we send). */
+  onEnd(): void;
+  /** The write side has room again after write() returned false. */
+  onDrain(): void;
+  /** The connection closed (destroyed, reset, or both sides done); the owner hears after this. */
+  onClose(): void;
+}
+
+/** TCP keepalive on raw connections: the only liveness check of a tcp pool without a heartbeat. */
+const RAW_KEEPALIVE_MS = 15_000;
 
 let nextId = 1;
 
@@ -256,6 +276,11 @@ export class Connection implements ResponseSink {
   readonly #owner: ConnectionOwner;
   readonly #codec: Codec;
   readonly #flush = (): void => this.#flushNow();
+  /** Raw connections: who gets the bytes now (null: nobody; a byte arriving then is unexpected). */
+  #stream: StreamSink | null = null;
+  /** Raw connections: the server sent its FIN; we shut our write side (endWrite). */
+  #readEnded = false;
+  #writeEnded = false;
 
   constructor(codec: Codec, settings: ConnectionSettings, owner: ConnectionOwner, now: number) {
     this.#codec = codec;
@@ -277,7 +302,7 @@ export class Connection implements ResponseSink {
     const secure = settings.tls;
     const socket =
       secure === null
-        ? net.connect({ host: settings.host, port: settings.port, noDelay: true })
+        ? net.connect({ host: settings.host, port: settings.port, noDelay: true, allowHalfOpen: settings.raw, keepAlive: settings.raw, keepAliveInitialDelay: RAW_KEEPALIVE_MS })
         : tls.connect({
             host: settings.host,
             port: settings.port,
@@ -287,6 +312,7 @@ export class Connection implements ResponseSink {
             rejectUnauthorized: secure.rejectUnauthorized,
           });
     if (secure !== null) socket.setNoDelay(true);
+    if (secure !== null && settings.raw) socket.setKeepAlive(true, RAW_KEEPALIVE_MS);
     this.#socket = socket;
     this.#connectTimer = settings.clock.setTimeout(() => {
       const inHandshake = secure !== null && this.#tcpConnected && this.#state.kind === 'connecting';
@@ -326,8 +352,84 @@ export class Connection implements ResponseSink {
         this.destroy('remote_closed', 'server closed the connection');
       }
     };
-    socket.on('end', hangUp);
+    socket.on('end', () => {
+      // A raw stream is half-open: the server's FIN ends only its direction.
+      if (this.#stream !== null && this.#state.kind === 'ready') {
+        this.#readEnded = true;
+        this.#stream.onEnd();
+        return;
+      }
+      hangUp();
+    });
     socket.on('close', hangUp);
+    if (settings.raw) socket.on('drain', () => this.#stream?.onDrain());
+  }
+
+  // ── raw streams (protocol: tcp) ──
+
+  /** Sends every byte the server sends to `sink` from now on (a raw, ready connection only). */
+  attachStream(sink: StreamSink): void {
+    if (!this.#settings.raw) throw new Error('Connection.attachStream on a framed connection');
+    this.#stream = sink;
+  }
+
+  /** Nobody takes the bytes any more: one arriving now is unexpected and closes the connection. */
+  detachStream(): void {
+    this.#stream = null;
+    this.resumeStream();
+  }
+
+  /** Writes now (no batching: a relay writes what it read); false: the kernel buffer is full, wait for onDrain. */
+  write(chunk: Buffer): boolean {
+    if (this.#state.kind !== 'ready' || this.#socket === null || this.#writeEnded) return true;
+    return this.#socket.write(chunk);
+  }
+
+  /** Our FIN, after every byte written so far (a client's half-close, relayed). */
+  endWrite(): void {
+    if (this.#state.kind !== 'ready' || this.#socket === null || this.#writeEnded) return;
+    this.#writeEnded = true;
+    this.#socket.end();
+  }
+
+  /**
+   * Our FIN after every byte queued, then `done` once they have left (or the connection closed):
+   * a relay that is over lets the client's last bytes out before the connection is destroyed.
+   */
+  endWriteThen(done: () => void): void {
+    const socket = this.#socket;
+    if (this.#state.kind !== 'ready' || socket === null || socket.writableFinished) {
+      done();
+      return;
+    }
+    let called = false;
+    const once = (): void => {
+      if (called) return;
+      called = true;
+      done();
+    };
+    socket.once('finish', once);
+    socket.once('close', once);
+    this.endWrite();
+  }
+
+  /** Stops reading from the server: the peer its bytes go to has a full write buffer. */
+  pauseStream(): void {
+    if (this.#state.kind !== 'closed') this.#socket?.pause();
+  }
+
+  resumeStream(): void {
+    if (this.#state.kind !== 'closed') this.#socket?.resume();
+  }
+
+  /** Either direction was shut (FIN from the server, or ours): a raw connection that can never be lent again. */
+  get halfClosed(): boolean {
+    return this.#readEnded || this.#writeEnded;
+  }
+
+  /** Bytes handed to write() and not yet taken by the kernel. */
+  get writeBuffered(): number {
+    return this.#socket?.writableLength ?? 0;
   }
 
   /**
@@ -556,6 +658,9 @@ export class Connection implements ResponseSink {
     this.#out = [];
     this.#relay = null;
     this.#pushSink = null;
+    const stream = this.#stream;
+    this.#stream = null;
+    stream?.onClose();
     this.#part = { kind: 'none' };
     const failure: FailureReason = 'SERVER_ERROR';
     const detail = `connection to server lost (${reason}: ${message})`;
@@ -702,6 +807,11 @@ export class Connection implements ResponseSink {
 
   #onConnect(settings: ConnectionSettings): void {
     if (this.#state.kind !== 'connecting') return;
+    if (settings.raw) {
+      // No setup of its own: the owner proves it with its probe, if it has one.
+      this.#becomeReady();
+      return;
+    }
     // The heartbeat last: a connection is ready only once the server has answered, so a server
     // that accepts TCP but is frozen (SIGSTOP, a full backlog) fails the connect timeout instead.
     // A protocol with no heartbeat is ready once connected; the kernel's keepalive watches it.
@@ -780,6 +890,11 @@ export class Connection implements ResponseSink {
   #onData(chunk: Buffer): void {
     this.#reads++;
     this.#lastReadAt = this.#clock.now();
+    if (this.#settings.raw) {
+      if (this.#stream !== null) this.#stream.onData(chunk);
+      else this.destroy('unexpected_response', 'bytes arrived on an idle raw connection');
+      return;
+    }
     try {
       this.#decoder.push(chunk);
     } catch (err) {

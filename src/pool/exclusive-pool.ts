@@ -15,13 +15,25 @@
  * it, so a slot is given back exactly once whatever happened to the connection. Lent connections are
  * tracked so the sweep enforces request_timeout on them too, blocking commands excepted.
  * generic-pool's destroy() runs for idle eviction and for shutdown alike: the close reason says which.
+ *
+ * A relay pool (protocol: tcp, `codec.sessionKind === 'relay'`) keeps its connections here and
+ * nowhere else: raw connections, `connections.min` of them kept warm (generic-pool's `min`) up to
+ * `connections.max`, idle ones above min closed after `idle_timeout`. generic-pool restores `min`
+ * only when a resource is destroyed: creates that failed (the server was down at start, or while
+ * connections were being replaced) are never retried, so the pool would stay cold until a client
+ * paid for a connect. The sweep warms it back (#warm: borrow and return, which makes generic-pool
+ * create what is missing and check what is idle). A configured heartbeat (heartbeat.send/expect)
+ * proves each new connection before it is ready, probes idle ones every interval (misses evict, as
+ * for Redis) and validates one idle longer than the interval before it is lent.
  */
 import genericPool from 'generic-pool';
 import { judgeHeartbeat } from '../codec/registry.js';
 import type { Codec } from '../codec/registry.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import type { Clock } from '../util/clock.js';
+import { jittered } from '../util/clock.js';
 import { Connection } from './connection.js';
+import { describeProbeFailure, runProbe } from './probe.js';
 import type { CloseReason, ConnectionOwner, ConnectionSettings } from './connection.js';
 import { Lease } from './lease.js';
 import type { LeaseHolder, LeaseHome } from './lease.js';
@@ -37,6 +49,8 @@ export interface ExclusiveHost {
   /** An exclusive connection closed (connect failures included: they count against health). */
   countClose(reason: CloseReason, message: string): void;
   countHeartbeatTimeout(): void;
+  /** A heartbeat sent at `sentAt` (clock time) was answered as expected. */
+  heartbeatAnswered(sentAt: number): void;
   /** A frame the server sent on its own was answered or dropped (ConnectionOwner.onUnasked). */
   countUnasked(action: 'answered' | 'dropped'): void;
   /** A lent connection stopped answering: close it and count it against the server's health. */
@@ -61,15 +75,27 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   #closing = false;
   /** Lent connections the previous tick found past request_timeout (see ServerPool's #suspects). */
   #suspects = new Set<Connection>();
+  /** Relay pools: raw connections, kept warm at connections.min. */
+  readonly #relay: boolean;
+  /** Relay pools: idle connections in generic-pool's hands, with their next heartbeat and the one out. */
+  readonly #idle = new Map<Connection, { dueAt: number; probing: Promise<boolean> | null }>();
+  /** Relay pools: borrow-and-return rounds of #warm still out. */
+  #warming = 0;
+  /** Relay pools: an idle connection died in generic-pool's hands (heartbeat, the server hung up): #warm replaces it. */
+  #idleDied = false;
 
   constructor(pool: PoolConfig, server: ServerConfig, codec: Codec, clock: Clock, settings: ConnectionSettings, host: ExclusiveHost) {
     this.#pool = pool;
     this.#server = server;
     this.#codec = codec;
     this.#clock = clock;
+    this.#relay = codec.sessionKind === 'relay';
+    const relay = this.#relay;
     // Exclusive connections learn their server-side id during setup (CLIENT UNBLOCK, TRACKING REDIRECT).
-    this.#settings = { ...settings, identify: true };
+    this.#settings = { ...settings, identify: !relay, raw: relay };
     this.#host = host;
+    // generic-pool's idleTimeoutMillis ignores min; softIdleTimeoutMillis keeps it.
+    const idleMs = relay ? pool.idleTimeoutMs : pool.exclusive.idleTimeoutMs;
     this.#generic = genericPool.createPool<Connection>(
       {
         create: () => this.#create(),
@@ -80,12 +106,12 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
         validate: (conn) => this.#validate(conn),
       },
       {
-        max: pool.exclusive.max,
-        min: 0,
+        max: relay ? pool.connections.max : pool.exclusive.max,
+        min: relay ? pool.connections.min : 0,
         testOnBorrow: true,
         acquireTimeoutMillis: Math.max(1, pool.queue.timeoutMs),
-        idleTimeoutMillis: pool.exclusive.idleTimeoutMs,
-        evictionRunIntervalMillis: Math.min(pool.exclusive.idleTimeoutMs, 30_000),
+        ...(relay ? { softIdleTimeoutMillis: idleMs === 0 ? -1 : idleMs, idleTimeoutMillis: Number.MAX_SAFE_INTEGER } : { idleTimeoutMillis: idleMs }),
+        evictionRunIntervalMillis: Math.min(idleMs, 30_000),
         autostart: false,
       },
     );
@@ -94,9 +120,15 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     this.#generic.on('factoryDestroyError', () => {});
   }
 
+  /** Relay pools: opens the warm connections (connections.min). */
+  start(): void {
+    if (this.#relay && this.#pool.connections.min > 0) this.#generic.start();
+  }
+
   /** Borrows a connection for `holder`; rejects after queue.timeout. */
   async acquire(holder: LeaseHolder): Promise<Lease> {
     const conn = await this.#generic.acquire();
+    this.#idle.delete(conn);
     const lease = new Lease(conn, this, holder);
     this.#lent.set(conn, lease);
     return lease;
@@ -136,7 +168,16 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
       return;
     }
     conn.markProgress(this.#clock.now());
+    this.#becameIdle(conn);
     void this.#generic.release(conn).catch(() => {});
+  }
+
+  /** Relay pools: an idle connection's next heartbeat is due one (jittered) interval from now. */
+  #becameIdle(conn: Connection): void {
+    if (!this.#relay) return;
+    const { intervalMs, jitter } = this.#pool.heartbeat;
+    const dueAt = intervalMs > 0 ? this.#clock.now() + jittered(this.#clock, intervalMs, jitter) : Infinity;
+    this.#idle.set(conn, { dueAt, probing: null });
   }
 
   discard(conn: Connection, reason: CloseReason, message: string): void {
@@ -151,6 +192,10 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
    * ticks in a row.
    */
   tick(now: number): void {
+    if (this.#relay) {
+      this.#relayTick(now);
+      return;
+    }
     const { requestTimeoutMs } = this.#pool;
     if (requestTimeoutMs === 0) return;
     const suspects = this.#suspects;
@@ -164,6 +209,82 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     }
   }
 
+  /**
+   * Relay pools, from the sweep: heartbeats on idle connections (one out at a time; unanswered for
+   * misses × timeout evicts it and counts against the server), and warm connections restored to
+   * min. request_timeout means nothing here: a relay has no requests.
+   */
+  #relayTick(now: number): void {
+    const { heartbeat } = this.#pool;
+    const probe = heartbeat.probe;
+    if (probe !== null && heartbeat.intervalMs > 0) {
+      for (const [conn, idle] of this.#idle) {
+        if (idle.probing !== null || now < idle.dueAt || !conn.ready) continue;
+        idle.probing = this.#heartbeat(conn, heartbeat.timeoutMs * heartbeat.misses).then((ok) => {
+          idle.probing = null;
+          idle.dueAt = this.#clock.now() + jittered(this.#clock, heartbeat.intervalMs, heartbeat.jitter);
+          return ok;
+        });
+      }
+    }
+    this.#warm();
+  }
+
+  /**
+   * One heartbeat on an idle raw connection, waited for up to `timeoutMs`; a failure evicts it
+   * (generic-pool drops it on its next borrow, and #warm replaces it).
+   */
+  async #heartbeat(conn: Connection, timeoutMs: number): Promise<boolean> {
+    const probe = this.#pool.heartbeat.probe;
+    if (probe === null) return conn.ready;
+    const sentAt = this.#clock.now();
+    const result = await runProbe(conn, probe, timeoutMs, this.#clock);
+    if (result.kind === 'ok') {
+      conn.markProgress(this.#clock.now());
+      this.#host.heartbeatAnswered(sentAt);
+      return true;
+    }
+    if (result.kind === 'timeout') {
+      for (let i = 0; i < this.#pool.heartbeat.misses; i++) this.#host.countHeartbeatTimeout();
+    }
+    if (conn.ready) this.#host.evict(conn, 'heartbeat_failed', `heartbeat ${describeProbeFailure(result, timeoutMs)}`);
+    return false;
+  }
+
+  /**
+   * Relay pools: brings generic-pool back to min when connects failed or idle connections died.
+   * generic-pool has no public way to ask for that, so this borrows every idle connection plus the
+   * missing ones and returns them at once: borrowing makes it create what is missing (each create
+   * waits the server's backoff, so this never connects faster than the refill would), and
+   * testOnBorrow drops the dead idle ones (which creates their replacements). One round at a time,
+   * and none while clients wait (they already make generic-pool create).
+   */
+  #warm(): void {
+    const min = this.#pool.connections.min;
+    if (this.#closing || this.#warming > 0 || this.#generic.pending > 0) return;
+    const missing = min - this.#generic.size;
+    if (missing <= 0 && !this.#idleDied) return;
+    this.#idleDied = false;
+    const rounds = Math.max(0, missing) + this.#generic.available;
+    for (let i = 0; i < rounds; i++) {
+      this.#warming++;
+      this.#generic.acquire().then(
+        (conn) => {
+          this.#warming--;
+          if (this.#closing || !conn.ready) {
+            void this.#generic.destroy(conn).catch(() => {});
+            return;
+          }
+          this.#becameIdle(conn);
+          void this.#generic.release(conn).catch(() => {});
+        },
+        () => {
+          this.#warming--;
+        },
+      );
+    }
+  }
+
   stats(): { borrowed: number; idle: number; pending: number } {
     return { borrowed: this.#generic.borrowed, idle: this.#generic.available, pending: this.#generic.pending };
   }
@@ -173,6 +294,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
     // Sessions are closed first, so their leases are on their way back (a reset has a deadline);
     // anything still lent now is ended here, or drain() would wait for it forever.
     for (const conn of [...this.#lent.keys()]) conn.destroy('shutdown', 'poolside is shutting down');
+    this.#idle.clear();
     // drain() refuses new acquires and, once the pending ones are settled and every lent
     // connection is back, deschedules generic-pool's evictor: without it the evictor's timer runs
     // forever and keeps this pool (its config: passwords, TLS key) reachable after a reload
@@ -201,6 +323,9 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   onClose(conn: Connection, reason: CloseReason, message: string): void {
     this.#host.countClose(reason, message);
+    // An idle connection that died by itself is still in generic-pool's idle list: testOnBorrow,
+    // or #warm, drops it and has it replaced. (generic-pool's own evictions and shutdown are not.)
+    if (this.#idle.delete(conn) && reason !== 'idle_timeout' && reason !== 'shutdown') this.#idleDied = true;
     this.#lent.get(conn)?.connectionClosed(reason, message);
     const waiter = this.#connecting.get(conn);
     this.#connecting.delete(conn);
@@ -237,7 +362,19 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
         this.#connecting.set(conn, { resolve, reject });
         conn.start();
       });
+      // A relay pool's connection is ready once its heartbeat, if one is configured, is answered: a
+      // SIGSTOPped server still completes TCP handshakes from its backlog.
+      const probe = this.#pool.heartbeat.probe;
+      if (this.#relay && probe !== null) {
+        const result = await runProbe(conn, probe, this.#pool.connect.timeoutMs, this.#clock);
+        if (result.kind !== 'ok') {
+          const message = `heartbeat on connect ${describeProbeFailure(result, this.#pool.connect.timeoutMs)}`;
+          conn.destroy('init_failed', message);
+          throw new Error(message);
+        }
+      }
       ready = true;
+      if (this.#relay) this.#becameIdle(conn);
       return conn;
     } finally {
       this.#host.connectSettled(ready);
@@ -246,6 +383,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   /** Before lending: a connection idle longer than the heartbeat interval must answer one. */
   #validate(conn: Connection): Promise<boolean> {
+    if (this.#relay) return this.#validateRaw(conn);
     if (!conn.ready || conn.inflight > 0) return Promise.resolve(false);
     const { intervalMs, timeoutMs } = this.#pool.heartbeat;
     const heartbeat = this.#codec.heartbeatRequest;
@@ -270,5 +408,15 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
         },
       });
     });
+  }
+
+  /** Relay pools: the heartbeat already out is waited for; else one is sent when idle longer than the interval. */
+  #validateRaw(conn: Connection): Promise<boolean> {
+    if (!conn.ready || conn.halfClosed) return Promise.resolve(false);
+    const probing = this.#idle.get(conn)?.probing;
+    if (probing !== undefined && probing !== null) return probing;
+    const { intervalMs, timeoutMs, probe } = this.#pool.heartbeat;
+    if (probe === null || intervalMs === 0 || this.#clock.now() - conn.lastProgressAt <= intervalMs) return Promise.resolve(true);
+    return this.#heartbeat(conn, timeoutMs);
   }
 }

@@ -156,6 +156,28 @@ export class Lease {
     for (const request of requests) conn.send(request, target);
   }
 
+  /**
+   * Gives back a raw connection a relay session held (protocol: tcp). `clean`: the session proved
+   * it clean (its tcp.reset exchange was answered as expected, or nothing was ever relayed on it),
+   * so it is lent again; otherwise, or when either side was shut, it is destroyed and the pool
+   * warms a fresh one. Idempotent like release().
+   */
+  releaseRaw(clean: boolean): void {
+    if (this.#state.kind !== 'lent') return;
+    const conn = this.#conn;
+    if (conn.ready) conn.detachStream();
+    if (!conn.ready) {
+      this.#discard('session_state', 'returned after its connection closed');
+      return;
+    }
+    if (!clean || conn.halfClosed) {
+      this.#discard('session_state', clean ? 'a side of the relayed stream was shut' : 'its client left and nothing proved it clean (tcp.reset)');
+      return;
+    }
+    this.#state = { kind: 'returned' };
+    this.#home.giveBack(conn);
+  }
+
   /** The pool heard that the connection closed. */
   connectionClosed(reason: CloseReason, message: string): void {
     const state = this.#state;

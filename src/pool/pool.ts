@@ -222,6 +222,11 @@ export class Pool implements ServerPoolEvents {
     return this.#clock.now();
   }
 
+  /** The pool's clock, for sessions' own deadlines (a relay's reset exchange). */
+  get clock(): Clock {
+    return this.#clock;
+  }
+
   /** Sessions connected now. */
   get clients(): number {
     return this.#clients.size;

@@ -106,6 +106,8 @@ export class ServerPool implements ConnectionOwner {
    */
   #suspects = new Set<Connection>();
   #closed = false;
+  /** protocol: tcp: every connection is exclusive, lent to one client for its life. */
+  readonly #relay: boolean;
   readonly #exclusive: ExclusivePool;
   readonly counters: ServerCounters = newServerCounters();
   /** Handed to connections for injected SELECTs: an error means the connection's db is unknown. */
@@ -118,6 +120,7 @@ export class ServerPool implements ConnectionOwner {
     this.#clock = clock;
     this.#log = log;
     this.#events = events;
+    this.#relay = codec.sessionKind === 'relay';
     this.#ejectPolicy = { afterFailures: pool.eject.afterFailures, forMs: pool.eject.forMs, probeAfterMs: pool.connect.backoff.initialMs };
     this.#settings = {
       host: config.address.host,
@@ -129,6 +132,7 @@ export class ServerPool implements ConnectionOwner {
       password: config.password,
       db: config.db,
       identify: false,
+      raw: false,
     };
     this.selectTarget = {
       onResponse: (bytes) => {
@@ -153,6 +157,10 @@ export class ServerPool implements ConnectionOwner {
       countClose: (reason, message) => this.#countExclusiveClose(reason, message),
       internalError: (error) => this.#events.onInternalError(error),
       countHeartbeatTimeout: () => this.counters.heartbeatFailures.timeout++,
+      heartbeatAnswered: (sentAt) => {
+        this.counters.heartbeatDuration.observe((this.#clock.now() - sentAt) / 1000);
+        this.counters.lastHeartbeatSuccess = this.#clock.epochMs() / 1000;
+      },
       countUnasked: (action) => this.counters.unasked[action]++,
       evict: (conn, reason, message) => this.#evict(conn, reason, message),
     });
@@ -170,9 +178,10 @@ export class ServerPool implements ConnectionOwner {
     return isHopeful(this.#health, this.#health.kind === 'ejected' && this.#events.everyServerEjected());
   }
 
-  /** Opens the first connections. */
+  /** Opens the first connections (a relay pool's are its exclusive pool's warm ones). */
   start(): void {
     this.#refill();
+    this.#exclusive.start();
   }
 
   /**
@@ -353,13 +362,20 @@ export class ServerPool implements ConnectionOwner {
       else active++;
       inflight += conn.inflight;
     }
+    const exclusive = this.#exclusive.stats();
+    if (this.#relay) {
+      // A relay pool's connections are all exclusive: idle ones are the warm ones, active ones lent.
+      idle = exclusive.idle;
+      active = exclusive.borrowed;
+      connecting = this.#exclusiveConnecting;
+    }
     return {
       name: this.config.name,
       address: `${this.config.address.host}:${this.config.address.port}`,
       health: this.#health,
       connections: { idle, active, connecting },
       inflight,
-      exclusive: this.#exclusive.stats(),
+      exclusive,
       counters: this.counters,
     };
   }
@@ -467,7 +483,8 @@ export class ServerPool implements ConnectionOwner {
 
   /** Keeps the pool at min: opens what is missing now, or after a backoff while the server fails. */
   #refill(): void {
-    if (this.#closed || this.#refillTimer !== null) return;
+    // A relay pool (protocol: tcp) has no shared connections: its exclusive pool keeps them warm.
+    if (this.#closed || this.#refillTimer !== null || this.#relay) return;
     const health = this.#health;
     if (health.kind === 'ejected') return;
     let live = 0;

@@ -427,6 +427,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#output.reset();
   }
 
+  /** Nothing to start: the constructor listens to the socket already (relay sessions start apart). */
+  start(): void {}
+
   /** Closes the client; replies still owed are dropped as they arrive. */
   close(): void {
     this.#socket.destroy();

@@ -23,7 +23,7 @@ async function grows(check: boolean): Promise<number> {
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
   const owner: ConnectionOwner = { onReady: () => ready(), onHeartbeat: () => {}, onClose: () => {}, onInternalError: () => {} };
-  const conn = new Connection(codec, { host: '127.0.0.1', port: redis.port, tls: null, connectTimeoutMs: 2000, clock: systemClock, username: null, password: null, db: 0, identify: false }, owner, systemClock.now());
+  const conn = new Connection(codec, { host: '127.0.0.1', port: redis.port, tls: null, connectTimeoutMs: 2000, clock: systemClock, username: null, password: null, db: 0, identify: false, raw: false }, owner, systemClock.now());
   conn.start();
   cleanup.defer(() => conn.destroy('shutdown', 'test'));
   await isReady;

@@ -116,6 +116,7 @@ describe('parseConfig: a good config', () => {
       clients: d.clients,
       maxRequestBytes: d.maxRequestBytes,
       commands: d.commands,
+      tcp: d.tcp,
       framed: null,
     } satisfies PoolConfig);
   });
@@ -210,6 +211,7 @@ describe('parseConfig: a good config', () => {
       clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 3000, inputSoftBytes: 2 << 20, inputHardBytes: 600 << 20, idleTimeoutMs: 60_000 },
       maxRequestBytes: 1_048_576,
       commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
+      tcp: { reset: null },
       framed: null,
     } satisfies PoolConfig);
   });
@@ -486,7 +488,7 @@ describe('parseConfig: where problems point', () => {
   it('parses but refuses protocols that are not implemented yet', () => {
     const text = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]');
     expect(problems(text)).toEqual([
-      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis, framed)', at(text, 'memcached')),
+      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis, framed, tcp)', at(text, 'memcached')),
     ]);
   });
 
@@ -525,7 +527,7 @@ describe('parseConfig: many problems at once', () => {
       '    max_request_size: lots',
       '    lease: exclusive',
       '    exclusive: { max: 0 }',
-      '  other: { protocol: tcp, listen: 127.0.0.1:6380, servers: [127.0.0.1:1] }',
+      '  other: { protocol: memcached, listen: 127.0.0.1:6380, servers: [127.0.0.1:1] }',
     );
     const found = problems(text);
     expect(found.map((p) => p.path)).toEqual([

@@ -73,7 +73,7 @@ it('frames each response by what its own request expects, read from the head of 
   const { port } = server.address() as net.AddressInfo;
   let ready = false;
   const owner: ConnectionOwner = { onReady: () => void (ready = true), onHeartbeat: () => {}, onClose: () => {}, onInternalError: (_c, err) => { throw err; } };
-  const conn = new Connection(linesCodec, { host: '127.0.0.1', port, tls: null, connectTimeoutMs: 2000, clock: systemClock, username: null, password: null, db: 0, identify: false }, owner, systemClock.now());
+  const conn = new Connection(linesCodec, { host: '127.0.0.1', port, tls: null, connectTimeoutMs: 2000, clock: systemClock, username: null, password: null, db: 0, identify: false, raw: false }, owner, systemClock.now());
   conn.start();
   cleanup.defer(() => conn.destroy('shutdown', 'test'));
   await waitFor(() => ready, 'the connection ready');

@@ -98,6 +98,7 @@ export function framedCodecFor(config: FramedConfig, heartbeat: HeartbeatConfig)
   const idField = config.requestId;
   const codec: Codec = {
     protocol: 'framed',
+  sessionKind: 'requests',
     requestDecoder: (sink, maxRequestBytes) => new FramedRequestDecoder(config, Math.min(maxRequestBytes, config.maxFrameBytes), sink),
     responseDecoder: (sink) => new FramedResponseDecoder(config, sink),
     sessionRules: () => new FramedSessionRules(),

@@ -34,6 +34,7 @@ type RedisCodec = { readonly heartbeatRequest: Buffer; errorReply(reason: Failur
 /** Redis over RESP2/RESP3: the request and response framing in resp.ts, the command tables in commands.ts. */
 export const redisCodec: RedisCodec = {
   protocol: 'redis',
+  sessionKind: 'requests',
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),
   responseDecoder: (sink) => new RespResponseDecoder(sink),
   sessionRules: () => new RedisSessionRules(null),
