@@ -131,7 +131,6 @@ describe('translateBinary', () => {
     expect(sendLine(translateBinary(binaryRequest({ opcode: Op.DECREMENT, key: 'n', extras: incr })))).toBe('ma n MD D2 N2147483647 J10 v c\r\n');
     expect(sendLine(translateBinary(binaryRequest({ opcode: Op.FLUSHQ, extras: Buffer.from([0, 0, 0, 9]) })))).toBe('flush_all 9\r\n');
     expect(sendLine(translateBinary(binaryRequest({ opcode: Op.STAT, key: 'items' })))).toBe('stats items\r\n');
-    expect(sendLine(translateBinary(binaryRequest({ opcode: Op.NOOP })))).toBe('mn\r\n');
   });
 
   it('sends keys a text line cannot carry as base64 (b flag), and refuses those too long for it', () => {
@@ -187,7 +186,7 @@ describe('translateBinary', () => {
     expect(mapReply(setq, 'HD c5\r\n')).toBeNull();
     expect(only(mapReply(setq, 'EX\r\n')).status).toBe(Status.KEY_EEXISTS);
     const noop = translateBinary(binaryRequest({ opcode: Op.NOOP, opaque: 3 }));
-    expect(only(mapReply(noop, 'MN\r\n')).opaque).toBe(3);
+    expect(noop.kind === 'answer' && only(noop.reply).opaque).toBe(3);
   });
 
   it("turns poolside's own errors into temporary-failure or internal-error statuses with the message", () => {

@@ -11,7 +11,7 @@
  * The client's opaque never goes to a server: it is kept in the map and given back.
  *
  * Where memcached's binary handler answers without looking at its data (malformed lengths, an
- * unknown opcode, SASL, QUIT) poolside answers itself, byte for byte as memcached 1.6 does; the
+ * unknown opcode, SASL, QUIT, NOOP) poolside answers itself, byte for byte as memcached 1.6 does; the
  * requests memcached closes the connection after (`close: true`) make poolside close it too.
  */
 import type { FailureReason } from '../../errors.js';
@@ -160,12 +160,10 @@ export function translateBinary(request: Buffer): BinaryIntake {
       });
     }
     case Op.NOOP: {
+      // Answered by poolside, as `mn` is: replies reach the client in request order, so when its
+      // turn comes every request before it has been answered, on whichever servers they ran.
       if (!bare) return invalid();
-      return send(`mn${CRLF}`, (reply) => {
-        const meta = parseMeta(reply);
-        if (meta.code === 'MN') return binaryResponse({ opcode, status: Status.OK, opaque });
-        return errorResponse(opcode, opaque, meta);
-      });
+      return { kind: 'answer', reply: binaryResponse({ opcode, status: Status.OK, opaque }), close: false };
     }
     case Op.VERSION: {
       if (!bare) return invalid();
