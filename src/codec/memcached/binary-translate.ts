@@ -74,34 +74,27 @@ export function translateBinary(request: Buffer): BinaryIntake {
   const { keyLength, extrasLength, bodyLength } = h;
 
   const fail = (status: number, close: boolean, text?: string): BinaryIntake => ({ kind: 'answer', reply: binaryError(opcode, opaque, status, text), close });
-  if (keyLength > bodyLength || keyLength + extrasLength > bodyLength) return fail(Status.UNKNOWN_COMMAND, true);
-  if (keyLength > MAX_KEY_BYTES) return fail(Status.EINVAL, true);
-  // The decoder delivered the request without its value: too large to buffer (memcached: E2BIG).
-  if (request.length < HEADER_BYTES + bodyLength) {
-    return isStorageOp(opcode) ? fail(Status.E2BIG, false) : fail(Status.EINVAL, true);
-  }
+  const shape = shapeError(request);
+  if (shape !== null) return fail(shape, true);
+  // The decoder delivered a storage request without its value: too large to buffer (memcached: E2BIG).
+  if (request.length < HEADER_BYTES + bodyLength) return fail(Status.E2BIG, false);
   const extras = request.subarray(HEADER_BYTES, HEADER_BYTES + extrasLength);
   const key = request.subarray(HEADER_BYTES + extrasLength, HEADER_BYTES + extrasLength + keyLength);
   const value = request.subarray(HEADER_BYTES + extrasLength + keyLength, HEADER_BYTES + bodyLength);
-  const bare = extrasLength === 0 && keyLength === 0 && bodyLength === 0;
-  const invalid = (): BinaryIntake => fail(Status.EINVAL, true);
 
   switch (loud) {
     case Op.GET:
     case Op.GETK: {
-      if (!(extrasLength === 0 && bodyLength === keyLength && keyLength > 0)) return invalid();
       return retrieve(opcode, opaque, key, null, loud === Op.GETK, quiet);
     }
     case Op.GAT:
     case Op.GATK:
     case Op.TOUCH: {
-      if (!(extrasLength === 4 && keyLength !== 0)) return invalid();
       return retrieve(opcode, opaque, key, exptime(extras.readUInt32BE(0)), loud === Op.GATK, quiet, loud === Op.TOUCH);
     }
     case Op.SET:
     case Op.ADD:
     case Op.REPLACE: {
-      if (!(extrasLength === 8 && keyLength !== 0 && bodyLength >= keyLength + 8)) return invalid();
       // With a CAS, memcached stores as `cas` whatever the opcode said (meta: mode S with C).
       const mode = h.cas !== 0n ? '' : loud === Op.ADD ? ' ME' : loud === Op.REPLACE ? ' MR' : '';
       const flags = ` F${extras.readUInt32BE(0)} T${exptime(extras.readUInt32BE(4))}`;
@@ -109,11 +102,9 @@ export function translateBinary(request: Buffer): BinaryIntake {
     }
     case Op.APPEND:
     case Op.PREPEND: {
-      if (!(keyLength > 0 && extrasLength === 0)) return invalid();
       return store(opcode, opaque, loud, quiet, key, value, `${casToken(h.cas)} M${loud === Op.APPEND ? 'A' : 'P'}`);
     }
     case Op.DELETE: {
-      if (!(keyLength > 0 && extrasLength === 0 && bodyLength === keyLength)) return invalid();
       const k = metaKey(key);
       if (k === null) return fail(Status.EINVAL, false);
       return send(`md ${k.token}${k.b}${casToken(h.cas)}${CRLF}`, (reply) => {
@@ -126,7 +117,6 @@ export function translateBinary(request: Buffer): BinaryIntake {
     }
     case Op.INCREMENT:
     case Op.DECREMENT: {
-      if (!(keyLength > 0 && extrasLength === 20 && bodyLength === keyLength + extrasLength)) return invalid();
       const k = metaKey(key);
       if (k === null) return fail(Status.EINVAL, false);
       const delta = extras.readBigUInt64BE(0);
@@ -149,7 +139,6 @@ export function translateBinary(request: Buffer): BinaryIntake {
       });
     }
     case Op.FLUSH: {
-      if (!(keyLength === 0 && bodyLength === extrasLength && (extrasLength === 0 || extrasLength === 4))) return invalid();
       const delay = extrasLength === 4 ? exptime(extras.readUInt32BE(0)) : 0;
       return send(delay > 0 ? `flush_all ${delay}${CRLF}` : `flush_all${CRLF}`, (reply) => {
         const meta = parseMeta(reply);
@@ -162,11 +151,9 @@ export function translateBinary(request: Buffer): BinaryIntake {
     case Op.NOOP: {
       // Answered by poolside, as `mn` is: replies reach the client in request order, so when its
       // turn comes every request before it has been answered, on whichever servers they ran.
-      if (!bare) return invalid();
       return { kind: 'answer', reply: binaryResponse({ opcode, status: Status.OK, opaque }), close: false };
     }
     case Op.VERSION: {
-      if (!bare) return invalid();
       return send(`version${CRLF}`, (reply) => {
         const meta = parseMeta(reply);
         if (meta.line.startsWith('VERSION ')) return binaryResponse({ opcode, status: Status.OK, opaque, value: meta.line.slice(8) });
@@ -174,20 +161,17 @@ export function translateBinary(request: Buffer): BinaryIntake {
       });
     }
     case Op.STAT: {
-      if (extrasLength !== 0) return invalid();
       const group = key.toString('latin1');
       // A group name goes on the text line as it is: no line breaks or control bytes in it.
       if (!/^[\x20-\x7e]*$/.test(group)) return fail(Status.KEY_ENOENT, false);
       return send(group === '' ? `stats${CRLF}` : `stats ${group}${CRLF}`, (reply) => statsResponse(opcode, opaque, reply));
     }
     case Op.QUIT: {
-      if (!bare) return invalid();
       return { kind: 'answer', reply: quiet ? null : binaryResponse({ opcode, status: Status.OK, opaque }), close: true };
     }
     case Op.SASL_LIST_MECHS:
     case Op.SASL_AUTH:
     case Op.SASL_STEP: {
-      if (loud === Op.SASL_LIST_MECHS ? !bare : !(extrasLength === 0 && keyLength !== 0)) return invalid();
       // memcached without SASL says "Unknown command"; poolside says why.
       return fail(Status.UNKNOWN_COMMAND, false, 'Unknown command: poolside does not do SASL (credentials to servers belong in its config)');
     }
@@ -195,6 +179,71 @@ export function translateBinary(request: Buffer): BinaryIntake {
       // VERBOSITY and everything memcached 1.6 does not know.
       return fail(Status.UNKNOWN_COMMAND, false);
   }
+}
+
+/**
+ * What memcached answers, and then closes the connection, for a request whose lengths do not fit
+ * its opcode (its dispatch_bin_command): EINVAL, or UNKNOWN_COMMAND when the key and extras do not
+ * fit in the body; null when the request has the shape its opcode needs (or an opcode memcached
+ * does not know, which it answers without closing).
+ */
+export function shapeError(request: Buffer): number | null {
+  const opcode = request[1];
+  const keyLength = request.readUInt16BE(2);
+  const extrasLength = request[4];
+  const bodyLength = request.readUInt32BE(8);
+  if (keyLength > bodyLength || keyLength + extrasLength > bodyLength) return Status.UNKNOWN_COMMAND;
+  if (keyLength > MAX_KEY_BYTES) return Status.EINVAL;
+  // Only a storage request's value is ever counted away (binary-request.ts).
+  if (request.length < HEADER_BYTES + bodyLength && !isStorageOp(opcode)) return Status.EINVAL;
+  const bare = extrasLength === 0 && keyLength === 0 && bodyLength === 0;
+  let fits: boolean;
+  switch (LOUD[opcode] ?? opcode) {
+    case Op.GET:
+    case Op.GETK:
+      fits = extrasLength === 0 && bodyLength === keyLength && keyLength > 0;
+      break;
+    case Op.GAT:
+    case Op.GATK:
+    case Op.TOUCH:
+      fits = extrasLength === 4 && keyLength !== 0;
+      break;
+    case Op.SET:
+    case Op.ADD:
+    case Op.REPLACE:
+      fits = extrasLength === 8 && keyLength !== 0 && bodyLength >= keyLength + 8;
+      break;
+    case Op.APPEND:
+    case Op.PREPEND:
+      fits = keyLength > 0 && extrasLength === 0;
+      break;
+    case Op.DELETE:
+      fits = keyLength > 0 && extrasLength === 0 && bodyLength === keyLength;
+      break;
+    case Op.INCREMENT:
+    case Op.DECREMENT:
+      fits = keyLength > 0 && extrasLength === 20 && bodyLength === keyLength + extrasLength;
+      break;
+    case Op.FLUSH:
+      fits = keyLength === 0 && bodyLength === extrasLength && (extrasLength === 0 || extrasLength === 4);
+      break;
+    case Op.NOOP:
+    case Op.VERSION:
+    case Op.QUIT:
+    case Op.SASL_LIST_MECHS:
+      fits = bare;
+      break;
+    case Op.STAT:
+      fits = extrasLength === 0;
+      break;
+    case Op.SASL_AUTH:
+    case Op.SASL_STEP:
+      fits = extrasLength === 0 && keyLength !== 0;
+      break;
+    default:
+      fits = true;
+  }
+  return fits ? null : Status.EINVAL;
 }
 
 function send(text: string | Buffer, reply: BinaryReplyMap): BinaryIntake {
