@@ -1,0 +1,244 @@
+/**
+ * memcached's binary protocol through poolside against real memcached: a client whose first byte
+ * is 0x80 is a binary client; each request goes out as one meta request on the shared text
+ * connections and its reply comes back as the binary response memcached would have sent.
+ *
+ * - the differential: generated sequences straight to memcached in binary vs through poolside,
+ *   byte for byte (CAS normalised);
+ * - GETKQ…NOOP pipelines from many clients with colliding opaques on ONE shared connection;
+ * - poolside's own errors as binary errors with the client's opaque; too-large values; QUIT;
+ * - PHP's Memcached extension with OPT_BINARY_PROTOCOL, and PHP sessions with the extension's
+ *   session handler at its defaults (binary, locking on).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Op, Status, binaryRequest, parseResponses } from '../../src/codec/memcached/binary-protocol.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { CasMemory, binCase, encodeBatch } from '../helpers/mc-binary-cases.js';
+import { connectMcBinary, normaliseCas } from '../helpers/mc-binary-client.js';
+import { connectMc } from '../helpers/mc-client.js';
+import { portOf, startMemcachedAndProxy, startProxy, waitReady } from '../helpers/proxy.js';
+import { requireBinary, startMemcached, tempDir } from '../helpers/servers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+const PHP_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'php');
+
+function setExtras(flags: number, exp: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32BE(flags, 0);
+  b.writeUInt32BE(exp, 4);
+  return b;
+}
+
+function records(bytes: Buffer): object[] {
+  return parseResponses(bytes).packets.map((p) => ({
+    opcode: p.opcode,
+    status: p.status,
+    opaque: p.opaque,
+    cas: p.cas,
+    extras: p.extras.toString('hex'),
+    key: p.key.toString('latin1'),
+    value: p.value.toString('latin1'),
+  }));
+}
+
+/** Runs php with the memcached extension; resolves with stdout, rejects with stderr on failure. */
+function php(args: string[]): Promise<string> {
+  requireBinary('php', 'php-cli php-memcached');
+  return new Promise((resolve, reject) => {
+    execFile('php', args, { timeout: 20_000 }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`php ${args.join(' ')} failed: ${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+async function requirePhpMemcached(): Promise<void> {
+  const loaded = await php(['-r', 'echo extension_loaded("memcached") ? "yes" : "no";']);
+  if (loaded !== 'yes') throw new Error('php has no memcached extension: the binary-protocol tests need it. Install it with: apt-get install -y php-cli php-memcached');
+}
+
+describe('memcached binary protocol through poolside', () => {
+  it('gives generated request sequences the responses memcached gives in binary, byte for byte (fast-check)', async () => {
+    const direct = await startMemcached(cleanup);
+    const { memcached, port } = await startMemcachedAndProxy(cleanup, { connections: { min: 1, max: 2 } });
+    const a = await connectMcBinary(cleanup, direct.port);
+    const b = await connectMcBinary(cleanup, port);
+    await fc.assert(
+      fc.asyncProperty(binCase, async (batches) => {
+        expect(await direct.command('flush_all\r\n')).toBe('OK\r\n');
+        expect(await memcached.command('flush_all\r\n')).toBe('OK\r\n');
+        const memA = new CasMemory();
+        const memB = new CasMemory();
+        const seenA = new Map<bigint, bigint>();
+        const seenB = new Map<bigint, bigint>();
+        for (const batch of batches) {
+          const reqA = encodeBatch(batch, memA);
+          const reqB = encodeBatch(batch, memB);
+          const [got, mine] = await Promise.all([a.batch(reqA.bytes), b.batch(reqB.bytes)]);
+          memA.learn(got, reqA.keys);
+          memB.learn(mine, reqB.keys);
+          expect(records(normaliseCas(mine, seenB))).toEqual(records(normaliseCas(got, seenA)));
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('keeps GETKQ…NOOP pipelines from many clients with the same opaques apart on one shared connection', async () => {
+    const { memcached, port } = await startMemcachedAndProxy(cleanup, { connections: { min: 1, max: 1 } });
+    const text = await connectMc(cleanup, memcached.port);
+    for (let i = 0; i < 40; i += 2) expect(await text.call(`set key${i} ${i} 0 ${String(i).length}\r\n${i}\r\n`)).toBe('STORED\r\n');
+    const clients = await Promise.all(Array.from({ length: 12 }, () => connectMcBinary(cleanup, port)));
+    const rounds = 5;
+    await Promise.all(
+      clients.map(async (client, c) => {
+        for (let round = 0; round < rounds; round++) {
+          // Every client uses opaques 0…n: the same values are in flight from every client at once.
+          const keys = Array.from({ length: 10 }, (_, i) => (c * 3 + round * 7 + i * 5) % 40);
+          const requests = keys.map((k, opaque) => binaryRequest({ opcode: Op.GETKQ, opaque, key: `key${k}` }));
+          const out = parseResponses(await client.batch(Buffer.concat(requests), 99)).packets;
+          const expected = keys.flatMap((k, opaque) => (k % 2 === 0 ? [{ opaque, key: `key${k}`, value: String(k), flags: k }] : []));
+          expect(out.slice(0, -1).map((p) => ({ opaque: p.opaque, key: p.key.toString(), value: p.value.toString(), flags: p.extras.readUInt32BE(0) }))).toEqual(expected);
+          expect(out.at(-1)?.opcode).toBe(Op.NOOP);
+          expect(out.every((p) => p.status === Status.OK)).toBe(true);
+        }
+      }),
+    );
+    // One pooled connection served them all (plus the text client above).
+    expect(await memcached.command('stats\r\n')).toMatch(/STAT curr_connections [23]\r\n/);
+  });
+
+  it("answers poolside's own failures as binary errors carrying the client's opaque", async () => {
+    const { memcached, port } = await startMemcachedAndProxy(cleanup, { queue: { timeout: '200ms' }, connections: { min: 1, max: 1 } });
+    const client = await connectMcBinary(cleanup, port);
+    expect((await client.batch(binaryRequest({ opcode: Op.SET, opaque: 1, key: 'k', extras: setExtras(0, 0), value: 'v' }))).length).toBeGreaterThan(0);
+    await memcached.kill();
+    client.write(binaryRequest({ opcode: Op.GETQ, opaque: 0xabcdef01, key: 'k' }));
+    const [failure] = await client.take(1, 5000);
+    expect(failure.opcode).toBe(Op.GETQ);
+    expect(failure.opaque).toBe(0xabcdef01);
+    // Temporary: no healthy server, or no connection in time.
+    expect(failure.status).toBe(Status.ETMPFAIL);
+    expect(failure.value.toString()).toMatch(/^poolside (NO_HEALTHY_SERVER|POOL_TIMEOUT|SERVER_ERROR|REQUEST_TIMEOUT) /);
+    expect(client.isClosed).toBe(false);
+  });
+
+  it('refuses a value larger than max_item_size without holding it, and goes on with the next request', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup, { max_item_size: '64kb' });
+    const client = await connectMcBinary(cleanup, port);
+    const big = binaryRequest({ opcode: Op.SETQ, opaque: 5, key: 'big', extras: setExtras(0, 0), value: Buffer.alloc(200 * 1024, 0x61) });
+    const out = parseResponses(await client.batch(Buffer.concat([big, binaryRequest({ opcode: Op.GETK, opaque: 6, key: 'big' })]))).packets;
+    expect(out.map((p) => [p.opcode, p.status, p.opaque])).toEqual([
+      [Op.SETQ, Status.E2BIG, 5],
+      [Op.GETK, Status.KEY_ENOENT, 6],
+      [Op.NOOP, Status.OK, 0xfffffff0],
+    ]);
+  });
+
+  it('answers QUIT and closes; closes after a request whose lengths do not fit its opcode, as memcached does', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup);
+    const quit = await connectMcBinary(cleanup, port);
+    quit.write(Buffer.concat([binaryRequest({ opcode: Op.VERSION, opaque: 1 }), binaryRequest({ opcode: Op.QUIT, opaque: 2 }), binaryRequest({ opcode: Op.NOOP, opaque: 3 })]));
+    const [version, bye] = await quit.take(2);
+    expect([version.opcode, version.status, version.opaque]).toEqual([Op.VERSION, Status.OK, 1]);
+    expect(version.value.toString()).toMatch(/^\d+\.\d+\.\d+/);
+    expect([bye.opcode, bye.status, bye.opaque]).toEqual([Op.QUIT, Status.OK, 2]);
+    expect(await quit.closesWithin(2000)).toBe(true);
+
+    const bad = await connectMcBinary(cleanup, port);
+    bad.write(Buffer.concat([binaryRequest({ opcode: Op.GET, opaque: 7, key: 'k', extras: Buffer.alloc(4) }), binaryRequest({ opcode: Op.NOOP, opaque: 8 })]));
+    const [invalid] = await bad.take(1);
+    expect([invalid.opcode, invalid.status, invalid.opaque, invalid.value.toString()]).toEqual([Op.GET, Status.EINVAL, 7, 'Invalid arguments']);
+    expect(await bad.closesWithin(2000)).toBe(true);
+
+    const sasl = await connectMcBinary(cleanup, port);
+    const [refused] = parseResponses(await sasl.batch(binaryRequest({ opcode: Op.SASL_LIST_MECHS, opaque: 9 }))).packets;
+    expect([refused.status, refused.opaque]).toEqual([Status.UNKNOWN_COMMAND, 9]);
+    expect(refused.value.toString()).toMatch(/SASL/);
+  });
+
+  it('serves text and binary clients side by side on the same pool', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup, { connections: { min: 1, max: 1 } });
+    const text = await connectMc(cleanup, port);
+    const binary = await connectMcBinary(cleanup, port);
+    expect(await text.call('set shared 3 0 5\r\nhello\r\n')).toBe('STORED\r\n');
+    const [hit] = parseResponses(await binary.batch(binaryRequest({ opcode: Op.GETK, opaque: 1, key: 'shared' }))).packets;
+    expect([hit.status, hit.extras.readUInt32BE(0), hit.key.toString(), hit.value.toString()]).toEqual([Status.OK, 3, 'shared', 'hello']);
+    await binary.batch(binaryRequest({ opcode: Op.APPENDQ, opaque: 2, key: 'shared', value: ' world' }));
+    expect(await text.call('get shared\r\n')).toBe('VALUE shared 3 11\r\nhello world\r\nEND\r\n');
+  });
+});
+
+describe('PHP Memcached with the binary protocol through poolside', () => {
+  it('does set/get/getMulti/cas/increment/touch/delete as it does against memcached itself', async () => {
+    await requirePhpMemcached();
+    const direct = await startMemcached(cleanup);
+    const { port } = await startMemcachedAndProxy(cleanup, { connections: { min: 1, max: 2 } });
+    const [theirs, ours] = await Promise.all([
+      php([path.join(PHP_DIR, 'binary-client.php'), '127.0.0.1', String(direct.port), 't:']),
+      php([path.join(PHP_DIR, 'binary-client.php'), '127.0.0.1', String(port), 't:']),
+    ]);
+    const result = JSON.parse(ours) as Record<string, unknown>;
+    expect(result).toEqual(JSON.parse(theirs));
+    // And what that is, so that both being wrong the same way would show.
+    expect(result).toMatchObject({
+      set: true,
+      get: 'alpha',
+      get_miss_code: true,
+      getMulti: { 't:a': 'alpha', 't:b': 'beta', 't:c': ['an', 'array'], 't:d': 42 },
+      cas_ok: true,
+      cas_stale: false,
+      cas_stale_code: true,
+      after_concat: 'pre+beta+more',
+      increment: 15,
+      decrement: 12,
+      increment_missing: false,
+      increment_initial: 100,
+      increment_after_initial: 101,
+      touch: true,
+      touch_missing: false,
+      delete: true,
+      delete_missing: false,
+      after_delete: { 't:d': 42 },
+      get_big: true,
+      version: true,
+    });
+  });
+
+  it('stores PHP sessions with the session handler at its defaults (binary, locking): start, write, read from another process, regenerate', async () => {
+    await requirePhpMemcached();
+    const { memcached, proxy } = await startMemcachedAndProxy(cleanup);
+    const server = `127.0.0.1:${portOf(proxy)}`;
+    const script = path.join(PHP_DIR, 'binary-session.php');
+    const id = (await php([script, server, 'write'])).trim();
+    expect(id).toMatch(/^[a-z0-9,-]{16,}$/i);
+    expect((await php([script, server, 'read', id])).trim()).toBe('"ada" 1');
+    expect((await php([script, server, 'read', id])).trim()).toBe('"ada" 2');
+    const fresh = (await php([script, server, 'regenerate', id])).trim();
+    expect(fresh).not.toBe(id);
+    expect((await php([script, server, 'read', fresh])).trim()).toBe('"ada" 3');
+    // session_regenerate_id(true) deleted the old session.
+    expect((await php([script, server, 'read', id])).trim()).toBe('null null');
+    // The lock keys are gone: every process released its lock.
+    expect(await memcached.command(`mg memc.sess.key.lock.${fresh} v\r\n`)).toBe('EN\r\n');
+  });
+
+  it('keeps sessions through a pool listening on a unix socket, as PHP-FPM reaches a sidecar', async () => {
+    await requirePhpMemcached();
+    const mc = await startMemcached(cleanup);
+    const dir = cleanup.add(tempDir('poolside-mcbin-'), (d) => fs.rmSync(d, { recursive: true, force: true }));
+    const sock = path.join(dir, 'mc.sock');
+    const proxy = cleanup.add(await startProxy([mc.address], { protocol: 'memcached', listen: [`unix:${sock}`] }), (p) => p.close());
+    await waitReady(proxy);
+    const script = path.join(PHP_DIR, 'binary-session.php');
+    const id = (await php([script, sock, 'write'])).trim();
+    expect((await php([script, sock, 'read', id])).trim()).toBe('"ada" 1');
+  });
+});
