@@ -174,6 +174,40 @@ describe('memcached binary protocol through poolside', () => {
     await binary.batch(binaryRequest({ opcode: Op.APPENDQ, opaque: 2, key: 'shared', value: ' world' }));
     expect(await text.call('get shared\r\n')).toBe('VALUE shared 3 11\r\nhello world\r\nEND\r\n');
   });
+
+  it('routes binary requests by the key the client sent in a ketama pool, where text requests for that key go', async () => {
+    const servers = [await startMemcached(cleanup), await startMemcached(cleanup), await startMemcached(cleanup)];
+    const proxy = cleanup.add(await startProxy(servers.map((s) => s.address), { protocol: 'memcached', routing: 'ketama' }), (p) => p.close());
+    await waitReady(proxy);
+    const port = portOf(proxy);
+    const binary = await connectMcBinary(cleanup, port);
+    const text = await connectMc(cleanup, port);
+    // Plain keys and one that goes out base64-encoded (a space in it): routed by the raw key.
+    const keys = [...Array.from({ length: 30 }, (_, i) => `user:${i}`), 'with space', 'ctl\x01key'];
+    const sets = keys.map((key, i) => binaryRequest({ opcode: Op.SETQ, opaque: i, key, extras: setExtras(i, 0), value: `v${i}` }));
+    expect(parseResponses(await binary.batch(Buffer.concat(sets))).packets.map((p) => p.opcode)).toEqual([Op.NOOP]);
+    // Every key on exactly one server, spread over all three.
+    const holders = await Promise.all(
+      keys.map(async (key) => {
+        const found = await Promise.all(servers.map((s) => s.command(`mg ${Buffer.from(key, 'latin1').toString('base64')} b v\r\n`)));
+        return found.flatMap((reply, n) => (reply.startsWith('VA ') ? [n] : []));
+      }),
+    );
+    expect(holders.every((h) => h.length === 1)).toBe(true);
+    expect(new Set(holders.map((h) => h[0])).size).toBe(3);
+    // A text client through poolside finds each plain key where binary put it.
+    for (const [i, key] of keys.entries()) {
+      if (key.includes(' ') || key.includes('\x01')) continue;
+      expect(await text.call(`get ${key}\r\n`)).toBe(`VALUE ${key} ${i} ${`v${i}`.length}\r\nv${i}\r\nEND\r\n`);
+    }
+    // getMulti's shape: GETKQ for every key, then NOOP, across the three servers, in order.
+    const gets = keys.map((key, i) => binaryRequest({ opcode: Op.GETKQ, opaque: 1000 + i, key }));
+    const got = parseResponses(await binary.batch(Buffer.concat([gets[0], binaryRequest({ opcode: Op.GETKQ, opaque: 1, key: 'missing' }), ...gets.slice(1)]))).packets;
+    expect(got.map((p) => [p.opaque, p.key.toString('latin1'), p.value.toString()])).toEqual([
+      ...keys.map((key, i) => [1000 + i, key, `v${i}`]),
+      [0xfffffff0, '', ''],
+    ]);
+  });
 });
 
 describe('PHP Memcached with the binary protocol through poolside', () => {
