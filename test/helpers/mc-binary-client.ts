@@ -156,3 +156,23 @@ export function normaliseCas(bytes: Buffer, seen: Map<bigint, bigint>): Buffer {
   }
   return out;
 }
+
+/**
+ * Response packets as readable records for a diff, with the differences docs/memcached-binary.md
+ * lists applied, and nothing else:
+ * 1. a number memcached's binary DECREMENT shortened in place keeps its old length, padded with
+ *    spaces (`10` → `9 `); its meta `ma` (what poolside sends) stores the short number (`9`), so a
+ *    later GET through poolside reads `9` (and an APPEND then makes `9x`, not `9 x`): values
+ *    compare with the spaces after a digit taken out, on both sides.
+ */
+export function responseRecords(bytes: Buffer): object[] {
+  return parseResponses(bytes).packets.map((p) => ({
+    opcode: p.opcode,
+    status: p.status,
+    opaque: p.opaque,
+    cas: p.cas,
+    extras: p.extras.toString('hex'),
+    key: p.key.toString('latin1'),
+    value: p.value.toString('latin1').replace(/(\d) +/g, '$1'),
+  }));
+}

@@ -12,7 +12,7 @@ import { BinaryRequestDecoder } from '../../src/codec/memcached/binary-request.j
 import { translateBinary } from '../../src/codec/memcached/binary-translate.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { CasMemory, binCase, encodeBatch } from '../helpers/mc-binary-cases.js';
-import { connectMcBinary, normaliseCas } from '../helpers/mc-binary-client.js';
+import { connectMcBinary, normaliseCas, responseRecords } from '../helpers/mc-binary-client.js';
 import { connectMc, type McClient } from '../helpers/mc-client.js';
 import { startMemcached } from '../helpers/servers.js';
 
@@ -53,18 +53,6 @@ async function translated(mc: McClient, bytes: Buffer, splits: number[]): Promis
   return Buffer.concat(out);
 }
 
-/** Packets as readable records, for a diff that says what differs. */
-function describe_(bytes: Buffer): object[] {
-  return parseResponses(bytes).packets.map((p) => ({
-    opcode: p.opcode,
-    status: p.status,
-    opaque: p.opaque,
-    cas: p.cas,
-    extras: p.extras.toString('hex'),
-    key: p.key.toString('latin1'),
-    value: p.value.toString('latin1'),
-  }));
-}
 
 describe('binary protocol translated to meta, against memcached itself', () => {
   it('gives every generated request sequence the responses memcached gives in binary (fast-check)', async () => {
@@ -87,7 +75,7 @@ describe('binary protocol translated to meta, against memcached itself', () => {
           const mine = await translated(b, reqB.bytes, splits);
           memA.learn(got, reqA.keys);
           memB.learn(mine, reqB.keys);
-          expect(describe_(normaliseCas(mine, seenB))).toEqual(describe_(normaliseCas(got, seenA)));
+          expect(responseRecords(normaliseCas(mine, seenB))).toEqual(responseRecords(normaliseCas(got, seenA)));
         }
       }),
       { numRuns: 60 },
