@@ -165,6 +165,32 @@ describe('memcached binary protocol through poolside', () => {
     expect(await text.call('get shared\r\n')).toBe('VALUE shared 3 11\r\nhello world\r\nEND\r\n');
   });
 
+  it('works the same in session mode (lease: exclusive), each client on a connection of its own', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup, { lease: 'exclusive', exclusive: { max: 2 } });
+    const clients = await Promise.all([connectMcBinary(cleanup, port), connectMcBinary(cleanup, port)]);
+    const answers = await Promise.all(
+      clients.map(async (client, c) => {
+        const set = binaryRequest({ opcode: Op.SETQ, opaque: 1, key: `own${c}`, extras: setExtras(c, 0), value: `mine${c}` });
+        const incr = Buffer.alloc(20);
+        incr.writeBigUInt64BE(5n, 0);
+        incr.writeBigUInt64BE(40n, 8);
+        const get = binaryRequest({ opcode: Op.GETK, opaque: 2, key: `own${c}` });
+        const counter = binaryRequest({ opcode: Op.INCREMENT, opaque: 3, key: 'shared-counter', extras: incr });
+        return parseResponses(await client.batch(Buffer.concat([set, get, counter]))).packets;
+      }),
+    );
+    for (const [c, packets] of answers.entries()) {
+      expect(packets.map((p) => [p.opcode, p.status, p.opaque])).toEqual([
+        [Op.GETK, Status.OK, 2],
+        [Op.INCREMENT, Status.OK, 3],
+        [Op.NOOP, Status.OK, 0xfffffff0],
+      ]);
+      expect(packets[0].value.toString()).toBe(`mine${c}`);
+    }
+    // One client created the counter at 40, the other added 5.
+    expect(answers.map((p) => p[1].value.readBigUInt64BE(0)).sort()).toEqual([40n, 45n]);
+  });
+
   it('routes binary requests by the key the client sent in a ketama pool, where text requests for that key go', async () => {
     const servers = [await startMemcached(cleanup), await startMemcached(cleanup), await startMemcached(cleanup)];
     const proxy = cleanup.add(await startProxy(servers.map((s) => s.address), { protocol: 'memcached', routing: 'ketama' }), (p) => p.close());
