@@ -126,24 +126,27 @@ export interface ResponseParts {
   value?: Buffer | string;
 }
 
+/** A response packet's header, written into a buffer with room for its body (the caller writes the body). */
+export function packet(opcode: number, status: number, opaque: number, cas: bigint, extrasLength: number, keyLength: number, valueLength: number): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_BYTES + extrasLength + keyLength + valueLength);
+  out[0] = RESPONSE_MAGIC;
+  out[1] = opcode;
+  out.writeUInt16BE(keyLength, 2);
+  out[4] = extrasLength;
+  out[5] = 0;
+  out.writeUInt16BE(status, 6);
+  out.writeUInt32BE(extrasLength + keyLength + valueLength, 8);
+  out.writeUInt32BE(opaque, 12);
+  out.writeBigUInt64BE(cas, 16);
+  return out;
+}
+
 /** One response packet. */
 export function binaryResponse(parts: ResponseParts): Buffer {
   const extras = parts.extras;
   const key = parts.key;
   const value = typeof parts.value === 'string' ? Buffer.from(parts.value, 'latin1') : parts.value;
-  const extrasLength = extras?.length ?? 0;
-  const keyLength = key?.length ?? 0;
-  const valueLength = value?.length ?? 0;
-  const out = Buffer.allocUnsafe(HEADER_BYTES + extrasLength + keyLength + valueLength);
-  out[0] = RESPONSE_MAGIC;
-  out[1] = parts.opcode;
-  out.writeUInt16BE(keyLength, 2);
-  out[4] = extrasLength;
-  out[5] = 0;
-  out.writeUInt16BE(parts.status, 6);
-  out.writeUInt32BE(extrasLength + keyLength + valueLength, 8);
-  out.writeUInt32BE(parts.opaque, 12);
-  out.writeBigUInt64BE(parts.cas ?? 0n, 16);
+  const out = packet(parts.opcode, parts.status, parts.opaque, parts.cas ?? 0n, extras?.length ?? 0, key?.length ?? 0, value?.length ?? 0);
   let at = HEADER_BYTES;
   if (extras !== undefined) at += extras.copy(out, at);
   if (key !== undefined) at += key.copy(out, at);

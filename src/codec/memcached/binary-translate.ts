@@ -16,7 +16,7 @@
  */
 import type { FailureReason } from '../../errors.js';
 import { FAILURE_REASONS } from '../../errors.js';
-import { HEADER_BYTES, MAX_KEY_BYTES, Op, Status, binaryError, binaryResponse, isStorageOp, readRequestHeader } from './binary-protocol.js';
+import { HEADER_BYTES, MAX_KEY_BYTES, Op, Status, binaryError, binaryResponse, isStorageOp, packet, readRequestHeader } from './binary-protocol.js';
 
 /** What the client gets for a reply (the server's, or poolside's own error); null: nothing. */
 export type BinaryReplyMap = (reply: Buffer) => Buffer | null;
@@ -105,47 +105,47 @@ export function translateBinary(request: Buffer): BinaryIntake {
       return store(opcode, opaque, loud, quiet, key, value, `${casToken(h.cas)} M${loud === Op.APPEND ? 'A' : 'P'}`);
     }
     case Op.DELETE: {
-      const k = metaKey(key);
-      if (k === null) return fail(Status.EINVAL, false);
-      return send(`md ${k.token}${k.b}${casToken(h.cas)}${CRLF}`, (reply) => {
+      const line = metaLine('md ', key, '', `${casToken(h.cas)}${CRLF}`);
+      if (line === null) return fail(Status.EINVAL, false);
+      return send(line, (reply) => {
         const meta = parseMeta(reply);
-        if (meta.code === 'HD') return quiet ? null : binaryResponse({ opcode, status: Status.OK, opaque });
+        if (meta.code === 'HD') return quiet ? null : packet(opcode, Status.OK, opaque, 0n, 0, 0, 0);
         if (meta.code === 'NF') return binaryError(opcode, opaque, Status.KEY_ENOENT);
         if (meta.code === 'EX') return binaryError(opcode, opaque, Status.KEY_EEXISTS);
-        return errorResponse(opcode, opaque, meta);
+        return errorResponse(opcode, opaque, reply);
       });
     }
     case Op.INCREMENT:
     case Op.DECREMENT: {
-      const k = metaKey(key);
-      if (k === null) return fail(Status.EINVAL, false);
       const delta = extras.readBigUInt64BE(0);
       const initial = extras.readBigUInt64BE(8);
       const expiration = extras.readUInt32BE(16);
       const create = expiration === NO_CREATE ? '' : ` N${exptime(expiration)} J${initial}`;
       const mode = loud === Op.DECREMENT ? ' MD' : '';
-      return send(`ma ${k.token}${k.b}${mode} D${delta}${create}${casToken(h.cas)} v c${CRLF}`, (reply) => {
+      const line = metaLine('ma ', key, '', `${mode} D${delta}${create}${casToken(h.cas)} v c${CRLF}`);
+      if (line === null) return fail(Status.EINVAL, false);
+      return send(line, (reply) => {
         const meta = parseMeta(reply);
         if (meta.code === 'VA' && meta.data !== null) {
           if (quiet) return null;
-          const number = Buffer.allocUnsafe(8);
-          number.writeBigUInt64BE(BigInt(meta.data.toString('latin1')));
-          return binaryResponse({ opcode, status: Status.OK, opaque, cas: meta.cas, value: number });
+          const out = packet(opcode, Status.OK, opaque, meta.cas, 0, 0, 8);
+          out.writeBigUInt64BE(BigInt(meta.data.toString('latin1')), HEADER_BYTES);
+          return out;
         }
         if (meta.code === 'NF') return binaryError(opcode, opaque, Status.KEY_ENOENT);
         if (meta.code === 'NS') return binaryError(opcode, opaque, Status.NOT_STORED);
         if (meta.code === 'EX') return binaryError(opcode, opaque, Status.KEY_EEXISTS);
-        return errorResponse(opcode, opaque, meta);
+        return errorResponse(opcode, opaque, reply);
       });
     }
     case Op.FLUSH: {
       const delay = extrasLength === 4 ? exptime(extras.readUInt32BE(0)) : 0;
       return send(delay > 0 ? `flush_all ${delay}${CRLF}` : `flush_all${CRLF}`, (reply) => {
-        const meta = parseMeta(reply);
-        if (meta.line === 'OK') return quiet ? null : binaryResponse({ opcode, status: Status.OK, opaque });
+        const line = lineOf(reply);
+        if (line === 'OK') return quiet ? null : binaryResponse({ opcode, status: Status.OK, opaque });
         // memcached -F (flush_all disabled): the binary handler says auth error.
-        if (meta.line.startsWith('CLIENT_ERROR flush_all not allowed')) return binaryError(opcode, opaque, Status.AUTH_ERROR);
-        return errorResponse(opcode, opaque, meta);
+        if (line.startsWith('CLIENT_ERROR flush_all not allowed')) return binaryError(opcode, opaque, Status.AUTH_ERROR);
+        return errorResponse(opcode, opaque, reply);
       });
     }
     case Op.NOOP: {
@@ -155,9 +155,9 @@ export function translateBinary(request: Buffer): BinaryIntake {
     }
     case Op.VERSION: {
       return send(`version${CRLF}`, (reply) => {
-        const meta = parseMeta(reply);
-        if (meta.line.startsWith('VERSION ')) return binaryResponse({ opcode, status: Status.OK, opaque, value: meta.line.slice(8) });
-        return errorResponse(opcode, opaque, meta);
+        const line = lineOf(reply);
+        if (line.startsWith('VERSION ')) return binaryResponse({ opcode, status: Status.OK, opaque, value: line.slice(8) });
+        return errorResponse(opcode, opaque, reply);
       });
     }
     case Op.STAT: {
@@ -252,32 +252,35 @@ function send(text: string | Buffer, reply: BinaryReplyMap): BinaryIntake {
 
 /** GET/GETK/GAT/GATK/TOUCH and quiet forms: `mg` with flags, CAS, value (not for TOUCH), a new TTL (GAT/TOUCH). */
 function retrieve(opcode: number, opaque: number, key: Buffer, ttl: number | null, withKey: boolean, quiet: boolean, touchOnly = false): BinaryIntake {
-  const k = metaKey(key);
-  if (k === null) return { kind: 'answer', reply: binaryError(opcode, opaque, Status.EINVAL), close: false };
-  const line = `mg ${k.token}${k.b}${ttl === null ? '' : ` T${ttl}`} f${touchOnly ? '' : ' v'} c${CRLF}`;
-  const keyCopy = withKey ? Buffer.from(key) : undefined;
+  const line = metaLine('mg ', key, '', `${ttl === null ? '' : ` T${ttl}`} f${touchOnly ? '' : ' v'} c${CRLF}`);
+  if (line === null) return { kind: 'answer', reply: binaryError(opcode, opaque, Status.EINVAL), close: false };
+  // A view of the request: the session keeps request bytes as they are (never reused).
+  const responseKey = withKey ? key : null;
   return send(line, (reply) => {
     const meta = parseMeta(reply);
     if (meta.code === 'VA' || meta.code === 'HD') {
-      const extras = Buffer.allocUnsafe(4);
-      extras.writeUInt32BE(meta.flags);
-      return binaryResponse({ opcode, status: Status.OK, opaque, cas: meta.cas, extras, key: keyCopy, value: touchOnly ? undefined : (meta.data ?? undefined) });
+      const data = touchOnly ? null : meta.data;
+      const keyLength = responseKey === null ? 0 : responseKey.length;
+      const out = packet(opcode, Status.OK, opaque, meta.cas, 4, keyLength, data === null ? 0 : data.length);
+      out.writeUInt32BE(meta.flags, HEADER_BYTES);
+      if (responseKey !== null) responseKey.copy(out, HEADER_BYTES + 4);
+      if (data !== null) data.copy(out, HEADER_BYTES + 4 + keyLength);
+      return out;
     }
     if (meta.code === 'EN') {
       if (quiet) return null;
       // GETK/GATK: the key, no text (memcached's write_bin_miss_response).
-      if (keyCopy !== undefined) return binaryResponse({ opcode, status: Status.KEY_ENOENT, opaque, key: keyCopy });
+      if (responseKey !== null) return binaryResponse({ opcode, status: Status.KEY_ENOENT, opaque, key: responseKey });
       return binaryError(opcode, opaque, Status.KEY_ENOENT);
     }
-    return errorResponse(opcode, opaque, meta);
+    return errorResponse(opcode, opaque, reply);
   });
 }
 
 /** SET/ADD/REPLACE/APPEND/PREPEND (and quiet forms) as `ms … c`. */
 function store(opcode: number, opaque: number, loud: number, quiet: boolean, key: Buffer, value: Buffer, flags: string): BinaryIntake {
-  const k = metaKey(key);
-  if (k === null) return { kind: 'answer', reply: binaryError(opcode, opaque, Status.EINVAL), close: false };
-  const head = Buffer.from(`ms ${k.token} ${value.length}${k.b}${flags} c${CRLF}`, 'latin1');
+  const head = metaLine('ms ', key, ` ${value.length}`, `${flags} c${CRLF}`);
+  if (head === null) return { kind: 'answer', reply: binaryError(opcode, opaque, Status.EINVAL), close: false };
   const bytes = Buffer.allocUnsafe(head.length + value.length + 2);
   head.copy(bytes, 0);
   value.copy(bytes, head.length);
@@ -287,7 +290,7 @@ function store(opcode: number, opaque: number, loud: number, quiet: boolean, key
     const meta = parseMeta(reply);
     switch (meta.code) {
       case 'HD':
-        return quiet ? null : binaryResponse({ opcode, status: Status.OK, opaque, cas: meta.cas });
+        return quiet ? null : packet(opcode, Status.OK, opaque, meta.cas, 0, 0, 0);
       case 'NS':
         // What memcached's binary handler makes of NOT_STORED for each command.
         return binaryError(opcode, opaque, loud === Op.ADD ? Status.KEY_EEXISTS : loud === Op.REPLACE ? Status.KEY_ENOENT : Status.NOT_STORED);
@@ -296,7 +299,7 @@ function store(opcode: number, opaque: number, loud: number, quiet: boolean, key
       case 'NF':
         return binaryError(opcode, opaque, Status.KEY_ENOENT);
       default:
-        return errorResponse(opcode, opaque, meta);
+        return errorResponse(opcode, opaque, reply);
     }
   });
 }
@@ -306,7 +309,7 @@ function statsResponse(opcode: number, opaque: number, reply: Buffer): Buffer {
   const text = reply.toString('latin1');
   const first = text.slice(0, text.indexOf('\r\n'));
   if (first.startsWith('ERROR') || first.startsWith('CLIENT_ERROR')) return binaryError(opcode, opaque, Status.KEY_ENOENT);
-  if (first.startsWith('SERVER_ERROR')) return errorResponse(opcode, opaque, parseMeta(reply));
+  if (first.startsWith('SERVER_ERROR')) return errorResponse(opcode, opaque, reply);
   const packets: Buffer[] = [];
   for (const line of text.split('\r\n')) {
     if (!line.startsWith('STAT ')) continue;
@@ -320,8 +323,8 @@ function statsResponse(opcode: number, opaque: number, reply: Buffer): Buffer {
 }
 
 /** An error line (the server's, or poolside's own `SERVER_ERROR poolside REASON …`) as a binary error. */
-function errorResponse(opcode: number, opaque: number, meta: MetaReply): Buffer {
-  const line = meta.line;
+function errorResponse(opcode: number, opaque: number, reply: Buffer): Buffer {
+  const line = lineOf(reply);
   if (line.startsWith('SERVER_ERROR ')) {
     const text = line.slice('SERVER_ERROR '.length);
     if (text.startsWith('poolside ')) {
@@ -342,9 +345,7 @@ function errorResponse(opcode: number, opaque: number, meta: MetaReply): Buffer 
 }
 
 interface MetaReply {
-  /** The reply's first line, without its CRLF. */
-  line: string;
-  /** The two-letter code (`VA`, `HD`, `EN`…), or the first word of other replies. */
+  /** The two-letter code (`VA`, `HD`, `EN`…), or '' for any other reply (`VERSION`, errors). */
   code: string;
   flags: number;
   cas: bigint;
@@ -352,29 +353,71 @@ interface MetaReply {
   data: Buffer | null;
 }
 
+const SPACE = 0x20;
+const CR = 0x0d;
+
+/** The reply's first line, without its CRLF. */
+function lineOf(reply: Buffer): string {
+  const eol = reply.indexOf(CRLF);
+  return reply.toString('latin1', 0, eol < 0 ? reply.length : eol);
+}
+
+/** Digits `[from, to)` as a number (flags are 32-bit; a CAS is 64-bit, exact as a bigint). */
+function digits(reply: Buffer, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) n = n * 10 + (reply[i] - 0x30);
+  return n;
+}
+
+/** A meta reply read byte by byte: its code, the `f` and `c` flags it returned, its data block. */
 function parseMeta(reply: Buffer): MetaReply {
-  let eol = reply.indexOf('\r\n');
-  if (eol < 0) eol = reply.length;
-  const line = reply.toString('latin1', 0, eol);
-  const tokens = line.split(' ');
-  const code = tokens[0];
+  const length = reply.length;
+  const code = length >= 3 && (reply[2] === SPACE || reply[2] === CR) ? String.fromCharCode(reply[0], reply[1]) : '';
   let flags = 0;
   let cas = 0n;
   let data: Buffer | null = null;
-  let from = 1;
+  if (code !== 'VA' && code !== 'HD') return { code, flags, cas, data };
+  let i = 2;
+  let size = 0;
   if (code === 'VA') {
-    const size = Number(tokens[1]);
-    data = reply.subarray(eol + 2, eol + 2 + size);
-    from = 2;
+    const from = ++i;
+    while (i < length && reply[i] !== SPACE && reply[i] !== CR) i++;
+    size = digits(reply, from, i);
   }
-  if (code === 'VA' || code === 'HD') {
-    for (let i = from; i < tokens.length; i++) {
-      const token = tokens[i];
-      if (token.startsWith('f')) flags = Number(token.slice(1));
-      else if (token.startsWith('c')) cas = BigInt(token.slice(1));
+  while (i < length && reply[i] !== CR) {
+    if (reply[i] === SPACE) {
+      i++;
+      continue;
     }
+    const letter = reply[i];
+    const from = ++i;
+    while (i < length && reply[i] !== SPACE && reply[i] !== CR) i++;
+    if (letter === 0x66) flags = digits(reply, from, i);
+    // Past 2^53 a number loses digits: those CAS values are read as text.
+    else if (letter === 0x63) cas = i - from < 16 ? BigInt(digits(reply, from, i)) : BigInt(reply.toString('latin1', from, i));
   }
-  return { line, code, flags, cas, data };
+  if (code === 'VA') data = reply.subarray(i + 2, i + 2 + size);
+  return { code, flags, cas, data };
+}
+
+/**
+ * A meta request line: `prefix`, the key, `afterKey`, the `b` flag when the key goes base64, then
+ * `rest`. The key's bytes are copied as they are when a text line can carry them (printable, no
+ * space); else base64 with `b` (memcached decodes it: the same item). null when even that does not
+ * fit in a text key's 250 bytes (a binary key over 187 bytes with a space or control byte in it).
+ */
+function metaLine(prefix: string, key: Buffer, afterKey: string, rest: string): Buffer | null {
+  const k = metaKey(key);
+  if (k === null) return null;
+  if (k.b === '') {
+    const out = Buffer.allocUnsafe(prefix.length + key.length + afterKey.length + rest.length);
+    let at = out.write(prefix, 0, 'latin1');
+    at += key.copy(out, at);
+    at += out.write(afterKey, at, 'latin1');
+    out.write(rest, at, 'latin1');
+    return out;
+  }
+  return Buffer.from(`${prefix}${k.token}${afterKey}${k.b}${rest}`, 'latin1');
 }
 
 /**
