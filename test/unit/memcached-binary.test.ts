@@ -10,6 +10,7 @@ import { ProtocolError, type ArgView } from '../../src/codec/codec.js';
 import { HEADER_BYTES, Op, Status, binaryRequest, parseResponses } from '../../src/codec/memcached/binary-protocol.js';
 import { BinaryRequestDecoder } from '../../src/codec/memcached/binary-request.js';
 import { metaKey, translateBinary, type BinaryIntake } from '../../src/codec/memcached/binary-translate.js';
+import { memcachedCodec } from '../../src/codec/memcached/codec.js';
 
 interface Framed {
   bytes: Buffer;
@@ -215,5 +216,33 @@ describe('translateBinary', () => {
     const reset = translateBinary(binaryRequest({ opcode: Op.STAT, key: 'reset' }));
     expect(parseResponses(mapReply(reset, 'RESET\r\n') ?? Buffer.alloc(0)).packets.length).toBe(1);
     expect(only(mapReply(stat, 'ERROR\r\n')).status).toBe(Status.KEY_ENOENT);
+  });
+});
+
+describe('the memcached codec picks binary or text from the first byte', () => {
+  function decode(chunks: Buffer[]): { names: string[] } {
+    const names: string[] = [];
+    const decoder = memcachedCodec.requestDecoder(
+      {
+        onRequest(bytes: Buffer, args: ArgView) {
+          names.push(memcachedCodec.classify(bytes, args).name);
+        },
+      },
+      1024 * 1024,
+    );
+    for (const chunk of chunks) decoder.push(chunk);
+    return { names };
+  }
+
+  it('frames a stream that starts with 0x80 as binary, whatever the split', () => {
+    const stream = Buffer.concat([binaryRequest({ opcode: Op.GETKQ, key: 'a' }), binaryRequest({ opcode: Op.VERSION }), binaryRequest({ opcode: Op.NOOP })]);
+    const whole = decode([stream]).names;
+    expect(whole).toEqual(['GETKQ', 'version', 'NOOP']);
+    for (let i = 0; i <= stream.length; i++) expect(decode([Buffer.alloc(0), stream.subarray(0, i), stream.subarray(i)]).names).toEqual(whole);
+  });
+
+  it('keeps a text stream text, even a line that starts with 0x80', () => {
+    const line = Buffer.concat([Buffer.from('get a\r\n'), Buffer.from([0x80]), Buffer.from('x'.repeat(30) + '\r\nversion\r\n')]);
+    expect(decode([line]).names).toEqual(['get', 'unknown', 'version']);
   });
 });
