@@ -41,8 +41,8 @@ export function isErrorLine(line: Buffer): boolean {
   return startsWithWord(line, 'ERROR') || startsWithWord(line, 'CLIENT_ERROR') || startsWithWord(line, 'SERVER_ERROR');
 }
 
-/** The size of a data block announced as the `index`th space-separated word of `line`, or -1. */
-function sizeWord(line: Buffer, index: number): number {
+/** The size of a data block announced as the `index`th space-separated word of `line`, or null. */
+function sizeWord(line: Buffer, index: number): number | null {
   let word = 0;
   let start = 0;
   let end = line.length;
@@ -50,11 +50,11 @@ function sizeWord(line: Buffer, index: number): number {
   for (let i = 0; i <= end; i++) {
     if (i === end || line[i] === SPACE) {
       if (word === index) {
-        if (i === start || i - start > 10) return -1;
+        if (i === start || i - start > 10) return null;
         let value = 0;
         for (let j = start; j < i; j++) {
           const digit = line[j] - 0x30;
-          if (digit < 0 || digit > 9) return -1;
+          if (digit < 0 || digit > 9) return null;
           value = value * 10 + digit;
         }
         return value;
@@ -63,7 +63,7 @@ function sizeWord(line: Buffer, index: number): number {
       start = i + 1;
     }
   }
-  return -1;
+  return null;
 }
 
 export class McResponseDecoder implements ResponseDecoder {
@@ -169,7 +169,7 @@ export class McResponseDecoder implements ResponseDecoder {
       case 'meta': {
         if (!startsWithWord(line, 'VA')) return true;
         const size = sizeWord(line, 1);
-        if (size < 0) throw new ProtocolError('VA line without a valid size');
+        if (size === null) throw new ProtocolError('VA line without a valid size');
         this.#phase = 'data';
         this.#remaining = size + 2;
         return false;
@@ -177,7 +177,7 @@ export class McResponseDecoder implements ResponseDecoder {
       case 'values': {
         if (startsWithWord(line, 'VALUE')) {
           const size = sizeWord(line, 3);
-          if (size < 0) throw new ProtocolError('VALUE line without a valid size');
+          if (size === null) throw new ProtocolError('VALUE line without a valid size');
           this.#phase = 'data';
           this.#remaining = size + 2;
           return false;
