@@ -142,6 +142,23 @@ describe('memcached binary protocol through poolside', () => {
     ]);
   });
 
+  it('gives a value over 1 MiB (streamed through for text clients) back as one binary response', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup, { max_item_size: '4mb' }, ['-I', '4m']);
+    const client = await connectMcBinary(cleanup, port);
+    const value = Buffer.alloc(3 * MB, 0x62);
+    value.write('end', value.length - 3);
+    const set = binaryRequest({ opcode: Op.SETQ, opaque: 1, key: 'big', extras: setExtras(9, 0), value });
+    const out = parseResponses(await client.batch(Buffer.concat([set, binaryRequest({ opcode: Op.GETK, opaque: 2, key: 'big' }), binaryRequest({ opcode: Op.GETQ, opaque: 3, key: 'big' })]), 0xfffffff0, 20_000)).packets;
+    expect(out.map((p) => [p.opcode, p.status, p.opaque, p.value.length])).toEqual([
+      [Op.GETK, Status.OK, 2, value.length],
+      [Op.GETQ, Status.OK, 3, value.length],
+      [Op.NOOP, Status.OK, 0xfffffff0, 0],
+    ]);
+    expect([out[0].extras.readUInt32BE(0), out[0].key.toString(), out[1].extras.readUInt32BE(0)]).toEqual([9, 'big', 9]);
+    expect(out[0].value.equals(value)).toBe(true);
+    expect(out[1].value.equals(value)).toBe(true);
+  });
+
   it("holds none of a 128 MB value it refuses: poolside's peak RSS grows far less than the value", async () => {
     const mc = await startMemcached(cleanup);
     const dir = cleanup.add(tempDir('poolside-mcbin-'), (d) => fs.rmSync(d, { recursive: true, force: true }));
