@@ -102,15 +102,19 @@ describe('BinaryRequestDecoder', () => {
     expect(decoder.buffered).toBe(500);
   });
 
-  it('refuses a stream that is not binary requests, and a non-storage body past the limit', () => {
+  it('refuses a stream that is not binary requests; holds none of a non-storage body past the limit and has it answered EINVAL, closing', () => {
     const bad = Buffer.from(binaryRequest({ opcode: Op.NOOP }));
     bad[0] = 0x81;
     expect(() => frame([bad])).toThrow(ProtocolError);
-    const huge = Buffer.alloc(HEADER_BYTES);
-    huge[0] = 0x80;
-    huge[1] = Op.GET;
+    const huge = binaryRequest({ opcode: Op.GET, opaque: 3, key: 'k' });
     huge.writeUInt32BE(10_000_000, 8);
-    expect(() => frame([huge], 1024)).toThrow(/larger than poolside accepts/);
+    const { framed, decoder } = frame([huge, Buffer.alloc(5000)], 1024);
+    expect(framed.map((f) => f.bytes.length)).toEqual([HEADER_BYTES + 1]);
+    expect(decoder.buffered).toBe(0);
+    const intake = translateBinary(framed[0].bytes);
+    expect(intake.kind === 'answer' && intake.close).toBe(true);
+    const p = only(intake.kind === 'answer' ? intake.reply : null);
+    expect([p.opcode, p.status, p.opaque]).toEqual([Op.GET, Status.EINVAL, 3]);
   });
 });
 

@@ -3,16 +3,17 @@
  * Resumable at every byte. A request that lies within one pushed chunk is delivered as a view of
  * it; one spread over reads is gathered into a buffer of its own.
  *
- * A storage request (SET/ADD/REPLACE/APPEND/PREPEND and their quiet forms) whose value is larger
- * than the limit is never buffered: the decoder delivers its header, extras and key only (so the
- * delivered bytes are shorter than the header's body length: that is how the translator knows to
- * answer E2BIG, as memcached does) and then counts the value away. Any other request longer than
- * the limit cannot be a valid one and ends the stream (ProtocolError).
+ * A request whose body past its extras and key is larger than the limit is never buffered: the
+ * decoder delivers its header, extras and key only (so the delivered bytes are shorter than the
+ * header's body length: that is how the translator knows) and then counts the rest away. For a
+ * storage request (SET/ADD/REPLACE/APPEND/PREPEND and their quiet forms) that rest is its value,
+ * answered E2BIG as memcached does; any other request that long is malformed (EINVAL, closed).
+ * Only a byte that is not a request's magic where a request must start is a ProtocolError.
  *
  * The ArgView of a request holds its key, when it has one, as argument 0.
  */
 import { ProtocolError, type ArgView, type RequestDecoder, type RequestLimits, type RequestSink } from '../codec.js';
-import { HEADER_BYTES, REQUEST_MAGIC, isStorageOp } from './binary-protocol.js';
+import { HEADER_BYTES, REQUEST_MAGIC } from './binary-protocol.js';
 
 const enum State {
   /** Gathering the 24 header bytes. */
@@ -121,21 +122,18 @@ export class BinaryRequestDecoder implements RequestDecoder {
       this.#state = State.Dead;
       throw new ProtocolError(`bad magic 0x${bytes[at].toString(16).padStart(2, '0')} where a binary request must start`);
     }
-    const opcode = bytes[at + 1];
     const keyLength = bytes.readUInt16BE(at + 2);
     const extrasLength = bytes[at + 4];
     const bodyLength = bytes.readUInt32BE(at + 8);
     const maxValue = this.#limits === null ? this.#maxValueBytes : Math.min(this.#maxValueBytes, this.#limits.maxArgBytes);
     const head = extrasLength + keyLength;
     this.#short = false;
-    if (isStorageOp(opcode) && head <= bodyLength && bodyLength - head > maxValue) {
+    // A storage request's value, or the body of any other request past its extras and key (never
+    // valid: translateBinary answers it EINVAL and the client is closed, as memcached closes it).
+    if (head <= bodyLength && bodyLength - head > maxValue) {
       this.#short = true;
       this.#swallow = bodyLength - head;
       return HEADER_BYTES + head;
-    }
-    if (bodyLength > maxValue + head) {
-      this.#state = State.Dead;
-      throw new ProtocolError(`binary request body of ${bodyLength} bytes is larger than poolside accepts (opcode 0x${opcode.toString(16)})`);
     }
     return HEADER_BYTES + bodyLength;
   }
