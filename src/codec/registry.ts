@@ -2,6 +2,7 @@ import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
 import { framedCodec } from './framed/codec.js';
+import { memcachedCodec } from './memcached/codec.js';
 import { redisCodec } from './redis/codec.js';
 import { tcpCodec } from './tcp/codec.js';
 import type { CommandSpec } from './codec.js';
@@ -42,8 +43,11 @@ export interface Codec {
    * pool denies, with use `denied`). Called once when the pool is built, never per request.
    */
   forPool(config: PoolConfig, env: PoolEnv): Codec;
-  /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
-  forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
+  /**
+   * Calls visit for each key's byte range in `bytes` (or in `source`, for a key the request carries
+   * encoded, such as a memcached base64 key, decoded); returns how many keys there were.
+   */
+  forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number, source?: Buffer) => void): number;
   /** For a `select` request: the database it selects, or null when the server should judge it. */
   selectIndex(bytes: Buffer, args: ArgView): number | null;
   encodeSelect(db: number): Buffer;
@@ -130,7 +134,7 @@ export function judgeHeartbeat(codec: Codec, bytes: Buffer): HeartbeatReply {
   return !codec.isErrorResponse(bytes) ? 'ok' : codec.isBusyResponse(bytes) ? 'busy' : 'error';
 }
 
-const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, framed: framedCodec, tcp: tcpCodec };
+const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, memcached: memcachedCodec, framed: framedCodec, tcp: tcpCodec };
 
 export function codecFor(protocol: Protocol): Codec {
   const codec = codecs[protocol];
