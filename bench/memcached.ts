@@ -129,16 +129,18 @@ async function generatorRun(spec: GenRun): Promise<GenResult> {
           socket.removeAllListeners('data');
           resolve();
         };
+        const expected = Buffer.concat(Array.from({ length: w.pipeline }, () => reply));
         socket.on('data', (chunk: Buffer) => {
-          got += chunk.length;
-          if (first !== null) first.push(chunk);
-          if (got < expectBytes) return;
           if (first !== null) {
-            const whole = Buffer.concat(first);
-            const expected = Buffer.concat(Array.from({ length: w.pipeline }, () => reply));
-            if (!whole.equals(expected)) return stop(`unexpected reply: ${JSON.stringify(whole.toString('latin1', 0, 200))}`);
-            first = null;
+            // The first batch is checked byte for byte as it arrives: an error reply (shorter
+            // than the expected one) fails the run at once instead of stalling it.
+            first.push(chunk);
+            const sofar = Buffer.concat(first);
+            if (!sofar.equals(expected.subarray(0, sofar.length))) return stop(`unexpected reply: ${JSON.stringify(sofar.toString('latin1', 0, 200))}`);
+            if (sofar.length === expected.length) first = null;
           }
+          got += chunk.length;
+          if (got < expectBytes) return;
           if (got > expectBytes) return stop(`${got - expectBytes} bytes more than the replies`);
           const now = performance.now();
           if (Date.now() > spec.endAt) return stop(null);
@@ -238,6 +240,8 @@ interface Managed {
 
 const managed: Managed[] = [];
 let stopping = false;
+/** The load generators of the run under way (killed with everything else). */
+let generators: Generators | null = null;
 
 function startProcess(name: string, command: string, args: string[], logDir: string): Managed {
   const log = path.join(logDir, `${name}.log`);
@@ -254,8 +258,11 @@ function startProcess(name: string, command: string, args: string[], logDir: str
   return m;
 }
 
+/** Kills everything this bench started; synchronous, so it also runs on process exit. */
 function stopAll(): void {
   stopping = true;
+  generators?.stop();
+  generators = null;
   for (const m of managed) if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
   managed.length = 0;
 }
@@ -465,7 +472,6 @@ export async function runMemcachedBench(opts: MemcachedBenchOptions): Promise<nu
   const logDir = opts.logDir ?? dir;
   fs.mkdirSync(logDir, { recursive: true });
   stopping = false;
-  let generators: Generators | null = null;
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
   try {
     // Three memcached: A serves the one-server workloads; A, B, C the 3-server multi-get.
@@ -646,7 +652,7 @@ export async function runMemcachedBench(opts: MemcachedBenchOptions): Promise<nu
           w.name,
           t.kind,
           fmt(ops),
-          `${fmt(ops / nutOps, 2)}x`,
+          Number.isFinite(ops / nutOps) ? `${fmt(ops / nutOps, 2)}x` : '-',
           fmt(m((s) => s.proxyCpuPerReq), 2),
           fmt(m((s) => s.memcachedCpuPerReq), 2),
           fmt(m((s) => s.generatorCpuPerReq), 2),
@@ -672,7 +678,6 @@ export async function runMemcachedBench(opts: MemcachedBenchOptions): Promise<nu
     process.stdout.write(`\n${out.join('\n')}\n`);
     return 0;
   } finally {
-    generators?.stop();
     stopAll();
     if (opts.logDir === null) fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -680,6 +685,7 @@ export async function runMemcachedBench(opts: MemcachedBenchOptions): Promise<nu
 
 // ---------------------------------------------------------------------------------------------
 
+process.on('exit', stopAll);
 const roleAt = process.argv.indexOf('--role');
 if (roleAt >= 0 && process.argv[roleAt + 1] === 'gen') {
   generatorRole();
