@@ -2,7 +2,7 @@ import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
 import { redisCodec } from './redis/codec.js';
-import type { CommandSpec } from './codec.js';
+import type { CommandSpec, FanoutPart } from './codec.js';
 import type { SessionRules } from './session-rules.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -33,6 +33,20 @@ export interface Codec {
   forPool(config: PoolConfig, env: PoolEnv): Codec;
   /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
   forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
+  /**
+   * For a `spread: 'keys'` request whose keys map to several servers: one request per group of
+   * its keys, each carrying only those keys (and what belongs to each, MSET's value), in the order
+   * given. `groups` holds key indices in forEachKey order, ascending within a group. Called while
+   * `args` is valid (inside onRequest).
+   */
+  splitRequest(spec: CommandSpec, bytes: Buffer, args: ArgView, groups: readonly (readonly number[])[]): Buffer[];
+  /**
+   * The one reply the client gets for a request that went to several servers (Spread), from its
+   * parts in the order they were made (`keyCount`: how many keys the client's request had). A
+   * failed part is the codec's to judge: an error for the whole, or what the protocol allows
+   * without it; never a reply torn between the two.
+   */
+  mergeReplies(spec: CommandSpec, keyCount: number, parts: readonly FanoutPart[]): Buffer;
   /** For a `select` request: the database it selects, or null when the server should judge it. */
   selectIndex(bytes: Buffer, args: ArgView): number | null;
   encodeSelect(db: number): Buffer;
