@@ -193,6 +193,13 @@ export function registerMetrics(options: MetricsOptions): void {
     }),
   );
   family(
+    'poolside_fanout_parts_failed_total',
+    'Parts of split or broadcast requests that got no reply (connection lost, request_timeout, no healthy server), whatever the merge made of it: an error for the whole request, or a partial answer where the protocol allows one.',
+    'counter',
+    POOL,
+    eachPool((p, emit) => emit(p.labels, p.counters.fanouts.partsFailed)),
+  );
+  family(
     'poolside_protocol_errors_total',
     'Clients closed because they sent bytes that cannot be framed in the pool protocol.',
     'counter',

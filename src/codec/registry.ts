@@ -42,11 +42,12 @@ export interface Codec {
   splitRequest(spec: CommandSpec, bytes: Buffer, args: ArgView, groups: readonly (readonly number[])[]): Buffer[];
   /**
    * The one reply the client gets for a request that went to several servers (Spread), from its
-   * parts in the order they were made (`keyCount`: how many keys the client's request had). A
-   * failed part is the codec's to judge: an error for the whole, or what the protocol allows
-   * without it; never a reply torn between the two.
+   * parts in the order they were made. `request`: the client's request as it was split or
+   * broadcast (for a codec whose replies name their keys: memcached's `VALUE key …`); `keyCount`:
+   * how many keys it had. A failed part is the codec's to judge: an error for the whole, or what
+   * the protocol allows without it; never a reply torn between the two.
    */
-  mergeReplies(spec: CommandSpec, keyCount: number, parts: readonly FanoutPart[]): Buffer;
+  mergeReplies(spec: CommandSpec, request: Buffer, keyCount: number, parts: readonly FanoutPart[]): Buffer;
   /** For a `select` request: the database it selects, or null when the server should judge it. */
   selectIndex(bytes: Buffer, args: ArgView): number | null;
   encodeSelect(db: number): Buffer;

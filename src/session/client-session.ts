@@ -697,7 +697,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       servers.push(server);
       conns.push(conn);
     }
-    pool.counters.fanouts[fanout.kind]++;
+    if (fanout.kind === 'split') pool.counters.fanouts.split++;
+    else pool.counters.fanouts.broadcast++;
     for (let i = 0; i < parts.length; i++) {
       const server = servers[i];
       const conn = conns[i];
@@ -731,8 +732,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** Every part is in: the client gets the codec's merge of them, in the parent's turn. */
   #finishFanout(fanout: Fanout): void {
     const parent = fanout.parent;
-    const merged = this.#codec.mergeReplies(fanout.spec, fanout.keyCount, fanout.results());
+    const merged = this.#codec.mergeReplies(fanout.spec, parent.bytes, fanout.keyCount, fanout.results());
     const failure = fanout.firstFailure();
+    this.#pool.counters.fanouts.partsFailed += fanout.failedParts();
     // Counted as poolside's failure only when the client gets poolside's error for it.
     if (failure !== null && this.#codec.isErrorResponse(merged)) this.#pool.fail(failure.reason, failure.message);
     if (this.#closed) return;

@@ -87,6 +87,13 @@ export class Fanout {
     return this.#results as readonly FanoutPart[];
   }
 
+  /** How many parts got no reply. */
+  failedParts(): number {
+    let n = 0;
+    for (const result of this.#results) if (result !== null && result.kind === 'failed') n++;
+    return n;
+  }
+
   /** The first part that failed, in part order (what the failure metric counts), or null. */
   firstFailure(): { reason: FailureReason; message: string } | null {
     for (const result of this.#results) if (result !== null && result.kind === 'failed') return result;

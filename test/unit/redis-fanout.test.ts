@@ -37,6 +37,7 @@ function specOf(...args: string[]): CommandSpec {
   return framed(args, (bytes, view) => redisCodec.classify(bytes, view));
 }
 
+const EMPTY_REQUEST = Buffer.alloc(0);
 const reply = (keys: number[], text: string): FanoutPart => ({ kind: 'reply', keys, bytes: Buffer.from(text, 'latin1') });
 
 describe('Redis fan-out', () => {
@@ -57,25 +58,25 @@ describe('Redis fan-out', () => {
   });
 
   it('merges MGET arrays into the client key order, RESP2 and RESP3 nulls alike', () => {
-    const merged = redisCodec.mergeReplies(specOf('MGET', 'a', 'b', 'c'), 4, [reply([0, 2], '*2\r\n$1\r\nA\r\n$-1\r\n'), reply([1, 3], '*2\r\n_\r\n$3\r\nxyz\r\n')]);
+    const merged = redisCodec.mergeReplies(specOf('MGET', 'a', 'b', 'c'), EMPTY_REQUEST, 4, [reply([0, 2], '*2\r\n$1\r\nA\r\n$-1\r\n'), reply([1, 3], '*2\r\n_\r\n$3\r\nxyz\r\n')]);
     expect(merged.toString('latin1')).toBe('*4\r\n$1\r\nA\r\n_\r\n$-1\r\n$3\r\nxyz\r\n');
   });
 
   it('sums integers and wants +OK from every part', () => {
-    expect(redisCodec.mergeReplies(specOf('DEL', 'a'), 3, [reply([0], ':1\r\n'), reply([1, 2], ':2\r\n')]).toString()).toBe(':3\r\n');
-    expect(redisCodec.mergeReplies(specOf('DBSIZE'), 0, [reply([], ':10\r\n'), reply([], ':0\r\n'), reply([], ':5\r\n')]).toString()).toBe(':15\r\n');
-    expect(redisCodec.mergeReplies(specOf('MSET', 'a', '1'), 2, [reply([0], '+OK\r\n'), reply([1], '+OK\r\n')]).toString()).toBe('+OK\r\n');
+    expect(redisCodec.mergeReplies(specOf('DEL', 'a'), EMPTY_REQUEST, 3, [reply([0], ':1\r\n'), reply([1, 2], ':2\r\n')]).toString()).toBe(':3\r\n');
+    expect(redisCodec.mergeReplies(specOf('DBSIZE'), EMPTY_REQUEST, 0, [reply([], ':10\r\n'), reply([], ':0\r\n'), reply([], ':5\r\n')]).toString()).toBe(':15\r\n');
+    expect(redisCodec.mergeReplies(specOf('MSET', 'a', '1'), EMPTY_REQUEST, 2, [reply([0], '+OK\r\n'), reply([1], '+OK\r\n')]).toString()).toBe('+OK\r\n');
   });
 
   it('answers the first error in key order, a failed part as poolside error, and never a partial reply', () => {
     const spec = specOf('MGET', 'a', 'b');
-    const refused = redisCodec.mergeReplies(specOf('MSET', 'a', '1'), 2, [reply([0], '+OK\r\n'), reply([1], '-NOREPLICAS Not enough good replicas to write.\r\n')]);
+    const refused = redisCodec.mergeReplies(specOf('MSET', 'a', '1'), EMPTY_REQUEST, 2, [reply([0], '+OK\r\n'), reply([1], '-NOREPLICAS Not enough good replicas to write.\r\n')]);
     expect(refused.toString()).toBe('-NOREPLICAS Not enough good replicas to write.\r\n');
-    const failed = redisCodec.mergeReplies(spec, 2, [reply([0], '*1\r\n$1\r\nA\r\n'), { kind: 'failed', keys: [1], reason: 'REQUEST_TIMEOUT', message: 'no reply within 1s' }]);
+    const failed = redisCodec.mergeReplies(spec, EMPTY_REQUEST, 2, [reply([0], '*1\r\n$1\r\nA\r\n'), { kind: 'failed', keys: [1], reason: 'REQUEST_TIMEOUT', message: 'no reply within 1s' }]);
     expect(failed.toString()).toMatch(/^-ERR poolside REQUEST_TIMEOUT MGET across servers: no reply within 1s\r\n$/);
-    const wrongShape = redisCodec.mergeReplies(spec, 2, [reply([0], '*1\r\n$1\r\nA\r\n'), reply([1], ':1\r\n')]);
+    const wrongShape = redisCodec.mergeReplies(spec, EMPTY_REQUEST, 2, [reply([0], '*1\r\n$1\r\nA\r\n'), reply([1], ':1\r\n')]);
     expect(wrongShape.toString()).toMatch(/^-ERR poolside SERVER_ERROR /);
-    const tooFew = redisCodec.mergeReplies(spec, 2, [reply([0], '*1\r\n$1\r\nA\r\n'), reply([1], '*0\r\n')]);
+    const tooFew = redisCodec.mergeReplies(spec, EMPTY_REQUEST, 2, [reply([0], '*1\r\n$1\r\nA\r\n'), reply([1], '*0\r\n')]);
     expect(tooFew.toString()).toMatch(/^-ERR poolside SERVER_ERROR /);
   });
 });

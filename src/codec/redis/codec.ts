@@ -51,7 +51,7 @@ export const redisCodec: Codec = {
   },
   forEachKey: (spec, bytes, args, visit) => forEachKey(spec, bytes, args.starts, args.ends, args.count, visit),
   splitRequest,
-  mergeReplies: (spec, keyCount, parts) => mergeReplies(spec, keyCount, parts, redisCodec.errorReply),
+  mergeReplies: (spec, _request, keyCount, parts) => mergeReplies(spec, keyCount, parts, redisCodec.errorReply),
   selectIndex: (bytes, args) => selectIndex(bytes, args.starts, args.ends, args.count),
   encodeSelect: (db) => encodeCommand(['SELECT', String(db)]),
   initRequests(username, password, db) {
