@@ -60,6 +60,9 @@ describe('Redis fan-out', () => {
   it('merges MGET arrays into the client key order, RESP2 and RESP3 nulls alike', () => {
     const merged = redisCodec.mergeReplies(specOf('MGET', 'a', 'b', 'c'), EMPTY_REQUEST, 4, [reply([0, 2], '*2\r\n$1\r\nA\r\n$-1\r\n'), reply([1, 3], '*2\r\n_\r\n$3\r\nxyz\r\n')]);
     expect(merged.toString('latin1')).toBe('*4\r\n$1\r\nA\r\n_\r\n$-1\r\n$3\r\nxyz\r\n');
+    // Elements of other types (a module's MGET-alike would not, but framing must not care) and empty strings.
+    const mixed = redisCodec.mergeReplies(specOf('MGET', 'a', 'b'), EMPTY_REQUEST, 3, [reply([0, 2], '*2\r\n$0\r\n\r\n:7\r\n'), reply([1], '*1\r\n*1\r\n$1\r\nx\r\n')]);
+    expect(mixed.toString('latin1')).toBe('*3\r\n$0\r\n\r\n*1\r\n$1\r\nx\r\n:7\r\n');
   });
 
   it('sums integers and wants +OK from every part', () => {

@@ -45,12 +45,7 @@ export const SPREADS: readonly (readonly [string, 'keys' | 'all'])[] = [
   ['FLUSHALL', 'all'],
 ];
 
-const CRLF = Buffer.from('\r\n');
 const OK = Buffer.from('+OK\r\n');
-
-function bulkHeader(length: number): Buffer {
-  return Buffer.from(`$${length}\r\n`, 'latin1');
-}
 
 /**
  * One request per group of key indices: the arguments before the first key (the command name),
@@ -65,23 +60,38 @@ export function splitRequest(spec: CommandSpec, bytes: Buffer, args: ArgView, gr
   const keyCount = last < keys.first ? 0 : Math.floor((last - keys.first) / keys.step) + 1;
   const suffixFrom = keys.first + keyCount * keys.step;
   const out: Buffer[] = [];
+  const picked: number[] = [];
   for (const group of groups) {
-    const pieces: Buffer[] = [];
-    let argc = 0;
-    const arg = (i: number): void => {
-      pieces.push(bulkHeader(ends[i] - starts[i]), bytes.subarray(starts[i], ends[i]), CRLF);
-      argc++;
-    };
-    for (let i = 0; i < keys.first; i++) arg(i);
+    // The arguments of this part, then one buffer written in one pass.
+    picked.length = 0;
+    for (let i = 0; i < keys.first; i++) picked.push(i);
     for (const k of group) {
       const at = keys.first + k * keys.step;
-      for (let i = at; i < at + keys.step && i < count; i++) arg(i);
+      for (let i = at; i < at + keys.step && i < count; i++) picked.push(i);
     }
-    for (let i = suffixFrom; i < count; i++) arg(i);
-    pieces.unshift(Buffer.from(`*${argc}\r\n`, 'latin1'));
-    out.push(Buffer.concat(pieces));
+    for (let i = suffixFrom; i < count; i++) picked.push(i);
+    let size = 1 + decimalLength(picked.length) + 2;
+    for (const i of picked) size += 1 + decimalLength(ends[i] - starts[i]) + 2 + (ends[i] - starts[i]) + 2;
+    const request = Buffer.allocUnsafe(size);
+    let at = request.write(`*${picked.length}\r\n`, 0, 'latin1');
+    for (const i of picked) {
+      at += request.write(`$${ends[i] - starts[i]}\r\n`, at, 'latin1');
+      at += bytes.copy(request, at, starts[i], ends[i]);
+      request[at++] = 0x0d;
+      request[at++] = 0x0a;
+    }
+    out.push(request);
   }
   return out;
+}
+
+function decimalLength(n: number): number {
+  let digits = 1;
+  while (n >= 10) {
+    n = Math.floor(n / 10);
+    digits++;
+  }
+  return digits;
 }
 
 function isError(bytes: Buffer): boolean {
@@ -103,9 +113,37 @@ function elementsOf(bytes: Buffer): Buffer[] | null {
   const count = Number(bytes.toString('latin1', 1, headerEnd));
   if (!Number.isInteger(count) || count < 0) return null;
   const elements: Buffer[] = [];
+  // MGET's elements are bulk strings and nulls: framed here; anything else by the response decoder.
+  let at = headerEnd + 2;
+  while (elements.length < count && at < bytes.length) {
+    const end = simpleElementEnd(bytes, at);
+    if (end < 0) break;
+    elements.push(bytes.subarray(at, end));
+    at = end;
+  }
+  if (elements.length === count) return at === bytes.length ? elements : null;
   const decoder = new RespResponseDecoder({ onResponse: (element) => void elements.push(element) });
-  decoder.push(bytes.subarray(headerEnd + 2));
+  decoder.push(bytes.subarray(at));
   return elements.length === count && !decoder.midFrame ? elements : null;
+}
+
+/** Where a bulk string (`$n`, `$-1`) or RESP3 null (`_`) starting at `at` ends; -1 for anything else. */
+function simpleElementEnd(bytes: Buffer, at: number): number {
+  const type = bytes[at];
+  if (type === 0x5f /* _ */) return bytes[at + 1] === 0x0d && bytes[at + 2] === 0x0a ? at + 3 : -1;
+  if (type !== 0x24 /* $ */) return -1;
+  const lineEnd = bytes.indexOf(0x0d, at + 1);
+  if (lineEnd < 0 || bytes[lineEnd + 1] !== 0x0a) return -1;
+  if (lineEnd === at + 3 && bytes[at + 1] === 0x2d /* - */ && bytes[at + 2] === 0x31 /* 1 */) return lineEnd + 2;
+  let length = 0;
+  for (let i = at + 1; i < lineEnd; i++) {
+    const c = bytes[i];
+    if (c < 0x30 || c > 0x39) return -1;
+    length = length * 10 + (c - 0x30);
+  }
+  const end = lineEnd + 2 + length + 2;
+  if (lineEnd === at + 1 || end > bytes.length || bytes[end - 2] !== 0x0d || bytes[end - 1] !== 0x0a) return -1;
+  return end;
 }
 
 export function mergeReplies(
