@@ -1,6 +1,7 @@
 import type { PoolConfig, Protocol } from '../config/schema.js';
 import type { FailureReason } from '../errors.js';
 import type { ArgView, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from './codec.js';
+import { memcachedCodec } from './memcached/codec.js';
 import { redisCodec } from './redis/codec.js';
 import type { CommandSpec, FanoutPart } from './codec.js';
 import type { SessionRules } from './session-rules.js';
@@ -31,8 +32,11 @@ export interface Codec {
    * pool denies, with use `denied`). Called once when the pool is built, never per request.
    */
   forPool(config: PoolConfig, env: PoolEnv): Codec;
-  /** Calls visit for each key's byte range in `bytes`; returns how many keys there were. */
-  forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number) => void): number;
+  /**
+   * Calls visit for each key's byte range in `bytes` (or in `source`, for a key the request carries
+   * encoded, such as a memcached base64 key, decoded); returns how many keys there were.
+   */
+  forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number, source?: Buffer) => void): number;
   /**
    * For a `spread: 'keys'` request whose keys map to several servers: one request per group of
    * its keys, each carrying only those keys (and what belongs to each, MSET's value), in the order
@@ -75,7 +79,7 @@ export interface Codec {
   errorReply(reason: FailureReason, message: string): Buffer;
 }
 
-const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec };
+const codecs: Partial<Record<Protocol, Codec>> = { redis: redisCodec, memcached: memcachedCodec };
 
 export function codecFor(protocol: Protocol): Codec {
   const codec = codecs[protocol];

@@ -68,7 +68,7 @@ export class ConfigError extends Error {
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
 /** Parsing covers every protocol; enabling one once its codec exists is adding it here. */
-const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis']);
+const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'memcached']);
 const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -79,7 +79,7 @@ const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
   'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
-  'commands', 'tls',
+  'max_item_size', 'commands', 'tls',
 ];
 const SERVER_KEYS = ['address', 'name', 'weight', 'username', 'password_file', 'password_env', 'db', 'tls'];
 const TLS_KEYS = ['ca_file', 'cert_file', 'key_file', 'servername', 'reject_unauthorized'];
@@ -247,6 +247,17 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const poolTls = readTls(walk, pool.get('tls'), null);
   const servers = serversSlot === undefined ? [] : readServers(walk, walk.list(serversSlot, 'server', false), poolTls);
   const clientAuth = readClientAuth(walk, pool.get('client_auth'));
+  const maxItemSlot = pool.get('max_item_size');
+  const maxItemBytes = walk.size(maxItemSlot, d.maxItemBytes);
+  walk.check(maxItemSlot === undefined || protocol === 'memcached', [maxItemSlot], 'max_item_size applies only to memcached pools');
+  if (protocol === 'memcached') {
+    // memcached's text protocol has no AUTH, no databases and no command policy (yet).
+    const redisOnly = 'applies only to redis pools';
+    walk.check(pool.get('client_auth') === undefined, [pool.get('client_auth')], `client_auth ${redisOnly}`);
+    walk.check(pool.get('commands') === undefined, [pool.get('commands')], `commands ${redisOnly}`);
+    const stateful = servers.find((s) => s.config.db !== 0 || s.config.password !== null);
+    walk.check(stateful === undefined, [stateful?.nameSlot], 'db, username and password apply only to redis pools');
+  }
 
   const routing = walk.parse(pool.get('routing'), d.routing, oneOf(ROUTINGS));
   if (routing === 'ketama') {
@@ -349,6 +360,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       idleTimeoutMs: walk.duration(clients?.get('idle_timeout'), d.clients.idleTimeoutMs, 'allowed'),
     },
     maxRequestBytes: walk.size(pool.get('max_request_size'), d.maxRequestBytes),
+    maxItemBytes,
     commands: readCommands(walk, pool.get('commands')),
   };
 }

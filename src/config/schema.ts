@@ -131,8 +131,14 @@ export interface PoolConfig {
      */
     idleTimeoutMs: number;
   };
-  /** Largest request a client may send, in bytes (Redis: the largest bulk string). */
+  /** Largest request a client may send, in bytes (Redis: the largest bulk string; memcached: the longest get/gets line). */
   maxRequestBytes: number;
+  /**
+   * memcached pools: the largest data block a client may store (memcached's `-I`), checked from the
+   * command line before anything is buffered; a larger one is counted away and answered
+   * `SERVER_ERROR object too large for cache`, as memcached answers it.
+   */
+  maxItemBytes: number;
   /**
    * Changes to the built-in command policy (codec/redis/policy.ts): names such as `CONFIG` or
    * `CONFIG GET`, uppercase, one space. The most specific name wins; deny beats allow.
@@ -177,6 +183,7 @@ export const DEFAULTS = {
     requestTimeoutMs: 2000,
     clients: { max: 10_000, outputSoftBytes: 1 << 20, outputHardBytes: 64 << 20, outputSoftMs: 10_000, inputSoftBytes: 8 << 20, inputHardBytes: 1 << 30, idleTimeoutMs: 0 },
     maxRequestBytes: 512 << 20,
+    maxItemBytes: 1 << 20,
     commands: { allow: [] as readonly string[], deny: [] as readonly string[] },
     unixMode: 0o660,
   },

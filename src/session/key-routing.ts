@@ -20,8 +20,8 @@ export class KeyRouting {
   cross = false;
   #bytes: Buffer = EMPTY;
   #server: ServerPool | null = null;
-  readonly #visit = (start: number, end: number): void => {
-    const hash = this.#pool.hashKey(this.#bytes, start, end);
+  readonly #visit = (start: number, end: number, source?: Buffer): void => {
+    const hash = this.#pool.hashKey(source ?? this.#bytes, start, end);
     const server = this.#pool.route(hash);
     if (this.keys++ === 0) {
       this.hash = hash;
@@ -48,8 +48,8 @@ export class KeyRouting {
     const hashes: number[] = [];
     const keys: number[][] = [];
     let index = 0;
-    this.#codec.forEachKey(spec, bytes, args, (start, end) => {
-      const hash = pool.hashKey(bytes, start, end);
+    this.#codec.forEachKey(spec, bytes, args, (start, end, source) => {
+      const hash = pool.hashKey(source ?? bytes, start, end);
       const server = pool.route(hash);
       let group = byServer.get(server);
       if (group === undefined) {

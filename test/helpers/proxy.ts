@@ -6,7 +6,7 @@ import { Proxy } from '../../src/proxy.js';
 import type { ProxyOptions } from '../../src/proxy.js';
 import type { Logger } from '../../src/util/log.js';
 import type { Cleanup } from './cleanup.js';
-import { RedisServer } from './servers.js';
+import { MemcachedServer, RedisServer } from './servers.js';
 
 export type PoolYaml = Record<string, unknown>;
 
@@ -51,6 +51,17 @@ export async function startRedisAndProxy(cleanup: Cleanup, pool: PoolYaml = {}):
   const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
   const proxy = cleanup.add(await startProxy([redis.address], pool), (p) => p.close());
   return { redis, proxy, port: portOf(proxy) };
+}
+
+/** One real memcached and a proxy with memcached pool `p` in front of it, both closed by `cleanup`. */
+export async function startMemcachedAndProxy(
+  cleanup: Cleanup,
+  pool: PoolYaml = {},
+  memcachedArgs: string[] = [],
+): Promise<{ memcached: MemcachedServer; proxy: Proxy; port: number }> {
+  const memcached = cleanup.add(await MemcachedServer.start(memcachedArgs), (s) => s.stop());
+  const proxy = cleanup.add(await startProxy([memcached.address], { protocol: 'memcached', ...pool }), (p) => p.close());
+  return { memcached, proxy, port: portOf(proxy) };
 }
 
 /** Client-visible failures counted by pool `p`, by reason (only the non-zero ones). */

@@ -1,6 +1,6 @@
 /**
- * Real servers for integration tests: redis-server processes on free loopback ports in temp
- * directories. A missing binary is a setup error that says how to install it; tests never skip.
+ * Real servers for integration tests: redis-server and memcached processes on free loopback ports
+ * in temp directories. A missing binary is a setup error that says how to install it; tests never skip.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import type { Cleanup } from './cleanup.js';
 
 /**
  * Every server process a test started and has not stopped yet. A test run that is interrupted
@@ -195,5 +196,134 @@ export function rawCommand(port: number, args: string[], host = '127.0.0.1'): Pr
       reject(err);
     });
     socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+  });
+}
+
+/**
+ * A real memcached on a free loopback port (`-l 127.0.0.1 -U 0`: no UDP), in the foreground, killed
+ * by stop(). `extraArgs` go on its command line (`-o idle_timeout=1`, `-I 2m`…).
+ */
+export class MemcachedServer {
+  readonly port: number;
+  readonly dir: string;
+  #child: ChildProcess | null = null;
+  readonly #extraArgs: string[];
+
+  private constructor(port: number, dir: string, extraArgs: string[]) {
+    this.port = port;
+    this.dir = dir;
+    this.#extraArgs = extraArgs;
+  }
+
+  static async start(extraArgs: string[] = []): Promise<MemcachedServer> {
+    requireBinary('memcached', 'memcached');
+    for (let attempt = 0; ; attempt++) {
+      const server = new MemcachedServer(await freePort(), tempDir('poolside-memcached-'), extraArgs);
+      try {
+        await server.#spawn();
+        return server;
+      } catch (err) {
+        await server.stop();
+        if (attempt >= 3) throw err;
+      }
+    }
+  }
+
+  get pid(): number {
+    if (this.#child?.pid === undefined) throw new Error('memcached is not running');
+    return this.#child.pid;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Sends raw text on a new connection and returns everything up to the first complete reply. */
+  async command(text: string): Promise<string> {
+    return rawMemcached(this.port, text);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.#child?.kill(sig);
+  }
+
+  /** Kills the process (SIGKILL) and waits for it to be gone. */
+  async kill(): Promise<void> {
+    const child = this.#child;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGCONT');
+    child.kill('SIGKILL');
+    await exited;
+    this.#child = null;
+  }
+
+  /** Starts the server again on the same port (empty: memcached keeps nothing). */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.#spawn();
+  }
+
+  async stop(): Promise<void> {
+    await this.kill();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  async #spawn(): Promise<void> {
+    // memcached refuses to run as root unless told which user to be (CI runs as root).
+    const user = process.getuid?.() === 0 ? ['-u', 'root'] : [];
+    const child = spawn('memcached', ['-p', String(this.port), '-l', '127.0.0.1', '-U', '0', '-m', '64', '-t', '2', ...user, ...this.#extraArgs], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: this.dir,
+    });
+    this.#child = child;
+    running.add(child);
+    child.once('exit', () => running.delete(child));
+    let output = '';
+    child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    try {
+      await waitFor(async () => {
+        if (child.exitCode !== null) throw new Error(`memcached exited: ${output.slice(-500)}`);
+        try {
+          return (await rawMemcached(this.port, 'version\r\n')).startsWith('VERSION ');
+        } catch {
+          return false;
+        }
+      }, `memcached on port ${this.port}`);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+  }
+}
+
+/** A memcached for one test, stopped by `cleanup`. */
+export async function startMemcached(cleanup: Cleanup, extraArgs: string[] = []): Promise<MemcachedServer> {
+  return cleanup.add(await MemcachedServer.start(extraArgs), (s) => s.stop());
+}
+
+/** Raw text to memcached on a fresh TCP connection; resolves with the first reply line. */
+export function rawMemcached(port: number, text: string, host = '127.0.0.1'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port });
+    let reply = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no reply to ${JSON.stringify(text.slice(0, 40))} from ${host}:${port}`));
+    }, 2000);
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      if (reply.endsWith('\r\n')) {
+        clearTimeout(timer);
+        socket.end();
+        resolve(reply);
+      }
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    socket.write(text);
   });
 }

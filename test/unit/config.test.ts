@@ -115,6 +115,7 @@ describe('parseConfig: a good config', () => {
       requestTimeoutMs: d.requestTimeoutMs,
       clients: d.clients,
       maxRequestBytes: d.maxRequestBytes,
+      maxItemBytes: d.maxItemBytes,
       commands: d.commands,
     } satisfies PoolConfig);
   });
@@ -208,6 +209,7 @@ describe('parseConfig: a good config', () => {
       requestTimeoutMs: 0,
       clients: { max: 50, outputSoftBytes: 65_536, outputHardBytes: 2 * 1024 * 1024, outputSoftMs: 3000, inputSoftBytes: 2 << 20, inputHardBytes: 600 << 20, idleTimeoutMs: 60_000 },
       maxRequestBytes: 1_048_576,
+      maxItemBytes: 1 << 20,
       commands: { allow: ['CONFIG GET', 'FUNCTION FLUSH'], deny: ['KEYS'] },
     } satisfies PoolConfig);
   });
@@ -482,10 +484,21 @@ describe('parseConfig: where problems point', () => {
   });
 
   it('parses but refuses protocols that are not implemented yet', () => {
-    const text = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]');
+    const text = yaml('pools:', '  rpc:', '    protocol: framed', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]');
     expect(problems(text)).toEqual([
-      problem('pools.mc.protocol', 'protocol memcached is not implemented yet (available: redis)', at(text, 'memcached')),
+      problem('pools.rpc.protocol', 'protocol framed is not implemented yet (available: redis, memcached)', at(text, 'framed')),
     ]);
+  });
+
+  it('reads max_item_size for memcached pools and refuses what only redis pools have', () => {
+    const ok = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]', '    max_item_size: 2mb');
+    expect(parseConfig(ok, 'test.yaml').pools[0].maxItemBytes).toBe(2 << 20);
+    const defaults = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]');
+    expect(parseConfig(defaults, 'test.yaml').pools[0].maxItemBytes).toBe(1 << 20);
+    const redis = yaml('pools:', '  r:', '    protocol: redis', '    listen: 127.0.0.1:6380', '    servers: [127.0.0.1:6379]', '    max_item_size: 2mb');
+    expect(problems(redis)).toEqual([problem('pools.r.max_item_size', 'max_item_size applies only to memcached pools', at(redis, '2mb'))]);
+    const db = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [{ address: 127.0.0.1:11211, db: 2 }]');
+    expect(problems(db).map((p) => p.message)).toEqual(['db, username and password apply only to redis pools']);
   });
 
   it('reports a bad pool name at its key', () => {
