@@ -119,7 +119,13 @@ describe('ketama fan-out (memcached)', () => {
     for (const server of servers) limit += Number(statOf(await direct(server, 'stats\r\n'), 'limit_maxbytes'));
     expect(statOf(stats, 'limit_maxbytes')).toBe(String(limit));
     expect(statOf(stats, 'version')).toMatch(/^\d+\.\d+/);
-    expect(statOf(await c.call('stats settings\r\n'), 'maxconns')).toBeDefined();
+    // Per slab: counts summed, sizes kept.
+    const slabs = await c.call('stats slabs\r\n');
+    expect(statOf(slabs, '1:chunk_size')).toBe(statOf(await direct(servers[0], 'stats slabs\r\n'), '1:chunk_size'));
+    expect(statOf(slabs, '1:used_chunks')).toBe('6');
+    expect(statOf(await c.call('stats items\r\n'), 'items:1:number')).toBe('6');
+    // Set-up: the first server's.
+    expect(statOf(await c.call('stats settings\r\n'), 'maxconns')).toBe(statOf(await direct(servers[0], 'stats settings\r\n'), 'maxconns'));
     expect(await c.call('version\r\n')).toMatch(/^VERSION \d+\.\d+/);
   });
 

@@ -6,8 +6,9 @@
  *                      ─▶ the VALUE blocks in the client's key order, one END
  *   gat/gats <exptime> k1 k2…   the same, each part with the exptime
  *   flush_all, verbosity (every server)   ─▶ OK only if every server said OK
- *   stats [group] (every server)          ─▶ one STAT list: counters summed, identity fields
- *                                            (pid, uptime, version…) and text from the first server
+ *   stats, stats items, stats slabs (every server) ─▶ one STAT list: counters summed, identity
+ *                                            fields (pid, uptime, version, chunk_size…) and text from
+ *                                            the first server; other stats forms: the first server's
  *
  * A miss is a legal answer to a retrieval, so a part that failed (its connection died or timed
  * out, its server is ejected) or that its server answered with an error line makes its keys
@@ -47,6 +48,27 @@ const KEEP_FIRST = new Set([
   'log_watchers',
   'reserved_fds',
 ]);
+/** `stats items` / `stats slabs` fields (`items:1:age`, `1:chunk_size`) that are sizes or ages, not counts. */
+const KEEP_FIRST_PER_SLAB = new Set(['chunk_size', 'chunks_per_page', 'age', 'age_hot', 'age_warm']);
+
+/** Which `stats` form a request is: its counters merge differently. */
+type StatsForm = 'general' | 'per-slab' | 'other';
+
+function statsForm(request: Buffer): StatsForm {
+  const tokens = new Tokens();
+  tokenize(request, request.indexOf(LF), tokens);
+  if (tokens.count === 1) return 'general';
+  const group = request.toString('latin1', tokens.starts[1], tokens.ends[1]);
+  return tokens.count === 2 && (group === 'items' || group === 'slabs') ? 'per-slab' : 'other';
+}
+
+/** Whether a STAT field is summed over the servers (else the first server's value is kept). */
+function summed(form: StatsForm, name: string): boolean {
+  if (form === 'general') return !KEEP_FIRST.has(name);
+  const last = name.slice(name.lastIndexOf(':') + 1);
+  // Slab totals (`active_slabs`, `total_malloced`) have no ':' and are counts too.
+  return !KEEP_FIRST_PER_SLAB.has(last);
+}
 
 type ErrorReply = (reason: FailureReason, message: string) => Buffer;
 
@@ -77,7 +99,7 @@ export function mergeReplies(spec: CommandSpec, request: Buffer, keyCount: numbe
     case 'gat':
       return mergeValues(spec, request, keyCount, parts, errorReply);
     case 'stats':
-      return mergeStats(spec, parts, errorReply);
+      return mergeStats(spec, statsForm(request), parts, errorReply);
     default:
       return mergeAllOk(spec, parts, errorReply);
   }
@@ -178,7 +200,7 @@ function statOf(line: Buffer): { name: string; value: string } | null {
   return space < 0 ? { name: text, value: '' } : { name: text.slice(0, space), value: text.slice(space + 1) };
 }
 
-function mergeStats(spec: CommandSpec, parts: readonly FanoutPart[], errorReply: ErrorReply): Buffer {
+function mergeStats(spec: CommandSpec, form: StatsForm, parts: readonly FanoutPart[], errorReply: ErrorReply): Buffer {
   const replies: Buffer[] = [];
   let firstError: Buffer | null = null;
   for (const part of parts) {
@@ -187,8 +209,9 @@ function mergeStats(spec: CommandSpec, parts: readonly FanoutPart[], errorReply:
     else replies.push(part.bytes);
   }
   if (replies.length === 0) return firstError ?? errorReply('SERVER_ERROR', `${spec.name} across servers: no server answered`);
-  // A one-line answer (`stats reset`: RESET, `stats detail on`: OK): the first server's.
-  if (!replies.every((reply) => reply.length >= END.length && reply.compare(END, 0, END.length, reply.length - END.length) === 0)) return replies[0];
+  // A one-line answer (`stats reset`: RESET, `stats detail on`: OK), or a form that describes one
+  // server's set-up (`stats settings`, `stats sizes`, `stats conns`): the first server's.
+  if (form === 'other' || !replies.every((reply) => reply.length >= END.length && reply.compare(END, 0, END.length, reply.length - END.length) === 0)) return replies[0];
   const stats = new Map<string, string[]>();
   const others: Buffer[] = [];
   for (const reply of replies) {
@@ -207,7 +230,7 @@ function mergeStats(spec: CommandSpec, parts: readonly FanoutPart[], errorReply:
   }
   const lines: string[] = [];
   for (const [name, values] of stats) {
-    const sum = !KEEP_FIRST.has(name) && values.every((v) => /^\d{1,20}$/.test(v));
+    const sum = summed(form, name) && values.every((v) => /^\d{1,20}$/.test(v));
     lines.push(`STAT ${name} ${sum ? values.reduce((total, v) => total + BigInt(v), 0n).toString() : values[0]}\r\n`);
   }
   return Buffer.concat([Buffer.from(lines.join(''), 'latin1'), ...others, END]);
