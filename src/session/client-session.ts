@@ -627,7 +627,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
           this.close();
           return true;
         }
-        if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
+        if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
         return this.#startPin(slot);
       case 'pin-open':
       case 'pin-session':
@@ -635,8 +635,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
         return this.#startPin(slot);
       default:
-        // Pinned (a blocking command's server), nothing is split: the request goes whole, as before.
-        if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
+        if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
         if (slot.fanout !== null) return this.#sendFanout(slot, slot.fanout);
         return this.#sendShared(slot, true);
     }
@@ -668,6 +667,25 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#affinity.sent(server, conn);
     this.#send(slot, conn, server);
     return true;
+  }
+
+  /**
+   * A request while the session is pinned. A sharded pool pins only for a blocking command, on its
+   * key's server: a request for another server, or for several, must not run there (it would read
+   * that server's keys: nil, or a blocking pop on the wrong list). It waits until the pinned
+   * requests are answered and the lease is given back, then goes where its keys route (split, if
+   * it spreads). Elsewhere the pinned connection serves everything, whole.
+   */
+  #sendPinnedOrWait(slot: Slot): boolean {
+    const lease = this.#lease;
+    if (lease.kind === 'pinned' && this.#pool.router.keyed && !lease.relay) {
+      const elsewhere = slot.crossServer || slot.fanout !== null || (slot.hash !== null && this.#pool.route(slot.hash) !== lease.server);
+      if (elsewhere) {
+        this.#wait = 'idle';
+        return false;
+      }
+    }
+    return this.#sendPinned(slot);
   }
 
   /**

@@ -164,6 +164,25 @@ describe('ketama fan-out (Redis)', () => {
     expect(await client.call('MGET', a, b)).toEqual(['1', null]);
   });
 
+  it('runs what a client pipelined behind a blocking command on the servers its keys live on, once the command returned', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
+    const client = await raw(portOf(proxy));
+    const { owned } = keysByServer(servers);
+    const [a] = owned[0];
+    const [b] = owned[1];
+    const [c] = owned[2];
+    expect(await client.call('MSET', b, 'B', c, 'C')).toBe('OK');
+    // The pop pins a's server; what follows would once have run there too (reading nil for b).
+    client.send('BLPOP', a, '0.1');
+    client.send('GET', b);
+    client.send('MGET', a, b, c);
+    client.send('RPUSH', `${c}:list`, 'x');
+    client.send('BLPOP', `${c}:list`, '1');
+    client.send('GET', a);
+    expect(await client.take(6)).toEqual([null, 'B', [null, 'B', 'C'], 1, [`${c}:list`, 'x'], null]);
+  });
+
   it('honours CLIENT REPLY OFF and SKIP for split requests', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
