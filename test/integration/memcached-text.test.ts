@@ -5,7 +5,8 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cleanup } from '../helpers/cleanup.js';
-import { connectMc } from '../helpers/mc-client.js';
+import { connectMc, mcPoolsideReason } from '../helpers/mc-client.js';
+import { waitFor } from '../helpers/servers.js';
 import { startMemcachedAndProxy } from '../helpers/proxy.js';
 
 const cleanup = new Cleanup();
@@ -83,5 +84,41 @@ describe('memcached text protocol through poolside', () => {
     expect(await c.reply()).toBe('STORED\r\n');
     expect(await c.closesWithin(2000)).toBe(true);
     expect(c.pending).toBe(0);
+  });
+
+  it('frames every stats form, refuses server administration, and keeps the client', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup);
+    const c = await connectMc(cleanup, port);
+    expect(await c.call('set a 0 0 1\r\nx\r\n')).toBe('STORED\r\n');
+    c.write('stats items\r\nstats slabs\r\nstats settings\r\nstats sizes\r\nstats conns\r\nstats detail on\r\nstats detail dump\r\nstats cachedump 1 10\r\nstats reset\r\nstats bogus\r\nversion\r\n');
+    const [items, slabs, settings, sizes, conns, detailOn, dump, cachedump, reset, bogus, version] = await c.take(11);
+    expect(items).toMatch(/^STAT items:1:number 1\r\n[\s\S]*END\r\n$/);
+    expect(slabs).toMatch(/^STAT 1:chunk_size [\s\S]*END\r\n$/);
+    expect(settings).toMatch(/^STAT maxbytes [\s\S]*END\r\n$/);
+    expect(sizes).toMatch(/^STAT [\s\S]*END\r\n$/);
+    expect(conns).toMatch(/^STAT [\s\S]*END\r\n$/);
+    expect(detailOn).toBe('OK\r\n');
+    expect(dump).toMatch(/END\r\n$/);
+    expect(cachedump).toMatch(/^ITEM a \[1 b; \d+ s\]\r\nEND\r\n$/);
+    expect(reset).toBe('RESET\r\n');
+    expect(bogus).toBe('ERROR\r\n');
+    expect(version).toMatch(/^VERSION /);
+    for (const command of ['shutdown', 'watch', 'lru_crawler metadump all', 'slabs reassign 1 2', 'cache_memlimit 100']) {
+      expect(mcPoolsideReason(await c.call(`${command}\r\n`)), command).toBe('UNSUPPORTED_COMMAND');
+    }
+    expect(await c.call('get a\r\n')).toBe('VALUE a 0 1\r\nx\r\nEND\r\n');
+  });
+
+  it('gives each client a connection of its own with lease: exclusive, and the same answers', async () => {
+    const { port, proxy } = await startMemcachedAndProxy(cleanup, { lease: 'exclusive', exclusive: { max: 4 } });
+    const first = await connectMc(cleanup, port);
+    const second = await connectMc(cleanup, port);
+    first.write('set a 0 0 1 noreply\r\nx\r\nmg a v q\r\nmg zz v q\r\nmn\r\n');
+    expect(await first.take(2)).toEqual(['VA 1\r\nx\r\n', 'MN\r\n']);
+    expect(await second.call('get a\r\n')).toBe('VALUE a 0 1\r\nx\r\nEND\r\n');
+    expect(proxy.stats()[0].servers[0].exclusive.borrowed).toBe(2);
+    first.destroy();
+    second.destroy();
+    await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'both exclusive connections back');
   });
 });

@@ -1,0 +1,99 @@
+/**
+ * memcached pools routed by ketama: keys land exactly where twemproxy puts them for the same config
+ * (the golden placements recorded from a real nutcracker, as for Redis), text keys and base64 meta
+ * keys alike (a base64 key routes by the key it encodes); what cannot be served by one server is
+ * refused clearly until fan-out exists, and the client stays connected.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { hashFunction, hashKey } from '../../src/router/hash.js';
+import { KetamaContinuum } from '../../src/router/ketama.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { loadGolden } from '../helpers/ketama-golden.js';
+import { connectMc, mcPoolsideReason, McClient } from '../helpers/mc-client.js';
+import { portOf, startProxy } from '../helpers/proxy.js';
+import { MemcachedServer } from '../helpers/servers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+async function startServers(n: number): Promise<MemcachedServer[]> {
+  return Promise.all(Array.from({ length: n }, async () => cleanup.add(await MemcachedServer.start(), (s) => s.stop())));
+}
+
+/** Pipelines `requests` on a fresh connection straight to a memcached; its `count` responses. */
+async function direct(server: MemcachedServer, requests: string[], count = requests.length): Promise<string[]> {
+  const client = await McClient.connect(server.port);
+  try {
+    client.write(requests.join(''));
+    return await client.take(count, 20_000);
+  } finally {
+    client.destroy();
+  }
+}
+
+/** A key memcached's text protocol can carry as it is. */
+function textSafe(key: Buffer): boolean {
+  return key.length > 0 && key.length <= 250 && key.every((b) => b > 0x20 && b < 0x7f);
+}
+
+const golden = loadGolden();
+
+describe('memcached ketama routing', () => {
+  // The hash functions themselves are proven on every golden pool by the Redis routing test; here
+  // the memcached key path (text keys, decoded base64 keys) on pools with weights, tags and names.
+  const CHOSEN = new Set(['md5-float-weights', 'murmur', 'crc16', 'long-names']);
+  const namedPools = golden.pools.filter((pool) => CHOSEN.has(pool.name) && !pool.autoEject && pool.servers.every((s) => s.live && s.name !== null));
+  it.each(namedPools.map((pool) => [pool.name, pool] as const))('places keys exactly where twemproxy 0.5.0 does (golden pool %s)', async (_name, pool) => {
+    const servers = await startServers(pool.servers.length);
+    const proxy = cleanup.add(
+      await startProxy([], {
+        protocol: 'memcached',
+        routing: 'ketama',
+        connections: { min: 1, max: 1 },
+        ketama: { hash: pool.hash, hash_tag: pool.hashTag ?? '' },
+        servers: servers.map((s, i) => ({ address: s.address, name: pool.servers[i].name, weight: pool.servers[i].weight })),
+      }),
+      (p) => p.close(),
+    );
+    const client = await connectMc(cleanup, portOf(proxy));
+    const keys = [
+      ...pool.keys.map(([key, server]): [Buffer, number] => [Buffer.from(key, 'utf8'), server]),
+      ...pool.binaryKeys.map(([hex, server]): [Buffer, number] => [Buffer.from(hex, 'hex'), server]),
+    ].filter(([key]) => key.length > 0 && key.toString('base64').length <= 250);
+    // Text keys by `set`, the others as base64 meta keys: both must route by the key itself.
+    client.write(keys.map(([key]) => (textSafe(key) ? `set ${key.toString('latin1')} 0 0 1\r\n1\r\n` : `ms ${key.toString('base64')} 1 b\r\n1\r\n`)).join(''));
+    const stored = await client.take(keys.length, 20_000);
+    expect(new Set(stored)).toEqual(new Set(['STORED\r\n', 'HD\r\n']));
+    for (let s = 0; s < servers.length; s++) {
+      const found = await direct(servers[s], keys.map(([key]) => `mg ${key.toString('base64')} b\r\n`));
+      const here = keys.filter((_, i) => found[i] === 'HD\r\n').map(([key]) => key.toString('hex'));
+      const expected = keys.filter(([, server]) => server === s).map(([key]) => key.toString('hex'));
+      expect(new Set(here), `keys twemproxy puts on ${pool.servers[s].name}`).toEqual(new Set(expected));
+    }
+  });
+
+  it('serves multi-key gets on one server, refuses keys on several with CROSS_SERVER and server-wide commands until fan-out, and keeps the client', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(await startProxy([], { protocol: 'memcached', routing: 'ketama', connections: { min: 1, max: 1 }, servers: servers.map((s) => s.address) }), (p) => p.close());
+    const client = await connectMc(cleanup, portOf(proxy));
+    const continuum = new KetamaContinuum(servers.map((s) => ({ name: s.address, weight: 1 })));
+    const owner = (key: string): number => continuum.serverFor(hashKey(hashFunction('fnv1a_64'), Buffer.from(key), 0, key.length, ''));
+    const keys = Array.from({ length: 200 }, (_, i) => `user:${i}:profile`);
+    const a = keys[0];
+    const sameAsA = keys.find((key) => key !== a && owner(key) === owner(a));
+    const elsewhere = keys.find((key) => owner(key) !== owner(a));
+    if (sameAsA === undefined || elsewhere === undefined) throw new Error('the sample keys do not cover two servers');
+    client.write(`set ${a} 0 0 1\r\nA\r\nset ${sameAsA} 0 0 1\r\nB\r\nset ${elsewhere} 0 0 1\r\nC\r\n`);
+    expect(await client.take(3)).toEqual(['STORED\r\n', 'STORED\r\n', 'STORED\r\n']);
+    expect(await direct(servers[owner(a)], [`get ${a} ${sameAsA}\r\n`])).toEqual([`VALUE ${a} 0 1\r\nA\r\nVALUE ${sameAsA} 0 1\r\nB\r\nEND\r\n`]);
+
+    expect(await client.call(`get ${a} ${sameAsA}\r\n`)).toBe(`VALUE ${a} 0 1\r\nA\r\nVALUE ${sameAsA} 0 1\r\nB\r\nEND\r\n`);
+    expect(mcPoolsideReason(await client.call(`get ${a} ${elsewhere}\r\n`))).toBe('CROSS_SERVER');
+    expect(mcPoolsideReason(await client.call('stats\r\n'))).toBe('UNSUPPORTED_COMMAND');
+    expect(mcPoolsideReason(await client.call('flush_all\r\n'))).toBe('UNSUPPORTED_COMMAND');
+    // A noreply flush_all refused is silent too; version goes to any one server.
+    client.write('flush_all noreply\r\n');
+    expect(await client.call('version\r\n')).toMatch(/^VERSION /);
+    expect(await client.call(`get ${elsewhere}\r\n`)).toBe(`VALUE ${elsewhere} 0 1\r\nC\r\nEND\r\n`);
+  });
+});
