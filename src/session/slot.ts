@@ -7,6 +7,7 @@ import type { FailureReason } from '../errors.js';
 import type { Connection, ResponseTarget } from '../pool/connection.js';
 import type { ServerPool } from '../pool/server-pool.js';
 import type { ReplyMap } from '../codec/session-rules.js';
+import type { Fanout, PartOf } from './fanout.js';
 
 export const EMPTY = Buffer.alloc(0);
 
@@ -27,8 +28,12 @@ export class Slot implements ResponseTarget {
   /** Server and connection it was sent on (null before that, or when poolside answered). */
   server: ServerPool | null = null;
   conn: Connection | null = null;
-  /** Its keys map to more than one server of a sharded pool. */
+  /** Its keys map to more than one server of a sharded pool, and it may not be split: refused. */
   crossServer = false;
+  /** It goes to several servers (split or broadcast) in parts, merged into its reply (fanout.ts). */
+  fanout: Fanout | null = null;
+  /** It is one part of another slot's fan-out: never in the reply order, its outcome goes to the fanout. */
+  part: PartOf | null = null;
   retried = false;
   /** For SELECT: the database it selects (null: unreadable, the server must judge it). */
   selectDb: number | null = null;
