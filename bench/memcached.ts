@@ -108,6 +108,15 @@ async function generatorRun(spec: GenRun): Promise<GenResult> {
     for (const s of sockets) s.destroy();
     return { requests: 0, latencies: [], error: `connect: ${err instanceof Error ? err.message : String(err)}`, cpuUs: 0 };
   }
+  if (w.name.startsWith('get')) {
+    // A get workload reads the connection's own key: store it first, unmeasured.
+    try {
+      await Promise.all(sockets.map((socket, c) => storeKey(socket, `bench:${spec.id}:${c}`)));
+    } catch (err) {
+      for (const s of sockets) s.destroy();
+      return { requests: 0, latencies: [], error: `preparing the keys: ${err instanceof Error ? err.message : String(err)}`, cpuUs: 0 };
+    }
+  }
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, spec.startAt - Date.now())));
   const cpu0 = process.cpuUsage();
   const finished = sockets.map(
@@ -163,6 +172,22 @@ async function generatorRun(spec: GenRun): Promise<GenResult> {
   const cpu = process.cpuUsage(cpu0);
   for (const s of sockets) s.destroy();
   return { requests, latencies, error, cpuUs: cpu.user + cpu.system };
+}
+
+/** Sets `key` to VALUE on `socket` and waits for STORED. */
+function storeKey(socket: net.Socket, key: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (chunk: Buffer): void => {
+      got += chunk.toString('latin1');
+      if (!got.endsWith('\r\n')) return;
+      socket.off('data', onData);
+      if (got === 'STORED\r\n') resolve();
+      else reject(new Error(`set ${key}: ${JSON.stringify(got.slice(0, 200))}`));
+    };
+    socket.on('data', onData);
+    socket.write(`set ${key} 0 0 ${VALUE.length}\r\n${VALUE.toString('latin1')}\r\n`);
+  });
 }
 
 function generatorRole(): void {
