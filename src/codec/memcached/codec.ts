@@ -8,6 +8,7 @@ import { DEFAULTS } from '../../config/schema.js';
 import type { FailureReason } from '../../errors.js';
 import type { ArgView, CommandSpec } from '../codec.js';
 import type { Codec } from '../registry.js';
+import { ClientRequestDecoder, classifyBinary, isBinaryRequest } from './binary-codec.js';
 import { commandOf, lookup } from './commands.js';
 import { mergeReplies, splitRequest } from './fanout.js';
 import { McRequestDecoder } from './request-decoder.js';
@@ -50,7 +51,8 @@ function forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (sta
 }
 
 function decoderFor(maxItemBytes: number): Codec['requestDecoder'] {
-  return (sink, maxRequestBytes) => new McRequestDecoder(sink, { maxRequestBytes, maxItemBytes });
+  // Text or binary, as the client's first byte says (binary-codec.ts).
+  return (sink, maxRequestBytes) => new ClientRequestDecoder(sink, () => new McRequestDecoder(sink, { maxRequestBytes, maxItemBytes }), maxItemBytes);
 }
 
 export const memcachedCodec: Codec = {
@@ -58,7 +60,7 @@ export const memcachedCodec: Codec = {
   requestDecoder: decoderFor(DEFAULTS.pool.maxItemBytes),
   responseDecoder: (sink) => new McResponseDecoder(sink),
   sessionRules: () => new McSessionRules(),
-  classify: (bytes: Buffer, args: ArgView) => lookup(bytes, args.starts, args.ends, args.count).spec,
+  classify: (bytes: Buffer, args: ArgView) => (isBinaryRequest(bytes, args) ? classifyBinary(bytes) : lookup(bytes, args.starts, args.ends, args.count).spec),
   forPool(config: PoolConfig): Codec {
     return { ...memcachedCodec, requestDecoder: decoderFor(config.maxItemBytes) };
   },

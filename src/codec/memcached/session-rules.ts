@@ -17,6 +17,7 @@
 import type { FailureReason } from '../../errors.js';
 import type { ArgView, CommandSpec, RequestLimits } from '../codec.js';
 import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, ReplyMap, SessionFacts, SessionRules } from '../session-rules.js';
+import { binaryIntake, isBinaryRequest } from './binary-codec.js';
 import { commandOf, storageLine } from './commands.js';
 import type { McKind } from './commands.js';
 import { KEY_MAX_BYTES, LF, META_MAX_TOKENS, parseInt32, tokenIs } from './text.js';
@@ -104,6 +105,7 @@ export class McSessionRules implements SessionRules {
   }
 
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView): Intake {
+    if (isBinaryRequest(bytes, args)) return binaryIntake(bytes);
     const command = commandOf(spec);
     const { starts, ends, count } = args;
     switch (command.kind) {
