@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { hashFunction, hashKey } from '../../src/router/hash.js';
 import { KetamaContinuum } from '../../src/router/ketama.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { portOf, startProxy } from '../helpers/proxy.js';
+import { portOf, startProxy, waitReady } from '../helpers/proxy.js';
 import type { Proxy } from '../../src/proxy.js';
 import { poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
@@ -210,11 +210,12 @@ describe('ketama fan-out (Redis)', () => {
           request_timeout: '300ms',
           heartbeat: { interval: '300ms', timeout: '200ms' },
           connect: { timeout: '200ms', backoff: { initial: '50ms', max: '200ms' } },
-          queue: { timeout: '300ms' },
+          queue: { timeout: '1s' },
         }),
       ),
       (p) => p.close(),
     );
+    await waitReady(proxy, 10_000);
     const { owned } = keysByServer(servers);
     const [a] = owned[0];
     const [b] = owned[1];
@@ -233,7 +234,7 @@ describe('ketama fan-out (Redis)', () => {
       expect(await other.call('MGET', a, b)).toEqual(['A', 'B']);
       expect(await other.call('GET', a)).toBe('A');
     }
-    const reply = await client.reply(3000);
+    const reply = await client.reply(5000);
     expect(['REQUEST_TIMEOUT', 'SERVER_ERROR', 'NO_HEALTHY_SERVER', 'POOL_TIMEOUT']).toContain(reasonOf(reply));
     expect(client.isClosed).toBe(false);
 
@@ -241,8 +242,39 @@ describe('ketama fan-out (Redis)', () => {
     await waitFor(async () => {
       const again = await client.call('MGET', a, b, c);
       return JSON.stringify(again) === JSON.stringify(['A', 'B', 'C']);
-    }, 'the split MGET served again once the server thawed', 5000, 50);
+    }, 'the split MGET served again once the server thawed', 10_000, 50);
     expect(other.isClosed).toBe(false);
+  });
+
+  it('writes nothing of a split MSET when one key\'s server is ejected (on_ejection: fail), and fails the MGET whole', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(
+      await startProxy(
+        [],
+        ketamaPool(servers, {
+          ketama: { on_ejection: 'fail' },
+          connect: { timeout: '200ms', backoff: { initial: '50ms', max: '200ms' } },
+          eject: { after_failures: 2, for: '30s' },
+          heartbeat: { interval: '200ms', timeout: '100ms' },
+        }),
+      ),
+      (p) => p.close(),
+    );
+    await waitReady(proxy, 10_000);
+    const { owned } = keysByServer(servers);
+    const [a] = owned[0];
+    const [b] = owned[1];
+    const [c] = owned[2];
+    const client = await raw(portOf(proxy));
+    expect(await client.call('MSET', b, 'B', c, 'C')).toBe('OK');
+    await servers[0].kill();
+    await waitFor(() => proxy.stats()[0].servers[0].health.kind === 'ejected', 'the killed server ejected', 10_000);
+    expect(reasonOf(await client.call('MSET', a, '1', b, '2', c, '3'))).toBe('NO_HEALTHY_SERVER');
+    expect(reasonOf(await client.call('DEL', b, a))).toBe('NO_HEALTHY_SERVER');
+    // Nothing of them ran on the servers that were up.
+    expect(await client.call('MGET', b, c)).toEqual(['B', 'C']);
+    expect(reasonOf(await client.call('MGET', a, b))).toBe('NO_HEALTHY_SERVER');
+    expect(await client.call('EXISTS', b, c)).toBe(2);
   });
 
   it('gives the same replies as one redis-server for random MGET/MSET/DEL/EXISTS/UNLINK/TOUCH (property)', async () => {
