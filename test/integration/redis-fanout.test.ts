@@ -183,6 +183,30 @@ describe('ketama fan-out (Redis)', () => {
     expect(await client.take(6)).toEqual([null, 'B', [null, 'B', 'C'], 1, [`${c}:list`, 'x'], null]);
   });
 
+  it('answers a split request still out when draining begins, then DRAINING, then closes the client', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
+    await waitReady(proxy, 10_000);
+    const { owned } = keysByServer(servers);
+    const [a] = owned[0];
+    const [c] = owned[2];
+    const client = await raw(portOf(proxy));
+    expect(await client.call('MSET', a, 'A', c, 'C')).toBe('OK');
+    // One part held up on a frozen server while the drain begins.
+    servers[2].signal('SIGSTOP');
+    cleanup.add(servers[2], (s) => s.signal('SIGCONT'));
+    client.send('MGET', a, c);
+    await waitFor(() => proxy.clientList().clients.some((x) => x.inflight > 0), 'the split MGET in flight');
+    const drained = proxy.drain({ delayMs: 0, timeoutMs: 5000 });
+    client.send('GET', a);
+    servers[2].signal('SIGCONT');
+    const [merged, refused] = await client.take(2);
+    expect(merged).toEqual(['A', 'C']);
+    expect(reasonOf(refused)).toBe('DRAINING');
+    expect(await client.closesWithin(2000)).toBe(true);
+    expect(await drained).toEqual({ cutOff: 0 });
+  });
+
   it('honours CLIENT REPLY OFF and SKIP for split requests', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
