@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Cleanup } from './cleanup.js';
+import { parseMcResponse } from './mc-client.js';
 
 /**
  * Every server process a test started and has not stopped yet. A test run that is interrupted
@@ -303,27 +304,28 @@ export async function startMemcached(cleanup: Cleanup, extraArgs: string[] = [])
   return cleanup.add(await MemcachedServer.start(extraArgs), (s) => s.stop());
 }
 
-/** Raw text to memcached on a fresh TCP connection; resolves with the first reply line. */
+/** Raw text to memcached on a fresh TCP connection; resolves with its first whole response (mc-client.ts framing). */
 export function rawMemcached(port: number, text: string, host = '127.0.0.1'): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port });
-    let reply = '';
+    let reply = Buffer.alloc(0);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`no reply to ${JSON.stringify(text.slice(0, 40))} from ${host}:${port}`));
     }, 2000);
-    socket.on('data', (chunk) => {
-      reply += chunk.toString('latin1');
-      if (reply.endsWith('\r\n')) {
+    socket.on('data', (chunk: Buffer) => {
+      reply = Buffer.concat([reply, chunk]);
+      const parsed = parseMcResponse(reply, 0);
+      if (parsed !== null) {
         clearTimeout(timer);
         socket.end();
-        resolve(reply);
+        resolve(parsed.value);
       }
     });
     socket.on('error', (err) => {
       clearTimeout(timer);
       reject(err);
     });
-    socket.write(text);
+    socket.write(text, 'latin1');
   });
 }

@@ -104,7 +104,8 @@ describe('memcached faults', () => {
     const started = performance.now();
     const down = await client.call('get k\r\n');
     expect(['NO_HEALTHY_SERVER', 'POOL_TIMEOUT', 'SERVER_ERROR']).toContain(mcPoolsideReason(down));
-    expect(performance.now() - started).toBeLessThan(300 + 250 + 1000);
+    // Within queue.timeout and a sweep, plus generous slack for a loaded machine: never a hang.
+    expect(performance.now() - started).toBeLessThan(300 + 250 + 2500);
     // A noreply request that fails is still silent: the next reply is the version's.
     client.write('set k 0 0 1 noreply\r\nx\r\n');
     expect(mcPoolsideReason(await client.call('version\r\n'))).not.toBeNull();

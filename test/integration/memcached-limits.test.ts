@@ -74,4 +74,26 @@ describe('memcached max_item_size', () => {
     // it would be 200 MB and more).
     expect(grew).toBeLessThan(60 * MB);
   }, 90_000);
+
+  it('streams a large value through (memcached -I 16m): in order with small replies around it, whole for a quiet mg', async () => {
+    const { port } = await startMemcachedAndProxy(cleanup, { max_item_size: '16mb', connections: { min: 1, max: 1 } }, ['-I', '16m']);
+    const c = await connectMc(cleanup, port);
+    const other = await connectMc(cleanup, port);
+    const size = 10 * MB;
+    c.write(`set big 0 0 ${size}\r\n`);
+    await stream(c.socket, size);
+    c.write('\r\n');
+    expect(await c.reply(20_000)).toBe('STORED\r\n');
+    c.write('set small 0 0 1\r\ns\r\nget big\r\nget small\r\nmg big v q\r\nmg missing v q\r\nmn\r\n');
+    // Another client on the same shared connection gets its answers in order meanwhile.
+    other.write('get small\r\nmn\r\n');
+    const [stored, big, small, quiet, mn] = await c.take(5, 30_000);
+    expect(stored).toBe('STORED\r\n');
+    expect(big.length).toBe(`VALUE big 0 ${size}\r\n`.length + size + '\r\nEND\r\n'.length);
+    expect(big.startsWith(`VALUE big 0 ${size}\r\nxxx`) && big.endsWith('x\r\nEND\r\n')).toBe(true);
+    expect(small).toBe('VALUE small 0 1\r\ns\r\nEND\r\n');
+    expect(quiet.length).toBe(`VA ${size}\r\n`.length + size + 2);
+    expect(mn).toBe('MN\r\n');
+    expect(await other.take(2, 30_000)).toEqual([expect.stringMatching(/^(END|VALUE small 0 1\r\ns\r\nEND)\r\n$/), 'MN\r\n']);
+  }, 60_000);
 });

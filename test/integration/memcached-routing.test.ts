@@ -92,6 +92,13 @@ describe('memcached ketama routing', () => {
     expect(await client.call('stats\r\n')).toMatch(/^STAT pid \d+\r\n[\s\S]*\r\nSTAT curr_items 3\r\n[\s\S]*END\r\n$/);
     // version goes to any one server; a noreply flush_all to every server, silently.
     expect(await client.call('version\r\n')).toMatch(/^VERSION /);
+    expect(await client.call(`get ${elsewhere}\r\n`)).toBe(`VALUE ${elsewhere} 0 1\r\nC\r\nEND\r\n`);
+
+    // A quiet pipeline over keys of several servers: mn comes after every answer, whichever
+    // server gave it, and only what q does not hide comes back.
+    client.write(`mg ${a} v q k\r\nmg ${elsewhere} v q k\r\nmg missing:${elsewhere} v q\r\nms ${sameAsA} 1 q MR\r\nD\r\nmd nothing:${a} q\r\nmn\r\n`);
+    expect(await client.take(4)).toEqual([`VA 1 k${a}\r\nA\r\n`, `VA 1 k${elsewhere}\r\nC\r\n`, 'NF\r\n', 'MN\r\n']);
+    expect(await client.call(`get ${sameAsA}\r\n`)).toBe(`VALUE ${sameAsA} 0 1\r\nD\r\nEND\r\n`);
     client.write('flush_all noreply\r\n');
     expect(await client.call(`get ${elsewhere} ${a}\r\n`)).toBe('END\r\n');
   });

@@ -33,6 +33,7 @@ describe('memcached test helpers', () => {
   it('kills and restarts the server on the same port', async () => {
     const mc = await startMemcached(cleanup);
     expect(await mc.command('set k 0 0 1\r\nx\r\n')).toBe('STORED\r\n');
+    expect(await mc.command('stats\r\n')).toMatch(/^STAT pid [\s\S]*\r\nEND\r\n$/);
     await mc.restart();
     expect(await mc.command('get k\r\n')).toBe('END\r\n');
   });

@@ -147,7 +147,50 @@ function responsesOf(input: string, expects: McExpect[]): string[] {
   return whole.responses;
 }
 
+/** Decodes with streaming on (blocks of `streamMin` bytes or more): each response as its pieces. */
+function streamResponses(chunks: Buffer[], expects: McExpect[], streamMin: number): string[][] {
+  const responses: string[][] = [];
+  let current: string[] = [];
+  const queue = [...expects];
+  const decoder = new McResponseDecoder(
+    {
+      onResponse(bytes) {
+        responses.push([bytes.toString('latin1')]);
+        queue.shift();
+      },
+      onResponsePart(bytes, end) {
+        current.push(bytes.toString('latin1'));
+        if (!end) return;
+        responses.push(current);
+        current = [];
+        queue.shift();
+      },
+      headExpectation: () => queue[0],
+    },
+    streamMin,
+  );
+  for (const chunk of chunks) decoder.push(chunk);
+  expect(current).toEqual([]);
+  return responses;
+}
+
 describe('memcached response framing', () => {
+  it('hands a response with a large data block on in pieces that add up to it, however the reads fall', () => {
+    const big = 'x'.repeat(40);
+    const input = `STORED\r\nVALUE a 0 40\r\n${big}\r\nVALUE b 0 1\r\ny\r\nEND\r\nVA 40 f1\r\n${big}\r\nHD\r\n`;
+    const expects: McExpect[] = ['line', 'values', 'meta', 'meta'];
+    const whole = ['STORED\r\n', `VALUE a 0 40\r\n${big}\r\nVALUE b 0 1\r\ny\r\nEND\r\n`, `VA 40 f1\r\n${big}\r\n`, 'HD\r\n'];
+    for (const way of everySplit(Buffer.from(input, 'latin1'))) {
+      const responses = streamResponses(way.chunks, expects, 16);
+      expect(responses.map((pieces) => pieces.join('')), way.name).toEqual(whole);
+      // Small responses whole; the large ones in pieces, none of them empty but the last.
+      expect(responses[0], way.name).toHaveLength(1);
+      expect(responses[3], way.name).toHaveLength(1);
+      for (const pieces of [responses[1], responses[2]]) expect(pieces.slice(0, -1).every((p) => p.length > 0), way.name).toBe(true);
+    }
+    expect(streamResponses([Buffer.from(input, 'latin1')], expects, 16)[1].length).toBeGreaterThan(1);
+  });
+
   it('frames each response by what its request expects', () => {
     const input =
       'STORED\r\nVALUE a 5 3\r\nabc\r\nVALUE b 0 7 99\r\nEND\r\nxx\r\nEND\r\nEND\r\nVA 2 f5\r\nhi\r\nEN\r\nHD c3\r\nSTAT pid 1\r\nSTAT x y\r\nEND\r\nRESET\r\nVERSION 1.6\r\n';

@@ -31,7 +31,7 @@ function forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (sta
   const kind = command.kind;
   if (kind === 'mg' || kind === 'ms' || kind === 'md' || kind === 'ma' || kind === 'me') {
     if (count < 2) return 0;
-    const base64 = kind === 'me' ? count > 2 && bytes[starts[2]] === B && ends[2] - starts[2] === 1 : metaFlag(bytes, args, firstFlag(kind), B) >= 0;
+    const base64 = kind === 'me' ? count > 2 && bytes[starts[2]] === B && ends[2] - starts[2] === 1 : metaFlag(bytes, args, firstFlag(kind), B).kind !== 'none';
     if (base64) {
       const decoded = Buffer.from(bytes.toString('latin1', starts[1], ends[1]), 'base64');
       visit(0, decoded.length, decoded);

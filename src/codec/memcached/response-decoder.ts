@@ -15,6 +15,11 @@ import { LF, SPACE } from './text.js';
 
 /** Longest response line poolside reads (a `VALUE` line with a 250-byte key is under 330). */
 const MAX_RESPONSE_LINE = 64 * 1024;
+/**
+ * A response with a data block at least this large is handed on piece by piece as it arrives
+ * (onResponsePart), as a Redis bulk string of that size is: poolside holds about one read of it.
+ */
+const STREAM_MIN_BYTES = 1024 * 1024;
 
 type Phase =
   /** Between responses. */
@@ -36,8 +41,8 @@ export function isErrorLine(line: Buffer): boolean {
   return startsWithWord(line, 'ERROR') || startsWithWord(line, 'CLIENT_ERROR') || startsWithWord(line, 'SERVER_ERROR');
 }
 
-/** The size of a data block announced as the `index`th space-separated word of `line`, or -1. */
-function sizeWord(line: Buffer, index: number): number {
+/** The size of a data block announced as the `index`th space-separated word of `line`, or null. */
+function sizeWord(line: Buffer, index: number): number | null {
   let word = 0;
   let start = 0;
   let end = line.length;
@@ -45,11 +50,11 @@ function sizeWord(line: Buffer, index: number): number {
   for (let i = 0; i <= end; i++) {
     if (i === end || line[i] === SPACE) {
       if (word === index) {
-        if (i === start || i - start > 10) return -1;
+        if (i === start || i - start > 10) return null;
         let value = 0;
         for (let j = start; j < i; j++) {
           const digit = line[j] - 0x30;
-          if (digit < 0 || digit > 9) return -1;
+          if (digit < 0 || digit > 9) return null;
           value = value * 10 + digit;
         }
         return value;
@@ -58,7 +63,7 @@ function sizeWord(line: Buffer, index: number): number {
       start = i + 1;
     }
   }
-  return -1;
+  return null;
 }
 
 export class McResponseDecoder implements ResponseDecoder {
@@ -73,9 +78,13 @@ export class McResponseDecoder implements ResponseDecoder {
   #lineBytes = 0;
   /** Data block bytes (with `\r\n`) still to read. */
   #remaining = 0;
+  /** The current response is being handed on in pieces (it holds a large data block). */
+  #streaming = false;
+  readonly #streamMinBytes: number;
 
-  constructor(sink: ResponseSink) {
+  constructor(sink: ResponseSink, streamMinBytes = STREAM_MIN_BYTES) {
     this.#sink = sink;
+    this.#streamMinBytes = sink.onResponsePart === undefined ? Infinity : streamMinBytes;
   }
 
   get midFrame(): boolean {
@@ -119,14 +128,36 @@ export class McResponseDecoder implements ResponseDecoder {
       this.#lineParts = [];
       this.#lineBytes = 0;
       pos = lf + 1;
-      if (this.#onLine(line)) this.#deliver(chunk, begin, pos);
+      if (this.#onLine(line)) {
+        this.#deliver(chunk, begin, pos);
+      } else if (!this.#streaming && this.#remaining >= this.#streamMinBytes) {
+        // A large block begins (#remaining is only set by a line that starts a data block): from
+        // here on the response goes out as it arrives.
+        this.#streaming = true;
+        this.#part(chunk, begin, pos);
+        begin = pos;
+      }
     }
-    if (this.#phase !== 'start' && begin < length) {
-      // The response goes on in the next chunk: keep what this one holds of it.
-      const held = chunk.subarray(begin);
-      this.#parts.push(held);
-      this.#partBytes += held.length;
+    if (this.#phase === 'start' || begin >= length) return;
+    if (this.#streaming) {
+      this.#part(chunk, begin, length);
+      return;
     }
+    // The response goes on in the next chunk: keep what this one holds of it.
+    const held = chunk.subarray(begin);
+    this.#parts.push(held);
+    this.#partBytes += held.length;
+  }
+
+  /** A piece of a streamed response that is not its last: what was held, then chunk[begin, end). */
+  #part(chunk: Buffer, begin: number, end: number): void {
+    let bytes = chunk.subarray(begin, end);
+    if (this.#partBytes > 0) {
+      bytes = Buffer.concat([...this.#parts, bytes], this.#partBytes + end - begin);
+      this.#parts = [];
+      this.#partBytes = 0;
+    }
+    (this.#sink.onResponsePart as (bytes: Buffer, end: boolean) => void).call(this.#sink, bytes, false);
   }
 
   /** One whole line of the current response; true when it ends the response. */
@@ -138,7 +169,7 @@ export class McResponseDecoder implements ResponseDecoder {
       case 'meta': {
         if (!startsWithWord(line, 'VA')) return true;
         const size = sizeWord(line, 1);
-        if (size < 0) throw new ProtocolError('VA line without a valid size');
+        if (size === null) throw new ProtocolError('VA line without a valid size');
         this.#phase = 'data';
         this.#remaining = size + 2;
         return false;
@@ -146,7 +177,7 @@ export class McResponseDecoder implements ResponseDecoder {
       case 'values': {
         if (startsWithWord(line, 'VALUE')) {
           const size = sizeWord(line, 3);
-          if (size < 0) throw new ProtocolError('VALUE line without a valid size');
+          if (size === null) throw new ProtocolError('VALUE line without a valid size');
           this.#phase = 'data';
           this.#remaining = size + 2;
           return false;
@@ -161,6 +192,12 @@ export class McResponseDecoder implements ResponseDecoder {
 
   /** The response that ends at `end` of this chunk is whole: hand it on. */
   #deliver(chunk: Buffer, begin: number, end: number): void {
+    if (this.#streaming) {
+      this.#streaming = false;
+      this.#phase = 'start';
+      (this.#sink.onResponsePart as (bytes: Buffer, end: boolean) => void).call(this.#sink, chunk.subarray(begin, end), true);
+      return;
+    }
     const parts = this.#parts;
     let bytes: Buffer;
     if (parts.length === 0) {

@@ -68,13 +68,17 @@ export function firstFlag(kind: McKind): number {
   return kind === 'ms' ? 3 : 2;
 }
 
-/** The index of the only flag token starting with `flag`, -1 for none, -2 for several. */
-export function metaFlag(bytes: Buffer, args: ArgView, from: number, flag: number): number {
-  let found = -1;
+/** The meta flag tokens starting with one character: none, exactly one (at `index`), or several. */
+export type FlagSearch = { kind: 'none' } | { kind: 'one'; index: number } | { kind: 'several' };
+const NO_FLAG: FlagSearch = { kind: 'none' };
+const SEVERAL_FLAGS: FlagSearch = { kind: 'several' };
+
+export function metaFlag(bytes: Buffer, args: ArgView, from: number, flag: number): FlagSearch {
+  let found: FlagSearch = NO_FLAG;
   for (let i = from; i < args.count; i++) {
     if (bytes[args.starts[i]] !== flag) continue;
-    if (found !== -1) return -2;
-    found = i;
+    if (found.kind === 'one') return SEVERAL_FLAGS;
+    found = { kind: 'one', index: i };
   }
   return found;
 }
@@ -207,9 +211,9 @@ export class McSessionRules implements SessionRules {
   #quiet(kind: McKind, bytes: Buffer, args: ArgView): Intake {
     const q = metaFlag(bytes, args, firstFlag(kind), Q);
     // Several q flags: memcached refuses the duplicate, an error q never hides.
-    if (q < 0) return ROUTE;
+    if (q.kind !== 'one') return ROUTE;
     const reply = kind === 'mg' ? QUIET_GET : kind === 'ma' ? QUIET_ARITH : QUIET_STORE;
-    return { kind: 'rewrite', bytes: withoutToken(bytes, args.starts, args.ends, q), reply };
+    return { kind: 'rewrite', bytes: withoutToken(bytes, args.starts, args.ends, q.index), reply };
   }
 
   silentReply(): boolean {
