@@ -87,6 +87,19 @@ describe('ketama fan-out (memcached)', () => {
     expect(await c.call(`get ${b2} ${c1}x ${a2}x ${b2}\r\n`)).toBe('END\r\n');
   });
 
+  it('merges a split get whose values are large (streamed from the server in pieces) whole and in order', async () => {
+    const servers = await Promise.all([0, 1, 2].map(() => startMemcached(cleanup, ['-I', '4m'])));
+    const proxy = cleanup.add(await startProxy([], ketamaPool(servers, { max_item_size: '4mb' })), (p) => p.close());
+    const c = await connectMc(cleanup, portOf(proxy));
+    const [[a], [b]] = keysByServer(servers);
+    const big = (fill: string): string => fill.repeat(3 * 1024 * 1024);
+    await setAll(c, { [a]: big('a'), [b]: big('b') });
+    const got = await c.call(`get ${b} ${a}\r\n`);
+    expect(got.length).toBe(2 * (3 * 1024 * 1024) + `VALUE ${b} 7 3145728\r\n\r\nVALUE ${a} 7 3145728\r\n\r\nEND\r\n`.length);
+    expect(got.startsWith(`VALUE ${b} 7 3145728\r\nbbbb`)).toBe(true);
+    expect(got.endsWith(`aaaa\r\nEND\r\n`)).toBe(true);
+  });
+
   it('sends flush_all and verbosity to every server (OK only if all say OK), noreply too', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
