@@ -691,41 +691,54 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /**
    * Sends every part of a request that goes to several servers, in parallel, each on a shared
    * connection of its server like any request (in order with the session's others there). All or
-   * nothing: while one part's server has no ready connection the whole request waits, so no part
-   * runs long before the others; a part whose server cannot take it (no healthy server) fails at
-   * once and the merge decides.
+   * nothing while it may wait: as long as one part's server has no ready connection the whole
+   * request waits, so no part runs long before the others. A part that cannot go (no healthy
+   * server; with `giveUp`, the wait that ran out) fails, and the codec's merge decides, for a read
+   * (idempotent: its other parts are sent, memcached answers the rest as misses); a write is then
+   * not sent at all, never applied in part when poolside knows beforehand one part cannot run.
    */
-  #sendFanout(slot: Slot, fanout: Fanout): boolean {
+  #sendFanout(slot: Slot, fanout: Fanout, giveUp: { reason: FailureReason; message: string } | null = null): boolean {
     const pool = this.#pool;
     const parts = fanout.parts;
-    const servers: (ServerPool | null)[] = [];
     const conns: (Connection | null)[] = [];
+    let doomed: { reason: FailureReason; message: string } | null = null;
     for (const part of parts) {
       const server = this.#partServer(part);
       const conn = server === null ? null : this.#affinity.pick(server);
-      if (server !== null && conn === null) {
-        this.#waitSince ??= pool.now();
-        if (!pool.wait(this, this.#waitSince)) {
-          this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
-          return true;
+      if (server === null) {
+        doomed ??= { reason: 'NO_HEALTHY_SERVER', message: `no healthy server in pool ${pool.config.name} for part of ${slot.spec.name}` };
+      } else if (conn === null) {
+        if (giveUp !== null) {
+          doomed ??= giveUp;
+        } else {
+          this.#waitSince ??= pool.now();
+          if (!pool.wait(this, this.#waitSince)) {
+            this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
+            return true;
+          }
+          this.#wait = 'connection';
+          return false;
         }
-        this.#wait = 'connection';
-        return false;
       }
-      servers.push(server);
       conns.push(conn);
+    }
+    if (doomed !== null && !slot.spec.idempotent) {
+      this.#answerError(slot, doomed.reason, doomed.message);
+      return true;
     }
     if (fanout.kind === 'split') pool.counters.fanouts.split++;
     else pool.counters.fanouts.broadcast++;
     for (let i = 0; i < parts.length; i++) {
-      const server = servers[i];
+      const part = parts[i];
       const conn = conns[i];
+      const server = this.#partServer(part);
       if (server === null || conn === null) {
-        this.#answerError(parts[i], 'NO_HEALTHY_SERVER', `no healthy server in pool ${pool.config.name} for part of ${slot.spec.name}`);
+        const why = server === null ? { reason: 'NO_HEALTHY_SERVER' as const, message: `no healthy server in pool ${pool.config.name} for part of ${slot.spec.name}` } : (giveUp ?? doomed);
+        if (why !== null) this.#answerError(part, why.reason, why.message);
         continue;
       }
       this.#affinity.sent(server, conn);
-      this.#send(parts[i], conn, server);
+      this.#send(part, conn, server);
     }
     return true;
   }
@@ -939,7 +952,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #failBacklog(reason: FailureReason, message: string): void {
     for (let slot = this.#backlog.shift(); slot !== undefined; slot = this.#backlog.shift()) {
       this.#pool.waitingRequests--;
-      this.#answerError(slot, reason, message);
+      // A read split over servers goes where it can; the parts that found no connection fail.
+      if (slot.fanout !== null && this.#lease.kind === 'shared' && slot.spec.idempotent && !this.#closed) this.#sendFanout(slot, slot.fanout, { reason, message });
+      else this.#answerError(slot, reason, message);
     }
   }
 

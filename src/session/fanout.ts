@@ -32,6 +32,8 @@ export class Fanout {
   #pending: number;
 
   readonly spec: CommandSpec;
+  /** Bytes of the parts' own requests (split: copies of the keys and values; broadcast: none, they share the parent's). */
+  readonly partBytes: number;
 
   private constructor(
     readonly kind: FanoutKind,
@@ -45,6 +47,9 @@ export class Fanout {
     keys: readonly (readonly number[])[],
   ) {
     this.spec = parent.spec;
+    let partBytes = 0;
+    for (const request of requests) if (request !== parent.bytes) partBytes += request.length;
+    this.partBytes = partBytes;
     this.#keys = keys;
     this.#results = new Array<FanoutPart | null>(requests.length).fill(null);
     this.#pending = requests.length;

@@ -41,7 +41,7 @@ export class ReplyQueue {
 
   push(slot: Slot): void {
     this.#slots.push(slot);
-    this.#input.add(slot.bytes.length);
+    this.#input.add(slot.held);
   }
 
   /** Writes every done slot at the head; `writing` false: the client is gone, replies are dropped. */
@@ -50,7 +50,7 @@ export class ReplyQueue {
     let now = 0;
     for (let head = slots.peek(); head !== undefined && head.done; head = slots.peek()) {
       slots.shift();
-      this.#input.release(head.bytes.length);
+      this.#input.release(head.held);
       if (head.startedAt > 0) {
         // A reply ends when the read that completed it happened: one clock read per server read,
         // not per reply. Replies poolside made itself end now.

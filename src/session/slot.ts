@@ -71,6 +71,14 @@ export class Slot implements ResponseTarget {
     readonly hash: number | null,
   ) {}
 
+  /**
+   * The request bytes poolside holds for it until its reply is written (clients.input_buffer):
+   * its own, and the copies its fan-out parts carry. Fixed once it is in the reply order.
+   */
+  get held(): number {
+    return this.bytes.length + (this.fanout?.partBytes ?? 0);
+  }
+
   /** What its response will look like (the codec's value), for a response decoder that asks. */
   get expects(): unknown {
     return this.spec.expects;

@@ -11,7 +11,7 @@ import { KetamaContinuum } from '../../src/router/ketama.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { connectMc, mcPoolsideReason } from '../helpers/mc-client.js';
 import type { McClient } from '../helpers/mc-client.js';
-import { portOf, startProxy } from '../helpers/proxy.js';
+import { portOf, startProxy, waitReady } from '../helpers/proxy.js';
 import { MemcachedServer, startMemcached, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
@@ -87,6 +87,19 @@ describe('ketama fan-out (memcached)', () => {
     expect(await c.call(`get ${b2} ${c1}x ${a2}x ${b2}\r\n`)).toBe('END\r\n');
   });
 
+  it('merges a split get whose values are large (streamed from the server in pieces) whole and in order', async () => {
+    const servers = await Promise.all([0, 1, 2].map(() => startMemcached(cleanup, ['-I', '4m'])));
+    const proxy = cleanup.add(await startProxy([], ketamaPool(servers, { max_item_size: '4mb' })), (p) => p.close());
+    const c = await connectMc(cleanup, portOf(proxy));
+    const [[a], [b]] = keysByServer(servers);
+    const big = (fill: string): string => fill.repeat(3 * 1024 * 1024);
+    await setAll(c, { [a]: big('a'), [b]: big('b') });
+    const got = await c.call(`get ${b} ${a}\r\n`);
+    expect(got.length).toBe(2 * (3 * 1024 * 1024) + `VALUE ${b} 7 3145728\r\n\r\nVALUE ${a} 7 3145728\r\n\r\nEND\r\n`.length);
+    expect(got.startsWith(`VALUE ${b} 7 3145728\r\nbbbb`)).toBe(true);
+    expect(got.endsWith(`aaaa\r\nEND\r\n`)).toBe(true);
+  });
+
   it('sends flush_all and verbosity to every server (OK only if all say OK), noreply too', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
@@ -138,11 +151,12 @@ describe('ketama fan-out (memcached)', () => {
           request_timeout: '300ms',
           heartbeat: { interval: '300ms', timeout: '200ms' },
           connect: { timeout: '200ms', backoff: { initial: '50ms', max: '200ms' } },
-          queue: { timeout: '300ms' },
+          queue: { timeout: '1s' },
         }),
       ),
       (p) => p.close(),
     );
+    await waitReady(proxy, 10_000);
     const [[a], [b], [cKey]] = keysByServer(servers);
     const setup = await connectMc(cleanup, portOf(proxy));
     await setAll(setup, { [a]: 'A', [b]: 'B', [cKey]: 'C' });
@@ -156,20 +170,48 @@ describe('ketama fan-out (memcached)', () => {
     for (let i = 0; i < 20; i++) {
       expect(await other.call(`get ${b} ${a}\r\n`)).toBe(`VALUE ${b} 7 1\r\nB\r\nVALUE ${a} 7 1\r\nA\r\nEND\r\n`);
     }
-    expect(await client.reply(3000)).toBe(`VALUE ${a} 7 1\r\nA\r\nVALUE ${b} 7 1\r\nB\r\nEND\r\n`);
+    expect(await client.reply(5000)).toBe(`VALUE ${a} 7 1\r\nA\r\nVALUE ${b} 7 1\r\nB\r\nEND\r\n`);
     // Only the frozen server's keys: no server answered, so the client hears why.
     client.write(`get ${cKey}\r\n`);
-    expect(mcPoolsideReason(await client.reply(3000))).not.toBeNull();
+    expect(mcPoolsideReason(await client.reply(5000))).not.toBeNull();
     expect(proxy.pools.get('p')?.counters.fanouts.partsFailed).toBeGreaterThan(0);
 
     frozen.signal('SIGCONT');
     await waitFor(
       async () => (await client.call(`get ${a} ${cKey} ${b}\r\n`)) === `VALUE ${a} 7 1\r\nA\r\nVALUE ${cKey} 7 1\r\nC\r\nVALUE ${b} 7 1\r\nB\r\nEND\r\n`,
       'the split get served whole once the server thawed',
-      5000,
+      10_000,
       50,
     );
     expect(other.isClosed).toBe(false);
+  });
+
+  it('answers an ejected server\'s keys as misses and flushes nothing while a server is out (on_ejection: fail)', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(
+      await startProxy(
+        [],
+        ketamaPool(servers, {
+          ketama: { on_ejection: 'fail' },
+          connect: { timeout: '200ms', backoff: { initial: '50ms', max: '200ms' } },
+          eject: { after_failures: 2, for: '30s' },
+          heartbeat: { interval: '200ms', timeout: '100ms' },
+        }),
+      ),
+      (p) => p.close(),
+    );
+    await waitReady(proxy, 10_000);
+    const [[a], [b], [cKey]] = keysByServer(servers);
+    const client = await connectMc(cleanup, portOf(proxy));
+    await setAll(client, { [a]: 'A', [b]: 'B', [cKey]: 'C' });
+    await servers[0].kill();
+    await waitFor(() => proxy.stats()[0].servers[0].health.kind === 'ejected', 'the killed server ejected', 10_000);
+    expect(await client.call(`get ${cKey} ${a} ${b}\r\n`)).toBe(`VALUE ${cKey} 7 1\r\nC\r\nVALUE ${b} 7 1\r\nB\r\nEND\r\n`);
+    expect(mcPoolsideReason(await client.call(`get ${a}\r\n`))).toBe('NO_HEALTHY_SERVER');
+    expect(mcPoolsideReason(await client.call('flush_all\r\n'))).toBe('NO_HEALTHY_SERVER');
+    expect(await client.call(`get ${b}\r\n`)).toBe(`VALUE ${b} 7 1\r\nB\r\nEND\r\n`);
+    // stats: the servers that answered.
+    expect(statOf(await client.call('stats\r\n'), 'curr_items')).toBe('2');
   });
 
   it('gives the same answers as one memcached for random sets, deletes and multi-key gets (property)', async () => {

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { hashFunction, hashKey } from '../../src/router/hash.js';
 import { KetamaContinuum } from '../../src/router/ketama.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { portOf, startProxy } from '../helpers/proxy.js';
+import { portOf, startProxy, waitReady } from '../helpers/proxy.js';
 import type { Proxy } from '../../src/proxy.js';
 import { poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
@@ -183,6 +183,30 @@ describe('ketama fan-out (Redis)', () => {
     expect(await client.take(6)).toEqual([null, 'B', [null, 'B', 'C'], 1, [`${c}:list`, 'x'], null]);
   });
 
+  it('answers a split request still out when draining begins, then DRAINING, then closes the client', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
+    await waitReady(proxy, 10_000);
+    const { owned } = keysByServer(servers);
+    const [a] = owned[0];
+    const [c] = owned[2];
+    const client = await raw(portOf(proxy));
+    expect(await client.call('MSET', a, 'A', c, 'C')).toBe('OK');
+    // One part held up on a frozen server while the drain begins.
+    servers[2].signal('SIGSTOP');
+    cleanup.add(servers[2], (s) => s.signal('SIGCONT'));
+    client.send('MGET', a, c);
+    await waitFor(() => proxy.clientList().clients.some((x) => x.inflight > 0), 'the split MGET in flight');
+    const drained = proxy.drain({ delayMs: 0, timeoutMs: 5000 });
+    client.send('GET', a);
+    servers[2].signal('SIGCONT');
+    const [merged, refused] = await client.take(2);
+    expect(merged).toEqual(['A', 'C']);
+    expect(reasonOf(refused)).toBe('DRAINING');
+    expect(await client.closesWithin(2000)).toBe(true);
+    expect(await drained).toEqual({ cutOff: 0 });
+  });
+
   it('honours CLIENT REPLY OFF and SKIP for split requests', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());
@@ -210,11 +234,12 @@ describe('ketama fan-out (Redis)', () => {
           request_timeout: '300ms',
           heartbeat: { interval: '300ms', timeout: '200ms' },
           connect: { timeout: '200ms', backoff: { initial: '50ms', max: '200ms' } },
-          queue: { timeout: '300ms' },
+          queue: { timeout: '1s' },
         }),
       ),
       (p) => p.close(),
     );
+    await waitReady(proxy, 10_000);
     const { owned } = keysByServer(servers);
     const [a] = owned[0];
     const [b] = owned[1];
@@ -233,7 +258,7 @@ describe('ketama fan-out (Redis)', () => {
       expect(await other.call('MGET', a, b)).toEqual(['A', 'B']);
       expect(await other.call('GET', a)).toBe('A');
     }
-    const reply = await client.reply(3000);
+    const reply = await client.reply(5000);
     expect(['REQUEST_TIMEOUT', 'SERVER_ERROR', 'NO_HEALTHY_SERVER', 'POOL_TIMEOUT']).toContain(reasonOf(reply));
     expect(client.isClosed).toBe(false);
 
@@ -241,8 +266,39 @@ describe('ketama fan-out (Redis)', () => {
     await waitFor(async () => {
       const again = await client.call('MGET', a, b, c);
       return JSON.stringify(again) === JSON.stringify(['A', 'B', 'C']);
-    }, 'the split MGET served again once the server thawed', 5000, 50);
+    }, 'the split MGET served again once the server thawed', 10_000, 50);
     expect(other.isClosed).toBe(false);
+  });
+
+  it('writes nothing of a split MSET when one key\'s server is ejected (on_ejection: fail), and fails the MGET whole', async () => {
+    const servers = await startServers(3);
+    const proxy = cleanup.add(
+      await startProxy(
+        [],
+        ketamaPool(servers, {
+          ketama: { on_ejection: 'fail' },
+          connect: { timeout: '200ms', backoff: { initial: '50ms', max: '200ms' } },
+          eject: { after_failures: 2, for: '30s' },
+          heartbeat: { interval: '200ms', timeout: '100ms' },
+        }),
+      ),
+      (p) => p.close(),
+    );
+    await waitReady(proxy, 10_000);
+    const { owned } = keysByServer(servers);
+    const [a] = owned[0];
+    const [b] = owned[1];
+    const [c] = owned[2];
+    const client = await raw(portOf(proxy));
+    expect(await client.call('MSET', b, 'B', c, 'C')).toBe('OK');
+    await servers[0].kill();
+    await waitFor(() => proxy.stats()[0].servers[0].health.kind === 'ejected', 'the killed server ejected', 10_000);
+    expect(reasonOf(await client.call('MSET', a, '1', b, '2', c, '3'))).toBe('NO_HEALTHY_SERVER');
+    expect(reasonOf(await client.call('DEL', b, a))).toBe('NO_HEALTHY_SERVER');
+    // Nothing of them ran on the servers that were up.
+    expect(await client.call('MGET', b, c)).toEqual(['B', 'C']);
+    expect(reasonOf(await client.call('MGET', a, b))).toBe('NO_HEALTHY_SERVER');
+    expect(await client.call('EXISTS', b, c)).toBe(2);
   });
 
   it('gives the same replies as one redis-server for random MGET/MSET/DEL/EXISTS/UNLINK/TOUCH (property)', async () => {
