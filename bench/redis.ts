@@ -185,6 +185,8 @@ interface Options {
   extraVariants: Variant[];
   logDir: string | null;
   timeoutMs: number;
+  /** Which benches run: Redis (this file) and memcached (bench/memcached.ts, after it). */
+  protocols: ('redis' | 'memcached')[];
 }
 
 const HELP = `usage: npm run bench -- [options]
@@ -206,6 +208,9 @@ const HELP = `usage: npm run bench -- [options]
   --logs DIR              keep configs and process logs in DIR (default: the temp dir, removed
                           at exit; copied out if something went wrong)
   --timeout SECONDS       longest a single redis-benchmark run may take (default 120)
+  --protocol LIST         redis, memcached or both (default redis,memcached): the memcached
+                          bench (bench/memcached.ts, also npm run bench:memcached) runs after the
+                          Redis one with the same --quick, --reps and --clients
 `;
 
 class UsageError extends Error {}
@@ -227,6 +232,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     extraVariants: [],
     logDir: null,
     timeoutMs: 120_000,
+    protocols: ['redis', 'memcached'],
   };
   let reps: number | null = null;
   const explicitRequests = new Map<number, number>();
@@ -288,6 +294,13 @@ function parseOptions(argv: string[]): Options | 'help' {
       case '--timeout':
         opts.timeoutMs = (parseList(flag, value())[0] as number) * 1000;
         break;
+      case '--protocol':
+      case '--protocols': {
+        const names = value().split(',').map((s) => s.trim());
+        for (const n of names) if (n !== 'redis' && n !== 'memcached') throw new UsageError(`--protocol: expected redis and/or memcached, got ${n}`);
+        opts.protocols = names as ('redis' | 'memcached')[];
+        break;
+      }
       default:
         throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
     }
@@ -742,6 +755,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const opts = parsed;
+  if (!opts.protocols.includes('redis')) return memcachedBench(opts);
   const variants = [...VARIANTS, ...opts.extraVariants];
   const names = new Set<string>();
   for (const v of variants) {
@@ -888,7 +902,23 @@ async function main(): Promise<number> {
     }
     process.stdout.write(`\nSomething went wrong: configs and logs kept in ${keep}\n`);
   }
-  return backendDied ? 1 : 0;
+  const redisCode = backendDied ? 1 : 0;
+  return opts.protocols.includes('memcached') ? Math.max(redisCode, await memcachedBench(opts)) : redisCode;
+}
+
+/** bench/memcached.ts with this run's --quick, --reps and --clients (its own flags: npm run bench:memcached). */
+async function memcachedBench(opts: Options): Promise<number> {
+  const { runMemcachedBench } = await import('./memcached.js');
+  process.stdout.write('\n');
+  return runMemcachedBench({
+    quick: opts.quick,
+    reps: opts.reps,
+    seconds: opts.quick ? 1 : 3,
+    clients: opts.clients,
+    generators: 2,
+    logDir: opts.logDir === null ? null : path.join(opts.logDir, 'memcached'),
+    only: null,
+  });
 }
 
 process.on('exit', cleanupSync);

@@ -9,6 +9,8 @@
  *   npm run bench:short-lived                      local (~2 min)
  *   npm run bench:short-lived -- --remote          a ~1 ms each way delay relay in front of redis
  *   npm run bench:short-lived -- --memory          RSS with 1,000 / 10,000 idle clients, after a burst
+ *   npm run bench:short-lived -- --protocol memcached   the same with memcached and PHP's Memcached
+ *                                                       extension (connect, 3 get, set, increment, quit)
  *   npm run bench:short-lived -- --help
  *
  * Prints, never asserts. See bench/README.md.
@@ -111,6 +113,102 @@ function floorRelay(listenTcp: number, listenUnix: string, backendPort: number):
 }
 
 /**
+ * Length of the memcached text request at `from` and whether a reply comes back: 'retrieval'
+ * (VALUE blocks up to END), 'line' (one line), 'none' (quit). null if it is not complete yet. Enough
+ * for what PHP's Memcached sends in this bench: get, set (with its data block), incr, version, quit.
+ */
+function mcRequest(buf: Buffer, from: number): { len: number; reply: 'retrieval' | 'line' | 'none' } | null {
+  const end = buf.indexOf(10, from);
+  if (end < 0) return null;
+  const head = end + 1 - from;
+  const c0 = buf[from];
+  if (c0 === 0x67 /* g */) return { len: head, reply: 'retrieval' };
+  if (c0 === 0x71 /* q */) return { len: head, reply: 'none' };
+  if (c0 === 0x73 /* s: set key flags exptime bytes */) {
+    const words = buf.toString('latin1', from, end).trim().split(' ');
+    const total = head + Number(words[4]) + 2;
+    return from + total <= buf.length ? { len: total, reply: 'line' } : null;
+  }
+  return { len: head, reply: 'line' };
+}
+
+/** Length of the memcached reply at `from` (VALUE blocks up to END, or one line), or -1. */
+function mcReplyLength(buf: Buffer, from: number, retrieval: boolean): number {
+  let at = from;
+  for (;;) {
+    const end = buf.indexOf(10, at);
+    if (end < 0) return -1;
+    if (!retrieval || buf[at] !== 0x56 /* V */) return end + 1 - from;
+    const bytes = Number(buf.toString('latin1', buf.lastIndexOf(32, end) + 1, end - 1));
+    at = end + 1 + bytes + 2;
+    if (at > buf.length) return -1;
+  }
+}
+
+/** The Node floor for memcached: floorRelay's design, memcached's framing, `quit` closes the client. */
+function mcFloorRelay(listenTcp: number, listenUnix: string, backendPort: number): void {
+  const fifo: { client: net.Socket; retrieval: boolean }[] = [];
+  const backend = net.connect({ host: '127.0.0.1', port: backendPort });
+  backend.setNoDelay(true);
+  let pending: Buffer | null = null;
+  backend.on('data', (chunk: Buffer) => {
+    const buf: Buffer = pending === null ? chunk : Buffer.concat([pending, chunk]);
+    let at = 0;
+    let runStart = 0;
+    let runClient: net.Socket | null = null;
+    for (;;) {
+      const head = fifo[0];
+      if (head === undefined) break;
+      const len = mcReplyLength(buf, at, head.retrieval);
+      if (len < 0) break;
+      fifo.shift();
+      if (head.client !== runClient) {
+        if (runClient !== null && !runClient.destroyed) runClient.write(buf.subarray(runStart, at));
+        runClient = head.client;
+        runStart = at;
+      }
+      at += len;
+    }
+    if (runClient !== null && !runClient.destroyed) runClient.write(buf.subarray(runStart, at));
+    pending = at < buf.length ? buf.subarray(at) : null;
+  });
+  backend.on('error', (err) => {
+    process.stderr.write(`floor: backend ${err.message}\n`);
+    process.exit(1);
+  });
+  const onClient = (socket: net.Socket): void => {
+    let partial: Buffer | null = null;
+    socket.on('data', (chunk: Buffer) => {
+      const buf: Buffer = partial === null ? chunk : Buffer.concat([partial, chunk]);
+      let at = 0;
+      let quit = false;
+      for (;;) {
+        const request = at < buf.length ? mcRequest(buf, at) : null;
+        if (request === null) break;
+        if (request.reply === 'none') {
+          quit = true;
+          break;
+        }
+        fifo.push({ client: socket, retrieval: request.reply === 'retrieval' });
+        at += request.len;
+      }
+      if (at > 0) backend.write(at === buf.length ? buf : buf.subarray(0, at));
+      partial = at < buf.length ? buf.subarray(at) : null;
+      if (quit) socket.end();
+    });
+    socket.on('error', () => socket.destroy());
+  };
+  const tcp = net.createServer({ noDelay: true }, onClient);
+  tcp.listen(listenTcp, '127.0.0.1');
+  try {
+    fs.unlinkSync(listenUnix);
+  } catch {
+    // not there
+  }
+  net.createServer(onClient).listen(listenUnix);
+}
+
+/**
  * A remote server modelled on loopback: every chunk is delivered `ms` later in each direction, and
  * a new connection's first bytes reach the server one round trip plus one way after the connect.
  */
@@ -196,6 +294,53 @@ echo json_encode(['done' => $done, 'errors' => $errors, 'lastError' => $lastErro
   'req' => implode(',', $reqLat), 'cmd' => implode(',', $cmdLat)]), "\n";
 `;
 
+/** The same loop with PHP's Memcached extension (libmemcached, text protocol): 3 get, set with an expiry, increment, quit. */
+const PHP_MC_CLIENT = String.raw`<?php
+// args: target mode startAtMs endAtMs id
+[$self, $target, $mode, $startAt, $endAt, $id] = $argv;
+$startAt = (float)$startAt / 1000; $endAt = (float)$endAt / 1000;
+$isUnix = str_starts_with($target, 'unix:');
+$host = $isUnix ? substr($target, 5) : explode(':', $target)[0];
+$port = $isUnix ? 0 : (int)explode(':', $target)[1];
+$reqLat = []; $cmdLat = []; $errors = 0; $lastError = ''; $done = 0;
+$k1 = "sl:$id:a"; $k2 = "sl:$id:b"; $k3 = "sl:$id:c"; $ks = "sl:$id:s"; $kc = "sl:$id:n";
+$open = function () use ($host, $port) {
+  $m = new Memcached();
+  $m->setOption(Memcached::OPT_CONNECT_TIMEOUT, 2000);
+  $m->addServer($host, $port);
+  return $m;
+};
+// The counter must exist: increment does not create it in the text protocol.
+$m = $open(); $m->set($kc, 0); $m->quit();
+$hit = fn ($m) => in_array($m->getResultCode(), [Memcached::RES_SUCCESS, Memcached::RES_NOTFOUND], true);
+if (microtime(true) < $startAt) time_sleep_until($startAt);
+$ru0 = getrusage();
+while (microtime(true) < $endAt) {
+  $t0 = hrtime(true);
+  $m = $open();
+  if ($mode === 'req') {
+    $t = hrtime(true);
+    $m->get($k1); $ok = $hit($m); $n = hrtime(true); $cmdLat[] = intdiv($n - $t, 1000); $t = $n;
+    $m->get($k2); $ok = $ok && $hit($m); $n = hrtime(true); $cmdLat[] = intdiv($n - $t, 1000); $t = $n;
+    $m->get($k3); $ok = $ok && $hit($m); $n = hrtime(true); $cmdLat[] = intdiv($n - $t, 1000); $t = $n;
+    $ok = $m->set($ks, 'value-' . $done, 60) && $ok; $n = hrtime(true); $cmdLat[] = intdiv($n - $t, 1000); $t = $n;
+    $v = $m->increment($kc); $n = hrtime(true); $cmdLat[] = intdiv($n - $t, 1000);
+    $ok = $ok && is_int($v);
+  } else {
+    $ok = $m->set($ks, 'v') === true && $m->get($ks) === 'v';
+  }
+  $why = $m->getResultMessage();
+  $m->quit();
+  if ($ok) { $done++; $reqLat[] = intdiv(hrtime(true) - $t0, 1000); }
+  else { $errors++; $lastError = $why; usleep(1000); }
+}
+$ru1 = getrusage();
+$cpu = ($ru1['ru_utime.tv_sec'] - $ru0['ru_utime.tv_sec']) * 1e6 + ($ru1['ru_utime.tv_usec'] - $ru0['ru_utime.tv_usec'])
+     + ($ru1['ru_stime.tv_sec'] - $ru0['ru_stime.tv_sec']) * 1e6 + ($ru1['ru_stime.tv_usec'] - $ru0['ru_stime.tv_usec']);
+echo json_encode(['done' => $done, 'errors' => $errors, 'lastError' => $lastError, 'cpuUs' => $cpu,
+  'req' => implode(',', $reqLat), 'cmd' => implode(',', $cmdLat)]), "\n";
+`;
+
 // ---------------------------------------------------------------------------------------------
 // Options
 
@@ -212,6 +357,8 @@ interface Options {
   logs: string | null;
   /** Another build's dist/ to run beside this one (targets "<label> TCP/unix"), e.g. the code before a change. */
   compare: string | null;
+  /** redis: phpredis against redis-server; memcached: PHP's Memcached extension against memcached. */
+  protocol: 'redis' | 'memcached';
 }
 
 const HELP = `usage: npm run bench:short-lived -- [options]
@@ -228,10 +375,12 @@ const HELP = `usage: npm run bench:short-lived -- [options]
   --logs DIR        keep configs and process logs in DIR
   --compare DIR     also run another build's dist/ (e.g. a copy taken before a change) as
                     targets "before TCP" and "before unix", interleaved with the rest
+  --protocol P      redis (default: php-redis, redis-server) or memcached (PHP's Memcached
+                    extension: connect, 3 get, set with expiry, increment, quit; memcached)
 `;
 
 function parseOptions(argv: string[]): Options | 'help' {
-  const o: Options = { clients: 8, seconds: 3, churnSeconds: 2, reps: 3, remote: false, delayMs: 1, memory: false, churn: true, only: null, logs: null, compare: null };
+  const o: Options = { clients: 8, seconds: 3, churnSeconds: 2, reps: 3, remote: false, delayMs: 1, memory: false, churn: true, only: null, logs: null, compare: null, protocol: 'redis' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
     const num = (): number => {
@@ -251,6 +400,11 @@ function parseOptions(argv: string[]): Options | 'help' {
     else if (flag === '--only') o.only = (argv[++i] ?? '').split(',');
     else if (flag === '--logs') o.logs = argv[++i] ?? null;
     else if (flag === '--compare') o.compare = path.resolve(argv[++i] ?? '');
+    else if (flag === '--protocol') {
+      const p = argv[++i];
+      if (p !== 'redis' && p !== 'memcached') throw new Error(`--protocol: redis or memcached, not ${String(p)}`);
+      o.protocol = p;
+    }
     else throw new Error(`unknown option ${flag}\n${HELP}`);
   }
   return o;
@@ -308,6 +462,13 @@ function connectTo(target: string): net.Socket {
   return target.startsWith('unix:') ? net.connect({ path: target.slice(5) }) : net.connect({ host: '127.0.0.1', port: Number(target.split(':')[1]) });
 }
 
+/** What a target is asked to show it serves (PING, or memcached's version) and how the answer starts. */
+const HELLO = {
+  redis: { request: '*1\r\n$4\r\nPING\r\n', answer: '+PONG' },
+  memcached: { request: 'version\r\n', answer: 'VERSION ' },
+} as const;
+let hello: { request: string; answer: string } = HELLO.redis;
+
 function ping(target: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connectTo(target);
@@ -318,10 +479,10 @@ function ping(target: string): Promise<boolean> {
       s.destroy();
       resolve(ok);
     };
-    s.on('connect', () => s.write('*1\r\n$4\r\nPING\r\n'));
+    s.on('connect', () => s.write(hello.request));
     s.on('data', (c: Buffer) => {
       text += c.toString('latin1');
-      if (text.includes('\r\n')) done(text.startsWith('+PONG'));
+      if (text.includes('\r\n')) done(text.startsWith(hello.answer));
     });
     s.on('error', () => done(false));
   });
@@ -345,6 +506,8 @@ interface Target {
   /** The process whose CPU is charged to this target: the proxy, or null for direct. */
   proxyPid: number | null;
   kind: 'direct' | 'nutcracker' | 'poolside' | 'floor';
+  /** The backend server process, when it is not the main one (memcached's unix socket needs its own). */
+  serverPid?: number;
 }
 
 interface RunResult {
@@ -399,7 +562,7 @@ async function runOnce(
       }),
     );
   }
-  const pids = [target.proxyPid, redisPid, relayPid];
+  const pids = [target.proxyPid, target.serverPid ?? redisPid, relayPid];
   let cpuStart: (number | null)[] = [];
   let cpuEnd: (number | null)[] = [];
   const read = (): (number | null)[] => pids.map((pid) => (pid === null ? null : cpuUs(pid)));
@@ -506,7 +669,7 @@ async function openIdle(address: string, n: number, into: net.Socket[]): Promise
         () =>
           new Promise<void>((resolve, reject) => {
             const s = connectTo(address);
-            s.once('connect', () => s.write('*1\r\n$4\r\nPING\r\n'));
+            s.once('connect', () => s.write(hello.request));
             s.once('data', () => resolve());
             s.once('error', reject);
             into.push(s);
@@ -519,7 +682,7 @@ async function openIdle(address: string, n: number, into: net.Socket[]): Promise
 async function memory(targets: Target[], opts: Options, phpFile: string, redisPid: number, redisAddress: string): Promise<string> {
   const rows: string[][] = [];
   for (const t of targets) {
-    const pid = t.proxyPid ?? redisPid;
+    const pid = t.proxyPid ?? t.serverPid ?? redisPid;
     const base = rssKb(pid);
     const held: net.Socket[] = [];
     await openIdle(t.address, 1000, held);
@@ -543,12 +706,14 @@ async function memory(targets: Target[], opts: Options, phpFile: string, redisPi
 
 // ---------------------------------------------------------------------------------------------
 
-/** What the bench runs that may not be installed: php-cli with phpredis, redis-server, nutcracker. */
-function missingTools(): string[] {
+/** What the bench runs that may not be installed: php-cli with phpredis (or memcached), the server, nutcracker. */
+function missingTools(protocol: 'redis' | 'memcached'): string[] {
   const missing: string[] = [];
   const works = (cmd: string, args: string[]): boolean => spawnSync(cmd, args, { stdio: 'ignore' }).status === 0;
-  if (!works('php', ['-r', 'exit(extension_loaded("redis") ? 0 : 1);'])) missing.push('php-cli with phpredis');
-  if (!works('redis-server', ['--version'])) missing.push('redis-server');
+  const extension = protocol === 'redis' ? 'redis' : 'memcached';
+  if (!works('php', ['-r', `exit(extension_loaded("${extension}") ? 0 : 1);`])) missing.push(`php-cli with the ${extension} extension`);
+  if (protocol === 'redis' && !works('redis-server', ['--version'])) missing.push('redis-server');
+  if (protocol === 'memcached' && !works('memcached', ['-V'])) missing.push('memcached');
   if (!works('nutcracker', ['--version'])) missing.push('nutcracker');
   return missing;
 }
@@ -560,24 +725,38 @@ async function main(): Promise<number> {
     return 0;
   }
   const opts = parsed;
-  const missing = missingTools();
+  const memcached = opts.protocol === 'memcached';
+  hello = HELLO[opts.protocol];
+  const missing = missingTools(opts.protocol);
   if (missing.length > 0) {
-    process.stderr.write(`short-lived bench: missing ${missing.join(', ')}: apt-get install -y php-cli php-redis redis-server nutcracker\n`);
+    const packages = memcached ? 'php-cli php-memcached memcached nutcracker' : 'php-cli php-redis redis-server nutcracker';
+    process.stderr.write(`short-lived bench: missing ${missing.join(', ')}: apt-get install -y ${packages}\n`);
     return 1;
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-sl-'));
   const logDir = opts.logs ?? dir;
   fs.mkdirSync(logDir, { recursive: true });
   const phpFile = path.join(dir, 'client.php');
-  fs.writeFileSync(phpFile, PHP_CLIENT);
+  fs.writeFileSync(phpFile, memcached ? PHP_MC_CLIENT : PHP_CLIENT);
   const mainJs = path.join(ROOT, 'dist', 'main.js');
   if (!fs.existsSync(mainJs)) throw new Error('dist/main.js missing: npm run build');
 
   try {
     const redisPort = await freePort();
-    const redisSock = path.join(dir, 'redis.sock');
-    const redis = start('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--unixsocket', redisSock, '--save', '', '--appendonly', 'no', '--dir', dir, '--maxclients', '15000'], logDir);
-    await waitPing(`127.0.0.1:${redisPort}`, 'redis-server');
+    const redisSock = path.join(dir, memcached ? 'memcached.sock' : 'redis.sock');
+    // memcached listens on TCP or on a unix socket, not both: "direct unix" gets a second one.
+    const mcUser = process.getuid?.() === 0 ? ['-u', 'root'] : [];
+    const mcArgs = ['-U', '0', '-m', '64', '-t', '2', '-c', '15000', ...mcUser];
+    const redis = memcached
+      ? start('memcached', 'memcached', ['-p', String(redisPort), '-l', '127.0.0.1', ...mcArgs], logDir)
+      : start('redis-server', 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--unixsocket', redisSock, '--save', '', '--appendonly', 'no', '--dir', dir, '--maxclients', '15000'], logDir);
+    await waitPing(`127.0.0.1:${redisPort}`, memcached ? 'memcached' : 'redis-server');
+    let unixServerPid: number | undefined;
+    if (memcached && !opts.remote) {
+      const unixServer = start('memcached-unix', 'memcached', ['-s', redisSock, '-a', '0666', ...mcArgs], logDir);
+      await waitPing(`unix:${redisSock}`, 'memcached (unix socket)');
+      unixServerPid = unixServer.pid;
+    }
     let backendPort = redisPort;
     let relay: ChildProcess | null = null;
     if (opts.remote) {
@@ -587,13 +766,13 @@ async function main(): Promise<number> {
     }
     const targets: Target[] = [];
     targets.push({ name: 'direct TCP', address: `127.0.0.1:${backendPort}`, proxyPid: null, kind: 'direct' });
-    if (!opts.remote) targets.push({ name: 'direct unix', address: `unix:${redisSock}`, proxyPid: null, kind: 'direct' });
+    if (!opts.remote) targets.push({ name: 'direct unix', address: `unix:${redisSock}`, proxyPid: null, kind: 'direct', serverPid: unixServerPid });
 
     // nutcracker: one process, two pools (TCP and unix listeners), server_connections 1 (its default)
     const nutPort = await freePort();
     const nutSock = path.join(dir, 'nut.sock');
     const nutConf = path.join(logDir, 'nutcracker.yml');
-    const pool = (listen: string): string[] => [`  listen: ${listen}`, '  hash: fnv1a_64', '  distribution: ketama', '  redis: true', '  server_connections: 1', '  auto_eject_hosts: false', '  preconnect: true', '  timeout: 2000', '  servers:', `    - 127.0.0.1:${backendPort}:1`];
+    const pool = (listen: string): string[] => [`  listen: ${listen}`, '  hash: fnv1a_64', '  distribution: ketama', `  redis: ${!memcached}`, '  server_connections: 1', '  auto_eject_hosts: false', '  preconnect: true', '  timeout: 2000', '  servers:', `    - 127.0.0.1:${backendPort}:1`];
     fs.writeFileSync(nutConf, ['tcp:', ...pool(`127.0.0.1:${nutPort}`), 'unix:', ...pool(`${nutSock} 0666`), ''].join('\n'));
     const nut = start('nutcracker', 'nutcracker', ['-c', nutConf, '-s', String(await freePort()), '-a', '127.0.0.1', '-o', path.join(logDir, 'nutcracker.out'), '-p', path.join(dir, 'nut.pid')], logDir);
     await waitPing(`127.0.0.1:${nutPort}`, 'nutcracker');
@@ -612,7 +791,7 @@ async function main(): Promise<number> {
         'log: { level: warn }',
         'pools:',
         '  bench:',
-        '    protocol: redis',
+        `    protocol: ${opts.protocol}`,
         `    listen: ['127.0.0.1:${psPort}', 'unix:${psSock}']`,
         `    servers: ['127.0.0.1:${backendPort}']`,
         '    clients: { max: 12000 }',
@@ -638,7 +817,7 @@ async function main(): Promise<number> {
     // the Node floor relay
     const flPort = await freePort();
     const flSock = path.join(dir, 'floor.sock');
-    const fl = start('floor', process.execPath, ['--import', 'tsx', SELF, '--role', 'floor', String(flPort), flSock, String(backendPort)], logDir);
+    const fl = start('floor', process.execPath, ['--import', 'tsx', SELF, '--role', memcached ? 'mc-floor' : 'floor', String(flPort), flSock, String(backendPort)], logDir);
     await waitPing(`127.0.0.1:${flPort}`, 'floor relay');
     await waitPing(`unix:${flSock}`, 'floor relay unix');
     targets.push({ name: 'floor TCP', address: `127.0.0.1:${flPort}`, proxyPid: fl.pid as number, kind: 'floor' });
@@ -648,9 +827,13 @@ async function main(): Promise<number> {
     const redisPid = redis.pid as number;
     const relayPid = relay?.pid ?? null;
     const header = [
-      `short-lived bench: ${opts.clients} php-cli processes (phpredis ${execFileSync('php', ['-r', 'echo phpversion("redis");'], { encoding: 'utf8' })}), ` +
-        `connect → 3 GET, SET EX, INCR → close; ${opts.seconds}s runs, median of ${opts.reps}, targets interleaved and rotated` +
-        (opts.remote ? `; REMOTE: ${opts.delayMs} ms each way in front of redis-server (connect: one RTT + one way)` : '; local'),
+      (memcached
+        ? `short-lived bench (memcached): ${opts.clients} php-cli processes (Memcached ${execFileSync('php', ['-r', 'echo phpversion("memcached");'], { encoding: 'utf8' })}, text protocol), ` +
+          `connect → 3 get, set with expiry, increment → quit`
+        : `short-lived bench: ${opts.clients} php-cli processes (phpredis ${execFileSync('php', ['-r', 'echo phpversion("redis");'], { encoding: 'utf8' })}), ` +
+          `connect → 3 GET, SET EX, INCR → close`) +
+        `; ${opts.seconds}s runs, median of ${opts.reps}, targets interleaved and rotated` +
+        (opts.remote ? `; REMOTE: ${opts.delayMs} ms each way in front of ${memcached ? 'memcached' : 'redis-server'} (connect: one RTT + one way)` : '; local'),
       `node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; nutcracker server_connections 1; poolside example defaults (connections min 2 max 8)`,
     ];
     process.stderr.write(`${header.join('\n')}\n`);
@@ -683,7 +866,7 @@ async function main(): Promise<number> {
     const out: string[] = [...header, ''];
     out.push(
       table(
-        ['target', 'req/s', 'vs direct TCP', 'vs nutcracker', 'req p50 ms', 'req p99 ms', 'cmd p50 ms', 'cmd p99 ms', 'errors', 'proxy CPU µs/req', 'vs floor', 'redis CPU µs/req', ...(opts.remote ? ['delay relay µs/req'] : []), 'generator CPU µs/req'],
+        ['target', 'req/s', 'vs direct TCP', 'vs nutcracker', 'req p50 ms', 'req p99 ms', 'cmd p50 ms', 'cmd p99 ms', 'errors', 'proxy CPU µs/req', 'vs floor', `${memcached ? 'memcached' : 'redis'} CPU µs/req`, ...(opts.remote ? ['delay relay µs/req'] : []), 'generator CPU µs/req'],
         rows,
       ),
     );
@@ -692,14 +875,14 @@ async function main(): Promise<number> {
 
     if (opts.churn) {
       const churnTargets = chosen.filter((t) => !opts.remote || t.name !== 'direct unix');
-      process.stderr.write('churn: connect, SET, GET, close\n');
+      process.stderr.write(memcached ? 'churn: connect, set, get, quit\n' : 'churn: connect, SET, GET, close\n');
       const churn = await measureAll(churnTargets, 'churn', opts, opts.churnSeconds, phpFile, redisPid, relayPid);
       const cm = (name: string, f: (r: RunResult) => number | null): number => median((churn.get(name) ?? []).map((r) => f(r) ?? NaN));
       const redisRate = (t: Target): number => cm(t.address.startsWith('unix:') && !opts.remote ? 'direct unix' : 'direct TCP', (r) => r.reqPerSec);
-      out.push('', `connection churn (connect, SET, GET, close; ${opts.clients} processes, ${opts.churnSeconds}s runs, median of ${opts.reps}):`, '');
+      out.push('', `connection churn (${memcached ? 'connect, set, get, quit' : 'connect, SET, GET, close'}; ${opts.clients} processes, ${opts.churnSeconds}s runs, median of ${opts.reps}):`, '');
       out.push(
         table(
-          ['target', 'clients/s', 'vs redis-server (same transport)', 'errors', 'proxy CPU µs/client', 'generator CPU µs/client'],
+          ['target', 'clients/s', `vs ${memcached ? 'memcached' : 'redis-server'} (same transport)`, 'errors', 'proxy CPU µs/client', 'generator CPU µs/client'],
           churnTargets.map((t) => [
             t.name,
             fmt(cm(t.name, (r) => r.reqPerSec)),
@@ -729,6 +912,7 @@ const roleAt = process.argv.indexOf('--role');
 if (roleAt >= 0) {
   const [role, a, b, c] = process.argv.slice(roleAt + 1);
   if (role === 'floor') floorRelay(Number(a), b as string, Number(c));
+  else if (role === 'mc-floor') mcFloorRelay(Number(a), b as string, Number(c));
   else if (role === 'delay') delayRelay(Number(a), Number(b), Number(c));
   else throw new Error(`unknown role ${role}`);
 } else {

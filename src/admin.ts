@@ -282,6 +282,7 @@ function poolCountersJson(c: PoolCounters): object {
     requests: c.requests,
     failures: Object.fromEntries(FAILURE_REASONS.map((reason, i) => [reason, c.failures[i]])),
     retries: c.retries,
+    fanouts: { ...c.fanouts },
     protocolErrors: c.protocolErrors,
     clientsAccepted: c.clientsAccepted,
     clientsRejected: c.clientsRejected,

@@ -183,6 +183,23 @@ export function registerMetrics(options: MetricsOptions): void {
     eachPool((p, emit) => emit(p.labels, p.counters.retries)),
   );
   family(
+    'poolside_fanout_requests_total',
+    'Requests sent to several servers of a ketama pool in parts whose replies were merged: split (keys on several servers, one part per server) or broadcast (to every server).',
+    'counter',
+    [...POOL, 'kind'],
+    eachPool((p, emit) => {
+      emit(p.labels, p.counters.fanouts.split, FANOUT_SPLIT);
+      emit(p.labels, p.counters.fanouts.broadcast, FANOUT_BROADCAST);
+    }),
+  );
+  family(
+    'poolside_fanout_parts_failed_total',
+    'Parts of split or broadcast requests that got no reply (connection lost, request_timeout, no healthy server), whatever the merge made of it: an error for the whole request, or a partial answer where the protocol allows one.',
+    'counter',
+    POOL,
+    eachPool((p, emit) => emit(p.labels, p.counters.fanouts.partsFailed)),
+  );
+  family(
     'poolside_protocol_errors_total',
     'Clients closed because they sent bytes that cannot be framed in the pool protocol.',
     'counter',
@@ -416,6 +433,7 @@ const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW, REJECTED_I
   'shutdown',
   'reload',
 ]);
+const [FANOUT_SPLIT, FANOUT_BROADCAST] = constantLabels('kind', ['split', 'broadcast']);
 const [RELOAD_SUCCESS, RELOAD_FAILURE] = constantLabels('result', ['success', 'failure']);
 const [REASON_TIMEOUT, REASON_ERROR] = constantLabels('reason', ['timeout', 'error']);
 const [ACTION_ANSWERED, ACTION_DROPPED] = constantLabels('action', ['answered', 'dropped']);

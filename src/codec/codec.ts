@@ -6,6 +6,7 @@
  * Decoders are resumable state machines: `push()` may be called with any split of the stream and
  * keeps its progress in fields between calls.
  */
+import type { FailureReason } from '../errors.js';
 
 /** Malformed bytes from the network: the stream can no longer be framed. */
 export class ProtocolError extends Error {
@@ -135,10 +136,32 @@ export type KeySpec =
   /** XREAD/XREADGROUP … STREAMS key… id…: the first half of what follows STREAMS. */
   | { kind: 'streams' };
 
+/**
+ * How a request may go to several servers of a sharded pool (a router that places keys), in
+ * parallel, its replies merged by the codec into the one reply the client gets:
+ * - `keys`: when its keys map to more than one server, it is split: one request per server with
+ *   the keys that live there (Codec.splitRequest), the replies merged in the client's key order
+ *   (MGET, DEL; memcached `get k1 k2…`).
+ * - `all`: sent as it is to every server of the pool, the replies merged (memcached `flush_all`).
+ * Absent: it goes to one server, and keys on several servers are refused (CROSS_SERVER).
+ */
+export type Spread = 'keys' | 'all';
+
+/**
+ * One server's part of a request that went to several (see Spread), as Codec.mergeReplies sees
+ * it: `keys` are the indices (in forEachKey order, ascending) of the client's keys it carried (none
+ * for `all`); its reply, or why it has none (the codec's merge decides what the client gets then).
+ */
+export type FanoutPart =
+  | { kind: 'reply'; keys: readonly number[]; bytes: Buffer }
+  | { kind: 'failed'; keys: readonly number[]; reason: FailureReason; message: string };
+
 export interface CommandSpec {
   name: string;
   use: LeaseUse;
   keys: KeySpec;
+  /** Whether it may go to several servers of a sharded pool, and how (absent: never). */
+  spread?: Spread;
   /** Safe to send again on another connection when no byte of the reply was read. */
   idempotent: boolean;
   /** Why it is refused or pinned, for the error text and the pin metric. */

@@ -5,7 +5,7 @@ import { framedCodec } from './framed/codec.js';
 import { memcachedCodec } from './memcached/codec.js';
 import { redisCodec } from './redis/codec.js';
 import { tcpCodec } from './tcp/codec.js';
-import type { CommandSpec } from './codec.js';
+import type { CommandSpec, FanoutPart } from './codec.js';
 import type { SessionRules } from './session-rules.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
@@ -48,6 +48,21 @@ export interface Codec {
    * encoded, such as a memcached base64 key, decoded); returns how many keys there were.
    */
   forEachKey(spec: CommandSpec, bytes: Buffer, args: ArgView, visit: (start: number, end: number, source?: Buffer) => void): number;
+  /**
+   * For a `spread: 'keys'` request whose keys map to several servers: one request per group of
+   * its keys, each carrying only those keys (and what belongs to each, MSET's value), in the order
+   * given. `groups` holds key indices in forEachKey order, ascending within a group. Called while
+   * `args` is valid (inside onRequest).
+   */
+  splitRequest(spec: CommandSpec, bytes: Buffer, args: ArgView, groups: readonly (readonly number[])[]): Buffer[];
+  /**
+   * The one reply the client gets for a request that went to several servers (Spread), from its
+   * parts in the order they were made. `request`: the client's request as it was split or
+   * broadcast (for a codec whose replies name their keys: memcached's `VALUE key …`); `keyCount`:
+   * how many keys it had. A failed part is the codec's to judge: an error for the whole, or what
+   * the protocol allows without it; never a reply torn between the two.
+   */
+  mergeReplies(spec: CommandSpec, request: Buffer, keyCount: number, parts: readonly FanoutPart[]): Buffer;
   /** For a `select` request: the database it selects, or null when the server should judge it. */
   selectIndex(bytes: Buffer, args: ArgView): number | null;
   encodeSelect(db: number): Buffer;

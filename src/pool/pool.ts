@@ -83,6 +83,11 @@ export interface PoolCounters {
   internalErrors: number;
   /** Idempotent requests sent again after their connection died. */
   retries: number;
+  /**
+   * Requests sent to several servers of a sharded pool in parts: split by key, or broadcast to
+   * every server; and parts that got no reply (whatever the codec's merge made of that).
+   */
+  fanouts: { split: number; broadcast: number; partsFailed: number };
   /** Clients reset because their connection died while a large reply streamed to them. */
   repliesTorn: number;
   /** Clients reset for their unread replies (clients.output_buffer: hard, or soft for soft_seconds). */
@@ -113,6 +118,7 @@ export function newPoolCounters(): PoolCounters {
     protocolErrors: 0,
     internalErrors: 0,
     retries: 0,
+    fanouts: { split: 0, broadcast: 0, partsFailed: 0 },
     repliesTorn: 0,
     clientsOverflowed: 0,
     clientsInputOverflowed: 0,

@@ -31,6 +31,7 @@ import { InputBudget } from './input-budget.js';
 import { KeyRouting } from './key-routing.js';
 import { ClientOutput } from './output.js';
 import { ReplyQueue } from './reply-queue.js';
+import { Fanout } from './fanout.js';
 import { EMPTY, Slot, UNASKED } from './slot.js';
 
 
@@ -210,21 +211,35 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }
     let hash: number | null = null;
     let cross = false;
+    let spread: { kind: 'broadcast' } | { kind: 'split'; requests: Buffer[]; hashes: number[]; keys: number[][] } | null = null;
+    const slotBytes = intake.kind === 'rewrite' ? intake.bytes : bytes;
     if (pool.router.keyed) {
       const keys = (this.#keys ??= new KeyRouting(pool, this.#codec));
       keys.route(spec, bytes, args);
       hash = keys.hash;
       cross = keys.cross;
-      if (keys.keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
+      if (spec.spread === 'all' && keys.keys === 0) {
+        spread = { kind: 'broadcast' };
+      } else if (cross && spec.spread === 'keys' && intake.kind === 'route') {
+        // Split from the request as the client sent it (a rewritten one has no ArgView: it stays whole, refused).
+        const groups = keys.groups(spec, bytes, args);
+        spread = { kind: 'split', requests: this.#codec.splitRequest(spec, bytes, args, groups.keys), ...groups };
+      } else if (keys.keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
         const slot = new Slot(this, bytes, spec, null);
         this.#enqueue(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
         return;
       }
     }
-    const slot = new Slot(this, intake.kind === 'rewrite' ? intake.bytes : bytes, spec, hash);
+    const slot = new Slot(this, slotBytes, spec, hash);
     if (intake.kind === 'rewrite' && intake.reply !== undefined) slot.mapReply = intake.reply;
-    slot.crossServer = cross;
+    if (spread !== null) {
+      slot.fanout =
+        spread.kind === 'broadcast'
+          ? Fanout.broadcast(slot, pool.servers)
+          : Fanout.split(slot, this.#keys?.keys ?? 0, spread.requests, spread.hashes, spread.keys);
+    }
+    slot.crossServer = cross && spread === null;
     slot.startedAt = this.#chunkAt;
     // Nothing after QUIT runs, even when QUIT itself has to wait behind earlier requests.
     if (spec.use === 'quit') this.#stopReading();
@@ -307,6 +322,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   /** `bytes`: what the state bookkeeping reads; `reply`: what is left to write (EMPTY once streamed). */
   #completeSlot(slot: Slot, bytes: Buffer, reply: Buffer): void {
+    const part = slot.part;
+    if (part !== null) {
+      this.#settle(slot);
+      if (part.fanout.replied(part.index, reply)) this.#finishFanout(part.fanout);
+      this.#afterSettle();
+      return;
+    }
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       this.#applyDb(slot, lease.state.reply(slot.token, slot.selectDb, bytes));
@@ -393,7 +415,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (!slot.pinned && retryable && slot.spec.idempotent && !slot.retried && !this.#closed) {
       slot.retried = true;
       this.#pool.counters.retries++;
-      if (this.#sendShared(slot, false)) return;
+      if (slot.part !== null ? this.#sendPart(slot) : this.#sendShared(slot, false)) return;
     }
     slot.conn = null; // answered by poolside, not by a read from that connection
     this.#answerError(slot, reason, message);
@@ -608,7 +630,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
           this.close();
           return true;
         }
-        if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
+        if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
         return this.#startPin(slot);
       case 'pin-open':
       case 'pin-session':
@@ -616,7 +638,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
         return this.#startPin(slot);
       default:
-        if (this.#lease.kind === 'pinned') return this.#sendPinned(slot);
+        if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
+        if (slot.fanout !== null) return this.#sendFanout(slot, slot.fanout);
         return this.#sendShared(slot, true);
     }
   }
@@ -647,6 +670,109 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#affinity.sent(server, conn);
     this.#send(slot, conn, server);
     return true;
+  }
+
+  /**
+   * A request while the session is pinned. A sharded pool pins only for a blocking command, on its
+   * key's server: a request for another server, or for several, must not run there (it would read
+   * that server's keys: nil, or a blocking pop on the wrong list). It waits until the pinned
+   * requests are answered and the lease is given back, then goes where its keys route (split, if
+   * it spreads). Elsewhere the pinned connection serves everything, whole.
+   */
+  #sendPinnedOrWait(slot: Slot): boolean {
+    const lease = this.#lease;
+    if (lease.kind === 'pinned' && this.#pool.router.keyed && !lease.relay) {
+      const elsewhere = slot.crossServer || slot.fanout !== null || (slot.hash !== null && this.#pool.route(slot.hash) !== lease.server);
+      if (elsewhere) {
+        this.#wait = 'idle';
+        return false;
+      }
+    }
+    return this.#sendPinned(slot);
+  }
+
+  /**
+   * Sends every part of a request that goes to several servers, in parallel, each on a shared
+   * connection of its server like any request (in order with the session's others there). All or
+   * nothing while it may wait: as long as one part's server has no ready connection the whole
+   * request waits, so no part runs long before the others. A part that cannot go (no healthy
+   * server; with `giveUp`, the wait that ran out) fails, and the codec's merge decides, for a read
+   * (idempotent: its other parts are sent, memcached answers the rest as misses); a write is then
+   * not sent at all, never applied in part when poolside knows beforehand one part cannot run.
+   */
+  #sendFanout(slot: Slot, fanout: Fanout, giveUp: { reason: FailureReason; message: string } | null = null): boolean {
+    const pool = this.#pool;
+    const parts = fanout.parts;
+    const conns: (Connection | null)[] = [];
+    let doomed: { reason: FailureReason; message: string } | null = null;
+    for (const part of parts) {
+      const server = this.#partServer(part);
+      const conn = server === null ? null : this.#affinity.pick(server);
+      if (server === null) {
+        doomed ??= { reason: 'NO_HEALTHY_SERVER', message: `no healthy server in pool ${pool.config.name} for part of ${slot.spec.name}` };
+      } else if (conn === null) {
+        if (giveUp !== null) {
+          doomed ??= giveUp;
+        } else {
+          this.#waitSince ??= pool.now();
+          if (!pool.wait(this, this.#waitSince)) {
+            this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
+            return true;
+          }
+          this.#wait = 'connection';
+          return false;
+        }
+      }
+      conns.push(conn);
+    }
+    if (doomed !== null && !slot.spec.idempotent) {
+      this.#answerError(slot, doomed.reason, doomed.message);
+      return true;
+    }
+    if (fanout.kind === 'split') pool.counters.fanouts.split++;
+    else pool.counters.fanouts.broadcast++;
+    for (let i = 0; i < parts.length; i++) {
+      const part = parts[i];
+      const conn = conns[i];
+      const server = this.#partServer(part);
+      if (server === null || conn === null) {
+        const why = server === null ? { reason: 'NO_HEALTHY_SERVER' as const, message: `no healthy server in pool ${pool.config.name} for part of ${slot.spec.name}` } : (giveUp ?? doomed);
+        if (why !== null) this.#answerError(part, why.reason, why.message);
+        continue;
+      }
+      this.#affinity.sent(server, conn);
+      this.#send(part, conn, server);
+    }
+    return true;
+  }
+
+  /** Sends a part again (a retry), on its server's ready connection; false when there is none. */
+  #sendPart(slot: Slot): boolean {
+    const server = this.#partServer(slot);
+    const conn = server === null ? null : this.#affinity.pick(server);
+    if (server === null || conn === null) return false;
+    this.#affinity.sent(server, conn);
+    this.#send(slot, conn, server);
+    return true;
+  }
+
+  /** A part's server now: its own (broadcast; null while ejected), or where its keys route. */
+  #partServer(slot: Slot): ServerPool | null {
+    const fixed = slot.part?.server ?? null;
+    if (fixed === null) return this.#pool.route(slot.hash);
+    return fixed.health.kind === 'ejected' ? null : fixed;
+  }
+
+  /** Every part is in: the client gets the codec's merge of them, in the parent's turn. */
+  #finishFanout(fanout: Fanout): void {
+    const parent = fanout.parent;
+    const merged = this.#codec.mergeReplies(fanout.spec, parent.bytes, fanout.keyCount, fanout.results());
+    const failure = fanout.firstFailure();
+    this.#pool.counters.fanouts.partsFailed += fanout.failedParts();
+    // Counted as poolside's failure only when the client gets poolside's error for it.
+    if (failure !== null && this.#codec.isErrorResponse(merged)) this.#pool.fail(failure.reason, failure.message);
+    if (this.#closed) return;
+    this.#answer(parent, merged);
   }
 
   #startPin(slot: Slot): boolean {
@@ -829,7 +955,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #failBacklog(reason: FailureReason, message: string): void {
     for (let slot = this.#backlog.shift(); slot !== undefined; slot = this.#backlog.shift()) {
       this.#pool.waitingRequests--;
-      this.#answerError(slot, reason, message);
+      // A read split over servers goes where it can; the parts that found no connection fail.
+      if (slot.fanout !== null && this.#lease.kind === 'shared' && slot.spec.idempotent && !this.#closed) this.#sendFanout(slot, slot.fanout, { reason, message });
+      else this.#answerError(slot, reason, message);
     }
   }
 
@@ -879,6 +1007,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #answerError(slot: Slot, reason: FailureReason, message: string): void {
+    const part = slot.part;
+    if (part !== null) {
+      // Not the client's answer: the fanout's merge decides what the client gets (and is counted).
+      if (part.fanout.failed(part.index, reason, message)) this.#finishFanout(part.fanout);
+      return;
+    }
     // Refused inside a transaction being queued: its EXEC must abort, as Redis's would.
     const lease = this.#lease;
     if (lease.kind === 'pinned') lease.state.refusedInside();

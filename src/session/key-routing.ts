@@ -36,6 +36,33 @@ export class KeyRouting {
     this.#codec = codec;
   }
 
+  /**
+   * The request's keys grouped by the server each maps to (the router's choice now: whatever
+   * places keys, ketama today), groups in the order of their first key, key indices in forEachKey
+   * order; with the hash of each group's first key, by which its part is routed. For splitting a
+   * request whose keys cross servers (rarely: it allocates).
+   */
+  groups(spec: CommandSpec, bytes: Buffer, args: ArgView): { hashes: number[]; keys: number[][] } {
+    const pool = this.#pool;
+    const byServer = new Map<ServerPool | null, number>();
+    const hashes: number[] = [];
+    const keys: number[][] = [];
+    let index = 0;
+    this.#codec.forEachKey(spec, bytes, args, (start, end, source) => {
+      const hash = pool.hashKey(source ?? bytes, start, end);
+      const server = pool.route(hash);
+      let group = byServer.get(server);
+      if (group === undefined) {
+        group = keys.length;
+        byServer.set(server, group);
+        hashes.push(hash);
+        keys.push([]);
+      }
+      keys[group].push(index++);
+    });
+    return { hashes, keys };
+  }
+
   /** Visits the request's keys; read keys, hash and cross afterwards, before the next request. */
   route(spec: CommandSpec, bytes: Buffer, args: ArgView): void {
     this.keys = 0;

@@ -41,7 +41,7 @@ export class ReplyQueue {
 
   push(slot: Slot): void {
     this.#slots.push(slot);
-    this.#input.add(slot.bytes.length);
+    this.#input.add(slot.held);
   }
 
   /**
@@ -55,7 +55,7 @@ export class ReplyQueue {
     for (let head = slots.peek(); head !== undefined && head.done; head = slots.peek()) {
       if (head.closes) return true;
       slots.shift();
-      this.#input.release(head.bytes.length);
+      this.#input.release(head.held);
       if (head.startedAt > 0) {
         // A reply ends when the read that completed it happened: one clock read per server read,
         // not per reply. Replies poolside made itself end now.

@@ -7,6 +7,7 @@ import type { FailureReason } from '../errors.js';
 import type { Connection, ResponseTarget } from '../pool/connection.js';
 import type { ServerPool } from '../pool/server-pool.js';
 import type { ReplyMap } from '../codec/session-rules.js';
+import type { Fanout, PartOf } from './fanout.js';
 
 export const EMPTY = Buffer.alloc(0);
 
@@ -27,8 +28,12 @@ export class Slot implements ResponseTarget {
   /** Server and connection it was sent on (null before that, or when poolside answered). */
   server: ServerPool | null = null;
   conn: Connection | null = null;
-  /** Its keys map to more than one server of a sharded pool. */
+  /** Its keys map to more than one server of a sharded pool, and it may not be split: refused. */
   crossServer = false;
+  /** It goes to several servers (split or broadcast) in parts, merged into its reply (fanout.ts). */
+  fanout: Fanout | null = null;
+  /** It is one part of another slot's fan-out: never in the reply order, its outcome goes to the fanout. */
+  part: PartOf | null = null;
   retried = false;
   /** For SELECT: the database it selects (null: unreadable, the server must judge it). */
   selectDb: number | null = null;
@@ -70,6 +75,14 @@ export class Slot implements ResponseTarget {
     /** Its key's hash in a sharded pool; null: no key (or not sharded). */
     readonly hash: number | null,
   ) {}
+
+  /**
+   * The request bytes poolside holds for it until its reply is written (clients.input_buffer):
+   * its own, and the copies its fan-out parts carry. Fixed once it is in the reply order.
+   */
+  get held(): number {
+    return this.bytes.length + (this.fanout?.partBytes ?? 0);
+  }
 
   /** What its response will look like (the codec's value), for a response decoder that asks. */
   get expects(): unknown {

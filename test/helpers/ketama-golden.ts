@@ -1,4 +1,7 @@
-/** The golden ketama placements recorded from a real nutcracker by test/fixtures/make-ketama-golden.ts. */
+/**
+ * The golden ketama placements recorded from a real nutcracker: ketama-golden.json (Redis pools) by
+ * test/fixtures/make-ketama-golden.ts, memcached-ketama-golden.json by make-memcached-golden.ts.
+ */
 import { readFileSync } from 'node:fs';
 import type { KetamaHash } from '../../src/config/schema.js';
 
@@ -17,6 +20,6 @@ export interface GoldenFile {
   pools: GoldenPool[];
 }
 
-export function loadGolden(): GoldenFile {
-  return JSON.parse(readFileSync(new URL('../fixtures/ketama-golden.json', import.meta.url), 'utf8')) as GoldenFile;
+export function loadGolden(file: 'ketama-golden.json' | 'memcached-ketama-golden.json' = 'ketama-golden.json'): GoldenFile {
+  return JSON.parse(readFileSync(new URL(`../fixtures/${file}`, import.meta.url), 'utf8')) as GoldenFile;
 }

@@ -8,6 +8,7 @@
  * (framed.unasked). poolside cannot write an error in a protocol it only frames: a request it
  * cannot answer closes the client at that reply's turn (errorReply null).
  */
+import { NO_FANOUT } from '../no-fanout.js';
 import type { FramedConfig, HeartbeatConfig, PoolConfig } from '../../config/schema.js';
 import { matches } from '../../config/probe.js';
 import type { ArgView, CommandSpec, RequestDecoder, RequestSink, ResponseDecoder, ResponseSink } from '../codec.js';
@@ -99,6 +100,7 @@ export function framedCodecFor(config: FramedConfig, heartbeat: HeartbeatConfig)
   const codec: Codec = {
     protocol: 'framed',
   sessionKind: 'requests',
+    ...NO_FANOUT,
     requestDecoder: (sink, maxRequestBytes) => new FramedRequestDecoder(config, Math.min(maxRequestBytes, config.maxFrameBytes), sink),
     responseDecoder: (sink) => new FramedResponseDecoder(config, sink),
     sessionRules: () => new FramedSessionRules(),

@@ -10,6 +10,7 @@ import type { ArgView, CommandSpec } from '../codec.js';
 import type { Codec } from '../registry.js';
 import { ClientRequestDecoder, classifyBinary, isBinaryRequest } from './binary-codec.js';
 import { commandOf, lookup } from './commands.js';
+import { mergeReplies, splitRequest } from './fanout.js';
 import { McRequestDecoder } from './request-decoder.js';
 import { isErrorLine, McResponseDecoder } from './response-decoder.js';
 import { firstFlag, McSessionRules, metaFlag } from './session-rules.js';
@@ -68,6 +69,8 @@ export const memcachedCodec: MemcachedCodec = {
     return { ...memcachedCodec, requestDecoder: decoderFor(config.maxItemBytes) };
   },
   forEachKey,
+  splitRequest,
+  mergeReplies: (spec, request, keyCount, parts) => mergeReplies(spec, request, keyCount, parts, memcachedCodec.errorReply),
   selectIndex: () => null,
   encodeSelect: () => {
     throw new Error('memcached has no databases');

@@ -22,8 +22,8 @@ export type McExpect = 'line' | 'values' | 'meta' | 'list';
  * Where a command goes in a sharded (ketama) pool: `one` server (by its key, or any server for a
  * keyless one such as `version`), `all` servers (flush_all, stats, verbosity: server-wide), or
  * each of its `keys` to the server that key lives on (multi-key retrievals, split and merged).
- * `local`: answered by poolside. Until fan-out exists, `all` is refused on a ketama pool and a
- * multi-key retrieval whose keys live on several servers fails with CROSS_SERVER.
+ * `local`: answered by poolside. `keys` and `all` become the spec's `spread`: the session splits or
+ * broadcasts the request and fanout.ts merges the replies.
  */
 export type Spread = 'one' | 'all' | 'keys' | 'local';
 
@@ -67,7 +67,9 @@ const table = new Map<string, McCommand>();
 
 function define(names: string, kind: McKind, use: LeaseUse, keys: KeySpec, spread: Spread, idempotent: boolean, expects: McExpect, note = ''): void {
   for (const name of names.split(/\s+/).filter(Boolean)) {
-    table.set(name, { kind, spread, spec: { name, use, keys, idempotent, note, expects } });
+    // The session splits or broadcasts what the spec's spread says (fanout.ts merges the replies).
+    const fans = spread === 'keys' || spread === 'all' ? { spread } : {};
+    table.set(name, { kind, spread, spec: { name, use, keys, idempotent, note, expects, ...fans } });
   }
 }
 

@@ -7,6 +7,7 @@ import { CLIENT_ID_REQUEST, parseIntegerReply } from './client-commands.js';
 import { RedisSessionRules } from './session-rules.js';
 import { commandSpec, forEachKey, selectIndex } from './commands.js';
 import { CommandPolicy } from './policy.js';
+import { mergeReplies, splitRequest } from './fanout.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
 /**
@@ -53,6 +54,8 @@ export const redisCodec: RedisCodec = {
     };
   },
   forEachKey: (spec, bytes, args, visit) => forEachKey(spec, bytes, args.starts, args.ends, args.count, visit),
+  splitRequest,
+  mergeReplies: (spec, _request, keyCount, parts) => mergeReplies(spec, keyCount, parts, redisCodec.errorReply),
   selectIndex: (bytes, args) => selectIndex(bytes, args.starts, args.ends, args.count),
   encodeSelect: (db) => encodeCommand(['SELECT', String(db)]),
   initRequests(username, password, db) {

@@ -6,6 +6,7 @@
 
 export type { CommandSpec, KeySpec, LeaseUse } from '../codec.js';
 import type { CommandSpec, KeySpec, LeaseUse } from '../codec.js';
+import { SPREADS } from './fanout.js';
 
 const NONE: KeySpec = { kind: 'none' };
 const FIRST: KeySpec = { kind: 'range', first: 1, last: 1, step: 1 };
@@ -185,6 +186,13 @@ defineSub(
 );
 container('MODULE', 'unsupported', false, UNSUPPORTED);
 defineSub('MODULE', 'HELP LIST LOAD LOADEX UNLOAD', 'unsupported', NONE, false, UNSUPPORTED);
+
+// Split per server or sent to every server of a ketama pool, replies merged (fanout.ts).
+for (const [name, spread] of SPREADS) {
+  const spec = table.get(name);
+  if (spec === undefined) throw new Error(`${name} spreads but is not in the tables`);
+  table.set(name, { ...spec, spread });
+}
 
 /** A command not in the tables: its first argument is taken as its key, and it is never retried. */
 const UNKNOWN_DEFAULT: Omit<CommandSpec, 'name'> = { use: 'shared', keys: FIRST, idempotent: false, note: '' };

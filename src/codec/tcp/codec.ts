@@ -6,6 +6,7 @@
  * unknown protocol can only be told by a close). Liveness and reuse are configured exchanges
  * (heartbeat.send/expect, tcp.reset), run by the pool on raw connections (pool/probe.ts).
  */
+import { NO_FANOUT } from '../no-fanout.js';
 import type { RequestDecoder, ResponseDecoder } from '../codec.js';
 import type { Codec } from '../registry.js';
 import { ProtocolError } from '../codec.js';
@@ -31,6 +32,7 @@ const noDecoder: RequestDecoder & ResponseDecoder = {
 export const tcpCodec: Codec = {
   protocol: 'tcp',
   sessionKind: 'relay',
+  ...NO_FANOUT,
   requestDecoder: () => noDecoder,
   responseDecoder: () => noDecoder,
   sessionRules: (): SessionRules => unframed('session rules'),
