@@ -534,7 +534,7 @@ describe('parseConfig: many problems at once', () => {
       '    max_request_size: lots',
       '    lease: exclusive',
       '    exclusive: { max: 0 }',
-      '  other: { protocol: memcached, listen: 127.0.0.1:6380, servers: [127.0.0.1:1] }',
+      '  other: { protocol: memcache, listen: 127.0.0.1:6380, servers: [127.0.0.1:1] }',
     );
     const found = problems(text);
     expect(found.map((p) => p.path)).toEqual([
