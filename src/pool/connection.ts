@@ -424,14 +424,18 @@ export class Connection implements ResponseSink {
    * How long the oldest request in flight has waited with no byte from the server since it was
    * written: 0 when nothing is in flight or it is not written yet. The request deadline. It runs
    * from the write, never from a mark taken while the connection was idle, and every read since
-   * the write is progress (a large reply still streaming in, or the replies ahead of it).
+   * the write is progress (a large reply still streaming in, or the replies ahead of it). Matched
+   * by id (Codec.requestIds), a whole reply is some other request's, never progress for the oldest:
+   * only a reply still arriving (part of a frame read) may be its, so another client's steady
+   * replies cannot keep a request the server dropped waiting forever.
    */
   stalledFor(now: number): number {
     // Reads held by poolside itself: the server is not the one keeping the request waiting.
     if (this.inflight === 0 || this.#readsHeld) return 0;
     const writtenAt = this.#writes.writtenAt(this.#answered);
     if (writtenAt === undefined) return 0;
-    return Math.max(0, now - Math.max(writtenAt, this.#lastReadAt));
+    const progressAt = this.#ids === null || this.#decoder.midFrame ? this.#lastReadAt : 0;
+    return Math.max(0, now - Math.max(writtenAt, progressAt));
   }
 
   get heartbeat(): HeartbeatState {

@@ -196,3 +196,30 @@ describe('framed: Dubbo-style header with request ids', () => {
     expect(proxy.pools.get('p')?.counters.failures.some((n) => n > 0)).toBe(true);
   });
 });
+
+describe('framed: request ids under attack and faults', () => {
+  it("a request the server never answers times out even while other clients' replies keep arriving on its connection", async () => {
+    // Matched by id, a read answers whoever it answers: another client's replies are no progress
+    // for the stuck request. Before: every read reset its deadline, so on a busy connection it
+    // never timed out, and every request answered behind it stayed on the connection's FIFO.
+    const server = await dubboServer((body) => (body === 'hang' ? 2 ** 31 - 1 : 1));
+    const proxy = await proxyFor(server, { request_timeout: '300ms', connections: { min: 1, max: 1 } });
+    const port = portOf(proxy);
+    const stuck = new Client(port);
+    stuck.write(request(1n, 'hang'));
+    await waitFor(() => server.connections === 1 && counters(proxy).connectionsOpened === 1, 'the shared connection');
+    const busy = new Client(port);
+    let sent = 0;
+    const pump = setInterval(() => {
+      sent++;
+      busy.write(request(BigInt(sent), `b${sent}`));
+    }, 20);
+    cleanup.defer(() => clearInterval(pump));
+    await waitFor(() => stuck.closed, 'the stuck client closed by request_timeout', 5000);
+    clearInterval(pump);
+    expect(stuck.frames).toEqual([]);
+    expect(counters(proxy).connectionsClosed.request_timeout).toBe(1);
+    // Every reply the busy client got is its own.
+    for (const frame of busy.frames) expect(frame.body.toString()).toBe(`echo:b${frame.id}`);
+  });
+});
