@@ -222,4 +222,33 @@ describe('framed: request ids under attack and faults', () => {
     // Every reply the busy client got is its own.
     for (const frame of busy.frames) expect(frame.body.toString()).toBe(`echo:b${frame.id}`);
   });
+
+  it('a client that half-closes after pipelining gets every reply, then is closed', async () => {
+    const server = await dubboServer((body) => (body === 'slow' ? 150 : 1));
+    const proxy = await proxyFor(server, { connections: { min: 1, max: 1 } });
+    const client = new Client(portOf(proxy));
+    client.write(Buffer.concat([request(1n, 'slow'), request(2n, 'fast'), request(1n, 'again')]));
+    client.end();
+    await waitFor(() => client.closed, 'closed after its replies', 5000);
+    expect(client.frames.map((f) => [f.id, f.body.toString()])).toEqual([
+      [1n, 'echo:slow'],
+      [2n, 'echo:fast'],
+      [1n, 'echo:again'],
+    ]);
+  });
+
+  it('a server reply larger than max_frame closes that connection from its header; the next client is served on a new one', async () => {
+    // max_frame 40: a 36-byte request passes, its 41-byte reply ("echo:" added) does not.
+    const server = await dubboServer(() => 1);
+    const proxy = await proxyFor(server, { framed: { ...DUBBO_POOL.framed, max_frame: 40 }, connections: { min: 1, max: 1 } });
+    const victim = new Client(portOf(proxy));
+    victim.write(request(1n, 'x'.repeat(20)));
+    await waitFor(() => victim.closed, 'the client whose reply was refused closed');
+    expect(victim.frames).toEqual([]);
+    expect(counters(proxy).connectionsClosed.protocol_error).toBe(1);
+    const next = new Client(portOf(proxy));
+    next.write(request(9n, 'ok'));
+    await waitFor(() => next.frames.length === 1, 'the next client served');
+    expect(next.frames[0].body.toString()).toBe('echo:ok');
+  });
 });
