@@ -251,4 +251,28 @@ describe('framed: request ids under attack and faults', () => {
     await waitFor(() => next.frames.length === 1, 'the next client served');
     expect(next.frames[0].body.toString()).toBe('echo:ok');
   });
+
+  it('once a request fails, nothing the client sends after it is run: its reply could never reach the client', async () => {
+    // A 1-byte request id: 255 in flight per connection. The victim's slow call takes the first
+    // id, a hog takes the other 254, and the victim's next call finds none and fails. Its client is
+    // closed after the slow call's reply; a call sent meanwhile must not reach the server, where
+    // it would run for nobody (and run twice when the RPC library retries it elsewhere).
+    const server = await dubboServer((body) => (body === 'x' ? 800 : body === 'hog' ? 200 : 1));
+    const framed = { ...DUBBO_POOL.framed, request_id: { offset: 4, size: 1 } };
+    const heartbeat = { ...DUBBO_POOL.heartbeat, interval: 0 };
+    const proxy = await proxyFor(server, { framed, heartbeat, connections: { min: 1, max: 1 } });
+    const victim = new Client(portOf(proxy));
+    victim.write(request(1n, 'x'));
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the slow call in flight');
+    const hog = new Client(portOf(proxy));
+    hog.write(Buffer.concat(Array.from({ length: 254 }, (_, i) => request(BigInt(i), 'hog'))));
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 255, 'every id in flight');
+    victim.write(request(2n, 'no id left'));
+    await waitFor(() => (proxy.pools.get('p')?.counters.failures.some((n) => n > 0) ?? false), 'the call without an id failed');
+    await waitFor(() => hog.frames.length === 254, "the hog's calls answered: ids free again");
+    victim.write(request(3n, 'after the failure'));
+    await waitFor(() => victim.closed, 'the victim closed after its first reply', 5000);
+    expect(victim.frames.map((f) => f.body.toString())).toEqual(['echo:x']);
+    expect(server.requests).toBe(255);
+  });
 });
