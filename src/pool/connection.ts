@@ -193,6 +193,11 @@ export class Connection implements ResponseSink {
   #reads = 0;
   /** Clock time of the last read: when every response framed from it arrived. */
   #lastReadAt = 0;
+  /**
+   * The last read that carried a response, or part of one: a frame the server sent on its own (its
+   * heartbeat request, answered by Codec.answerServer) is a read but no progress for a request.
+   */
+  #lastReplyAt = 0;
   /** Reads as of the owner's last mark, and when that mark saw new reads (or the connection became ready). */
   #seenReads = -1;
   #lastProgressAt: number;
@@ -428,7 +433,8 @@ export class Connection implements ResponseSink {
     if (this.inflight === 0 || this.#readsHeld) return 0;
     const writtenAt = this.#writes.writtenAt(this.#answered);
     if (writtenAt === undefined) return 0;
-    const progressAt = this.#ids === null || this.#decoder.midFrame ? this.#lastReadAt : 0;
+    // A server's own heartbeat request is no progress either way (#lastReplyAt leaves it out).
+    const progressAt = this.#decoder.midFrame ? this.#lastReadAt : this.#ids === null ? this.#lastReplyAt : 0;
     return Math.max(0, now - Math.max(writtenAt, progressAt));
   }
 
@@ -581,6 +587,7 @@ export class Connection implements ResponseSink {
       this.#owner.onUnasked?.(this, 'answered');
       return;
     }
+    this.#lastReplyAt = this.#lastReadAt;
     this.#responses++;
     // Relaying, frames answer what is still in flight first (an identify sent before SUBSCRIBE).
     if (this.#relay !== null && this.inflight === 0) {
@@ -662,10 +669,12 @@ export class Connection implements ResponseSink {
     this.#readsHeld = false;
     // The deadline starts again from now: the server was not asked to wait for poolside's time.
     this.#lastReadAt = this.#clock.now();
+    this.#lastReplyAt = this.#lastReadAt;
     if (this.#state.kind !== 'closed') this.#socket?.resume();
   }
 
   onResponsePart(bytes: Buffer, end: boolean): void {
+    this.#lastReplyAt = this.#lastReadAt;
     let part = this.#part;
     if (part.kind === 'none') {
       // Matched by id, the head is not necessarily whose response this is: gathered whole.

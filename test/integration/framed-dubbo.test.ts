@@ -275,4 +275,17 @@ describe('framed: request ids under attack and faults', () => {
     expect(victim.frames.map((f) => f.body.toString())).toEqual(['echo:x']);
     expect(server.requests).toBe(255);
   });
+
+  it("in order, the server's own heartbeat requests are no progress for a request it never answers", async () => {
+    // No request_id: replies in order. The server probes every 50 ms, well inside request_timeout;
+    // before, each of its heartbeats counted as a read that postponed the deadline, for ever.
+    const server = await dubboServer((body) => (body === 'hang' ? 2 ** 31 - 1 : 1), 50);
+    const framed = { header_size: 16, length: { offset: 12, size: 4 } };
+    const proxy = await proxyFor(server, { framed, request_timeout: '300ms', connections: { min: 1, max: 1 } });
+    await waitFor(() => counters(proxy).unasked.answered >= 2, "the server's heartbeats answered");
+    const client = new Client(portOf(proxy));
+    client.write(request(1n, 'hang'));
+    await waitFor(() => client.closed, 'closed by request_timeout', 5000);
+    expect(counters(proxy).connectionsClosed.request_timeout).toBe(1);
+  });
 });
