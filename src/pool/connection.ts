@@ -9,6 +9,8 @@
  *
  * Each request gets exactly one response, in order, so the head of the FIFO owns the next
  * response. A response with no target waiting breaks that invariant: the connection is destroyed.
+ * A codec that matches responses by id (framed request_id) uses #byId instead of the FIFO: each
+ * response goes to the request that has its id, in any order.
  * Time-based duties (request deadline, heartbeat, lifetime) run from the owner's periodic sweep:
  * nothing here reads the clock per request, only once per write batch (when it went out, kept in
  * a ring beside the FIFO) and once per read (when the server last showed progress).
@@ -83,28 +85,17 @@ export type { HeartbeatReply } from '../codec/registry.js';
 
 /**
  * A request in flight on a connection whose codec matches responses by id (Codec.requestIds): its
- * target and the client's own id, put back into the response. Answered out of order, it stays in
- * the FIFO marked done until every request before it is answered too, so the FIFO's head is still
- * the oldest request unanswered (the request deadline) and destroy() fails only the unanswered.
+ * target, the client's own id (put back into the response) and its number in the order requests
+ * were queued (for the request deadline: WriteTimes). It lives only in the connection's map of ids
+ * in flight, which keeps insertion order, so the map's first entry is the oldest unanswered; once
+ * answered it is gone, whatever is still waiting before it.
  */
-class Tagged implements ResponseTarget {
-  done = false;
+class Tagged {
   constructor(
     readonly target: ResponseTarget,
     readonly original: Buffer,
+    readonly seq: number,
   ) {}
-
-  get expects(): unknown {
-    return this.target.expects;
-  }
-
-  onResponse(bytes: Buffer): void {
-    this.target.onResponse(bytes);
-  }
-
-  onFailure(reason: FailureReason, message: string, retryable: boolean): void {
-    if (!this.done) this.target.onFailure(reason, message, retryable);
-  }
 }
 
 /**
@@ -222,6 +213,11 @@ export class Connection implements ResponseSink {
   #reads = 0;
   /** Clock time of the last read: when every response framed from it arrived. */
   #lastReadAt = 0;
+  /**
+   * The last read that carried a response, or part of one: a frame the server sent on its own (its
+   * heartbeat request, answered by Codec.answerServer) is a read but no progress for a request.
+   */
+  #lastReplyAt = 0;
   /** Reads as of the owner's last mark, and when that mark saw new reads (or the connection became ready). */
   #seenReads = -1;
   #lastProgressAt: number;
@@ -249,11 +245,14 @@ export class Connection implements ResponseSink {
   readonly #settings: ConnectionSettings;
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
-  /** With Codec.requestIds: requests in flight by the id poolside gave them (their Tagged is in #inflight too). */
+  /**
+   * With Codec.requestIds: requests in flight by the id poolside gave them, oldest first (a Map keeps
+   * insertion order); #inflight is unused. Without: empty.
+   */
   readonly #ids: RequestIds | null;
   readonly #byId = new Map<number, Tagged>();
   #lastId = 0;
-  /** Requests ever queued on #inflight, and ever answered: the oldest in flight is number #answered. */
+  /** Requests ever queued, and ever answered: the oldest in flight is number #answered (by id: the oldest unanswered). */
   #queued = 0;
   #answered = 0;
   /** #queued as of the last flush, and when each flush went out. */
@@ -526,14 +525,19 @@ export class Connection implements ResponseSink {
    * How long the oldest request in flight has waited with no byte from the server since it was
    * written: 0 when nothing is in flight or it is not written yet. The request deadline. It runs
    * from the write, never from a mark taken while the connection was idle, and every read since
-   * the write is progress (a large reply still streaming in, or the replies ahead of it).
+   * the write is progress (a large reply still streaming in, or the replies ahead of it). Matched
+   * by id (Codec.requestIds), a whole reply is some other request's, never progress for the oldest:
+   * only a reply still arriving (part of a frame read) may be its, so another client's steady
+   * replies cannot keep a request the server dropped waiting forever.
    */
   stalledFor(now: number): number {
     // Reads held by poolside itself: the server is not the one keeping the request waiting.
     if (this.inflight === 0 || this.#readsHeld) return 0;
     const writtenAt = this.#writes.writtenAt(this.#answered);
     if (writtenAt === undefined) return 0;
-    return Math.max(0, now - Math.max(writtenAt, this.#lastReadAt));
+    // A server's own heartbeat request is no progress either way (#lastReplyAt leaves it out).
+    const progressAt = this.#decoder.midFrame ? this.#lastReadAt : this.#ids === null ? this.#lastReplyAt : 0;
+    return Math.max(0, now - Math.max(writtenAt, progressAt));
   }
 
   get heartbeat(): HeartbeatState {
@@ -574,9 +578,7 @@ export class Connection implements ResponseSink {
         queueMicrotask(() => target.onFailure('SERVER_ERROR', message, true));
         return;
       }
-      const tagged = new Tagged(target, ids.original(bytes));
-      this.#byId.set(id, tagged);
-      this.#inflight.push(tagged);
+      this.#byId.set(id, new Tagged(target, ids.original(bytes), this.#queued));
       out = ids.tag(bytes, id);
     } else {
       this.#inflight.push(target);
@@ -668,15 +670,17 @@ export class Connection implements ResponseSink {
     // Matched by id, a response half read may be anyone's.
     const torn = this.#decoder.midFrame;
     const anyTorn = torn && this.#ids !== null;
+    const tagged = [...this.#byId.values()];
     this.#byId.clear();
     let first = true;
-    for (let target = this.#inflight.shift(); target !== undefined; target = this.#inflight.shift()) {
-      if (target instanceof Tagged && target.done) continue;
+    const fail = (target: ResponseTarget): void => {
       // The head of a timed-out connection is the request that got stuck: never run it twice.
       const retryable = !anyTorn && !(first && (torn || reason === 'request_timeout'));
       target.onFailure(first && reason === 'request_timeout' ? 'REQUEST_TIMEOUT' : failure, detail, retryable);
       first = false;
-    }
+    };
+    for (const entry of tagged) fail(entry.target);
+    for (let target = this.#inflight.shift(); target !== undefined; target = this.#inflight.shift()) fail(target);
     this.#owner.onClose(this, reason, message, wasReady);
   }
 
@@ -688,6 +692,7 @@ export class Connection implements ResponseSink {
       this.#owner.onUnasked?.(this, 'answered');
       return;
     }
+    this.#lastReplyAt = this.#lastReadAt;
     this.#responses++;
     // Relaying, frames answer what is still in flight first (an identify sent before SUBSCRIBE).
     if (this.#relay !== null && this.inflight === 0) {
@@ -729,15 +734,12 @@ export class Connection implements ResponseSink {
       return;
     }
     this.#byId.delete(id);
-    tagged.done = true;
     ids.restore(bytes, tagged.original);
-    // The FIFO's head is the oldest request still unanswered (the request deadline runs from its write).
-    for (let head = this.#inflight.peek(); head instanceof Tagged && head.done; head = this.#inflight.peek()) {
-      this.#inflight.shift();
-      this.#answered++;
-    }
+    // The oldest request still unanswered (the request deadline runs from its write): the map's first.
+    const oldest = this.#byId.values().next();
+    this.#answered = oldest.done === true ? this.#queued : oldest.value.seq;
     try {
-      tagged.onResponse(bytes);
+      tagged.target.onResponse(bytes);
     } catch (err) {
       this.#owner.onInternalError(this, err);
     }
@@ -772,10 +774,12 @@ export class Connection implements ResponseSink {
     this.#readsHeld = false;
     // The deadline starts again from now: the server was not asked to wait for poolside's time.
     this.#lastReadAt = this.#clock.now();
+    this.#lastReplyAt = this.#lastReadAt;
     if (this.#state.kind !== 'closed') this.#socket?.resume();
   }
 
   onResponsePart(bytes: Buffer, end: boolean): void {
+    this.#lastReplyAt = this.#lastReadAt;
     let part = this.#part;
     if (part.kind === 'none') {
       // Matched by id, the head is not necessarily whose response this is: gathered whole.

@@ -1018,8 +1018,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (lease.kind === 'pinned') lease.state.refusedInside();
     this.#pool.fail(reason, message);
     const reply = this.#codec.errorReply(reason, message);
-    // No error reply in this protocol: the client is closed at this reply's turn instead.
-    if (reply === null) slot.closes = true;
+    // No error reply in this protocol: the client is closed at this reply's turn instead, and
+    // nothing it sends from now on is read: a request run now could never get its reply to the
+    // client, which sees a failed call and may well send it again.
+    if (reply === null) {
+      slot.closes = true;
+      this.#stopReading();
+    }
     this.#answer(slot, reply ?? EMPTY);
   }
 

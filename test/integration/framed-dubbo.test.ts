@@ -196,3 +196,96 @@ describe('framed: Dubbo-style header with request ids', () => {
     expect(proxy.pools.get('p')?.counters.failures.some((n) => n > 0)).toBe(true);
   });
 });
+
+describe('framed: request ids under attack and faults', () => {
+  it("a request the server never answers times out even while other clients' replies keep arriving on its connection", async () => {
+    // Matched by id, a read answers whoever it answers: another client's replies are no progress
+    // for the stuck request. Before: every read reset its deadline, so on a busy connection it
+    // never timed out, and every request answered behind it stayed on the connection's FIFO.
+    const server = await dubboServer((body) => (body === 'hang' ? 2 ** 31 - 1 : 1));
+    const proxy = await proxyFor(server, { request_timeout: '300ms', connections: { min: 1, max: 1 } });
+    const port = portOf(proxy);
+    const stuck = new Client(port);
+    stuck.write(request(1n, 'hang'));
+    await waitFor(() => server.connections === 1 && counters(proxy).connectionsOpened === 1, 'the shared connection');
+    const busy = new Client(port);
+    let sent = 0;
+    const pump = setInterval(() => {
+      sent++;
+      busy.write(request(BigInt(sent), `b${sent}`));
+    }, 20);
+    cleanup.defer(() => clearInterval(pump));
+    await waitFor(() => stuck.closed, 'the stuck client closed by request_timeout', 5000);
+    clearInterval(pump);
+    expect(stuck.frames).toEqual([]);
+    expect(counters(proxy).connectionsClosed.request_timeout).toBe(1);
+    // Every reply the busy client got is its own.
+    for (const frame of busy.frames) expect(frame.body.toString()).toBe(`echo:b${frame.id}`);
+  });
+
+  it('a client that half-closes after pipelining gets every reply, then is closed', async () => {
+    const server = await dubboServer((body) => (body === 'slow' ? 150 : 1));
+    const proxy = await proxyFor(server, { connections: { min: 1, max: 1 } });
+    const client = new Client(portOf(proxy));
+    client.write(Buffer.concat([request(1n, 'slow'), request(2n, 'fast'), request(1n, 'again')]));
+    client.end();
+    await waitFor(() => client.closed, 'closed after its replies', 5000);
+    expect(client.frames.map((f) => [f.id, f.body.toString()])).toEqual([
+      [1n, 'echo:slow'],
+      [2n, 'echo:fast'],
+      [1n, 'echo:again'],
+    ]);
+  });
+
+  it('a server reply larger than max_frame closes that connection from its header; the next client is served on a new one', async () => {
+    // max_frame 40: a 36-byte request passes, its 41-byte reply ("echo:" added) does not.
+    const server = await dubboServer(() => 1);
+    const proxy = await proxyFor(server, { framed: { ...DUBBO_POOL.framed, max_frame: 40 }, connections: { min: 1, max: 1 } });
+    const victim = new Client(portOf(proxy));
+    victim.write(request(1n, 'x'.repeat(20)));
+    await waitFor(() => victim.closed, 'the client whose reply was refused closed');
+    expect(victim.frames).toEqual([]);
+    expect(counters(proxy).connectionsClosed.protocol_error).toBe(1);
+    const next = new Client(portOf(proxy));
+    next.write(request(9n, 'ok'));
+    await waitFor(() => next.frames.length === 1, 'the next client served');
+    expect(next.frames[0].body.toString()).toBe('echo:ok');
+  });
+
+  it('once a request fails, nothing the client sends after it is run: its reply could never reach the client', async () => {
+    // A 1-byte request id: 255 in flight per connection. The victim's slow call takes the first
+    // id, a hog takes the other 254, and the victim's next call finds none and fails. Its client is
+    // closed after the slow call's reply; a call sent meanwhile must not reach the server, where
+    // it would run for nobody (and run twice when the RPC library retries it elsewhere).
+    const server = await dubboServer((body) => (body === 'x' ? 800 : body === 'hog' ? 200 : 1));
+    const framed = { ...DUBBO_POOL.framed, request_id: { offset: 4, size: 1 } };
+    const heartbeat = { ...DUBBO_POOL.heartbeat, interval: 0 };
+    const proxy = await proxyFor(server, { framed, heartbeat, connections: { min: 1, max: 1 } });
+    const victim = new Client(portOf(proxy));
+    victim.write(request(1n, 'x'));
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the slow call in flight');
+    const hog = new Client(portOf(proxy));
+    hog.write(Buffer.concat(Array.from({ length: 254 }, (_, i) => request(BigInt(i), 'hog'))));
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 255, 'every id in flight');
+    victim.write(request(2n, 'no id left'));
+    await waitFor(() => (proxy.pools.get('p')?.counters.failures.some((n) => n > 0) ?? false), 'the call without an id failed');
+    await waitFor(() => hog.frames.length === 254, "the hog's calls answered: ids free again");
+    victim.write(request(3n, 'after the failure'));
+    await waitFor(() => victim.closed, 'the victim closed after its first reply', 5000);
+    expect(victim.frames.map((f) => f.body.toString())).toEqual(['echo:x']);
+    expect(server.requests).toBe(255);
+  });
+
+  it("in order, the server's own heartbeat requests are no progress for a request it never answers", async () => {
+    // No request_id: replies in order. The server probes every 50 ms, well inside request_timeout;
+    // before, each of its heartbeats counted as a read that postponed the deadline, for ever.
+    const server = await dubboServer((body) => (body === 'hang' ? 2 ** 31 - 1 : 1), 50);
+    const framed = { header_size: 16, length: { offset: 12, size: 4 } };
+    const proxy = await proxyFor(server, { framed, request_timeout: '300ms', connections: { min: 1, max: 1 } });
+    await waitFor(() => counters(proxy).unasked.answered >= 2, "the server's heartbeats answered");
+    const client = new Client(portOf(proxy));
+    client.write(request(1n, 'hang'));
+    await waitFor(() => client.closed, 'closed by request_timeout', 5000);
+    expect(counters(proxy).connectionsClosed.request_timeout).toBe(1);
+  });
+});
