@@ -35,7 +35,7 @@ it('with request ids, one request never answered does not make the connection ke
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
   const owner: ConnectionOwner = { onReady: () => ready(), onHeartbeat: () => {}, onClose: () => {}, onInternalError: () => {} };
-  const settings = { host, port: Number(port), tls: null, connectTimeoutMs: 2000, clock: systemClock, username: null, password: null, db: 0, identify: false };
+  const settings = { host, port: Number(port), tls: null, connectTimeoutMs: 2000, clock: systemClock, username: null, password: null, db: 0, identify: false, raw: false };
   const conn = new Connection(framedCodecFor(DUBBO, NO_HEARTBEAT), settings, owner, systemClock.now());
   conn.start();
   cleanup.defer(() => conn.destroy('shutdown', 'test'));
