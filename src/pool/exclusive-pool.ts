@@ -212,10 +212,18 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   /**
    * Relay pools, from the sweep: heartbeats on idle connections (one out at a time; unanswered for
    * misses × timeout evicts it and counts against the server), and warm connections restored to
-   * min. request_timeout means nothing here: a relay has no requests.
+   * min. A relay has no requests: request_timeout bounds only how long a server may leave relayed
+   * bytes unread (and the relay session's last exchanges).
    */
   #relayTick(now: number): void {
-    const { heartbeat } = this.#pool;
+    const { heartbeat, requestTimeoutMs } = this.#pool;
+    // A lent connection whose server stopped reading: its client is held back (and, paused, cannot
+    // even be seen leaving), so the connection would stay lent forever.
+    if (requestTimeoutMs > 0) {
+      for (const conn of [...this.#lent.keys()]) {
+        if (conn.writeStalledFor(now) >= requestTimeoutMs) this.#host.evict(conn, 'request_timeout', `the server took no relayed byte for ${requestTimeoutMs}ms`);
+      }
+    }
     const probe = heartbeat.probe;
     if (probe !== null && heartbeat.intervalMs > 0) {
       for (const [conn, idle] of this.#idle) {
