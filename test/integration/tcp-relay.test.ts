@@ -142,6 +142,31 @@ describe('the warm pool', () => {
   });
 });
 
+describe('review: a server that accepts and hangs up at once (a TCP load balancer with no backend)', () => {
+  it('without a heartbeat, connections it closes before anyone used them count as failed connects: backed off and ejected, not reconnected every sweep', async () => {
+    let accepts = 0;
+    const service = net.createServer((socket) => {
+      accepts++;
+      socket.on('error', () => {});
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    cleanup.defer(() => new Promise((resolve) => service.close(resolve)));
+    const port = (service.address() as net.AddressInfo).port;
+    const proxy = cleanup.add(
+      await startProxy([`127.0.0.1:${port}`], { protocol: 'tcp', connections: { min: 4, max: 4 }, connect: { backoff: { initial: '100ms', max: '1s' } } }),
+      (p) => p.close(),
+    );
+    const stats = (): { health: string; failures: number } => {
+      const s = proxy.stats()[0].servers[0];
+      return { health: s.health.kind, failures: s.counters.connectFailures };
+    };
+    await waitFor(() => stats().health === 'ejected', 'the server ejected', 10_000);
+    expect(stats().failures).toBeGreaterThanOrEqual(3);
+    expect(accepts).toBeGreaterThan(0);
+  });
+});
+
 describe('relaying', () => {
   it('relays over TLS to the server: the client speaks plain bytes to poolside, the warm connections did the handshakes', async () => {
     const certs = makeCertificates(tempDir('poolside-tcp-tls-'));
