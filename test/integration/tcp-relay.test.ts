@@ -18,6 +18,7 @@ import { spawnPoolside } from '../helpers/poolside-process.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import type { PoolYaml } from '../helpers/proxy.js';
 import { encode } from '../helpers/resp-client.js';
+import { Relay } from '../helpers/relay.js';
 import { RedisServer, tempDir, waitFor } from '../helpers/servers.js';
 import { makeCertificates } from '../helpers/tls.js';
 
@@ -458,5 +459,36 @@ describe('review: lifecycle under a server that stops reading and a slow last re
     await waitFor(() => peer.closed, 'the client closed', 10_000);
     // Either it got its whole reply, or it must not have been told the stream ended cleanly.
     if (peer.ended) expect(peer.text()).toBe('*-1\r\n');
+  });
+});
+
+describe('review: a network path that blackholes (no FIN, no RST, bytes dropped)', () => {
+  it('with tcp.reset: a leaving client is reset, its connection destroyed rather than reused; idle ones fail their heartbeat and the server is ejected; after restore the pool is warm again and relays', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const relay = cleanup.add(await Relay.start({ host: '127.0.0.1', port: redis.port }), (r) => r.close());
+    const proxy = cleanup.add(
+      await startProxy([relay.address], {
+        protocol: 'tcp',
+        connections: { min: 2, max: 3 },
+        request_timeout: '300ms',
+        heartbeat: { interval: '200ms', timeout: '100ms', misses: 1, ...PING },
+        connect: { timeout: '300ms', backoff: { initial: '50ms', max: '200ms' } },
+        tcp: { reset: PING },
+      }),
+      (p) => p.close(),
+    );
+    await waitFor(() => server(proxy).idle === 2, 'two warm connections');
+    const peer = await Peer.connect(portOf(proxy));
+    expect(await peer.ask(encode('ECHO', 'before'), '\r\n')).toBe('$6\r\nbefore\r\n');
+    relay.blackhole();
+    peer.socket.end(encode('ECHO', 'lost'));
+    await waitFor(() => peer.closed, 'the client closed');
+    expect(peer.ended).toBe(false);
+    // Idle connections fail their heartbeat, new ones their connect heartbeat: the server is ejected.
+    await waitFor(() => proxy.stats()[0].servers[0].health.kind === 'ejected' && server(proxy).closed.heartbeat_failed >= 1 && server(proxy).active === 0, 'the server ejected, the lent connection destroyed');
+    relay.restore();
+    await waitFor(() => server(proxy).idle === 2, 'warm again after restore', 10_000);
+    const next = await Peer.connect(portOf(proxy));
+    expect(await next.ask(encode('ECHO', 'after'), '\r\n')).toBe('$5\r\nafter\r\n');
   });
 });
