@@ -109,7 +109,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
         // Outside close(), generic-pool destroys only what its idle evictor picked (every other
         // path destroys the connection first, and destroy() is idempotent).
         destroy: async (conn) =>
-          this.#closing ? conn.destroy('shutdown', 'poolside is shutting down') : conn.destroy('idle_timeout', `idle for ${this.#pool.exclusive.idleTimeoutMs}ms`),
+          this.#closing ? conn.destroy('shutdown', 'poolside is shutting down') : conn.destroy('idle_timeout', `idle for ${idleMs}ms`),
         validate: (conn) => this.#validate(conn),
       },
       {
