@@ -280,6 +280,8 @@ export class Connection implements ResponseSink {
   /** Raw connections: the server sent its FIN; we shut our write side (endWrite). */
   #readEnded = false;
   #writeEnded = false;
+  /** Raw connections: since when write() has had bytes the kernel would not take (null: it drained). */
+  #writeFullSince: number | null = null;
 
   constructor(codec: Codec, settings: ConnectionSettings, owner: ConnectionOwner, now: number) {
     this.#codec = codec;
@@ -361,7 +363,11 @@ export class Connection implements ResponseSink {
       hangUp();
     });
     socket.on('close', hangUp);
-    if (settings.raw) socket.on('drain', () => this.#stream?.onDrain());
+    if (settings.raw)
+      socket.on('drain', () => {
+        this.#writeFullSince = null;
+        this.#stream?.onDrain();
+      });
   }
 
   // ── raw streams (protocol: tcp) ──
@@ -381,7 +387,17 @@ export class Connection implements ResponseSink {
   /** Writes now (no batching: a relay writes what it read); false: the kernel buffer is full, wait for onDrain. */
   write(chunk: Buffer): boolean {
     if (this.#state.kind !== 'ready' || this.#socket === null || this.#writeEnded) return true;
-    return this.#socket.write(chunk);
+    const took = this.#socket.write(chunk);
+    if (!took && this.#writeFullSince === null) this.#writeFullSince = this.#clock.now();
+    return took;
+  }
+
+  /**
+   * How long the server has left written bytes untaken (0: it takes what is written): a server
+   * that stopped reading, which nothing else on a lent raw connection would notice.
+   */
+  writeStalledFor(now: number): number {
+    return this.#writeFullSince === null || this.#state.kind !== 'ready' ? 0 : now - this.#writeFullSince;
   }
 
   /** Our FIN, after every byte written so far (a client's half-close, relayed). */

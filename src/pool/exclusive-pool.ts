@@ -48,6 +48,11 @@ export interface ExclusiveHost {
   connectSettled(ready: boolean): void;
   /** An exclusive connection closed (connect failures included: they count against health). */
   countClose(reason: CloseReason, message: string): void;
+  /**
+   * A raw connection the server hung up on before anyone used it, soon after accepting it (a TCP
+   * load balancer with no backend): a failed connect in all but name, backed off and counted.
+   */
+  refusedAfterConnect(message: string): void;
   countHeartbeatTimeout(): void;
   /** A heartbeat sent at `sentAt` (clock time) was answered as expected. */
   heartbeatAnswered(sentAt: number): void;
@@ -83,6 +88,8 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   #warming = 0;
   /** Relay pools: an idle connection died in generic-pool's hands (heartbeat, the server hung up): #warm replaces it. */
   #idleDied = false;
+  /** Relay pools: connections ever lent to a client (one the server closes unused may be a refusal). */
+  readonly #used = new WeakSet<Connection>();
 
   constructor(pool: PoolConfig, server: ServerConfig, codec: Codec, clock: Clock, settings: ConnectionSettings, host: ExclusiveHost) {
     this.#pool = pool;
@@ -102,7 +109,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
         // Outside close(), generic-pool destroys only what its idle evictor picked (every other
         // path destroys the connection first, and destroy() is idempotent).
         destroy: async (conn) =>
-          this.#closing ? conn.destroy('shutdown', 'poolside is shutting down') : conn.destroy('idle_timeout', `idle for ${this.#pool.exclusive.idleTimeoutMs}ms`),
+          this.#closing ? conn.destroy('shutdown', 'poolside is shutting down') : conn.destroy('idle_timeout', `idle for ${idleMs}ms`),
         validate: (conn) => this.#validate(conn),
       },
       {
@@ -129,6 +136,7 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   async acquire(holder: LeaseHolder): Promise<Lease> {
     const conn = await this.#generic.acquire();
     this.#idle.delete(conn);
+    this.#used.add(conn);
     const lease = new Lease(conn, this, holder);
     this.#lent.set(conn, lease);
     return lease;
@@ -212,10 +220,18 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
   /**
    * Relay pools, from the sweep: heartbeats on idle connections (one out at a time; unanswered for
    * misses × timeout evicts it and counts against the server), and warm connections restored to
-   * min. request_timeout means nothing here: a relay has no requests.
+   * min. A relay has no requests: request_timeout bounds only how long a server may leave relayed
+   * bytes unread (and the relay session's last exchanges).
    */
   #relayTick(now: number): void {
-    const { heartbeat } = this.#pool;
+    const { heartbeat, requestTimeoutMs } = this.#pool;
+    // A lent connection whose server stopped reading: its client is held back (and, paused, cannot
+    // even be seen leaving), so the connection would stay lent forever.
+    if (requestTimeoutMs > 0) {
+      for (const conn of [...this.#lent.keys()]) {
+        if (conn.writeStalledFor(now) >= requestTimeoutMs) this.#host.evict(conn, 'request_timeout', `the server took no relayed byte for ${requestTimeoutMs}ms`);
+      }
+    }
     const probe = heartbeat.probe;
     if (probe !== null && heartbeat.intervalMs > 0) {
       for (const [conn, idle] of this.#idle) {
@@ -323,6 +339,12 @@ export class ExclusivePool implements ConnectionOwner, LeaseHome {
 
   onClose(conn: Connection, reason: CloseReason, message: string): void {
     this.#host.countClose(reason, message);
+    // Without a heartbeat a raw connection is ready at TCP connect: a server that accepts and hangs
+    // up at once would otherwise be reconnected every sweep, unbacked-off and never ejected.
+    const unused = this.#relay && !this.#used.has(conn) && !this.#connecting.has(conn);
+    if (unused && (reason === 'remote_closed' || reason === 'error') && this.#clock.now() - conn.createdAt <= this.#pool.connect.timeoutMs) {
+      this.#host.refusedAfterConnect(`the server closed a new connection before it was used: ${message}`);
+    }
     // An idle connection that died by itself is still in generic-pool's idle list: testOnBorrow,
     // or #warm, drops it and has it replaced. (generic-pool's own evictions and shutdown are not.)
     if (this.#idle.delete(conn) && reason !== 'idle_timeout' && reason !== 'shutdown') this.#idleDied = true;

@@ -155,6 +155,11 @@ export class ServerPool implements ConnectionOwner {
         this.#refill();
       },
       countClose: (reason, message) => this.#countExclusiveClose(reason, message),
+      refusedAfterConnect: (message) => {
+        this.counters.connectFailures++;
+        this.#log.warn('exclusive connect to server failed', { pool: this.#pool.name, server: this.name, reason: 'remote_closed', error: message });
+        this.#connectFailed(message);
+      },
       internalError: (error) => this.#events.onInternalError(error),
       countHeartbeatTimeout: () => this.counters.heartbeatFailures.timeout++,
       heartbeatAnswered: (sentAt) => {

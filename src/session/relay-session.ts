@@ -66,8 +66,12 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
   /** The client socket closed (or was closed): the session is gone from the pool. */
   #closed = false;
   #started = false;
-  /** #finish is waiting for the bytes still queued to the server to leave (then the connection is destroyed). */
-  #finishing = false;
+  /**
+   * #finish is waiting for the bytes still queued to the server to leave (then the connection is
+   * destroyed), until this deadline: a server that stopped reading would otherwise keep the
+   * connection lent to a client that is gone, forever.
+   */
+  #finishing: Timer | null = null;
 
   constructor(socket: net.Socket, options: RelaySessionOptions) {
     this.id = options.id;
@@ -166,6 +170,8 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
     if (this.#closed) return;
     this.#closed = true;
     const state = this.#state;
+    // Paused for a client that stopped reading, the connection would never read the reset's reply.
+    if (state.kind === 'resetting') state.conn.resumeStream();
     if (state.kind === 'relaying') {
       // Gone without a FIN we relayed (a reset, or a close we made): the connection is clean only
       // if its reset exchange proves it.
@@ -193,7 +199,7 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
     this.#serverEnded = true;
     const state = this.#state;
     if (state.kind === 'resetting') {
-      this.#endReset(state, false, 'the server shut its side during the reset exchange');
+      this.#endReset(state, 'server_ended', 'the server shut its side during the reset exchange');
       return;
     }
     if (state.kind !== 'relaying') return;
@@ -202,7 +208,7 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
   }
 
   onDrain(): void {
-    if (this.#state.kind === 'relaying' && !this.#clientEnded && !this.#finishing) this.#socket.resume();
+    if (this.#state.kind === 'relaying' && !this.#clientEnded && this.#finishing === null) this.#socket.resume();
   }
 
   /** The connection closed; the lease tells the session through onLeaseLost as well. */
@@ -215,10 +221,13 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
     if (state.kind === 'resetting') {
       this.#clearReset(state);
       this.#state = { kind: 'done' };
-      this.#endClient();
+      // The client's replies may have been cut with it.
+      if (this.#serverEnded) this.#endClient();
+      else if (!this.#closed) this.#resetClient();
       return;
     }
     if (state.kind !== 'relaying') return;
+    this.#clearFinishing();
     this.#state = { kind: 'done' };
     if (this.#closed) return;
     // The server sent its FIN first: the client has all of it and its FIN. Otherwise the stream was
@@ -235,11 +244,10 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
     const reset = this.#pool.config.tcp.reset;
     if (reset === null) return;
     this.#socket.pause();
-    const { requestTimeoutMs, connect } = this.#pool.config;
-    const deadlineMs = Math.max(requestTimeoutMs, connect.timeoutMs);
+    const deadlineMs = this.#deadlineMs();
     const timer = this.#pool.clock.setTimeout(() => {
       const state = this.#state;
-      if (state.kind === 'resetting') this.#endReset(state, false, `reset unanswered within ${deadlineMs}ms`);
+      if (state.kind === 'resetting') this.#endReset(state, 'timeout', `reset unanswered within ${deadlineMs}ms`);
     }, deadlineMs);
     this.#state = { kind: 'resetting', lease, conn, held: Buffer.alloc(0), timer };
     conn.resumeStream();
@@ -254,7 +262,7 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
     if (all.length >= need && stillMatches(reset.expect, all.subarray(all.length - need))) {
       this.#toClient(all.subarray(0, all.length - need), state.conn);
       state.held = Buffer.alloc(0);
-      this.#endReset(state, true, '');
+      this.#endReset(state, 'clean', '');
       return;
     }
     // Hold back what could still be the start of the reply; the rest is the client's.
@@ -268,13 +276,30 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
     if (!this.#socket.write(bytes)) conn.pauseStream();
   }
 
-  #endReset(state: Extract<RelayState, { kind: 'resetting' }>, clean: boolean, why: string): void {
+  /**
+   * The reset exchange is over. `clean`: its reply ended the stream, the client has everything
+   * before it and gets its FIN. `server_ended`: the server's FIN came first, so the client has all
+   * the server sent (held bytes included) and gets its FIN. `timeout`: the client's last replies may
+   * still be on their way (a reply slower than the deadline) and the held bytes may be the start of
+   * the reset's reply: it gets neither, but an RST, so a cut stream never looks like a complete one.
+   */
+  #endReset(state: Extract<RelayState, { kind: 'resetting' }>, outcome: 'clean' | 'server_ended' | 'timeout', why: string): void {
     this.#clearReset(state);
-    this.#toClient(state.held, state.conn);
+    if (outcome === 'server_ended') this.#toClient(state.held, state.conn);
     this.#state = { kind: 'done' };
-    if (!clean) this.#log.debug('tcp connection not reused', { pool: this.#pool.config.name, reason: 'reset_failed', error: why });
-    state.lease.releaseRaw(clean);
-    this.#endClient();
+    if (outcome !== 'clean') this.#log.debug('tcp connection not reused', { pool: this.#pool.config.name, reason: 'reset_failed', error: why });
+    state.lease.releaseRaw(outcome === 'clean');
+    if (outcome === 'timeout') {
+      if (!this.#closed) this.#resetClient();
+    } else {
+      this.#endClient();
+    }
+  }
+
+  /** How long a relay's last exchange may take: the reset's reply, or the client's last bytes leaving. */
+  #deadlineMs(): number {
+    const { requestTimeoutMs, connect } = this.#pool.config;
+    return Math.max(requestTimeoutMs, connect.timeoutMs);
   }
 
   #clearReset(state: Extract<RelayState, { kind: 'resetting' }>): void {
@@ -287,17 +312,26 @@ export class RelaySession implements LeaseHolder, PoolClient, StreamSink {
    * Both directions are over (or the client is gone): the connection goes back only if proven
    * clean. Bytes still queued to the server are let out first (destroying now would drop them).
    */
-  #finish(clean: boolean): void {
+  #finish(clean: boolean, flushed = false): void {
     const state = this.#state;
     if (state.kind !== 'relaying') return;
-    if (state.conn.ready && state.conn.writeBuffered > 0 && !this.#finishing) {
-      this.#finishing = true;
-      state.conn.endWriteThen(() => this.#finish(false));
+    if (!flushed && state.conn.ready && state.conn.writeBuffered > 0) {
+      if (this.#finishing !== null) return;
+      // A server that stopped reading never takes them: after the deadline they are dropped.
+      this.#finishing = this.#pool.clock.setTimeout(() => this.#finish(false, true), this.#deadlineMs());
+      state.conn.endWriteThen(() => this.#finish(false, true));
       return;
     }
+    this.#clearFinishing();
     this.#state = { kind: 'done' };
     state.lease.releaseRaw(clean);
     if (!this.#closed && this.#clientEnded && this.#serverEnded) this.#socket.destroySoon();
+  }
+
+  #clearFinishing(): void {
+    if (this.#finishing === null) return;
+    this.#pool.clock.clearTimeout(this.#finishing);
+    this.#finishing = null;
   }
 
   /** The client's FIN, after what was written to it. */

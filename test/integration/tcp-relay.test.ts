@@ -18,6 +18,7 @@ import { spawnPoolside } from '../helpers/poolside-process.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import type { PoolYaml } from '../helpers/proxy.js';
 import { encode } from '../helpers/resp-client.js';
+import { Relay } from '../helpers/relay.js';
 import { RedisServer, tempDir, waitFor } from '../helpers/servers.js';
 import { makeCertificates } from '../helpers/tls.js';
 
@@ -139,6 +140,31 @@ describe('the warm pool', () => {
     // No client asked for anything: the sweep brings the pool back to min on its own.
     await waitFor(() => server(proxy).idle === 2, 'two warm connections once the server is up', 10_000);
     expect(await redisClients(redis)).toBe(2);
+  });
+});
+
+describe('review: a server that accepts and hangs up at once (a TCP load balancer with no backend)', () => {
+  it('without a heartbeat, connections it closes before anyone used them count as failed connects: backed off and ejected, not reconnected every sweep', async () => {
+    let accepts = 0;
+    const service = net.createServer((socket) => {
+      accepts++;
+      socket.on('error', () => {});
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+    cleanup.defer(() => new Promise((resolve) => service.close(resolve)));
+    const port = (service.address() as net.AddressInfo).port;
+    const proxy = cleanup.add(
+      await startProxy([`127.0.0.1:${port}`], { protocol: 'tcp', connections: { min: 4, max: 4 }, connect: { backoff: { initial: '100ms', max: '1s' } } }),
+      (p) => p.close(),
+    );
+    const stats = (): { health: string; failures: number } => {
+      const s = proxy.stats()[0].servers[0];
+      return { health: s.health.kind, failures: s.counters.connectFailures };
+    };
+    await waitFor(() => stats().health === 'ejected', 'the server ejected', 10_000);
+    expect(stats().failures).toBeGreaterThanOrEqual(3);
+    expect(accepts).toBeGreaterThan(0);
   });
 });
 
@@ -303,7 +329,11 @@ describe('reuse', () => {
     const first = await Peer.connect(port);
     const a = await clientId(first);
     first.socket.end();
-    await waitFor(() => first.ended, 'the FIN back');
+    // poolside cannot tell a wrong reply from the client's own reply still on its way: the client is
+    // reset, so a stream that may be cut never looks complete.
+    await waitFor(() => first.closed, 'the client closed');
+    expect(first.ended).toBe(false);
+    expect(first.text().startsWith(a)).toBe(true);
     await waitFor(() => server(proxy).idle === 1 && server(proxy).opened === 2, 'a fresh connection');
     const second = await Peer.connect(port);
     expect(await clientId(second)).not.toBe(a);
@@ -361,5 +391,104 @@ describe('reload and shutdown', () => {
     expect(relaying.closed).toBe(false);
     expect((await drained).cutOff).toBe(1);
     await waitFor(() => relaying.ended, 'the relaying client given its FIN');
+  });
+});
+
+/** A service that accepts and never reads (a wedged worker whose socket stays open). */
+async function deafService(): Promise<{ port: number; accepted: () => number; closed: () => number }> {
+  let accepted = 0;
+  let closed = 0;
+  const sockets = new Set<net.Socket>();
+  const service = net.createServer({ allowHalfOpen: true }, (socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.pause();
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      closed++;
+      sockets.delete(socket);
+    });
+  });
+  await new Promise<void>((resolve) => service.listen(0, '127.0.0.1', resolve));
+  cleanup.defer(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise((resolve) => service.close(resolve));
+  });
+  return { port: (service.address() as net.AddressInfo).port, accepted: () => accepted, closed: () => closed };
+}
+
+describe('review: lifecycle under a server that stops reading and a slow last reply', () => {
+  it('a server that stops reading: its relayed client is reset after request_timeout and the connection evicted, not lent forever', async () => {
+    const deaf = await deafService();
+    const proxy = cleanup.add(
+      await startProxy([`127.0.0.1:${deaf.port}`], { protocol: 'tcp', connections: { min: 0, max: 1 }, request_timeout: '300ms', queue: { timeout: '5s' } }),
+      (p) => p.close(),
+    );
+    const stuck = await Peer.connect(portOf(proxy));
+    // More than the kernel buffers take: poolside holds the rest and stops reading the client, which
+    // from then on cannot even be seen leaving.
+    stuck.socket.write(Buffer.alloc(64 * MB, 'x'));
+    await waitFor(() => stuck.closed, 'the held-back client reset', 10_000);
+    expect(stuck.ended).toBe(false);
+    await waitFor(() => server(proxy).active === 0 && server(proxy).closed.request_timeout === 1, 'the connection evicted');
+    // The slot is free again: the next client is relayed.
+    const next = await Peer.connect(portOf(proxy));
+    next.socket.write('hello');
+    await waitFor(() => deaf.accepted() === 2 && server(proxy).active === 1, 'the next client relayed on a new connection');
+  });
+
+  it('with tcp.reset, a client that stopped reading and then vanished still has its connection reset and reused', async () => {
+    const { redis, proxy, port } = await setup({ connections: { min: 1, max: 1 }, request_timeout: '5s', tcp: { reset: PING } });
+    await redisAsk(redis, 'SETRANGE', 'big', String(16 * MB - 1), 'x');
+    const peer = await Peer.connect(port);
+    peer.socket.pause();
+    // Its FIN starts the reset behind a 16 MB reply it never reads: poolside pauses the server.
+    peer.socket.end(encode('GET', 'big'));
+    await waitFor(async () => /omem=[1-9]/.test(await redisAsk(redis, 'CLIENT', 'LIST')), 'redis to hold the unread reply', 30_000);
+    peer.socket.destroy();
+    // Gone: nothing will drain its socket, so the rest is read and dropped, and the reset answered.
+    await waitFor(() => server(proxy).idle === 1, 'the connection back in the pool', 10_000);
+    expect(server(proxy).opened).toBe(1);
+  }, 60_000);
+
+  it('with tcp.reset, a half-closed client whose last reply is slower than the reset deadline is reset, not given a FIN that looks complete', async () => {
+    const { port } = await setup({ connections: { min: 1, max: 1 }, request_timeout: '200ms', connect: { timeout: '200ms' }, tcp: { reset: PING } });
+    const peer = await Peer.connect(port);
+    // BLPOP answers after 1 s: longer than the reset's deadline.
+    peer.socket.end(encode('BLPOP', 'nothing-here', '1'));
+    await waitFor(() => peer.closed, 'the client closed', 10_000);
+    // Either it got its whole reply, or it must not have been told the stream ended cleanly.
+    if (peer.ended) expect(peer.text()).toBe('*-1\r\n');
+  });
+});
+
+describe('review: a network path that blackholes (no FIN, no RST, bytes dropped)', () => {
+  it('with tcp.reset: a leaving client is reset, its connection destroyed rather than reused; idle ones fail their heartbeat and the server is ejected; after restore the pool is warm again and relays', async () => {
+    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
+    const relay = cleanup.add(await Relay.start({ host: '127.0.0.1', port: redis.port }), (r) => r.close());
+    const proxy = cleanup.add(
+      await startProxy([relay.address], {
+        protocol: 'tcp',
+        connections: { min: 2, max: 3 },
+        request_timeout: '300ms',
+        heartbeat: { interval: '200ms', timeout: '100ms', misses: 1, ...PING },
+        connect: { timeout: '300ms', backoff: { initial: '50ms', max: '200ms' } },
+        tcp: { reset: PING },
+      }),
+      (p) => p.close(),
+    );
+    await waitFor(() => server(proxy).idle === 2, 'two warm connections');
+    const peer = await Peer.connect(portOf(proxy));
+    expect(await peer.ask(encode('ECHO', 'before'), '\r\n')).toBe('$6\r\nbefore\r\n');
+    relay.blackhole();
+    peer.socket.end(encode('ECHO', 'lost'));
+    await waitFor(() => peer.closed, 'the client closed');
+    expect(peer.ended).toBe(false);
+    // Idle connections fail their heartbeat, new ones their connect heartbeat: the server is ejected.
+    await waitFor(() => proxy.stats()[0].servers[0].health.kind === 'ejected' && server(proxy).closed.heartbeat_failed >= 1 && server(proxy).active === 0, 'the server ejected, the lent connection destroyed');
+    relay.restore();
+    await waitFor(() => server(proxy).idle === 2, 'warm again after restore', 10_000);
+    const next = await Peer.connect(portOf(proxy));
+    expect(await next.ask(encode('ECHO', 'after'), '\r\n')).toBe('$5\r\nafter\r\n');
   });
 });
