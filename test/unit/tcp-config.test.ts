@@ -60,7 +60,8 @@ describe('docs/protocols.md', () => {
     const config = parseConfig(block, 'protocols.md');
     const pool = config.pools[0];
     expect(pool.protocol).toBe('tcp');
-    expect(pool.tcp.reset?.send.toString()).toBe('RESET SESSION\r\n');
+    expect(pool.tcp.reset?.send.toString()).toBe('RESET SESSION poolside-reset\r\n');
+    expect(pool.tcp.reset?.expect).toEqual({ kind: 'exact', bytes: Buffer.from('+OK poolside-reset\r\n') });
     expect(pool.heartbeat.probe?.send.toString()).toBe('PING\r\n');
   });
 });
