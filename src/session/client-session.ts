@@ -236,8 +236,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (spread !== null) {
       slot.fanout =
         spread.kind === 'broadcast'
-          ? Fanout.broadcast(slot, pool.servers)
-          : Fanout.split(slot, this.#keys?.keys ?? 0, spread.requests, spread.hashes, spread.keys);
+          ? Fanout.broadcast(slot, pool.servers, pool.clientLimits.outputHardBytes)
+          : Fanout.split(slot, this.#keys?.keys ?? 0, spread.requests, spread.hashes, spread.keys, pool.clientLimits.outputHardBytes);
     }
     slot.crossServer = cross && spread === null;
     slot.startedAt = this.#chunkAt;
@@ -291,6 +291,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   onSlotResponse(slot: Slot, bytes: Buffer): void {
+    // A part's reply is held until the merge, within its fanout's budget (past it: dropped, failed).
+    if (slot.part !== null && !slot.part.fanout.hold(bytes.length)) bytes = EMPTY;
     this.#completeSlot(slot, bytes, bytes);
   }
 
@@ -308,9 +310,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }
     if (slot.streaming) {
       this.#output.writePart(bytes, end, slot.conn);
-    } else if (!this.#closed && !slot.silent && slot.replaceReply === null) {
+    } else if (!this.#closed && !slot.silent && slot.replaceReply === null && (slot.part === null || slot.part.fanout.hold(bytes.length))) {
       (slot.parts ??= []).push(bytes);
       slot.partBytes += bytes.length;
+    } else if (slot.part !== null && slot.parts !== null) {
+      // Past its fanout's budget: what this part gathered is let go too.
+      slot.parts = null;
+      slot.partBytes = 0;
     }
     if (!end) return;
     const parts = slot.parts;

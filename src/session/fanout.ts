@@ -9,6 +9,12 @@
  * Each part ends with its reply or a failure (after a retry where one is allowed); when the last
  * one has, the codec merges them into the parent's one reply (Codec.mergeReplies). The Fanout
  * owns what the parts got; the session owns sending and answering.
+ *
+ * What the parts got is held until the last is in (the merge puts them in the client's key order,
+ * so nothing of it can go to the client before), and it is held to a budget (the pool's
+ * clients.output_buffer.hard): past it, the parts' replies are dropped as they come and every part
+ * counts as failed (CROSS_SERVER), so a get of many large values across servers costs poolside at
+ * most the budget, never the sum of the values.
  */
 import type { FailureReason } from '../errors.js';
 import type { CommandSpec, FanoutPart } from '../codec/codec.js';
@@ -30,6 +36,11 @@ export class Fanout {
   readonly #keys: readonly (readonly number[])[];
   readonly #results: (FanoutPart | null)[];
   #pending: number;
+  /** Bytes of the parts' replies held (hold()), against #budget. */
+  #held = 0;
+  readonly #budget: number;
+  /** The held replies passed the budget: they were dropped and every part fails. */
+  #overBudget = false;
 
   readonly spec: CommandSpec;
   /** Bytes of the parts' own requests (split: copies of the keys and values; broadcast: none, they share the parent's). */
@@ -45,8 +56,10 @@ export class Fanout {
     hashes: readonly (number | null)[],
     servers: readonly (ServerPool | null)[],
     keys: readonly (readonly number[])[],
+    budget: number,
   ) {
     this.spec = parent.spec;
+    this.#budget = budget;
     let partBytes = 0;
     for (const request of requests) if (request !== parent.bytes) partBytes += request.length;
     this.partBytes = partBytes;
@@ -61,18 +74,44 @@ export class Fanout {
   }
 
   /** Split by the server of each key: `requests[i]` carries the keys `keys[i]`, routed by `hashes[i]`. */
-  static split(parent: Slot, keyCount: number, requests: readonly Buffer[], hashes: readonly number[], keys: readonly (readonly number[])[]): Fanout {
-    return new Fanout('split', parent, keyCount, requests, hashes, requests.map(() => null), keys);
+  static split(parent: Slot, keyCount: number, requests: readonly Buffer[], hashes: readonly number[], keys: readonly (readonly number[])[], budget: number): Fanout {
+    return new Fanout('split', parent, keyCount, requests, hashes, requests.map(() => null), keys, budget);
   }
 
   /** The parent's request as it is, to each of `servers`. */
-  static broadcast(parent: Slot, servers: readonly ServerPool[]): Fanout {
-    return new Fanout('broadcast', parent, 0, servers.map(() => parent.bytes), servers.map(() => null), servers, servers.map(() => []));
+  static broadcast(parent: Slot, servers: readonly ServerPool[], budget: number): Fanout {
+    return new Fanout('broadcast', parent, 0, servers.map(() => parent.bytes), servers.map(() => null), servers, servers.map(() => []), budget);
   }
 
-  /** A part got its reply; true when it was the last part outstanding. */
+  /**
+   * A part is about to hold `bytes` more of its reply (a whole reply, or a piece of a streamed
+   * one): false when the parts' replies are past the budget, and the bytes must be dropped.
+   */
+  hold(bytes: number): boolean {
+    if (this.#overBudget) return false;
+    this.#held += bytes;
+    if (this.#held <= this.#budget) return true;
+    this.#overBudget = true;
+    this.#held = 0;
+    // What the parts already got is let go now, not when the last part is in.
+    for (let i = 0; i < this.#results.length; i++) {
+      if (this.#results[i]?.kind === 'reply') this.#results[i] = this.#tooLarge(i);
+    }
+    return false;
+  }
+
+  #tooLarge(index: number): FanoutPart {
+    return {
+      kind: 'failed',
+      keys: this.#keys[index],
+      reason: 'CROSS_SERVER',
+      message: `the servers' replies passed clients.output_buffer.hard (${this.#budget} bytes) before all were in: ask for fewer or smaller values at once`,
+    };
+  }
+
+  /** A part got its reply (held by hold()); true when it was the last part outstanding. */
   replied(index: number, bytes: Buffer): boolean {
-    return this.#settle(index, { kind: 'reply', keys: this.#keys[index], bytes });
+    return this.#settle(index, this.#overBudget ? this.#tooLarge(index) : { kind: 'reply', keys: this.#keys[index], bytes });
   }
 
   /** A part will get no reply; true when it was the last part outstanding. */

@@ -102,6 +102,22 @@ describe('ketama fan-out (memcached)', () => {
     expect(got.endsWith(`aaaa\r\nEND\r\n`)).toBe(true);
   });
 
+  it('refuses a split get whose replies add up past clients.output_buffer.hard instead of holding them all, and keeps the client', async () => {
+    const servers = await startServers(3);
+    const pool = ketamaPool(servers, { clients: { output_buffer: { soft: '64kb', hard: '1mb' } } });
+    const proxy = cleanup.add(await startProxy([], pool), (p) => p.close());
+    const c = await connectMc(cleanup, portOf(proxy));
+    const [[a], [b]] = keysByServer(servers);
+    // Two values of 300 KB on two servers, asked for four times each: 2.4 MB to merge, none of it
+    // streamable to the client before every part is in (the blocks go out in the client's key order).
+    await setAll(c, { [a]: 'a'.repeat(300 * 1024), [b]: 'b'.repeat(300 * 1024) });
+    const reply = await c.call(`get ${a} ${b} ${a} ${b} ${a} ${b} ${a} ${b}\r\n`);
+    expect(reply.length).toBeLessThan(1000);
+    expect(mcPoolsideReason(reply)).toBe('CROSS_SERVER');
+    // Under the limit it merges as ever, on the same client.
+    expect(await c.call(`get ${b} ${a}\r\n`)).toBe(`VALUE ${b} 7 ${300 * 1024}\r\n${'b'.repeat(300 * 1024)}\r\nVALUE ${a} 7 ${300 * 1024}\r\n${'a'.repeat(300 * 1024)}\r\nEND\r\n`);
+  });
+
   it('sends flush_all and verbosity to every server (OK only if all say OK), noreply too', async () => {
     const servers = await startServers(3);
     const proxy = cleanup.add(await startProxy([], ketamaPool(servers)), (p) => p.close());

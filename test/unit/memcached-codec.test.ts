@@ -191,6 +191,22 @@ describe('memcached response framing', () => {
     expect(streamResponses([Buffer.from(input, 'latin1')], expects, 16)[1].length).toBeGreaterThan(1);
   });
 
+  it('streams a response of many small blocks once what it holds of it reaches the threshold, never holding it whole', () => {
+    // A get of many keys whose values are each below the threshold: 20 blocks of 5 bytes, threshold 16.
+    const blocks = Array.from({ length: 20 }, (_, i) => `VALUE k${i} 0 5\r\nv${String(i).padStart(4, '0')}\r\n`).join('');
+    const input = `${blocks}END\r\nHD\r\n`;
+    const expects: McExpect[] = ['values', 'meta'];
+    const whole = [`${blocks}END\r\n`, 'HD\r\n'];
+    for (const way of everySplit(Buffer.from(input, 'latin1'))) {
+      const responses = streamResponses(way.chunks, expects, 16);
+      expect(responses.map((pieces) => pieces.join('')), way.name).toEqual(whole);
+      if (way.name !== 'byte by byte') continue;
+      // Read byte by byte: it goes on at about the threshold, held no longer than that plus one read.
+      expect(responses[0].length, way.name).toBeGreaterThan(1);
+      expect(responses[0][0].length, way.name).toBeLessThanOrEqual(16);
+    }
+  });
+
   it('frames each response by what its request expects', () => {
     const input =
       'STORED\r\nVALUE a 5 3\r\nabc\r\nVALUE b 0 7 99\r\nEND\r\nxx\r\nEND\r\nEND\r\nVA 2 f5\r\nhi\r\nEN\r\nHD c3\r\nSTAT pid 1\r\nSTAT x y\r\nEND\r\nRESET\r\nVERSION 1.6\r\n';
@@ -315,7 +331,10 @@ describe('memcached intake', () => {
     expect(outcome('set k 0 0 1\r\nxy\r\n')).toBe('answer "CLIENT_ERROR bad data chunk\\r\\n"');
     expect(outcome('set k 0 0 1000\r\n')).toBe('answer "SERVER_ERROR object too large for cache\\r\\n"');
     expect(outcome('ms k 1000 q\r\n')).toBe('answer "SERVER_ERROR object too large for cache\\r\\n"');
-    expect(outcome(`mg k${' v'.repeat(19)}\r\n`)).toBe('answer "CLIENT_ERROR options flags too long\\r\\n"');
+    // memcached 1.6's own words differ: mg's "are too long", md's and ma's "too long".
+    expect(outcome(`mg k${' v'.repeat(19)}\r\n`)).toBe('answer "CLIENT_ERROR options flags are too long\\r\\n"');
+    expect(outcome(`md k${' T1'.repeat(18)}\r\n`)).toBe('answer "CLIENT_ERROR options flags too long\\r\\n"');
+    expect(outcome(`ma k${' T1'.repeat(18)}\r\n`)).toBe('answer "CLIENT_ERROR options flags too long\\r\\n"');
     expect(outcome('me\r\n')).toBe('answer "CLIENT_ERROR bad command line format\\r\\n"');
   });
 

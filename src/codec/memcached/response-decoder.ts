@@ -16,8 +16,9 @@ import { LF, SPACE } from './text.js';
 /** Longest response line poolside reads (a `VALUE` line with a 250-byte key is under 330). */
 const MAX_RESPONSE_LINE = 64 * 1024;
 /**
- * A response with a data block at least this large is handed on piece by piece as it arrives
- * (onResponsePart), as a Redis bulk string of that size is: poolside holds about one read of it.
+ * A response with a data block at least this large, or of which this much is held while it is not
+ * whole yet (many smaller blocks), is handed on piece by piece as it arrives (onResponsePart), as a
+ * Redis bulk string of that size is: poolside holds about one read of it.
  */
 const STREAM_MIN_BYTES = 1024 * 1024;
 
@@ -143,7 +144,15 @@ export class McResponseDecoder implements ResponseDecoder {
       this.#part(chunk, begin, length);
       return;
     }
-    // The response goes on in the next chunk: keep what this one holds of it.
+    // The response goes on in the next chunk. Many blocks each below the threshold add up too (a
+    // get of hundreds of keys): once what is held of it reaches the threshold, it streams from
+    // here on, so poolside holds about one read of any response, not its whole size.
+    if (this.#partBytes + length - begin >= this.#streamMinBytes) {
+      this.#streaming = true;
+      this.#part(chunk, begin, length);
+      return;
+    }
+    // Otherwise keep what this chunk holds of it.
     const held = chunk.subarray(begin);
     this.#parts.push(held);
     this.#partBytes += held.length;

@@ -32,6 +32,8 @@ function answer(text: string): Intake {
 const ERROR = answer('ERROR');
 const BAD_FORMAT = answer('CLIENT_ERROR bad command line format');
 const FLAGS_TOO_LONG = answer('CLIENT_ERROR options flags too long');
+/** mg's own words for it (memcached 1.6): a client matching the text sees what memcached says. */
+const MG_FLAGS_TOO_LONG = answer('CLIENT_ERROR options flags are too long');
 const TOO_LARGE = answer('SERVER_ERROR object too large for cache');
 const BAD_CHUNK = answer('CLIENT_ERROR bad data chunk');
 const MN = answer('MN');
@@ -159,7 +161,7 @@ export class McSessionRules implements SessionRules {
       case 'ma': {
         if (count < 2) return ERROR;
         if (ends[1] - starts[1] > KEY_MAX_BYTES) return BAD_FORMAT;
-        if (count + 1 > META_MAX_TOKENS) return FLAGS_TOO_LONG;
+        if (count + 1 > META_MAX_TOKENS) return command.kind === 'mg' ? MG_FLAGS_TOO_LONG : FLAGS_TOO_LONG;
         return this.#quiet(command.kind, bytes, args);
       }
       case 'me':
