@@ -664,18 +664,27 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const conn = this.#affinity.pick(server);
     if (conn === null) {
       if (!mayWait) return false;
-      // Kept across resumes that found nothing ready: queue.timeout counts from the first wait.
-      this.#waitSince ??= pool.now();
-      if (!pool.wait(this, this.#waitSince)) {
-        this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
-        return true;
-      }
-      this.#wait = 'connection';
-      return false;
+      return this.#waitForConnection(slot);
     }
     this.#affinity.sent(server, conn);
     this.#send(slot, conn, server);
     return true;
+  }
+
+  /**
+   * No connection is ready for the slot: it waits in the pool's queue (false), or is refused
+   * QUEUE_FULL (true: answered). Kept across resumes that found nothing ready: queue.timeout
+   * counts from the first wait.
+   */
+  #waitForConnection(slot: Slot): boolean {
+    const pool = this.#pool;
+    this.#waitSince ??= pool.now();
+    if (!pool.wait(this, this.#waitSince)) {
+      this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
+      return true;
+    }
+    this.#wait = 'connection';
+    return false;
   }
 
   /**
@@ -720,13 +729,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         if (giveUp !== null) {
           doomed ??= giveUp;
         } else {
-          this.#waitSince ??= pool.now();
-          if (!pool.wait(this, this.#waitSince)) {
-            this.#answerError(slot, 'QUEUE_FULL', `pool ${pool.config.name} has ${pool.config.queue.max} requests waiting`);
-            return true;
-          }
-          this.#wait = 'connection';
-          return false;
+          return this.#waitForConnection(slot);
         }
       }
       conns.push(conn);
