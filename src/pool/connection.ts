@@ -104,6 +104,13 @@ class Tagged {
  */
 const KEEPALIVE_IDLE_MS = 10_000;
 
+/**
+ * Ids a connection keeps for timed-out requests whose late replies never came before it is
+ * evicted instead (Connection.expireStalled): the server is dropping requests, and each kept id
+ * is one fewer for new ones.
+ */
+const EXPIRED_IDS_MAX = 1024;
+
 export interface ConnectionOwner {
   onReady(conn: Connection): void;
   /** The heartbeat sent at `sentAt` (clock time) was answered with `reply`. */
@@ -251,6 +258,12 @@ export class Connection implements ResponseSink {
    */
   readonly #ids: RequestIds | null;
   readonly #byId = new Map<number, Tagged>();
+  /**
+   * With Codec.requestIds: ids of requests failed alone for request_timeout (expireStalled), kept
+   * out of use until the server's late reply comes (then dropped), so it can never answer a new
+   * request that was given the same id.
+   */
+  readonly #expired = new Set<number>();
   #lastId = 0;
   /** Requests ever queued, and ever answered: the oldest in flight is number #answered (by id: the oldest unanswered). */
   #queued = 0;
@@ -556,6 +569,35 @@ export class Connection implements ResponseSink {
     return Math.max(0, now - Math.max(writtenAt, progressAt));
   }
 
+  /**
+   * Matched by id (Codec.requestIds), a request the server does not answer holds up no other
+   * request, so it fails alone: every request stalled for `timeoutMs` (stalledFor, oldest first)
+   * gets REQUEST_TIMEOUT (not retryable: the server may still run it), and its id stays out of use
+   * until its late reply comes, which is then dropped. The connection and everyone else's requests
+   * on it carry on. Returns false when the connection cannot do that (replies in order: the rest
+   * wait behind the stuck one; or ids kept for replies that never came reached EXPIRED_IDS_MAX or
+   * half the id space): the owner evicts it.
+   */
+  expireStalled(now: number, timeoutMs: number, message: string): boolean {
+    const ids = this.#ids;
+    if (ids === null) return false;
+    while (this.#byId.size > 0 && this.stalledFor(now) >= timeoutMs) {
+      const oldest = this.#byId.entries().next();
+      if (oldest.done === true) break;
+      const [id, tagged] = oldest.value;
+      this.#byId.delete(id);
+      this.#expired.add(id);
+      const next = this.#byId.values().next();
+      this.#answered = next.done === true ? this.#queued : next.value.seq;
+      try {
+        tagged.target.onFailure('REQUEST_TIMEOUT', message, false);
+      } catch (err) {
+        this.#owner.onInternalError(this, err);
+      }
+    }
+    return this.#expired.size < Math.min(EXPIRED_IDS_MAX, Math.floor((ids.space - 1) / 2));
+  }
+
   get heartbeat(): HeartbeatState {
     return this.#heartbeat;
   }
@@ -607,11 +649,11 @@ export class Connection implements ResponseSink {
 
   /** The next id not in flight on this connection (1 … space-1, round robin), or -1 when all are. */
   #freeId(ids: RequestIds): number {
-    if (this.#byId.size >= ids.space - 1) return -1;
+    if (this.#byId.size + this.#expired.size >= ids.space - 1) return -1;
     let id = this.#lastId;
     do {
       id = id + 1 >= ids.space ? 1 : id + 1;
-    } while (this.#byId.has(id));
+    } while (this.#byId.has(id) || this.#expired.has(id));
     this.#lastId = id;
     return id;
   }
@@ -688,6 +730,7 @@ export class Connection implements ResponseSink {
     const anyTorn = torn && this.#ids !== null;
     const tagged = [...this.#byId.values()];
     this.#byId.clear();
+    this.#expired.clear();
     let first = true;
     const fail = (target: ResponseTarget): void => {
       // The head of a timed-out connection is the request that got stuck: never run it twice.
@@ -745,6 +788,12 @@ export class Connection implements ResponseSink {
   #onTaggedResponse(ids: RequestIds, bytes: Buffer): void {
     const id = ids.idOf(bytes);
     const tagged = id < 0 ? undefined : this.#byId.get(id);
+    if (tagged === undefined && this.#expired.delete(id)) {
+      // The late reply to a request failed for request_timeout: its client was told already.
+      this.#responses--;
+      this.#owner.onUnasked?.(this, 'dropped');
+      return;
+    }
     if (tagged === undefined) {
       this.#unasked(`a response arrived with request id ${id < 0 ? '(not one poolside gives)' : id}, which no request in flight has`);
       return;

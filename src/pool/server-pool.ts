@@ -289,8 +289,13 @@ export class ServerPool implements ConnectionOwner {
       if (conn.inflight > 0) {
         // From when the oldest request was written (or last read), never from an idle-time mark.
         if (requestTimeoutMs > 0 && conn.stalledFor(now) >= requestTimeoutMs) {
-          if (suspects.has(conn)) this.#evict(conn, 'request_timeout', `no response for ${requestTimeoutMs}ms`);
-          else this.#suspects.add(conn);
+          const message = `no response for ${requestTimeoutMs}ms`;
+          // Matched by id, the stuck requests fail alone; in order, the connection is stuck behind them.
+          if (suspects.has(conn)) {
+            if (!conn.expireStalled(now, requestTimeoutMs, message)) this.#evict(conn, 'request_timeout', message);
+          } else {
+            this.#suspects.add(conn);
+          }
         }
         continue;
       }

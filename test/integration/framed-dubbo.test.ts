@@ -218,9 +218,37 @@ describe('framed: request ids under attack and faults', () => {
     await waitFor(() => stuck.closed, 'the stuck client closed by request_timeout', 5000);
     clearInterval(pump);
     expect(stuck.frames).toEqual([]);
-    expect(counters(proxy).connectionsClosed.request_timeout).toBe(1);
+    // The stuck request failed alone: the connection and the busy client carry on.
+    expect(counters(proxy).connectionsClosed.request_timeout).toBe(0);
+    expect(busy.closed).toBe(false);
+    const before = busy.frames.length;
+    busy.write(request(1000n, 'still'));
+    await waitFor(() => busy.frames.length > before && busy.frames.some((f) => f.id === 1000n), 'the busy client still served');
     // Every reply the busy client got is its own.
-    for (const frame of busy.frames) expect(frame.body.toString()).toBe(`echo:b${frame.id}`);
+    for (const frame of busy.frames) expect(frame.body.toString()).toBe(frame.id === 1000n ? 'echo:still' : `echo:b${frame.id}`);
+  });
+
+  it("a timed-out request's late reply is dropped, and its id answers no later request", async () => {
+    // "late" is answered after 700 ms, past request_timeout: its client is closed at 200 ms, the
+    // connection stays, and the reply that finally comes is dropped (unasked: close would have
+    // closed the connection had poolside forgotten the id), never given to a request that was
+    // handed the same id since.
+    const server = await dubboServer((body) => (body === 'late' ? 700 : 1));
+    const proxy = await proxyFor(server, { request_timeout: '200ms', connections: { min: 1, max: 1 } });
+    const port = portOf(proxy);
+    const slow = new Client(port);
+    slow.write(request(7n, 'late'));
+    await waitFor(() => slow.closed, 'the late request timed out alone', 5000);
+    const others = [new Client(port), new Client(port)];
+    others.forEach((c, i) => c.write(Buffer.concat(Array.from({ length: 20 }, (_, k) => request(BigInt(k + 1), `o${i}-${k + 1}`)))));
+    await waitFor(() => counters(proxy).unasked.dropped === 1, 'the late reply dropped', 5000);
+    await waitFor(() => others.every((c) => c.frames.length === 20), 'every other request answered');
+    others.forEach((c, i) => {
+      for (const frame of c.frames) expect(frame.body.toString()).toBe(`echo:o${i}-${frame.id}`);
+      expect(c.closed).toBe(false);
+    });
+    expect(counters(proxy).connectionsClosed.request_timeout).toBe(0);
+    expect(counters(proxy).connectionsOpened).toBe(1);
   });
 
   it('a client that half-closes after pipelining gets every reply, then is closed', async () => {
