@@ -575,12 +575,13 @@ export class Connection implements ResponseSink {
    * gets REQUEST_TIMEOUT (not retryable: the server may still run it), and its id stays out of use
    * until its late reply comes, which is then dropped. The connection and everyone else's requests
    * on it carry on. Returns false when the connection cannot do that (replies in order: the rest
-   * wait behind the stuck one; or ids kept for replies that never came reached EXPIRED_IDS_MAX or
-   * half the id space): the owner evicts it.
+   * wait behind the stuck one; a reply stopped half way: its id or not, nothing after it in the
+   * byte stream can be framed, and the next reply would be read as its rest; or ids kept for
+   * replies that never came reached EXPIRED_IDS_MAX or half the id space): the owner evicts it.
    */
   expireStalled(now: number, timeoutMs: number, message: string): boolean {
     const ids = this.#ids;
-    if (ids === null) return false;
+    if (ids === null || this.#decoder.midFrame) return false;
     while (this.#byId.size > 0 && this.stalledFor(now) >= timeoutMs) {
       const oldest = this.#byId.entries().next();
       if (oldest.done === true) break;

@@ -62,6 +62,11 @@ export interface DubboServerOptions {
   delayMs: (body: string) => number;
   /** Send each connection a heartbeat request this often (0: never). */
   heartbeatEveryMs: number;
+  /**
+   * Requests whose reply stops half way: its header and half its body are written, the rest never
+   * (a server stuck mid-reply). The connection's byte stream can frame nothing after it.
+   */
+  torn?: (body: string) => boolean;
 }
 
 export class DubboServer {
@@ -148,7 +153,9 @@ export class DubboServer {
           if (inflight.values().next().value !== frame.id) this.answeredOutOfOrder++;
           inflight.delete(frame.id);
           this.requests++;
-          if (!socket.destroyed) socket.write(encodeDubbo({ flags: SERIALIZATION, status: 20, id: frame.id, body: Buffer.from(`echo:${body}`) }));
+          const reply = encodeDubbo({ flags: SERIALIZATION, status: 20, id: frame.id, body: Buffer.from(`echo:${body}`) });
+          const torn = options.torn?.(body) === true;
+          if (!socket.destroyed) socket.write(torn ? reply.subarray(0, HEADER + Math.floor((reply.length - HEADER) / 2)) : reply);
         }, options.delayMs(body));
         this.#timers.add(timer);
       }

@@ -60,8 +60,8 @@ class Client {
   }
 }
 
-async function dubboServer(delayMs: (body: string) => number, heartbeatEveryMs = 0): Promise<DubboServer> {
-  return cleanup.add(await DubboServer.start({ delayMs, heartbeatEveryMs }), (s) => s.close());
+async function dubboServer(delayMs: (body: string) => number, heartbeatEveryMs = 0, torn?: (body: string) => boolean): Promise<DubboServer> {
+  return cleanup.add(await DubboServer.start({ delayMs, heartbeatEveryMs, torn }), (s) => s.close());
 }
 
 async function proxyFor(server: DubboServer, pool: Record<string, unknown> = {}, log = quietLog()): Promise<Proxy> {
@@ -249,6 +249,27 @@ describe('framed: request ids under attack and faults', () => {
     });
     expect(counters(proxy).connectionsClosed.request_timeout).toBe(0);
     expect(counters(proxy).connectionsOpened).toBe(1);
+  });
+
+  it('a reply that stops half way evicts its connection: nothing after it can be framed, so nothing may fail alone', async () => {
+    // The server writes half of "torn"'s reply and stops. Matched by id or not, the byte stream is
+    // stuck mid-frame: had the request failed alone and the connection stayed, the next request's
+    // whole reply would be read as the rest of the torn one (and dropped with its id), and every
+    // later request on the connection would time out in turn, each closing its client.
+    const server = await dubboServer(() => 1, 0, (body) => body === 'torn');
+    const proxy = await proxyFor(server, { request_timeout: '200ms', connections: { min: 1, max: 1 } });
+    const port = portOf(proxy);
+    const stuck = new Client(port);
+    stuck.write(request(1n, 'torn'));
+    await waitFor(() => stuck.closed, 'the torn request timed out', 5000);
+    expect(stuck.frames).toEqual([]);
+    await waitFor(() => counters(proxy).connectionsClosed.request_timeout === 1, 'the stuck connection evicted', 5000);
+    const after = new Client(port);
+    after.write(request(1n, 'after'));
+    await waitFor(() => after.frames.length === 1 || after.closed, 'the next request answered', 5000);
+    expect(after.frames.map((f) => f.body.toString())).toEqual(['echo:after']);
+    expect(after.closed).toBe(false);
+    expect(counters(proxy).unasked.dropped).toBe(0);
   });
 
   it('a client that half-closes after pipelining gets every reply, then is closed', async () => {
