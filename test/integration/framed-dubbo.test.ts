@@ -272,6 +272,21 @@ describe('framed: request ids under attack and faults', () => {
     expect(counters(proxy).unasked.dropped).toBe(0);
   });
 
+  it('with lease: exclusive, a request past request_timeout closes its client and the connection lent to it', async () => {
+    // Nobody else shares the connection, and its client is closed anyway: it is not kept (with an
+    // id kept out of use) for the next client.
+    const server = await dubboServer((body) => (body === 'hang' ? 60_000 : 1));
+    const proxy = await proxyFor(server, { request_timeout: '200ms', lease: 'exclusive', exclusive: { max: 2 }, connections: { min: 1, max: 1 } });
+    const client = new Client(portOf(proxy));
+    client.write(request(1n, 'hang'));
+    await waitFor(() => client.closed, 'the client closed by request_timeout', 5000);
+    await waitFor(() => counters(proxy).connectionsClosed.request_timeout === 1, 'the lent connection evicted', 5000);
+    const next = new Client(portOf(proxy));
+    next.write(request(1n, 'next'));
+    await waitFor(() => next.frames.length === 1, 'the next client served');
+    expect(next.frames[0].body.toString()).toBe('echo:next');
+  });
+
   it('a client that half-closes after pipelining gets every reply, then is closed', async () => {
     const server = await dubboServer((body) => (body === 'slow' ? 150 : 1));
     const proxy = await proxyFor(server, { connections: { min: 1, max: 1 } });
