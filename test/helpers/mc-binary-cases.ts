@@ -37,13 +37,22 @@ const NO_CREATE = 0xffffffff;
 const key = fc.integer({ min: 0, max: KEYS.length - 1 });
 const cas = fc.constantFrom<CasRef>('none', 'none', 'last', 'bogus');
 const exp = fc.constantFrom(0, 0, 3600, 86_400);
+/**
+ * Numbers stay below 2^56, so that even 72 increments (a case's most operations) keep a counter
+ * below 2^63. memcached 1.6.18 misjudges a counter of 2^63 or more: incr/decr look for a '-' past
+ * the number's end, into whatever bytes the reused slab chunk still holds, and answer "non-numeric"
+ * when there is one (reproduced on a direct memcached: set a 26-byte value ending in dashes,
+ * delete it, set 10709589715414593000, decr by 0). The two servers of a differential hold
+ * different garbage, so such a case fails at random: memcached's bug, not poolside's.
+ */
+const NUMBER_MAX = (1n << 56n) - 1n;
 const value = fc.oneof(
   fc.uint8Array({ maxLength: 40 }).map((a) => Buffer.from(a)),
-  fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }).map((n) => Buffer.from(String(n))),
+  fc.bigInt({ min: 0n, max: NUMBER_MAX }).map((n) => Buffer.from(String(n))),
   fc.integer({ min: 0, max: 1000 }).map((n) => Buffer.from(String(n))),
   fc.constant(Buffer.alloc(0)),
 );
-const u64 = fc.oneof(fc.bigInt({ min: 0n, max: 1000n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }));
+const u64 = fc.oneof(fc.bigInt({ min: 0n, max: 1000n }), fc.bigInt({ min: 0n, max: NUMBER_MAX }));
 
 export const binOp: fc.Arbitrary<BinOp> = fc.oneof(
   { weight: 4, arbitrary: fc.record({ kind: fc.constant('get' as const), opcode: fc.constantFrom(Op.GET, Op.GETQ, Op.GETK, Op.GETKQ), key }) },

@@ -87,7 +87,7 @@ describe('memcached binary protocol through poolside', () => {
           expect(responseRecords(normaliseCas(mine, seenB))).toEqual(responseRecords(normaliseCas(got, seenA)));
         }
       }),
-      { numRuns: 40 },
+      { numRuns: Number(process.env.POOLSIDE_MC_BINARY_RUNS ?? 40) },
     );
   });
 

@@ -43,7 +43,11 @@ const textArb: fc.Arbitrary<Request> = fc.oneof(
   fc.array(keyArb, { minLength: 1, maxLength: 4 }).map((keys) => `get ${keys.join(' ')}\r\n`),
   fc.array(keyArb, { minLength: 1, maxLength: 3 }).map((keys) => `gets ${keys.join(' ')}\r\n`),
   fc.tuple(keyArb, noreplyArb).map(([k, nr]) => `delete ${k}${nr}\r\n`),
-  fc.tuple(fc.constantFrom('incr', 'decr'), keyArb, fc.constantFrom('1', '5', '18446744073709551615', 'x'), noreplyArb).map(([cmd, k, d, nr]) => `${cmd} ${k} ${d}${nr}\r\n`),
+  // incr by at most 2^55: 160 of them (a case's most requests) keep a counter below 2^63, where
+  // memcached 1.6.18 misjudges counters at random (test/helpers/mc-binary-cases.ts, NUMBER_MAX);
+  // decr floors at 0, so it may take the largest delta.
+  fc.tuple(keyArb, fc.constantFrom('1', '5', '36028797018963968', 'x'), noreplyArb).map(([k, d, nr]) => `incr ${k} ${d}${nr}\r\n`),
+  fc.tuple(keyArb, fc.constantFrom('1', '5', '18446744073709551615', 'x'), noreplyArb).map(([k, d, nr]) => `decr ${k} ${d}${nr}\r\n`),
   fc.tuple(keyArb, noreplyArb).map(([k, nr]) => `touch ${k} 0${nr}\r\n`),
   fc.array(keyArb, { minLength: 1, maxLength: 2 }).map((keys) => `gat 0 ${keys.join(' ')}\r\n`),
   fc.tuple(keyArb, valueArb, noreplyArb).map(([k, v, nr]) => `cas ${k} 0 0 ${Buffer.byteLength(v)} 1${nr}\r\n${v}\r\n`),
