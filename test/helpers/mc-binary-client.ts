@@ -4,62 +4,35 @@
  * packet at all, so the way to read "everything a batch got" is to end the batch with a NOOP and
  * read up to its response (`untilNoop`), as libmemcached does.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { HEADER_BYTES, Op, RESPONSE_MAGIC, binaryRequest, parseResponses, type ParsedResponse } from '../../src/codec/memcached/binary-protocol.js';
+import { connectSocket, FramedClient } from './framed-client.js';
 import type { McTarget } from './mc-client.js';
 
-export class McBinaryClient {
-  readonly socket: net.Socket;
-  #buf: Buffer = Buffer.alloc(0);
-  #packets: ParsedResponse[] = [];
-  #waiters: (() => void)[] = [];
-  #closed = false;
-  #error: Error | null = null;
-  readonly closed: Promise<void>;
+/** One response packet at `pos`, copied out of the reader's buffer; throws at anything but a response's magic. */
+function framePacket(buf: Buffer, pos: number): { value: ParsedResponse; end: number } | null {
+  if (buf.length - pos < 1) return null;
+  if (buf[pos] !== RESPONSE_MAGIC) {
+    throw new Error(`not a binary response: ${JSON.stringify(buf.toString('latin1', pos, Math.min(buf.length, pos + 120)))}`);
+  }
+  if (buf.length - pos < HEADER_BYTES) return null;
+  const end = pos + HEADER_BYTES + buf.readUInt32BE(pos + 8);
+  if (buf.length < end) return null;
+  return { value: parseResponses(Buffer.from(buf.subarray(pos, end))).packets[0], end };
+}
 
+export class McBinaryClient extends FramedClient<ParsedResponse> {
   private constructor(socket: net.Socket) {
-    this.socket = socket;
-    this.closed = new Promise((resolve) => {
-      socket.once('close', () => {
-        this.#closed = true;
-        this.#wake();
-        resolve();
-      });
-    });
-    socket.on('error', () => {});
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    super(socket, framePacket, (p) => `op=0x${p.opcode.toString(16)} status=0x${p.status.toString(16)} opaque=${p.opaque}`);
   }
 
-  static connect(target: McTarget): Promise<McBinaryClient> {
-    return new Promise((resolve, reject) => {
-      const socket = typeof target === 'number' ? net.connect({ host: '127.0.0.1', port: target, noDelay: true }) : net.connect({ path: target.path });
-      socket.once('error', reject);
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        resolve(new McBinaryClient(socket));
-      });
-    });
-  }
-
-  get isClosed(): boolean {
-    return this.#closed;
-  }
-
-  write(bytes: Buffer): void {
-    this.socket.write(bytes);
-  }
-
-  /** The next `n` packets, in order. */
-  async take(n: number, timeoutMs = 5000): Promise<ParsedResponse[]> {
-    await this.#waitUntil(() => this.#packets.length >= n, () => `${n} packets`, timeoutMs);
-    return this.#packets.splice(0, n);
+  static async connect(target: McTarget): Promise<McBinaryClient> {
+    return new McBinaryClient(await connectSocket(target));
   }
 
   /** Every packet up to and including the NOOP response with this opaque, as one buffer. */
   async untilNoop(opaque: number, timeoutMs = 5000): Promise<Buffer> {
-    const at = () => this.#packets.findIndex((p) => p.opcode === Op.NOOP && p.opaque === opaque);
-    await this.#waitUntil(() => at() >= 0, () => `the NOOP response with opaque ${opaque}`, timeoutMs);
-    const packets = this.#packets.splice(0, at() + 1);
+    const packets = await this.takeThrough((p) => p.opcode === Op.NOOP && p.opaque === opaque, `the NOOP response with opaque ${opaque}`, timeoutMs);
     return Buffer.concat(packets.map((p) => p.bytes));
   }
 
@@ -67,66 +40,6 @@ export class McBinaryClient {
   async batch(requests: Buffer, noopOpaque = 0xfffffff0, timeoutMs = 5000): Promise<Buffer> {
     this.write(Buffer.concat([requests, binaryRequest({ opcode: Op.NOOP, opaque: noopOpaque })]));
     return this.untilNoop(noopOpaque, timeoutMs);
-  }
-
-  /** Resolves true once the peer closed the connection, false if it is still open after `timeoutMs`. */
-  async closesWithin(timeoutMs: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      this.closed.then(() => true),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    return result;
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
-  async #waitUntil(done: () => boolean, what: () => string, timeoutMs: number): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    while (!done()) {
-      if (this.#error !== null) throw this.#error;
-      if (this.#closed) throw new Error(`connection closed before ${what()}; have ${this.#packets.length} packets: ${this.#describe()}`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what()}; have ${this.#packets.length} packets: ${this.#describe()}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  #describe(): string {
-    return this.#packets.map((p) => `op=0x${p.opcode.toString(16)} status=0x${p.status.toString(16)} opaque=${p.opaque}`).join(', ');
-  }
-
-  #onData(chunk: Buffer): void {
-    this.#buf = this.#buf.length > 0 ? Buffer.concat([this.#buf, chunk]) : chunk;
-    try {
-      if (this.#buf.length > 0 && this.#buf[0] !== RESPONSE_MAGIC) {
-        throw new Error(`not a binary response: ${JSON.stringify(this.#buf.toString('latin1', 0, Math.min(this.#buf.length, 120)))}`);
-      }
-      const { packets, rest } = parseResponses(this.#buf);
-      // Keep each packet's own copy: the reader's buffer is reused.
-      for (const p of packets) this.#packets.push(parseResponses(Buffer.from(p.bytes)).packets[0]);
-      this.#buf = rest.length > 0 ? Buffer.from(rest) : Buffer.alloc(0);
-    } catch (err) {
-      this.#error = err as Error;
-    }
-    this.#wake();
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const wake of waiters) wake();
   }
 }
 

@@ -8,9 +8,10 @@
  * `HD\r\n`, `VERSION 1.6.18\r\n`…), a `VA` line with its data block, or a multi-line answer
  * (`VALUE …` blocks, `STAT …`, `ITEM …` or `key=…` lines) up to and including its `END\r\n`.
  */
-import net from 'node:net';
+import type net from 'node:net';
+import { connectSocket, FramedClient, type ClientTarget } from './framed-client.js';
 
-export type McTarget = number | { path: string };
+export type McTarget = ClientTarget;
 
 const MULTI_LINE = /^(VALUE|STAT|ITEM|key=|PREFIX) ?/;
 const ERROR_LINE = /^(ERROR|CLIENT_ERROR|SERVER_ERROR)/;
@@ -44,70 +45,14 @@ export function parseMcResponse(buf: Buffer, pos: number): { value: string; end:
   }
 }
 
-export class McClient {
-  readonly socket: net.Socket;
-  #buf: Buffer = Buffer.alloc(0);
-  #pos = 0;
-  #replies: string[] = [];
-  #waiters: (() => void)[] = [];
-  #closed = false;
-  /** Bytes received in total. */
-  received = 0;
-  readonly closed: Promise<void>;
-
+/** A text/meta client: each frame is one response, as a latin1 string. */
+export class McClient extends FramedClient<string> {
   private constructor(socket: net.Socket) {
-    this.socket = socket;
-    this.closed = new Promise((resolve) => {
-      socket.once('close', () => {
-        this.#closed = true;
-        this.#wake();
-        resolve();
-      });
-    });
-    socket.on('error', () => {});
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    super(socket, parseMcResponse, (response) => JSON.stringify(response));
   }
 
-  static connect(target: McTarget): Promise<McClient> {
-    return new Promise((resolve, reject) => {
-      const socket = typeof target === 'number' ? net.connect({ host: '127.0.0.1', port: target, noDelay: true }) : net.connect({ path: target.path });
-      socket.once('error', reject);
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        resolve(new McClient(socket));
-      });
-    });
-  }
-
-  get isClosed(): boolean {
-    return this.#closed;
-  }
-
-  /** Responses framed and not yet taken. */
-  get pending(): number {
-    return this.#replies.length;
-  }
-
-  write(bytes: string | Buffer): void {
-    this.socket.write(typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes);
-  }
-
-  /** The next `n` responses, in order; rejects if they do not all arrive within `timeoutMs`. */
-  async take(n: number, timeoutMs = 5000): Promise<string[]> {
-    const deadline = performance.now() + timeoutMs;
-    while (this.#replies.length < n) {
-      if (this.#closed) throw new Error(`connection closed after ${this.#replies.length} of ${n} responses: ${JSON.stringify(this.#replies)}`);
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out after ${timeoutMs}ms with ${this.#replies.length} of ${n} responses: ${JSON.stringify(this.#replies)}`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.#replies.splice(0, n);
+  static async connect(target: McTarget): Promise<McClient> {
+    return new McClient(await connectSocket(target));
   }
 
   async reply(timeoutMs = 5000): Promise<string> {
@@ -119,42 +64,6 @@ export class McClient {
   async call(text: string | Buffer): Promise<string> {
     this.write(text);
     return this.reply();
-  }
-
-  /** Resolves true once the peer closed the connection, false if it is still open after `timeoutMs`. */
-  async closesWithin(timeoutMs: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const result = await Promise.race([
-      this.closed.then(() => true),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(false), timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    return result;
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
-  #onData(chunk: Buffer): void {
-    this.received += chunk.length;
-    this.#buf = this.#pos < this.#buf.length ? Buffer.concat([this.#buf.subarray(this.#pos), chunk]) : chunk;
-    this.#pos = 0;
-    for (;;) {
-      const parsed = parseMcResponse(this.#buf, this.#pos);
-      if (parsed === null) break;
-      this.#replies.push(parsed.value);
-      this.#pos = parsed.end;
-    }
-    this.#wake();
-  }
-
-  #wake(): void {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    for (const wake of waiters) wake();
   }
 }
 
