@@ -39,8 +39,22 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * Starts it on free ports; a port another test took between freePort() and nutcracker's bind is
+ * tried again on new ones, as the server helpers do (servers.ts).
+ */
 export async function startNutcracker(cleanup: Cleanup, pools: Record<string, NutcrackerPool>): Promise<Nutcracker> {
   const bin = requireBinary('nutcracker', 'nutcracker');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await startOnFreePorts(cleanup, bin, pools);
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof Error) || !err.message.includes('Address already in use')) throw err;
+    }
+  }
+}
+
+async function startOnFreePorts(cleanup: Cleanup, bin: string, pools: Record<string, NutcrackerPool>): Promise<Nutcracker> {
   const dir = cleanup.add(tempDir('poolside-nutcracker-'), (d) => fs.rmSync(d, { recursive: true, force: true }));
   const ports: Record<string, number> = {};
   const lines: string[] = [];
