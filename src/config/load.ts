@@ -73,8 +73,6 @@ export class ConfigError extends Error {
 }
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
-/** Parsing covers every protocol; enabling one once its codec exists is adding it here. */
-const IMPLEMENTED_PROTOCOLS: ReadonlySet<Protocol> = new Set<Protocol>(['redis', 'memcached', 'framed', 'tcp']);
 const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
@@ -241,9 +239,6 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const d = DEFAULTS.pool;
   const protocolSlot = pool.require('protocol', PROTOCOLS.join(' | '));
   const protocol = walk.parse(protocolSlot, 'redis', oneOf(PROTOCOLS));
-  const available = [...IMPLEMENTED_PROTOCOLS].join(', ');
-  const notYet = `protocol ${protocol} is not implemented yet (available: ${available})`;
-  walk.check(IMPLEMENTED_PROTOCOLS.has(protocol), [protocolSlot], notYet);
 
   const framed = readFramed(walk, pool, protocol);
   if (framed !== null) {
