@@ -164,6 +164,11 @@ export interface CommandSpec {
   spread?: Spread;
   /** Safe to send again on another connection when no byte of the reply was read. */
   idempotent: boolean;
+  /**
+   * Only reads its keys (Redis's `readonly` flag, never `write`): a replica may answer it
+   * (`read_from` in a cluster pool). Absent: it may write, so only a primary takes it.
+   */
+  readOnly?: true;
   /** Why it is refused or pinned, for the error text and the pin metric. */
   note: string;
   /**

@@ -133,6 +133,20 @@ describe('redis command table against a real redis-server', () => {
     expect(wrong).toEqual([]);
   });
 
+  it('marks as read-only exactly the keyed reads the server flags readonly (what a replica may answer)', () => {
+    const wrong: string[] = [];
+    for (const c of commands) {
+      const spec = tableEntry(c.name, c.sub);
+      if (spec === undefined) continue;
+      const keyed = c.firstKey !== 0 || c.flags.includes('movablekeys');
+      const serverSays = keyed && c.flags.includes('readonly') && !c.flags.includes('write') && !c.flags.includes('blocking');
+      // XREAD may block (BLOCK): only its blocking form pins, so the table's XREAD is read-only.
+      const expected = serverSays || spec.name === 'XREAD';
+      if ((spec.readOnly === true) !== expected) wrong.push(`${spec.name}: readOnly ${String(spec.readOnly === true)}, server flags ${c.flags.join(',')}`);
+    }
+    expect(wrong).toEqual([]);
+  });
+
   it('retries only what the server does not flag as a write', () => {
     for (const c of commands) {
       const spec = tableEntry(c.name, c.sub);
@@ -172,6 +186,15 @@ describe('redis command table', () => {
     expect(spec('get', 'k').name).toBe('GET');
     expect(spec('MuLtI').use).toBe('pin-open');
     expect(spec('client', 'kill', 'id', '1').use).toBe('local');
+  });
+
+  it('marks keyed reads read-only, never writes, blocking forms or keyless commands', () => {
+    for (const read of [['GET', 'k'], ['MGET', 'a', 'b'], ['OBJECT', 'ENCODING', 'k'], ['XREAD', 'STREAMS', 's', '0'], ['EVAL_RO', 's', '1', 'k']]) {
+      expect(spec(...read).readOnly, read.join(' ')).toBe(true);
+    }
+    for (const other of [['SET', 'k', 'v'], ['DEL', 'k'], ['EVAL', 's', '1', 'k'], ['XREAD', 'BLOCK', '0', 'STREAMS', 's', '$'], ['PING'], ['DBSIZE'], ['BLPOP', 'k', '0'], ['NOSUCHCOMMAND', 'k']]) {
+      expect(spec(...other).readOnly, other.join(' ')).toBeUndefined();
+    }
   });
 
   it('runs XREAD without BLOCK and HELLO 2 on shared connections', () => {

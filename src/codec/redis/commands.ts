@@ -1,6 +1,7 @@
 /**
  * What poolside does with each Redis command: where its keys are (for ketama routing), whether it
- * may be retried on another connection, and whether it needs a connection of its own.
+ * may be retried on another connection, whether it only reads (a cluster replica may answer it),
+ * and whether it needs a connection of its own.
  * docs/redis-commands.md is the user-facing copy of these tables: keep them in step.
  */
 
@@ -192,6 +193,33 @@ for (const [name, spread] of SPREADS) {
   const spec = table.get(name);
   if (spec === undefined) throw new Error(`${name} spreads but is not in the tables`);
   table.set(name, { ...spec, spread });
+}
+
+// Reads of keys only (Redis's `readonly` flag, never `write`): a cluster pool with `read_from`
+// may send them to a replica of the key's shard. Keyless reads (PING, DBSIZE, SCAN…) are not
+// marked: where they go in a cluster is the keyspace table's call, not the read preference's.
+// Blocking forms (XREAD BLOCK) pin a connection and are not marked either.
+const READ_ONLY = `GET STRLEN GETRANGE SUBSTR GETBIT BITCOUNT BITPOS BITFIELD_RO TYPE TTL PTTL EXPIRETIME PEXPIRETIME DUMP
+   HGET HMGET HGETALL HKEYS HVALS HLEN HEXISTS HSTRLEN HRANDFIELD HSCAN
+   LINDEX LLEN LRANGE LPOS SCARD SISMEMBER SMISMEMBER SMEMBERS SRANDMEMBER SSCAN
+   ZCARD ZCOUNT ZRANGE ZRANGEBYSCORE ZRANGEBYLEX ZREVRANGE ZREVRANGEBYSCORE ZREVRANGEBYLEX ZRANK ZREVRANK
+   ZSCORE ZMSCORE ZLEXCOUNT ZRANDMEMBER ZSCAN XRANGE XREVRANGE XLEN XPENDING
+   GEOPOS GEODIST GEOHASH GEORADIUS_RO GEORADIUSBYMEMBER_RO GEOSEARCH SORT_RO
+   LCS MGET EXISTS TOUCH PFCOUNT SINTER SUNION SDIFF ZINTER ZUNION ZDIFF SINTERCARD ZINTERCARD XREAD
+   EVAL_RO EVALSHA_RO FCALL_RO
+   OBJECT|ENCODING OBJECT|FREQ OBJECT|IDLETIME OBJECT|REFCOUNT MEMORY|USAGE XINFO|STREAM XINFO|GROUPS XINFO|CONSUMERS`;
+for (const entry of READ_ONLY.split(/\s+/).filter(Boolean)) {
+  const [name, sub] = entry.split('|');
+  if (sub === undefined) {
+    const spec = table.get(name);
+    if (spec === undefined) throw new Error(`${name} is read-only but not in the tables`);
+    table.set(name, { ...spec, readOnly: true });
+    continue;
+  }
+  const c = containers.get(name);
+  const i = c === undefined ? -1 : c.names.indexOf(sub);
+  if (c === undefined || i < 0) throw new Error(`${name} ${sub} is read-only but not in the tables`);
+  c.specs[i] = { ...c.specs[i], readOnly: true };
 }
 
 /** A command not in the tables: its first argument is taken as its key, and it is never retried. */
