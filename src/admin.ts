@@ -23,8 +23,8 @@ import type { TcpAddress } from './config/schema.js';
 import { FAILURE_REASONS } from './errors.js';
 import { ADMIN_MAX_CONNECTIONS } from './fd-budget.js';
 import { formatAddress, ListenError } from './listener.js';
-import { isServerUp } from './metrics.js';
-import type { HistogramCounts, MetricsPool } from './metrics.js';
+import { isServerUp, slotCount } from './metrics.js';
+import type { ClusterView, HistogramCounts, MetricsPool } from './metrics.js';
 import type { PoolCounters } from './pool/pool.js';
 import type { ServerHealth } from './pool/health.js';
 import type { ServerStats } from './pool/server-pool.js';
@@ -65,6 +65,8 @@ interface Reply {
 }
 
 const ALLOW = 'GET, HEAD';
+/** Redis Cluster's hash slots. */
+const SLOTS = 16384;
 /** /stats?clients=1 lists at most this many clients, then says `truncated: true`. */
 export const CLIENT_LIST_MAX = 1000;
 const TEXT = 'text/plain; charset=utf-8';
@@ -274,6 +276,35 @@ function poolJson(pool: MetricsPool, now: number): object {
     waiting: stats.waiting,
     counters: poolCountersJson(pool.counters),
     servers: stats.servers.map((server) => serverJson(server, now)),
+    ...(stats.cluster === undefined ? {} : { cluster: clusterJson(stats.cluster, stats.servers) }),
+  };
+}
+
+/**
+ * A cluster pool's topology: epoch, coverage, redirections, refreshes, and each node with its
+ * role, primary, slot ranges and health (the node's server entry above has its connections).
+ */
+function clusterJson(c: ClusterView, servers: readonly ServerStats[]): object {
+  const byName = new Map(servers.map((s) => [s.name, s]));
+  return {
+    epoch: c.epoch,
+    slotsCovered: c.slotsCovered,
+    slotsUncovered: SLOTS - c.slotsCovered,
+    lastRefreshAt: c.lastRefreshAt,
+    redirections: { ...c.redirections },
+    refreshes: Object.fromEntries([...c.refreshes].map(([trigger, n]) => [trigger, { success: n.success, failure: n.failure }])),
+    nodes: c.nodes.map((node) => {
+      const server = byName.get(node.server);
+      return {
+        server: node.server,
+        role: node.role,
+        primary: node.primary,
+        up: server === undefined ? false : isServerUp(server),
+        health: server === undefined ? 'unknown' : server.health.kind,
+        slots: node.slots.map(([first, last]) => (first === last ? String(first) : `${first}-${last}`)),
+        slotCount: slotCount(node.slots),
+      };
+    }),
   };
 }
 

@@ -53,6 +53,41 @@ export interface ConfigStatus {
   hash: string;
 }
 
+/** Redirections a cluster pool followed, by the server's error: `-MOVED`, `-ASK`, `-TRYAGAIN`, `-CLUSTERDOWN`. */
+export const REDIRECTION_KINDS = ['moved', 'ask', 'tryagain', 'clusterdown'] as const;
+export type RedirectionKind = (typeof REDIRECTION_KINDS)[number];
+export const NODE_ROLES = ['primary', 'replica'] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+
+/**
+ * What metrics and /stats read of a `routing: cluster` pool, at scrape time (PoolStats.cluster).
+ * Its nodes' connections and health are the pool's servers (PoolStats.servers, by name): a node
+ * that leaves the topology leaves both lists, and its series go with it.
+ */
+export interface ClusterView {
+  /** The cluster's current epoch as last read (CLUSTER INFO / the highest config epoch seen); 0 before the first topology. */
+  epoch: number;
+  /** Hash slots (of 16384) the slot map assigns to a primary. */
+  slotsCovered: number;
+  /** Redirections followed, by kind. */
+  redirections: Readonly<Record<RedirectionKind, number>>;
+  /** Topology refreshes by what triggered them (startup, periodic, moved, failure…) and outcome. */
+  refreshes: ReadonlyMap<string, { readonly success: number; readonly failure: number }>;
+  /** When the last successful refresh ended, Unix seconds (0 = none yet). */
+  lastRefreshAt: number;
+  nodes: readonly ClusterNodeView[];
+}
+
+export interface ClusterNodeView {
+  /** The pool's server name for this node (its address, host:port). */
+  server: string;
+  role: NodeRole;
+  /** For a replica, the server name of its primary (null when not known); for a primary, null. */
+  primary: string | null;
+  /** Slot ranges the node serves as a primary, inclusive [first, last]; none for a replica. */
+  slots: readonly (readonly [number, number])[];
+}
+
 /** Reasons a session pins an exclusive connection (the codec's CommandSpec.note), pre-created at 0. */
 export const PIN_REASONS = ['transaction', 'blocking', 'session_state', 'subscribe', 'session_mode'] as const;
 
@@ -96,6 +131,9 @@ export function registerMetrics(options: MetricsOptions): void {
   };
   const eachServer = (read: (pool: PoolSnapshot, server: ServerSnapshot, emit: Emit) => void) => (emit: Emit) => {
     for (const pool of snapshot()) for (const server of pool.servers) read(pool, server, emit);
+  };
+  const eachCluster = (read: (pool: PoolSnapshot, cluster: ClusterView, emit: Emit) => void) => (emit: Emit) => {
+    for (const pool of snapshot()) if (pool.stats.cluster !== undefined) read(pool, pool.stats.cluster, emit);
   };
   const POOL = ['pool'];
   const SERVER = ['pool', 'server'];
@@ -375,6 +413,84 @@ export function registerMetrics(options: MetricsOptions): void {
     eachServer((_p, s, emit) => emit(s.labels, s.stats.counters.lastHeartbeatSuccess)),
   );
 
+  // ── Redis Cluster pools (routing: cluster) ─────────────────────────────────────────────────
+  // A cluster's nodes are the pool's servers above (server = the node's host:port), each with
+  // its own health and connections; these add what only a cluster has. Every series is bounded by
+  // the cluster: a node that leaves the topology leaves every family at the next scrape.
+  family(
+    'poolside_cluster_redirections_total',
+    'Redirections a cluster pool followed for requests, by the server\'s error: moved (slot owned elsewhere; the slot map is updated), ask (slot migrating: ASKING and the request sent to the target once), tryagain (multi-key request during a migration) and clusterdown (the cluster cannot serve the slot), the last two retried with backoff.',
+    'counter',
+    [...POOL, 'kind'],
+    eachCluster((p, c, emit) => {
+      for (let i = 0; i < REDIRECTION_KINDS.length; i++) emit(p.labels, c.redirections[REDIRECTION_KINDS[i]], REDIRECTION_LABELS[i]);
+    }),
+  );
+  family(
+    'poolside_cluster_topology_refreshes_total',
+    'Topology refreshes of a cluster pool (CLUSTER SHARDS, else CLUSTER SLOTS) by what triggered them and their result (success: a slot map was read and applied; failure: no node answered with one).',
+    'counter',
+    [...POOL, 'trigger', 'result'],
+    eachCluster((p, c, emit) => {
+      for (const [trigger, counts] of c.refreshes) {
+        const [success, failure] = refreshLabels(trigger);
+        emit(p.labels, counts.success, success);
+        emit(p.labels, counts.failure, failure);
+      }
+    }),
+  );
+  family(
+    'poolside_cluster_last_refresh_success_timestamp_seconds',
+    'Unix time of the last successful topology refresh of a cluster pool (0 = none yet).',
+    'gauge',
+    POOL,
+    eachCluster((p, c, emit) => emit(p.labels, c.lastRefreshAt)),
+  );
+  family(
+    'poolside_cluster_current_epoch',
+    'The cluster\'s current epoch as poolside last read it: it grows with every failover and slot migration the cluster agrees on.',
+    'gauge',
+    POOL,
+    eachCluster((p, c, emit) => emit(p.labels, c.epoch)),
+  );
+  family(
+    'poolside_cluster_slots_covered',
+    'Hash slots (of 16384) poolside\'s slot map assigns to a primary: 16384 when the whole keyspace is served.',
+    'gauge',
+    POOL,
+    eachCluster((p, c, emit) => emit(p.labels, c.slotsCovered)),
+  );
+  family(
+    'poolside_cluster_nodes',
+    'Nodes of the cluster in poolside\'s topology now, by role (primary, replica).',
+    'gauge',
+    [...POOL, 'role'],
+    eachCluster((p, c, emit) => {
+      let primaries = 0;
+      for (const node of c.nodes) if (node.role === 'primary') primaries++;
+      emit(p.labels, primaries, ROLE_PRIMARY);
+      emit(p.labels, c.nodes.length - primaries, ROLE_REPLICA);
+    }),
+  );
+  family(
+    'poolside_cluster_node_info',
+    'One series per node of the cluster now, always 1: its role and, for a replica, the server name of its primary (empty for a primary); join on server with the per-server metrics.',
+    'gauge',
+    [...SERVER, 'role', 'primary'],
+    eachCluster((p, c, emit) => {
+      for (const node of c.nodes) emit(p.nodeLabels(node), 1);
+    }),
+  );
+  family(
+    'poolside_cluster_node_slots',
+    'Hash slots the node serves as a primary (0 for a replica).',
+    'gauge',
+    SERVER,
+    eachCluster((p, c, emit) => {
+      for (const node of c.nodes) emit(p.serverLabels(node.server), slotCount(node.slots));
+    }),
+  );
+
   if (options.defaultMetrics ?? true) {
     // Unprefixed (process_cpu_seconds_total, nodejs_eventloop_lag_seconds…): the names every
     // existing Node.js dashboard and alert expects; the scrape job tells processes apart.
@@ -434,6 +550,26 @@ const [REJECTED_TOO_MANY, REJECTED_OVERFLOW, REJECTED_INPUT_OVERFLOW, REJECTED_I
   'reload',
 ]);
 const [FANOUT_SPLIT, FANOUT_BROADCAST] = constantLabels('kind', ['split', 'broadcast']);
+const REDIRECTION_LABELS = constantLabels('kind', REDIRECTION_KINDS);
+const [ROLE_PRIMARY, ROLE_REPLICA] = constantLabels('role', NODE_ROLES);
+/** `trigger`/`result` label pairs by trigger; triggers are a small set the cluster code names. */
+const refreshLabelsByTrigger = new Map<string, readonly [Labels, Labels]>();
+
+function refreshLabels(trigger: string): readonly [Labels, Labels] {
+  let labels = refreshLabelsByTrigger.get(trigger);
+  if (labels === undefined) {
+    labels = [Object.freeze({ trigger, result: 'success' }), Object.freeze({ trigger, result: 'failure' })];
+    refreshLabelsByTrigger.set(trigger, labels);
+  }
+  return labels;
+}
+
+/** Slots in inclusive ranges. */
+export function slotCount(ranges: readonly (readonly [number, number])[]): number {
+  let n = 0;
+  for (const [first, last] of ranges) n += last - first + 1;
+  return n;
+}
 const [RELOAD_SUCCESS, RELOAD_FAILURE] = constantLabels('result', ['success', 'failure']);
 const [REASON_TIMEOUT, REASON_ERROR] = constantLabels('reason', ['timeout', 'error']);
 const [ACTION_ANSWERED, ACTION_DROPPED] = constantLabels('action', ['answered', 'dropped']);
@@ -512,6 +648,10 @@ interface PoolSnapshot {
   counters: PoolCounters;
   stats: PoolStats;
   servers: ServerSnapshot[];
+  /** `{pool, server}` labels of a server by name (a cluster node's), kept across scrapes like the servers'. */
+  serverLabels(server: string): Labels;
+  /** `{pool, server, role, primary}` of a cluster node, kept across scrapes while the node keeps them. */
+  nodeLabels(node: ClusterNodeView): Labels;
 }
 
 /**
@@ -545,6 +685,11 @@ function scrapeSnapshot(pools: () => Iterable<MetricsPool>): () => readonly Pool
         stats,
         // A NUL cannot occur in pool or server names, so keys cannot collide.
         servers: stats.servers.map((server) => ({ stats: server, labels: labelsFor(`${name}\0${server.name}`, () => Object.freeze({ pool: name, server: server.name })) })),
+        serverLabels: (server) => labelsFor(`${name}\0${server}`, () => Object.freeze({ pool: name, server })),
+        nodeLabels: (node) => {
+          const primary = node.primary ?? '';
+          return labelsFor(`${name}\0${node.server}\0${node.role}\0${primary}`, () => Object.freeze({ pool: name, server: node.server, role: node.role, primary }));
+        },
       });
     }
     labels = next;

@@ -5,6 +5,7 @@
  * one per request or per connection.
  */
 import type { Codec } from '../codec/registry.js';
+import type { ClusterView } from '../metrics.js';
 import type { ClientHandle } from '../codec/session-rules.js';
 import type { PoolConfig } from '../config/schema.js';
 import { FAILURE_REASONS } from '../errors.js';
@@ -138,6 +139,8 @@ export interface PoolStats {
   clients: number;
   waiting: { sessions: number; requests: number; oldestMs: number };
   servers: ServerStats[];
+  /** routing: cluster only: the topology and its counters (metrics.ts, /stats). */
+  cluster?: ClusterView;
 }
 
 export class Pool implements ServerPoolEvents {

@@ -7,8 +7,8 @@ import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { readiness } from '../../src/admin.js';
 import { FAILURE_REASONS } from '../../src/errors.js';
-import { HEALTH_STATES, isServerUp, PIN_REASONS, registerMetrics } from '../../src/metrics.js';
-import type { MetricsPool } from '../../src/metrics.js';
+import { HEALTH_STATES, isServerUp, PIN_REASONS, REDIRECTION_KINDS, registerMetrics } from '../../src/metrics.js';
+import type { ClusterNodeView, ClusterView, MetricsPool } from '../../src/metrics.js';
 import { CLOSE_REASONS } from '../../src/pool/connection.js';
 import type { ServerHealth } from '../../src/pool/health.js';
 import { newPoolCounters } from '../../src/pool/pool.js';
@@ -16,7 +16,7 @@ import type { PoolCounters, PoolStats } from '../../src/pool/pool.js';
 import { newServerCounters } from '../../src/pool/server-pool.js';
 import type { ServerCounters, ServerStats } from '../../src/pool/server-pool.js';
 import { REQUEST_BUCKETS } from '../../src/util/histogram.js';
-import { find, parseExposition, valueOf } from '../helpers/prometheus.js';
+import { find, parseExposition, promtoolCheck, valueOf } from '../helpers/prometheus.js';
 import type { Exposition } from '../helpers/prometheus.js';
 
 const poolCounters = (): PoolCounters => newPoolCounters();
@@ -42,6 +42,7 @@ class FakePool implements MetricsPool {
   clients = 0;
   waitingRequests = 0;
   statsCalls = 0;
+  cluster: ClusterView | undefined = undefined;
 
   constructor(name: string, servers: ServerStats[], max = 8) {
     this.config = { name, connections: { max } };
@@ -56,6 +57,7 @@ class FakePool implements MetricsPool {
       clients: this.clients,
       waiting: { sessions: 0, requests: this.waitingRequests, oldestMs: 0 },
       servers: this.servers,
+      ...(this.cluster === undefined ? {} : { cluster: this.cluster }),
     };
   }
 }
@@ -292,5 +294,80 @@ describe('server up and readiness', () => {
   it('is not ready while draining', () => {
     const good = new FakePool('good', [server('b', { kind: 'up' }, ready)]);
     expect(readiness([good], true)).toEqual({ ready: false, reasons: ['poolside is shutting down'] });
+  });
+});
+
+describe('cluster pools', () => {
+  const node = (server: string, role: ClusterNodeView['role'], primary: string | null, slots: [number, number][] = []): ClusterNodeView => ({ server, role, primary, slots });
+  function clusterPool(): FakePool & { cluster: ClusterView } {
+    const pool = new FakePool('cluster', [server('10.0.0.1:7000'), server('10.0.0.2:7001'), server('10.0.0.3:7002')]);
+    const cluster: ClusterView = {
+      epoch: 6,
+      slotsCovered: 16384,
+      redirections: { moved: 3, ask: 1, tryagain: 0, clusterdown: 2 },
+      refreshes: new Map([
+        ['startup', { success: 1, failure: 0 }],
+        ['moved', { success: 2, failure: 1 }],
+      ]),
+      lastRefreshAt: 1_700_000_000,
+      nodes: [
+        node('10.0.0.1:7000', 'primary', null, [
+          [0, 8191],
+          [10000, 10000],
+        ]),
+        node('10.0.0.2:7001', 'primary', null, [
+          [8192, 9999],
+          [10001, 16383],
+        ]),
+        node('10.0.0.3:7002', 'replica', '10.0.0.1:7000'),
+      ],
+    };
+    pool.cluster = cluster;
+    return pool as FakePool & { cluster: ClusterView };
+  }
+
+  it('exports redirections by kind, refreshes by trigger and result, epoch, coverage and nodes by role', async () => {
+    const m = await setup([clusterPool(), new FakePool('plain', [server('s1')])])();
+    for (const kind of REDIRECTION_KINDS) expect(find(m, 'poolside_cluster_redirections_total', { pool: 'cluster', kind })).toHaveLength(1);
+    expect(valueOf(m, 'poolside_cluster_redirections_total', { pool: 'cluster', kind: 'moved' })).toBe(3);
+    expect(valueOf(m, 'poolside_cluster_redirections_total', { pool: 'cluster', kind: 'clusterdown' })).toBe(2);
+    expect(valueOf(m, 'poolside_cluster_topology_refreshes_total', { pool: 'cluster', trigger: 'moved', result: 'failure' })).toBe(1);
+    expect(valueOf(m, 'poolside_cluster_topology_refreshes_total', { pool: 'cluster', trigger: 'startup', result: 'success' })).toBe(1);
+    expect(valueOf(m, 'poolside_cluster_current_epoch', { pool: 'cluster' })).toBe(6);
+    expect(valueOf(m, 'poolside_cluster_slots_covered', { pool: 'cluster' })).toBe(16384);
+    expect(valueOf(m, 'poolside_cluster_last_refresh_success_timestamp_seconds', { pool: 'cluster' })).toBe(1_700_000_000);
+    expect(valueOf(m, 'poolside_cluster_nodes', { pool: 'cluster', role: 'primary' })).toBe(2);
+    expect(valueOf(m, 'poolside_cluster_nodes', { pool: 'cluster', role: 'replica' })).toBe(1);
+    expect(find(m, 'poolside_cluster_node_info', { pool: 'cluster' }).map((s) => [s.labels.server, s.labels.role, s.labels.primary])).toEqual([
+      ['10.0.0.1:7000', 'primary', ''],
+      ['10.0.0.2:7001', 'primary', ''],
+      ['10.0.0.3:7002', 'replica', '10.0.0.1:7000'],
+    ]);
+    expect(valueOf(m, 'poolside_cluster_node_slots', { server: '10.0.0.1:7000' })).toBe(8193);
+    expect(valueOf(m, 'poolside_cluster_node_slots', { server: '10.0.0.2:7001' })).toBe(8191);
+    expect(valueOf(m, 'poolside_cluster_node_slots', { server: '10.0.0.3:7002' })).toBe(0);
+    // A pool that is not a cluster has none of these series.
+    for (const sample of m.samples) if (sample.name.startsWith('poolside_cluster_')) expect(sample.labels.pool).toBe('cluster');
+    const check = await promtoolCheck(m.text);
+    expect(check.output).toBe('');
+    expect(check.code).toBe(0);
+  });
+
+  it('drops a node\'s series when it leaves the topology, and relabels a node whose role changed', async () => {
+    const pool = clusterPool();
+    const scrape = setup([pool]);
+    expect(find(await scrape(), 'poolside_cluster_node_info')).toHaveLength(3);
+    // Failover: the replica is promoted and takes the slots; the old primary is forgotten.
+    pool.servers.splice(0, 1);
+    pool.cluster.nodes = [node('10.0.0.2:7001', 'primary', null, [[8192, 16383]]), node('10.0.0.3:7002', 'primary', null, [[0, 8191]])];
+    const m = await scrape();
+    const gone = m.samples.filter((s) => s.labels.server === '10.0.0.1:7000');
+    expect(gone).toEqual([]);
+    expect(find(m, 'poolside_cluster_node_info').map((s) => [s.labels.server, s.labels.role, s.labels.primary])).toEqual([
+      ['10.0.0.2:7001', 'primary', ''],
+      ['10.0.0.3:7002', 'primary', ''],
+    ]);
+    expect(valueOf(m, 'poolside_cluster_nodes', { role: 'replica' })).toBe(0);
+    expect(valueOf(m, 'poolside_cluster_node_slots', { server: '10.0.0.3:7002' })).toBe(8192);
   });
 });
