@@ -159,6 +159,8 @@ export class RedisCluster {
       '--cluster-replica-validity-factor', '0',
       '--cluster-allow-replica-migration', 'no',
       '--cluster-require-full-coverage', 'yes',
+      // A replica's full sync starts at once, not after redis's 5s wait for more replicas to batch.
+      '--repl-diskless-sync-delay', '0',
       ...(options.extraArgs ?? []),
     ];
     const settled = await Promise.allSettled(Array.from({ length: primaries * (1 + replicas) }, () => startNode(args)));
