@@ -24,6 +24,8 @@ import type { Clock, Timer } from '../util/clock.js';
 import type { Logger } from '../util/log.js';
 import { RespError, parseResp } from './resp-value.js';
 import type { RespValue } from './resp-value.js';
+import { ReplicaReads } from './replicas.js';
+import type { ShardReplicas } from './replicas.js';
 import { isUnknownSubcommand, nodeKey, readEpoch, readShards, readSlots } from './shards.js';
 import type { NodeAddress, Shard } from './shards.js';
 import { SLOTS } from './slot.js';
@@ -120,9 +122,12 @@ export class ClusterTopology implements Router {
   readonly #ok = zeroed(REFRESH_TRIGGERS);
   readonly #failed = zeroed(REFRESH_TRIGGERS);
   readonly #redirections = zeroed(REDIRECTIONS);
+  /** read_from: the replica nodes reads may go to (none with read_from: primary). */
+  readonly #replicas: ReplicaReads;
 
   constructor(config: PoolConfig, host: ClusterHost, clock: Clock, log: Logger) {
     this.#config = config;
+    this.#replicas = new ReplicaReads(config.cluster.readFrom);
     this.#host = host;
     this.#clock = clock;
     this.#log = log;
@@ -157,6 +162,26 @@ export class ClusterTopology implements Router {
       if (node !== null && node !== undefined) return node.hopeful ? node : null;
     }
     return this.anyPrimary();
+  }
+
+  /**
+   * Where a read-only request goes (CommandSpec.readOnly): a replica of the slot's shard that
+   * read_from accepts now (replicas.ts), else wherever route() sends it.
+   */
+  routeRead(hash: number | null): ServerPool | null {
+    if (hash !== null && this.#replicas.enabled) {
+      const primary = this.#slots[hash];
+      if (primary !== null && primary !== undefined) {
+        const replica = this.#replicas.pick(primary);
+        if (replica !== null) return replica;
+      }
+    }
+    return this.route(hash);
+  }
+
+  /** A primary's replica nodes that reads may go to (none with read_from: primary). */
+  replicasOf(primary: ServerPool): readonly ServerPool[] {
+    return this.#replicas.replicasOf(primary);
   }
 
   /** A key's group for splitting a multi-key request: its slot (Redis refuses keys of different slots). */
@@ -233,7 +258,8 @@ export class ClusterTopology implements Router {
     const key = nodeKey(host, port);
     const known = this.#nodes.get(key);
     if (known !== undefined) return known.server;
-    const server = this.#revive(key) ?? this.#create(host, port, key);
+    // A replica promoted by a failover: the node it already has serves as the slot's owner.
+    const server = this.#replicas.find(key) ?? this.#revive(key) ?? this.#create(host, port, key);
     this.#nodes.set(key, { server, id: null, replicas: [] });
     this.#rebuildAll();
     return server;
@@ -427,7 +453,7 @@ export class ClusterTopology implements Router {
       const key = nodeKey(shard.primary.host, shard.primary.port);
       let server = next.get(key)?.server;
       if (server === undefined) {
-        server = this.#nodes.get(key)?.server ?? this.#revive(key) ?? this.#create(shard.primary.host, shard.primary.port, key);
+        server = this.#nodes.get(key)?.server ?? this.#replicas.find(key) ?? this.#revive(key) ?? this.#create(shard.primary.host, shard.primary.port, key);
         next.set(key, { server, id: shard.primary.id, replicas: shard.replicas });
         primaries.push(server);
         replicas += shard.replicas.length;
@@ -447,6 +473,14 @@ export class ClusterTopology implements Router {
     }
     this.#nodes.clear();
     for (const [key, node] of next) this.#nodes.set(key, node);
+    // Replicas (read_from): a primary demoted by a failover is kept as a replica, not drained.
+    const shardReplicas: ShardReplicas[] = [];
+    for (const node of next.values()) shardReplicas.push({ primary: node.server, replicas: node.replicas });
+    const dropped = this.#replicas.apply(shardReplicas, new Set(primaries), (key, address) => next.get(key)?.server ?? this.#revive(key) ?? this.#create(address.host, address.port, key));
+    for (const server of dropped) {
+      this.#leaving.add(server);
+      this.#log.info('cluster replica left the topology; draining it', { pool: this.#config.name, server: server.name });
+    }
     this.#primaries = primaries;
     this.#next = 0;
     this.#covered = covered;
@@ -499,6 +533,7 @@ export class ClusterTopology implements Router {
   #rebuildAll(): void {
     const all: ServerPool[] = [];
     for (const node of this.#nodes.values()) if (!all.includes(node.server)) all.push(node.server);
+    for (const server of this.#replicas.servers()) if (!all.includes(server)) all.push(server);
     for (const server of this.#leaving) if (!all.includes(server)) all.push(server);
     this.#all = all;
   }
@@ -541,6 +576,7 @@ export class ClusterTopology implements Router {
     const all = this.#all;
     this.#leaving.clear();
     this.#nodes.clear();
+    this.#replicas.clear();
     this.#all = [];
     await Promise.all(all.map((server) => server.close()));
   }

@@ -9,6 +9,7 @@ import type { ClusterView } from '../metrics.js';
 import type { ClientHandle } from '../codec/session-rules.js';
 import { ClusterTopology } from '../cluster/topology.js';
 import { keySlot } from '../cluster/slot.js';
+import { clusterView } from '../cluster/view.js';
 import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import { FAILURE_REASONS } from '../errors.js';
 import type { FailureReason } from '../errors.js';
@@ -232,8 +233,12 @@ export class Pool implements ServerPoolEvents {
     return hashKey(this.#hash, bytes, start, end, this.#hashTag);
   }
 
-  /** The server for a key hash (null: a request without keys), or null when none can take it. */
-  route(hash: number | null): ServerPool | null {
+  /**
+   * The server for a key hash (null: a request without keys), or null when none can take it.
+   * `readOnly` (CommandSpec.readOnly): a cluster pool may send it to a replica (cluster.read_from).
+   */
+  route(hash: number | null, readOnly = false): ServerPool | null {
+    if (readOnly && this.cluster !== null) return this.cluster.routeRead(hash);
     return this.router.route(hash);
   }
 
@@ -350,6 +355,7 @@ export class Pool implements ServerPoolEvents {
       clients: this.clients,
       waiting: { sessions: this.#waiters.length, requests: this.waitingRequests, oldestMs: oldest },
       servers: this.servers.map((server) => server.stats()),
+      ...(this.cluster === null ? {} : { cluster: clusterView(this.cluster) }),
     };
   }
 

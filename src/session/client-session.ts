@@ -656,7 +656,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#answerError(slot, 'CROSS_SERVER', `keys of ${slot.spec.name} map to different servers of pool ${pool.config.name}`);
       return true;
     }
-    const server = pool.route(slot.hash);
+    const server = pool.route(slot.hash, slot.spec.readOnly);
     if (server === null) {
       this.#answerError(slot, 'NO_HEALTHY_SERVER', `no healthy server in pool ${pool.config.name}`);
       return true;
@@ -768,7 +768,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** A part's server now: its own (broadcast; null while ejected), or where its keys route. */
   #partServer(slot: Slot): ServerPool | null {
     const fixed = slot.part?.server ?? null;
-    if (fixed === null) return this.#pool.route(slot.hash);
+    if (fixed === null) return this.#pool.route(slot.hash, slot.spec.readOnly);
     return fixed.health.kind === 'ejected' ? null : fixed;
   }
 

@@ -24,6 +24,8 @@ let errorRepliesBytes = 0;
 const MAX_ERROR_MESSAGE = 512;
 const BUSY = Buffer.from('-BUSY');
 const LOADING = Buffer.from('-LOADING');
+/** Lets a Redis Cluster replica answer reads of its primary's slots on this connection. */
+const READONLY_REQUEST = encodeCommand(['READONLY']);
 
 function startsWith(bytes: Buffer, prefix: Buffer): boolean {
   return bytes.length >= prefix.length && bytes.compare(prefix, 0, prefix.length, 0, prefix.length) === 0;
@@ -46,8 +48,13 @@ export const redisCodec: RedisCodec = {
     // session's rules check client_auth.
     const policy = new CommandPolicy(config.name, config.commands);
     const auth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth, { clock: env.clock, log: env.log, pool: config.name });
+    // A cluster pool that reads from replicas: every node connection (and every reset of an
+    // exclusive one: RESET turns it off) is READONLY, after AUTH and before the readiness PING.
+    // Harmless on a primary, and a primary demoted by a failover keeps serving reads as a replica.
+    const readOnly = config.routing === 'cluster' && config.cluster.readFrom !== 'primary';
     return {
       ...redisCodec,
+      ...(readOnly ? { initRequests: (username: string | null, password: string | null, db: number) => [...redisCodec.initRequests(username, password, db), READONLY_REQUEST] } : {}),
       sessionRules: () => new RedisSessionRules(auth),
       classify: (bytes: Buffer, args: ArgView) =>
         policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args),
