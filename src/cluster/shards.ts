@@ -11,13 +11,18 @@ export interface NodeAddress {
   port: number;
   /** The cluster's node id (40 hex), when the reply gave it. */
   id: string | null;
+  /**
+   * CLUSTER SHARDS's health: `online`, or `loading` (a replica still syncing, or one whose offset
+   * the primary has not heard yet: Redis 7.0 reports fresh replicas so); null from CLUSTER SLOTS.
+   */
+  health: string | null;
 }
 
 export interface Shard {
   /** Inclusive ranges [start, end], as the cluster gives them. */
   ranges: [number, number][];
   primary: NodeAddress;
-  /** Replicas the node called healthy (online). */
+  /** Replicas not flagged failed (read_from decides what `loading` ones are worth). */
   replicas: NodeAddress[];
 }
 
@@ -59,12 +64,12 @@ export function readShards(reply: RespValue, tls: boolean): Shard[] {
       const port = tls && typeof node.get('tls-port') === 'number' ? node.get('tls-port') : node.get('port');
       const id = node.get('id');
       if (host === null || typeof port !== 'number' || port <= 0) continue;
-      const address: NodeAddress = { host, port, id: typeof id === 'string' ? id : null };
-      const role = node.get('role');
       const health = node.get('health');
+      const address: NodeAddress = { host, port, id: typeof id === 'string' ? id : null, health: typeof health === 'string' ? health : null };
+      const role = node.get('role');
       if (role === 'master' || role === 'primary') {
         if (health !== 'failed') primary = address;
-      } else if (health === 'online') {
+      } else if (health !== 'failed') {
         replicas.push(address);
       }
     }
@@ -86,7 +91,7 @@ export function readSlots(reply: RespValue): Shard[] {
     for (let i = 2; i < entry.length; i++) {
       const node = entry[i];
       if (!Array.isArray(node) || typeof node[0] !== 'string' || typeof node[1] !== 'number') continue;
-      addresses.push({ host: node[0], port: node[1], id: typeof node[2] === 'string' ? node[2] : null });
+      addresses.push({ host: node[0], port: node[1], id: typeof node[2] === 'string' ? node[2] : null, health: null });
     }
     const [primary, ...replicas] = addresses;
     if (primary === undefined || primary.host === '' || primary.host === '?') continue;

@@ -288,7 +288,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     // Redis Cluster has one database and its own slot hashing (CRC16 with {hash tags}).
     walk.check(ketamaSlot === undefined, [ketamaSlot], 'ketama does not apply to routing: cluster (keys go by Redis Cluster hash slot, {hash tags} included)');
     const selecting = servers.find((s) => s.config.db !== 0);
-    walk.check(selecting === undefined, [selecting?.nameSlot], 'a Redis Cluster has only database 0: db must be 0 for routing: cluster');
+    walk.check(selecting === undefined, [selecting?.dbSlot], 'a Redis Cluster has only database 0: db must be 0 for routing: cluster');
   }
 
   const connections = pool.section('connections', ['min', 'max']);
@@ -703,6 +703,8 @@ interface ReadServer {
   weightSlot: Slot;
   /** Where a duplicate name is reported: the name's value, or the address it defaulted from. */
   nameSlot: Slot;
+  /** Where a db that does not apply is reported: its value, or the server. */
+  dbSlot: Slot;
 }
 
 function readServers(walk: Walk, slots: Slot[], poolTls: TlsConfig | null): ReadServer[] {
@@ -733,7 +735,7 @@ function readServerString(walk: Walk, slot: Slot, poolTls: TlsConfig | null): Re
     db: DEFAULTS.server.db,
     tls: poolTls,
   };
-  return { config, weightSlot: slot, nameSlot: slot };
+  return { config, weightSlot: slot, nameSlot: slot, dbSlot: slot };
 }
 
 function readServerObject(walk: Walk, slot: Slot, poolTls: TlsConfig | null): ReadServer | undefined {
@@ -758,7 +760,7 @@ function readServerObject(walk: Walk, slot: Slot, poolTls: TlsConfig | null): Re
     db: walk.parse(server.get('db'), DEFAULTS.server.db, wholeNumber(0)),
     tls: readTls(walk, server.get('tls'), poolTls),
   };
-  return { config, weightSlot: weightSlot ?? addressSlot, nameSlot: nameSlot ?? addressSlot };
+  return { config, weightSlot: weightSlot ?? addressSlot, nameSlot: nameSlot ?? addressSlot, dbSlot: server.get('db') ?? addressSlot };
 }
 
 /**
