@@ -7,7 +7,9 @@
  *
  *   replica         a replica of the shard that is in routing (not ejected), even one still
  *                   connecting or failing: the read waits for it; the primary only when the shard
- *                   has no replica in routing.
+ *                   has no replica in routing. A replica the cluster calls `loading` (syncing)
+ *                   counts only once it has a ready connection: one still loading its dataset
+ *                   answers -LOADING and would make reads wait for nothing.
  *   prefer_replica  a replica of the shard with a ready connection now, else the primary: a read
  *                   never waits for a replica.
  *
@@ -30,6 +32,8 @@ export class ReplicaReads {
   #byKey = new Map<string, ServerPool>();
   /** Each primary's replica nodes, in the map's order. */
   #of = new Map<ServerPool, readonly ServerPool[]>();
+  /** Replicas CLUSTER SHARDS called `loading` in the last map. */
+  #loading = new Set<ServerPool>();
   #turn = 0;
 
   constructor(mode: ReadFrom) {
@@ -66,15 +70,19 @@ export class ReplicaReads {
     const before = this.#byKey;
     const byKey = new Map<string, ServerPool>();
     const of = new Map<ServerPool, readonly ServerPool[]>();
+    const loading = new Set<ServerPool>();
     if (this.enabled) {
       for (const shard of shards) {
         const replicas: ServerPool[] = [];
         for (const address of shard.replicas) {
+          // Redis 7.0 says `fail` where its documentation (and later versions) say `failed`.
+          if (address.health === 'fail' || address.health === 'failed') continue;
           const key = nodeKey(address.host, address.port);
           const server = byKey.get(key) ?? before.get(key) ?? obtain(key, address);
           if (primaries.has(server)) continue;
           byKey.set(key, server);
           replicas.push(server);
+          if (address.health === 'loading') loading.add(server);
         }
         of.set(shard.primary, replicas);
       }
@@ -83,6 +91,7 @@ export class ReplicaReads {
     for (const [key, server] of before) if (!byKey.has(key) && !primaries.has(server)) dropped.push(server);
     this.#byKey = byKey;
     this.#of = of;
+    this.#loading = loading;
     return dropped;
   }
 
@@ -102,7 +111,7 @@ export class ReplicaReads {
       const replica = replicas[(start + i) % n];
       if (replica.health.kind === 'ejected') continue;
       if (replica.usable) return replica;
-      fallback ??= replica;
+      if (!this.#loading.has(replica)) fallback ??= replica;
     }
     return waitable ? fallback : null;
   }
@@ -110,6 +119,7 @@ export class ReplicaReads {
   clear(): void {
     this.#byKey = new Map();
     this.#of = new Map();
+    this.#loading = new Set();
   }
 }
 

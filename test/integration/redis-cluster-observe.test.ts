@@ -6,7 +6,6 @@
  */
 import YAML from 'yaml';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { keySlot } from '../../src/cluster/slot.js';
 import { parseConfig } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { Cleanup } from '../helpers/cleanup.js';
@@ -25,21 +24,8 @@ let cluster: RedisCluster;
 const clusterCleanup = new Cleanup();
 beforeAll(async () => {
   cluster = await startCluster(clusterCleanup, { primaries: 3, replicasPerPrimary: 1 });
-  // CLUSTER SHARDS calls a replica `loading` until its replication offset is above 0, which on an
-  // empty cluster waits for the primary's first replication ping (10 s): one write per shard.
-  for (const primary of await cluster.primaries()) {
-    const slots = new Set(await cluster.slotsOf(primary));
-    let i = 0;
-    while (!slots.has(slotOf(`seed:${i}`))) i++;
-    await cluster.must(primary, 'SET', `seed:${i}`, 'seed');
-  }
 }, 60_000);
 afterAll(() => clusterCleanup.run());
-
-function slotOf(key: string): number {
-  const bytes = Buffer.from(key);
-  return keySlot(bytes, 0, bytes.length);
-}
 
 /** A proxy with one cluster pool `c` seeded with one node, its admin endpoint on a free port. */
 async function startClusterProxy(cluster: RedisCluster, pool: PoolYaml = {}): Promise<Proxy> {
