@@ -13,7 +13,7 @@ import { SLOTS, startCluster } from '../helpers/cluster.js';
 import type { RedisCluster } from '../helpers/cluster.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import { RawClient, RespError } from '../helpers/resp-client.js';
-import { waitFor } from '../helpers/servers.js';
+import { freePort, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 let cluster: RedisCluster;
@@ -178,5 +178,51 @@ describe('routing: cluster', () => {
   it('sends keyless commands to a primary', async () => {
     expect(await client.call('PING')).toBe('PONG');
     expect(await client.call('ECHO', 'hi')).toBe('hi');
+  });
+
+  it('pins a blocking pop to its key\'s node', async () => {
+    const blocked = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+    blocked.send('BLPOP', 'block:list', '5');
+    await waitFor(() => (pool.counters.pins.get('blocking') ?? 0) > 0, 'the BLPOP to pin');
+    const owner = await cluster.ownerOfKey('block:list');
+    await waitFor(async () => String(await cluster.command(owner, 'CLIENT', 'LIST')).includes('cmd=blpop'), 'the BLPOP to block on its key\'s node');
+    expect(await client.call('RPUSH', 'block:list', 'x')).toBe(1);
+    expect(await blocked.reply()).toEqual(['block:list', 'x']);
+  });
+
+  it('discovers from the next seed when the first does not answer, and refreshes periodically', async () => {
+    const dead = `127.0.0.1:${await freePort()}`;
+    const other = cleanup.add(
+      await startProxy([dead, cluster.nodes[1].address], { routing: 'cluster', cluster: { refresh_interval: '100ms' }, connect: { backoff: { initial: '10ms', max: '50ms' } } }),
+      (p) => p.close(),
+    );
+    const otherPool = other.pools.get('p');
+    await waitFor(() => otherPool?.cluster?.stats().slotsCovered === SLOTS, 'the slot map from the second seed', 10_000);
+    const c = cleanup.add(await RawClient.connect(portOf(other)), (x) => x.destroy());
+    expect(await c.call('SET', 'seed:k', 'v')).toBe('OK');
+    expect(await c.call('GET', 'seed:k')).toBe('v');
+    await waitFor(() => (otherPool?.cluster?.stats().refreshes.ok.periodic ?? 0) >= 2, 'periodic refreshes');
+    // The dead seed is no node of the cluster: drained and closed once the map was known.
+    await waitFor(() => otherPool?.servers.every((s) => s.name !== dead) === true, 'the dead seed to leave');
+    expect(otherPool?.servers).toHaveLength(3);
+  });
+
+  it('follows a manual failover: the new primary joins, the old one is drained and closed', async () => {
+    const key = 'failover:k';
+    expect(await client.call('SET', key, 'before')).toBe('OK');
+    const old = await cluster.ownerOfKey(key);
+    const [replica] = await cluster.replicasOf(old);
+    await cluster.manualFailover(replica);
+    // The old primary answers MOVED now (it is a replica): followed, and the refresh it asks for
+    // replaces it in the node set.
+    expect(await client.call('GET', key)).toBe('before');
+    expect(await client.call('SET', key, 'after')).toBe('OK');
+    await waitFor(
+      () => pool.servers.some((s) => s.config.address.port === replica.port) && pool.servers.every((s) => s.config.address.port !== old.port),
+      'the old primary to be drained and closed',
+      10_000,
+    );
+    expect(pool.cluster?.stats().nodes).toBe(3);
+    expect(await cluster.command(replica, 'GET', key)).toBe('after');
   });
 });
