@@ -439,7 +439,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** The send itself: to the redirect target (ASKING first for an ASK) or where its key routes; false without a ready connection. */
   #sendRedirected(slot: Slot): boolean {
     const target = slot.redirectTo;
-    const server = target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash);
+    const server = target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash, slot.spec.readOnly);
     if (server === null) return false;
     const conn = this.#affinity.pick(server);
     if (conn === null) return false;

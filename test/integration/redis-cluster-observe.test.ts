@@ -109,6 +109,27 @@ describe('read_from against a real cluster', () => {
     }
   });
 
+  it('replica: a replica that answers MOVED after its slot moved to another shard is followed, and the next reads go to the new shard\'s replica', async () => {
+    // No periodic refresh: the map changes only on what the nodes answer.
+    const proxy = await startClusterProxy(cluster, { cluster: { read_from: 'replica', refresh_interval: '0s' } });
+    const client = await connectRedis(cleanup, portOf(proxy, 'c'), { disableClientInfo: true });
+    const key = 'observe:moving';
+    await client.set(key, 'before');
+    await waitFor(async () => (await client.get(key)) === 'before', `${key} replicated`, 5000, 10);
+    const from = await cluster.ownerOfKey(key);
+    const to = (await cluster.primaries()).find((p) => p !== from);
+    if (to === undefined) throw new Error('one primary only');
+    const [toReplica] = await cluster.replicasOf(to);
+    const movedBefore = proxy.stats()[0].cluster?.redirections.moved ?? 0;
+    await (await cluster.migrateSlot(await cluster.slotOf(key), to)).finish();
+    // The old shard's replica (or primary) now answers MOVED for the key; poolside follows it.
+    for (let i = 0; i < 10; i++) expect(await client.get(key)).toBe('before');
+    expect(proxy.stats()[0].cluster?.redirections.moved ?? 0).toBeGreaterThan(movedBefore);
+    await resetStats();
+    await waitFor(async () => (await client.get(key)) === 'before' && ((await commandCalls(toReplica)).get ?? 0) > 0, 'reads on the new shard\'s replica', 10_000, 20);
+    expect((await commandCalls(to)).get ?? 0).toBe(0);
+  });
+
   it('primary: every read goes to the primary and no replica connection is opened', async () => {
     const proxy = await startClusterProxy(cluster);
     const client = await connectRedis(cleanup, portOf(proxy, 'c'), { disableClientInfo: true });
