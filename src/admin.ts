@@ -3,7 +3,8 @@
  *
  *   GET /metrics   Prometheus text exposition of the registry
  *   GET /healthz   200 "ok" while the process runs (liveness)
- *   GET /readyz    200 when every pool has a server that takes traffic now; 503 with the reasons
+ *   GET /readyz    200 when every pool has a server that takes traffic now (and a cluster pool
+ *                  its topology); 503 with the reasons
  *                  otherwise, and while poolside drains (readiness: the orchestrator stops
  *                  sending new clients before they would be refused)
  *   GET /stats     JSON snapshot of every pool, server and counter, plus uptime;
@@ -74,13 +75,20 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 
 /**
  * Ready when poolside is not draining and every pool has at least one server that takes traffic
- * now (isServerUp: not ejected, with a ready shared connection).
+ * now (isServerUp: not ejected, with a ready shared connection); a cluster pool also once it has
+ * read the cluster's topology.
  */
 export function readiness(pools: Iterable<MetricsPool>, draining: boolean): Readiness {
   const reasons: string[] = [];
   if (draining) reasons.push('poolside is shutting down');
   for (const pool of pools) {
-    const { name, servers } = pool.stats();
+    const { name, servers, cluster } = pool.stats();
+    if (cluster !== undefined && cluster.lastRefreshAt === 0) {
+      // Seeds may be up, but without a slot map every request would be a redirection.
+      const up = servers.filter(isServerUp).length;
+      reasons.push(`pool ${name} has not read the cluster's topology yet (${up} of ${servers.length} seed nodes with a ready connection)`);
+      continue;
+    }
     if (servers.some(isServerUp)) continue;
     const why = servers.map((s) => `${s.name} ${describeServer(s)}`).join(', ');
     reasons.push(`pool ${name} has no server with a ready connection (${why})`);

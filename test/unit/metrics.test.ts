@@ -291,6 +291,14 @@ describe('server up and readiness', () => {
     expect(result.reasons).toEqual(['pool bad has no server with a ready connection (c failing: connect ECONNREFUSED)']);
   });
 
+  it('is not ready while a cluster pool has no topology yet', () => {
+    const pool = new FakePool('c', [server('seed', { kind: 'up' }, ready)]);
+    pool.cluster = { epoch: 0, slotsCovered: 0, redirections: { moved: 0, ask: 0, tryagain: 0, clusterdown: 0 }, refreshes: new Map(), lastRefreshAt: 0, nodes: [] };
+    expect(readiness([pool], false).reasons).toEqual(["pool c has not read the cluster's topology yet (1 of 1 seed nodes with a ready connection)"]);
+    pool.cluster = { ...pool.cluster, lastRefreshAt: 1_700_000_000, slotsCovered: 16384 };
+    expect(readiness([pool], false)).toEqual({ ready: true, reasons: [] });
+  });
+
   it('is not ready while draining', () => {
     const good = new FakePool('good', [server('b', { kind: 'up' }, ready)]);
     expect(readiness([good], true)).toEqual({ ready: false, reasons: ['poolside is shutting down'] });
