@@ -301,6 +301,7 @@ function clusterJson(c: ClusterView, servers: readonly ServerStats[]): object {
     lastRefreshAt: c.lastRefreshAt,
     redirections: { ...c.redirections },
     refreshes: Object.fromEntries([...c.refreshes].map(([trigger, n]) => [trigger, { success: n.success, failure: n.failure }])),
+    refreshesCoalesced: c.refreshesCoalesced,
     nodes: c.nodes.map((node) => {
       const server = byName.get(node.server);
       return {

@@ -73,6 +73,8 @@ export interface ClusterView {
   redirections: Readonly<Record<RedirectionKind, number>>;
   /** Topology refreshes by what triggered them (startup, periodic, moved, failure…) and outcome. */
   refreshes: ReadonlyMap<string, { readonly success: number; readonly failure: number }>;
+  /** Refreshes asked for while one ran, was due or waited: joined to it instead of run. */
+  refreshesCoalesced: number;
   /** When the last successful refresh ended, Unix seconds (0 = none yet). */
   lastRefreshAt: number;
   nodes: readonly ClusterNodeView[];
@@ -419,7 +421,7 @@ export function registerMetrics(options: MetricsOptions): void {
   // the cluster: a node that leaves the topology leaves every family at the next scrape.
   family(
     'poolside_cluster_redirections_total',
-    'Redirections a cluster pool followed for requests, by the server\'s error: moved (slot owned elsewhere; the slot map is updated), ask (slot migrating: ASKING and the request sent to the target once), tryagain (multi-key request during a migration) and clusterdown (the cluster cannot serve the slot), the last two retried with backoff.',
+    'Redirections cluster nodes answered to client requests (followed, or passed on once cluster.max_redirects or the deadline ran out), by kind: moved (slot owned elsewhere; the slot map is updated), ask (slot migrating: ASKING and the request sent to the target once), tryagain (multi-key request during a migration) and clusterdown (the cluster cannot serve the slot), the last two retried with backoff.',
     'counter',
     [...POOL, 'kind'],
     eachCluster((p, c, emit) => {
@@ -438,6 +440,13 @@ export function registerMetrics(options: MetricsOptions): void {
         emit(p.labels, counts.failure, failure);
       }
     }),
+  );
+  family(
+    'poolside_cluster_topology_refreshes_coalesced_total',
+    'Topology refreshes asked for (by a MOVED, a failing node…) while one was running, due or waiting, and joined to it instead: at most one refresh runs at a time, at least 200 ms apart.',
+    'counter',
+    POOL,
+    eachCluster((p, c, emit) => emit(p.labels, c.refreshesCoalesced)),
   );
   family(
     'poolside_cluster_last_refresh_success_timestamp_seconds',

@@ -27,6 +27,7 @@ export function clusterView(topology: ClusterTopology): ClusterView {
     slotsCovered: stats.slotsCovered,
     redirections: stats.redirections,
     refreshes,
+    refreshesCoalesced: stats.refreshesCoalesced,
     lastRefreshAt: stats.lastRefreshOk,
     nodes,
   };

@@ -293,7 +293,7 @@ describe('server up and readiness', () => {
 
   it('is not ready while a cluster pool has no topology yet', () => {
     const pool = new FakePool('c', [server('seed', { kind: 'up' }, ready)]);
-    pool.cluster = { epoch: 0, slotsCovered: 0, redirections: { moved: 0, ask: 0, tryagain: 0, clusterdown: 0 }, refreshes: new Map(), lastRefreshAt: 0, nodes: [] };
+    pool.cluster = { epoch: 0, slotsCovered: 0, redirections: { moved: 0, ask: 0, tryagain: 0, clusterdown: 0 }, refreshes: new Map(), refreshesCoalesced: 0, lastRefreshAt: 0, nodes: [] };
     expect(readiness([pool], false).reasons).toEqual(["pool c has not read the cluster's topology yet (1 of 1 seed nodes with a ready connection)"]);
     pool.cluster = { ...pool.cluster, lastRefreshAt: 1_700_000_000, slotsCovered: 16384 };
     expect(readiness([pool], false)).toEqual({ ready: true, reasons: [] });
@@ -317,6 +317,7 @@ describe('cluster pools', () => {
         ['startup', { success: 1, failure: 0 }],
         ['moved', { success: 2, failure: 1 }],
       ]),
+      refreshesCoalesced: 4,
       lastRefreshAt: 1_700_000_000,
       nodes: [
         node('10.0.0.1:7000', 'primary', null, [
@@ -342,6 +343,7 @@ describe('cluster pools', () => {
     expect(valueOf(m, 'poolside_cluster_topology_refreshes_total', { pool: 'cluster', trigger: 'moved', result: 'failure' })).toBe(1);
     expect(valueOf(m, 'poolside_cluster_topology_refreshes_total', { pool: 'cluster', trigger: 'startup', result: 'success' })).toBe(1);
     expect(valueOf(m, 'poolside_cluster_current_epoch', { pool: 'cluster' })).toBe(6);
+    expect(valueOf(m, 'poolside_cluster_topology_refreshes_coalesced_total', { pool: 'cluster' })).toBe(4);
     expect(valueOf(m, 'poolside_cluster_slots_covered', { pool: 'cluster' })).toBe(16384);
     expect(valueOf(m, 'poolside_cluster_last_refresh_success_timestamp_seconds', { pool: 'cluster' })).toBe(1_700_000_000);
     expect(valueOf(m, 'poolside_cluster_nodes', { pool: 'cluster', role: 'primary' })).toBe(2);
