@@ -187,3 +187,23 @@ describe('the rules and the dashboard against a real scrape', () => {
     expect([...reasons].filter((r) => !explained(r))).toEqual([]);
   });
 });
+
+describe('the cluster alerts docs/operations.md suggests', () => {
+  it('pass promtool check rules and read only metrics docs/metrics.md documents', async () => {
+    const guide = fs.readFileSync(path.join(ROOT, 'docs/operations.md'), 'utf8');
+    const section = guide.slice(guide.indexOf('## In front of a Redis Cluster'));
+    const block = /```yaml\n([\s\S]*?)```/.exec(section);
+    if (block === null) throw new Error('no yaml block in the cluster section of docs/operations.md');
+    const alerts = YAML.parse(block[1]) as Rule[];
+    expect(alerts.length).toBeGreaterThanOrEqual(3);
+    const dir = tempDir('poolside-cluster-alerts-');
+    cleanup.defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'cluster-alerts.yml');
+    fs.writeFileSync(file, YAML.stringify({ groups: [{ name: 'poolside-cluster', rules: alerts }] }));
+    const result = await runTool('promtool', 'prometheus', ['check', 'rules', file]);
+    expect(result.code, result.output).toBe(0);
+    const documented = fs.readFileSync(path.join(ROOT, 'docs/metrics.md'), 'utf8');
+    const metrics = alerts.flatMap((a) => selectors(a.expr).map((sel) => sel.metric));
+    expect(metrics.filter((m) => !documented.includes(`\`${m}\``))).toEqual([]);
+  });
+});
