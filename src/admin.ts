@@ -308,8 +308,10 @@ function clusterJson(c: ClusterView, servers: readonly ServerStats[]): object {
         server: node.server,
         role: node.role,
         primary: node.primary,
+        // A node with no server here is a replica poolside does not connect to (read_from: primary).
+        connected: server !== undefined,
         up: server === undefined ? false : isServerUp(server),
-        health: server === undefined ? 'unknown' : server.health.kind,
+        health: server === undefined ? null : server.health.kind,
         slots: node.slots.map(([first, last]) => (first === last ? String(first) : `${first}-${last}`)),
         slotCount: slotCount(node.slots),
       };

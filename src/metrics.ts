@@ -61,8 +61,9 @@ export type NodeRole = (typeof NODE_ROLES)[number];
 
 /**
  * What metrics and /stats read of a `routing: cluster` pool, at scrape time (PoolStats.cluster).
- * Its nodes' connections and health are the pool's servers (PoolStats.servers, by name): a node
- * that leaves the topology leaves both lists, and its series go with it.
+ * The connections and health of the nodes poolside connects to are the pool's servers
+ * (PoolStats.servers, by name; replicas only when read_from reads from them): a node that leaves
+ * the topology leaves both lists, and its series go with it.
  */
 export interface ClusterView {
   /** The cluster's current epoch as last read (CLUSTER INFO / the highest config epoch seen); 0 before the first topology. */

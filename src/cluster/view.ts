@@ -5,6 +5,7 @@
  */
 import type { ClusterNodeView, ClusterView } from '../metrics.js';
 import type { ServerPool } from '../pool/server-pool.js';
+import { nodeKey } from './shards.js';
 import { SLOTS } from './slot.js';
 import type { ClusterTopology } from './topology.js';
 import { REFRESH_TRIGGERS } from './topology.js';
@@ -19,7 +20,17 @@ export function clusterView(topology: ClusterTopology): ClusterView {
     const ranges = slotRanges(topology);
     for (const primary of topology.primaries()) {
       nodes.push({ server: primary.name, role: 'primary', primary: null, slots: ranges.get(primary) ?? [] });
-      for (const replica of topology.replicasOf(primary)) nodes.push({ server: replica.name, role: 'replica', primary: primary.name, slots: [] });
+      const connected = topology.replicasOf(primary);
+      if (connected.length > 0) {
+        for (const replica of connected) nodes.push({ server: replica.name, role: 'replica', primary: primary.name, slots: [] });
+        continue;
+      }
+      // read_from: primary: replicas have no connections (no server of the pool), but they are
+      // the cluster's nodes all the same.
+      for (const address of topology.describe(primary)?.replicas ?? []) {
+        if (address.health === 'fail' || address.health === 'failed') continue;
+        nodes.push({ server: nodeKey(address.host, address.port), role: 'replica', primary: primary.name, slots: [] });
+      }
     }
   }
   return {

@@ -39,18 +39,13 @@ async function startClusterProxy(cluster: RedisCluster, pool: PoolYaml = {}): Pr
     () => {
       const stats = proxy.stats()[0];
       const c = stats.cluster;
-      return c !== undefined && c.slotsCovered === SLOTS && c.nodes.length === expectedNodes(pool) && stats.servers.every((s) => s.connections.idle + s.connections.active > 0);
+      return c !== undefined && c.slotsCovered === SLOTS && c.nodes.length === 6 && stats.servers.every((s) => s.connections.idle + s.connections.active > 0);
     },
     'poolside to know the whole cluster',
     20_000,
     20,
   );
   return proxy;
-}
-
-function expectedNodes(pool: PoolYaml): number {
-  const readFrom = (pool.cluster as { read_from?: string } | undefined)?.read_from ?? 'primary';
-  return readFrom === 'primary' ? 3 : 6;
 }
 
 /** `calls` of each command in a node's INFO commandstats (lowercase names). */
@@ -138,7 +133,13 @@ describe('read_from against a real cluster', () => {
     for (let i = 0; i < 20; i++) expect(await client.get('observe:p')).toBe('1');
     const owner = await cluster.ownerOfKey('observe:p');
     expect((await commandCalls(owner)).get).toBe(20);
-    expect(proxy.stats()[0].servers.map((s) => s.name).sort()).toEqual((await cluster.primaries()).map((n) => n.address).sort());
+    const primaries = (await cluster.primaries()).map((n) => n.address).sort();
+    expect(proxy.stats()[0].servers.map((s) => s.name).sort()).toEqual(primaries);
+    // The replicas are still the cluster's nodes in /stats, shown as not connected.
+    const stats = JSON.parse((await request(proxy.adminAddress(), '/stats')).body) as { pools: { cluster: { nodes: { server: string; role: string; connected: boolean; health: string | null }[] } }[] };
+    const replicas = stats.pools[0].cluster.nodes.filter((n) => n.role === 'replica');
+    expect(replicas).toHaveLength(3);
+    for (const replica of replicas) expect(replica).toMatchObject({ connected: false, health: null });
   });
 });
 
