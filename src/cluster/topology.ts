@@ -356,9 +356,7 @@ export class ClusterTopology implements Router {
         },
         onFailure: (_reason, message) => fail(message),
       });
-      // A node that never answers (request_timeout 0, or a frozen one) must not hold the refresh.
-      state.guard = this.#clock.setTimeout(() => fail('no answer in time'), Math.max(this.#config.requestTimeoutMs, this.#config.connect.timeoutMs, 1000));
-      state.guard.unref();
+      this.#guard(state, () => fail('no answer in time'));
       return;
     }
     if (state.tried.size === 0) {
@@ -371,25 +369,43 @@ export class ClusterTopology implements Router {
     this.#fail(state, `all ${state.tried.size} nodes asked failed`);
   }
 
+  /**
+   * A node that never answers (request_timeout 0, or a frozen one) must not hold the refresh:
+   * after max(request_timeout, connect.timeout, 1s) the next node is asked.
+   */
+  #guard(state: Extract<RefreshState, { kind: 'running' }>, onTimeout: () => void): void {
+    if (state.guard !== null) this.#clock.clearTimeout(state.guard);
+    state.guard = this.#clock.setTimeout(onTimeout, Math.max(this.#config.requestTimeoutMs, this.#config.connect.timeoutMs, 1000));
+    state.guard.unref();
+  }
+
   /** CLUSTER SHARDS was unknown (Redis before 7): CLUSTER SLOTS on the same node. */
   #askSlots(server: ServerPool, generation: number, info: RespValue): void {
+    const state = this.#refresh;
     const conn = server.pickConnection();
-    if (conn === null) return this.#attempt();
+    if (state.kind !== 'running' || conn === null) return this.#attempt();
+    let settled = false;
+    const next = (): void => {
+      if (settled || this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
+      settled = true;
+      this.#attempt();
+    };
     conn.send(SLOTS_REQUEST, {
       onResponse: (bytes) => {
-        if (this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
+        if (settled || this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
         try {
           const reply = parseResp(bytes);
           if (reply instanceof RespError) throw new Error(reply.message);
-          this.#succeed(readSlots(reply), readEpoch(info));
+          const shards = readSlots(reply);
+          settled = true;
+          this.#succeed(shards, readEpoch(info));
         } catch {
-          this.#attempt();
+          next();
         }
       },
-      onFailure: () => {
-        if (this.#refresh.kind === 'running' && this.#refresh.generation === generation) this.#attempt();
-      },
+      onFailure: next,
     });
+    this.#guard(state, next);
   }
 
   /** Known primaries first, then the other nodes (seeds, redirect targets). */
