@@ -97,7 +97,8 @@ async function setup(): Promise<Setup> {
 }
 
 function startTraffic(port: number, hotSlots: number[] = []): ClusterTraffic {
-  const traffic = ClusterTraffic.start({ clients: CLIENTS, connect: respConnector(port), hotSlots });
+  // MGET across slots too: poolside splits it per node and merges the replies in order.
+  const traffic = ClusterTraffic.start({ clients: CLIENTS, connect: respConnector(port), hotSlots, crossSlotMget: true });
   // Stopped (and its clients closed) even when the test failed half way; stop() twice is harmless.
   cleanup.defer(() => traffic.stop());
   return traffic;
@@ -144,6 +145,8 @@ function describeErrors(errors: TrafficError[], since = 0): string {
 
 function expectNoWrongAnswers(report: TrafficReport): void {
   expect(report.wrong.slice(0, 5), `${report.wrong.length} wrong answers`).toEqual([]);
+  // Every kind of request was answered right at least once (SET, GET, INCR, MGET in a slot and across).
+  expect(Object.entries(report.byOp).filter(([, n]) => n === 0)).toEqual([]);
 }
 
 /**
