@@ -16,6 +16,13 @@
  * every slot the old one served (a request sent after that must succeed); resharding allows
  * none. A write that failed may or may not have run, and the model allows exactly that.
  *
+ * The model also holds the cluster to every write it acknowledged. Redis replicates
+ * asynchronously, so a primary killed between answering a write and sending it to its replica
+ * would lose an acknowledged write (Redis Cluster promises no more); on loopback the replication
+ * stream leaves in the same event-loop turn as the reply, and no run here has seen it. Should a
+ * wrong answer in (c) or (d) ever be an acknowledged write to the victim that its successor lacks,
+ * that is this, not poolside: the wrong answer's key, value and time say which.
+ *
  * The file prints a table at the end: requests, errors, the client-visible error window (first
  * failed request sent → last error seen), how long the cluster took to agree, and when poolside's
  * map caught up, for the record; none of those times is asserted.
