@@ -30,6 +30,11 @@ import { SLOTS } from './slot.js';
 
 /** Refreshes start at least this far apart, however many MOVEDs ask for one. */
 export const MIN_GAP_MS = 200;
+/**
+ * While a primary of the map is failing or ejected, the map is read again this often (from the
+ * sweep): the cluster promotes its replica within its node timeout, and nothing else may ask.
+ */
+export const DEGRADED_REFRESH_MS = 1000;
 
 export const REFRESH_TRIGGERS = ['start', 'periodic', 'moved', 'node_failure', 'clusterdown', 'retry'] as const;
 export type RefreshTrigger = (typeof REFRESH_TRIGGERS)[number];
@@ -505,8 +510,21 @@ export class ClusterTopology implements Router {
     this.#all = all;
   }
 
-  /** From the pool's sweep: nodes that left and have nothing in flight are closed. */
-  tick(): void {
+  /**
+   * From the pool's sweep: while a primary is failing or ejected the map is refreshed every
+   * DEGRADED_REFRESH_MS (to find its promoted replica); nodes that left and have nothing in flight
+   * are closed.
+   */
+  tick(now: number): void {
+    if (this.#refresh.kind === 'idle' && now - this.#lastStartAt >= DEGRADED_REFRESH_MS) {
+      for (const node of this.#primaries) {
+        const kind = node.health.kind;
+        if (kind === 'failing' || kind === 'ejected' || kind === 'probing') {
+          this.refresh('node_failure');
+          break;
+        }
+      }
+    }
     if (this.#leaving.size === 0) return;
     let changed = false;
     for (const server of this.#leaving) {
