@@ -147,6 +147,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #busyAt = 0;
   /** Part of a request was read when the drain began: that request is still run (#admitBegun). */
   #begunBeforeDrain = false;
+  /** routing: cluster: the slot map's version its requests in flight were routed by (ClusterTopology.version). */
+  #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
   #keys: KeyRouting | null = null;
   /**
@@ -377,29 +379,35 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    */
   #redirected(slot: Slot, bytes: Buffer): boolean {
     const cluster = this.#pool.cluster;
-    if (cluster === null) return false;
-    const redirection = readRedirection(bytes);
-    if (redirection === null) return false;
-    const hopsLeft = slot.redirects < this.#pool.config.cluster.maxRedirects;
-    let target: ServerPool | null = null;
+    const redirection = cluster === null ? null : readRedirection(bytes);
+    if (cluster === null || redirection === null) return false;
+    const follow = !slot.pinned && slot.redirects < this.#pool.config.cluster.maxRedirects;
+    let target: { server: ServerPool; asking: boolean } | null = null;
     let delay = 0;
-    if (redirection.kind === 'moved' || redirection.kind === 'ask') {
-      // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
-      const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
-      if (redirection.kind === 'moved') target = cluster.moved(redirection.slot, host, redirection.port);
-      else if (slot.pinned || !hopsLeft) cluster.count('ask');
-      else {
-        cluster.count('ask');
-        target = cluster.nodeAt(host, redirection.port);
+    switch (redirection.kind) {
+      case 'moved':
+      case 'ask': {
+        // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
+        const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
+        if (redirection.kind === 'moved') {
+          // The map learns it whether or not this request follows it.
+          target = { server: cluster.moved(redirection.slot, host, redirection.port), asking: false };
+        } else {
+          cluster.count('ask');
+          if (follow) target = { server: cluster.nodeAt(host, redirection.port), asking: true };
+        }
+        break;
       }
-    } else {
-      cluster.count(redirection.kind);
-      delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** slot.redirects);
-      if (this.#pool.now() + delay > this.#redirectDeadline(slot)) return false;
+      case 'tryagain':
+      case 'clusterdown':
+        cluster.count(redirection.kind);
+        delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** slot.redirects);
+        if (this.#pool.now() + delay > this.#redirectDeadline(slot)) return false;
+        break;
     }
-    if (slot.pinned || !hopsLeft) return false;
+    if (!follow) return false;
     slot.redirects++;
-    slot.redirectTo = target === null ? null : { server: target, asking: redirection.kind === 'ask' };
+    slot.redirectTo = target;
     this.#settle(slot);
     this.#resend(slot, delay);
     return true;
@@ -742,9 +750,26 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return this.#startPin(slot);
       default:
         if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
+        if (this.#mapChanged()) return false;
         if (slot.fanout !== null) return this.#sendFanout(slot, slot.fanout);
         return this.#sendShared(slot, true);
     }
+  }
+
+  /**
+   * routing: cluster: the slot map changed since the requests this session has in flight were
+   * routed: it waits for them (true) before routing more by the new map, so none of its requests
+   * overtakes an earlier one that will come back MOVED to the same node.
+   */
+  #mapChanged(): boolean {
+    const cluster = this.#pool.cluster;
+    if (cluster === null || cluster.version === this.#mapVersion) return false;
+    if (this.#outstanding > 0) {
+      this.#wait = 'idle';
+      return true;
+    }
+    this.#mapVersion = cluster.version;
+    return false;
   }
 
   #sendShared(slot: Slot, mayWait: boolean): boolean {

@@ -178,6 +178,10 @@ describe('routing: cluster', () => {
   it('sends keyless commands to a primary', async () => {
     expect(await client.call('PING')).toBe('PONG');
     expect(await client.call('ECHO', 'hi')).toBe('hi');
+    // Broadcast (spread: all): every primary, the sizes summed.
+    let total = 0;
+    for (const primary of await cluster.primaries()) total += Number(await cluster.command(primary, 'DBSIZE'));
+    expect(await client.call('DBSIZE')).toBe(total);
   });
 
   it('pins a blocking pop to its key\'s node', async () => {

@@ -10,7 +10,7 @@ import type { Pool } from '../../src/pool/pool.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { SLOTS } from '../helpers/cluster.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
-import { RawClient, parseReply } from '../helpers/resp-client.js';
+import { RawClient, RespError, parseReply } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { waitFor } from '../helpers/servers.js';
 
@@ -28,6 +28,8 @@ async function scriptedNode(): Promise<{ port: number; mode: Mode; asked: string
     if (command.startsWith('CLUSTER')) state.asked.push(command);
     if (command === 'PING') return '+PONG\r\n';
     if (command === 'GET K') return bulk('from-scripted');
+    // A node that keeps redirecting to itself: only the hop limit ends it.
+    if (command === 'GET LOOP') return `-MOVED 1234 127.0.0.1:${state.port}\r\n`;
     if (command.startsWith('CLUSTER') && state.mode === 'broken') return '-ERR scripted failure\r\n';
     if (command === 'CLUSTER SHARDS') return "-ERR unknown subcommand 'SHARDS'. Try CLUSTER HELP.\r\n";
     if (command === 'CLUSTER SLOTS') return `*1\r\n*3\r\n:0\r\n:${SLOTS - 1}\r\n*3\r\n${bulk('127.0.0.1')}:${state.port}\r\n${bulk('f'.repeat(40))}`;
@@ -103,4 +105,17 @@ it('falls back to CLUSTER SLOTS, keeps the last map when a refresh fails, and re
   topology.refresh('moved');
   await waitFor(() => topology.stats().refreshes.ok.moved === 1 && topology.stats().refresh === 'idle', 'the next refresh');
   expect(topology.stats().refreshes.failed.retry).toBe(retries);
+});
+
+it('passes the last MOVED to the client after cluster.max_redirects hops', async () => {
+  const node = await scriptedNode();
+  const proxy = cleanup.add(await startProxy([`127.0.0.1:${node.port}`], { routing: 'cluster', cluster: { max_redirects: 3 } }), (p) => p.close());
+  const topology = clusterOf(proxy.pools.get('p'));
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  expect(await client.call('GET', 'loop')).toEqual(new RespError(`MOVED 1234 127.0.0.1:${node.port}`));
+  // The first answer and three hops: four MOVEDs, none of them news to the map.
+  expect(topology.stats().redirections.moved).toBe(4);
+  expect(topology.stats().refreshes.ok.moved).toBe(0);
+  expect(await client.call('GET', 'k')).toBe('from-scripted');
 });
