@@ -125,6 +125,32 @@ describe('read_from against a real cluster', () => {
     expect((await commandCalls(to)).get ?? 0).toBe(0);
   });
 
+  it('replica: a killed replica is waited for only until it is out of routing, then its shard\'s reads go to the primary', async () => {
+    const proxy = await startClusterProxy(cluster, {
+      cluster: { read_from: 'replica' },
+      eject: { after_failures: 1 },
+      heartbeat: { interval: '200ms', timeout: '100ms', misses: 1 },
+    });
+    const client = await connectRedis(cleanup, portOf(proxy, 'c'), { disableClientInfo: true });
+    const key = 'observe:replica-down';
+    await client.set(key, 'y');
+    await waitFor(async () => (await client.get(key)) === 'y', `${key} replicated`, 5000, 10);
+    const owner = await cluster.ownerOfKey(key);
+    const [replica] = await cluster.replicasOf(owner);
+    await resetStats();
+    await cluster.kill(replica);
+    const served = async (): Promise<boolean> => {
+      try {
+        return (await client.get(key)) === 'y' && ((await commandCalls(owner)).get ?? 0) > 0;
+      } catch {
+        return false; // POOL_TIMEOUT while the dead replica was still waited for
+      }
+    };
+    await waitFor(served, 'reads served by the primary', 15_000, 20);
+    for (let i = 0; i < 20; i++) expect(await client.get(key)).toBe('y');
+    await cluster.restart(replica);
+  });
+
   it('primary: every read goes to the primary and no replica connection is opened', async () => {
     const proxy = await startClusterProxy(cluster);
     const client = await connectRedis(cleanup, portOf(proxy, 'c'), { disableClientInfo: true });
