@@ -20,6 +20,7 @@
 import http from 'node:http';
 import type net from 'node:net';
 import type { Registry } from 'prom-client';
+import { SLOTS } from './cluster/slot.js';
 import type { TcpAddress } from './config/schema.js';
 import { FAILURE_REASONS } from './errors.js';
 import { ADMIN_MAX_CONNECTIONS } from './fd-budget.js';
@@ -66,8 +67,6 @@ interface Reply {
 }
 
 const ALLOW = 'GET, HEAD';
-/** Redis Cluster's hash slots. */
-const SLOTS = 16384;
 /** /stats?clients=1 lists at most this many clients, then says `truncated: true`. */
 export const CLIENT_LIST_MAX = 1000;
 const TEXT = 'text/plain; charset=utf-8';
