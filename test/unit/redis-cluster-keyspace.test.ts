@@ -8,7 +8,7 @@ import { mergeReplies } from '../../src/codec/redis/fanout.js';
 import type { Merge } from '../../src/codec/redis/fanout.js';
 import { redisCodec } from '../../src/codec/redis/codec.js';
 import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
-import { encodeCursor, nextStart, parseCursor, replaceArg, scanReplyMap } from '../../src/codec/redis/scan-cursor.js';
+import { encodeCursor, nextStart, parseCursor, replaceArg, scanReplyMap, SlotOrder } from '../../src/codec/redis/scan-cursor.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { RawClient } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
@@ -225,6 +225,16 @@ describe('SCAN cursor across primaries', () => {
     expect(map(0, '0')).toBe(`*2\r\n$4\r\n5461\r\n${keys}`);
     expect(map(10923, '0')).toBe(`*2\r\n$1\r\n0\r\n${keys}`);
     expect(scanReplyMap(0, starts)(Buffer.from('-ERR x\r\n'))?.toString()).toBe('-ERR x\r\n');
+  });
+
+  it('finds each primary's first slot from the slot map, in slot order', () => {
+    const a = {};
+    const b = {};
+    const c = {};
+    // a owns 0-99 and 5000-16383, b 100-4999 but 200 (c's), nothing is unowned.
+    const owner = (slot: number) => (slot === 200 ? c : slot >= 100 && slot < 5000 ? b : a);
+    expect(new SlotOrder(owner).firstSlots()).toEqual([0, 100, 200]);
+    expect(new SlotOrder((slot) => (slot < 10 ? null : a)).firstSlots()).toEqual([10]);
   });
 
   it('rewrites only the cursor; MATCH, COUNT and TYPE pass as they are', () => {

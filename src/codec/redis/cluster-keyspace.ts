@@ -6,7 +6,7 @@
  * this table; test/unit/redis-cluster-keyspace.test.ts checks that the two agree, and that every
  * keyless command Redis 7.0 knows and poolside forwards has a rule here.
  *
- *   any        one node answers (route(null): the router's pick of a primary)
+ *   any        one node answers (route(null): the next healthy primary in turn)
  *   primaries  sent to every primary, the replies merged (fanout.ts: Merge)
  *   scan       SCAN: a cursor that names the node being scanned (scan-cursor.ts)
  *   slot       routed to the owner of the slot its argument names (CLUSTER COUNTKEYSINSLOT)
@@ -17,6 +17,7 @@
  * cannot serve the way one server does (below: READONLY, READWRITE, WAIT, WAITAOF).
  */
 import type { CommandSpec } from './commands.js';
+import { ketamaMerge } from './fanout.js';
 import type { Merge } from './fanout.js';
 
 export type ClusterRule =
@@ -149,8 +150,11 @@ function adjust(spec: CommandSpec): CommandSpec {
   }
 }
 
-/** Whether a request of `spec` without keys goes to any one node (the rules' anyServer). */
-export function clusterAnyNode(spec: CommandSpec): boolean {
+/**
+ * How a cluster pool merges a request's parts: its keyspace rule's merge for a keyless command
+ * sent to every primary, else the ketama merge (a split MGET, DEL…: by key).
+ */
+export function clusterMerge(spec: CommandSpec): Merge | undefined {
   const r = rules.get(spec.name);
-  return r !== undefined && (r.how === 'any');
+  return r !== undefined && r.how === 'primaries' ? r.merge : ketamaMerge(spec);
 }

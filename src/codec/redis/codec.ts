@@ -8,6 +8,9 @@ import { RedisSessionRules } from './session-rules.js';
 import { commandSpec, forEachKey, selectIndex } from './commands.js';
 import { CommandPolicy } from './policy.js';
 import { mergeReplies, splitRequest } from './fanout.js';
+import { ClusterClassifier, clusterMerge } from './cluster-keyspace.js';
+import { SlotOrder } from './scan-cursor.js';
+import type { CommandSpec } from './commands.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
 /**
@@ -46,11 +49,19 @@ export const redisCodec: RedisCodec = {
     // session's rules check client_auth.
     const policy = new CommandPolicy(config.name, config.commands);
     const auth = config.clientAuth === null ? null : new ClientAuth(config.clientAuth, { clock: env.clock, log: env.log, pool: config.name });
+    const classify = (bytes: Buffer, args: ArgView): CommandSpec =>
+      policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args);
+    const slotOwner = env.slotOwner;
+    if (slotOwner === undefined) return { ...redisCodec, sessionRules: () => new RedisSessionRules(auth), classify };
+    // A cluster pool: keyless and keyspace-wide commands as its keyspace table says (cluster-keyspace.ts).
+    const cluster = new ClusterClassifier();
+    const starts = new SlotOrder(slotOwner);
+    const random = (): number => env.clock.random();
     return {
       ...redisCodec,
-      sessionRules: () => new RedisSessionRules(auth),
-      classify: (bytes: Buffer, args: ArgView) =>
-        policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args),
+      sessionRules: () => new RedisSessionRules(auth, starts),
+      classify: (bytes: Buffer, args: ArgView) => cluster.apply(classify(bytes, args)),
+      mergeReplies: (spec, _request, keyCount, parts) => mergeReplies(spec, keyCount, parts, redisCodec.errorReply, clusterMerge(spec), random),
     };
   },
   forEachKey: (spec, bytes, args, visit) => forEachKey(spec, bytes, args.starts, args.ends, args.count, visit),

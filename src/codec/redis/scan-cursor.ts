@@ -27,6 +27,30 @@ export interface SlotStarts {
   firstSlots(): readonly number[];
 }
 
+/**
+ * The first slot of each primary, from the slot map: the slots where an owner appears for the
+ * first time. Read only when a node's scan ends (16384 lookups), so it is never out of date.
+ */
+export class SlotOrder implements SlotStarts {
+  readonly #owner: (slot: number) => object | null;
+
+  constructor(owner: (slot: number) => object | null) {
+    this.#owner = owner;
+  }
+
+  firstSlots(): readonly number[] {
+    const seen = new Set<object>();
+    const out: number[] = [];
+    for (let slot = 0; slot < CLUSTER_SLOTS; slot++) {
+      const owner = this.#owner(slot);
+      if (owner === null || seen.has(owner)) continue;
+      seen.add(owner);
+      out.push(slot);
+    }
+    return out;
+  }
+}
+
 export interface ScanPosition {
   /** The cursor to send to the node. */
   server: bigint;

@@ -20,7 +20,7 @@ import type { ClientCommand } from './client-commands.js';
 import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './transaction.js';
 import type { TxRole } from './transaction.js';
 import { encodeError } from './resp.js';
-import { clusterAnyNode, clusterRule } from './cluster-keyspace.js';
+import { clusterRule } from './cluster-keyspace.js';
 import { CLUSTER_SLOTS, parseCursor, replaceArg, scanReplyMap } from './scan-cursor.js';
 import type { SlotStarts } from './scan-cursor.js';
 import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
@@ -283,7 +283,6 @@ export class RedisSessionRules implements SessionRules {
   }
 
   anyServer(spec: CommandSpec): boolean {
-    if (this.#cluster !== null) return clusterAnyNode(spec) || KEYLESS_ANYWHERE.has(spec.name);
     return KEYLESS_ANYWHERE.has(spec.name);
   }
 
