@@ -227,7 +227,7 @@ describe('SCAN cursor across primaries', () => {
     expect(scanReplyMap(0, starts)(Buffer.from('-ERR x\r\n'))?.toString()).toBe('-ERR x\r\n');
   });
 
-  it('finds each primary's first slot from the slot map, in slot order', () => {
+  it("finds each primary's first slot from the slot map, in slot order", () => {
     const a = {};
     const b = {};
     const c = {};
