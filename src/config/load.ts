@@ -30,6 +30,7 @@ import type {
   LogLevel,
   PoolConfig,
   Protocol,
+  ReadFrom,
   Routing,
   ServerConfig,
   TcpAddress,
@@ -73,7 +74,8 @@ export class ConfigError extends Error {
 }
 
 const PROTOCOLS: readonly Protocol[] = ['redis', 'memcached', 'framed', 'tcp'];
-const ROUTINGS: readonly Routing[] = ['failover', 'ketama'];
+const ROUTINGS: readonly Routing[] = ['failover', 'ketama', 'cluster'];
+const READ_FROM: readonly ReadFrom[] = ['primary', 'replica', 'prefer_replica'];
 const LEASES: readonly LeaseMode[] = ['shared', 'exclusive'];
 const LOG_LEVELS: readonly LogLevel[] = ['debug', 'info', 'warn', 'error'];
 const ON_EJECTION: readonly KetamaOnEjection[] = ['rehash', 'fail'];
@@ -81,7 +83,7 @@ const POOL_NAME = /^[a-zA-Z0-9_-]+$/;
 
 const ROOT_KEYS = ['admin', 'log', 'shutdown', 'shutdown_grace', 'pools'];
 const POOL_KEYS = [
-  'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'connections', 'exclusive', 'lease', 'queue',
+  'protocol', 'listen', 'servers', 'client_auth', 'routing', 'ketama', 'cluster', 'connections', 'exclusive', 'lease', 'queue',
   'connect', 'heartbeat', 'idle_timeout', 'max_lifetime', 'eject', 'request_timeout', 'clients', 'max_request_size',
   'max_item_size', 'commands', 'tls', 'framed', 'tcp',
 ];
@@ -279,7 +281,15 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       walk.check(config.weight >= 1, [weightSlot], message);
     }
   }
+  const ketamaSlot = pool.get('ketama');
   const ketama = pool.section('ketama', ['hash', 'on_ejection', 'hash_tag']);
+  const cluster = readCluster(walk, pool, routing, protocol);
+  if (routing === 'cluster') {
+    // Redis Cluster has one database and its own slot hashing (CRC16 with {hash tags}).
+    walk.check(ketamaSlot === undefined, [ketamaSlot], 'ketama does not apply to routing: cluster (keys go by Redis Cluster hash slot, {hash tags} included)');
+    const selecting = servers.find((s) => s.config.db !== 0);
+    walk.check(selecting === undefined, [selecting?.dbSlot], 'a Redis Cluster has only database 0: db must be 0 for routing: cluster');
+  }
 
   const connections = pool.section('connections', ['min', 'max']);
   const [minSlot, maxSlot] = [connections?.get('min'), connections?.get('max')];
@@ -341,6 +351,7 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
       onEjection: walk.parse(ketama?.get('on_ejection'), d.ketama.onEjection, oneOf(ON_EJECTION)),
       hashTag: walk.parse(ketama?.get('hash_tag'), d.ketama.hashTag, parseHashTag),
     },
+    cluster,
     connections: { min, max },
     exclusive: {
       max: exclusiveMax,
@@ -377,6 +388,25 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
     commands: readCommands(walk, pool.get('commands')),
     framed,
     tcp: readTcp(walk, pool.get('tcp'), protocol),
+  };
+}
+
+/** `cluster: { refresh_interval, max_redirects, read_from }`, only for routing: cluster (redis only). */
+function readCluster(walk: Walk, pool: Section, routing: Routing, protocol: Protocol): PoolConfig['cluster'] {
+  const d = DEFAULTS.pool.cluster;
+  const routingSlot = pool.get('routing');
+  walk.check(routing !== 'cluster' || protocol === 'redis', [routingSlot], `routing: cluster is Redis Cluster: it needs protocol redis (this pool is ${protocol})`);
+  const slot = pool.get('cluster');
+  if (slot === undefined) return d;
+  if (routing !== 'cluster') {
+    walk.report(slot, `cluster applies only to routing: cluster (this pool routes by ${routing})`);
+    return d;
+  }
+  const section = walk.section(slot, ['refresh_interval', 'max_redirects', 'read_from']);
+  return {
+    refreshIntervalMs: walk.duration(section?.get('refresh_interval'), d.refreshIntervalMs, 'allowed'),
+    maxRedirects: walk.parse(section?.get('max_redirects'), d.maxRedirects, wholeNumber(0)),
+    readFrom: walk.parse(section?.get('read_from'), d.readFrom, oneOf(READ_FROM)),
   };
 }
 
@@ -673,6 +703,8 @@ interface ReadServer {
   weightSlot: Slot;
   /** Where a duplicate name is reported: the name's value, or the address it defaulted from. */
   nameSlot: Slot;
+  /** Where a db that does not apply is reported: its value, or the server. */
+  dbSlot: Slot;
 }
 
 function readServers(walk: Walk, slots: Slot[], poolTls: TlsConfig | null): ReadServer[] {
@@ -703,7 +735,7 @@ function readServerString(walk: Walk, slot: Slot, poolTls: TlsConfig | null): Re
     db: DEFAULTS.server.db,
     tls: poolTls,
   };
-  return { config, weightSlot: slot, nameSlot: slot };
+  return { config, weightSlot: slot, nameSlot: slot, dbSlot: slot };
 }
 
 function readServerObject(walk: Walk, slot: Slot, poolTls: TlsConfig | null): ReadServer | undefined {
@@ -728,7 +760,7 @@ function readServerObject(walk: Walk, slot: Slot, poolTls: TlsConfig | null): Re
     db: walk.parse(server.get('db'), DEFAULTS.server.db, wholeNumber(0)),
     tls: readTls(walk, server.get('tls'), poolTls),
   };
-  return { config, weightSlot: weightSlot ?? addressSlot, nameSlot: nameSlot ?? addressSlot };
+  return { config, weightSlot: weightSlot ?? addressSlot, nameSlot: nameSlot ?? addressSlot, dbSlot: server.get('db') ?? addressSlot };
 }
 
 /**

@@ -9,7 +9,18 @@ import type { Account } from './accounts.js';
 import type { Probe, ProbeAnswer } from './probe.js';
 
 export type Protocol = 'redis' | 'memcached' | 'framed' | 'tcp';
-export type Routing = 'failover' | 'ketama';
+export type Routing = 'failover' | 'ketama' | 'cluster';
+/** Where a cluster pool sends reads (the replica routing itself is the observe work; core carries the value). */
+export type ReadFrom = 'primary' | 'replica' | 'prefer_replica';
+
+/** `cluster:` of a `routing: cluster` pool (defaults on every other pool, unused there). */
+export interface ClusterConfig {
+  /** Periodic topology refresh (CLUSTER SHARDS); 0 = only on MOVED, failures and CLUSTERDOWN. */
+  refreshIntervalMs: number;
+  /** Redirections (MOVED, ASK, TRYAGAIN/CLUSTERDOWN retries) followed for one request before its last error passes. */
+  maxRedirects: number;
+  readFrom: ReadFrom;
+}
 export type LeaseMode = 'shared' | 'exclusive';
 /** Every key hash twemproxy 0.5 offers; KETAMA_HASHES lists them for validation. */
 export const KETAMA_HASHES = ['fnv1a_64', 'fnv1_64', 'fnv1a_32', 'fnv1_32', 'md5', 'crc16', 'crc32', 'crc32a', 'hsieh', 'jenkins', 'murmur', 'one_at_a_time'] as const;
@@ -143,6 +154,8 @@ export interface PoolConfig {
   routing: Routing;
   /** hashTag: two characters such as "{}" (hash only what is between them), or "" for none (twemproxy's default). */
   ketama: { hash: KetamaHash; onEjection: KetamaOnEjection; hashTag: string };
+  /** routing: cluster: `servers` are the seed nodes; the nodes themselves are discovered. */
+  cluster: ClusterConfig;
   /** Shared (pipelined) connections per server; max is a hard cap, connects in progress included. */
   connections: { min: number; max: number };
   /** Exclusive (pinned) connections per server, lent to one session at a time. */
@@ -221,6 +234,7 @@ export const DEFAULTS = {
     clientAuth: null as PoolConfig['clientAuth'],
     routing: 'failover' as Routing,
     ketama: { hash: 'fnv1a_64' as KetamaHash, onEjection: 'fail' as KetamaOnEjection, hashTag: '' },
+    cluster: { refreshIntervalMs: 10_000, maxRedirects: 5, readFrom: 'primary' as ReadFrom },
     connections: { min: 2, max: 8 },
     exclusive: { max: 32, idleTimeoutMs: 60_000 },
     lease: 'shared' as LeaseMode,

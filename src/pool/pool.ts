@@ -6,7 +6,9 @@
  */
 import type { Codec } from '../codec/registry.js';
 import type { ClientHandle } from '../codec/session-rules.js';
-import type { PoolConfig } from '../config/schema.js';
+import { ClusterTopology } from '../cluster/topology.js';
+import { keySlot } from '../cluster/slot.js';
+import type { PoolConfig, ServerConfig } from '../config/schema.js';
 import { FAILURE_REASONS } from '../errors.js';
 import type { FailureReason } from '../errors.js';
 import { FailoverRouter } from '../router/failover.js';
@@ -143,8 +145,9 @@ export interface PoolStats {
 export class Pool implements ServerPoolEvents {
   readonly config: PoolConfig;
   readonly codec: Codec;
-  readonly servers: ServerPool[];
   readonly router: Router;
+  /** routing: cluster: the topology (slot map, nodes, refresh), which owns the node set; null otherwise. */
+  readonly cluster: ClusterTopology | null;
   /** Carried over from the pool a reload replaced, so the pool's series go on rather than reset. */
   readonly counters: PoolCounters;
   /** What each client may make poolside hold (clients.output_buffer, clients.input_buffer). */
@@ -152,6 +155,8 @@ export class Pool implements ServerPoolEvents {
   readonly #clients = new Map<number, PoolClient>();
   /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
+  /** The configured servers (failover, ketama); a cluster pool's nodes are its topology's. */
+  readonly #servers: readonly ServerPool[];
   readonly #serversByName: Map<string, ServerPool>;
   readonly #hash: HashFunction;
   readonly #hashTag: string;
@@ -173,9 +178,24 @@ export class Pool implements ServerPoolEvents {
     this.#clock = clock;
     this.#log = log;
     this.clientLimits = new ClientLimits(config, clock, log, this.counters);
-    this.servers = config.servers.map((server) => new ServerPool(server, config, this.codec, clock, log, this));
-    this.#serversByName = new Map(this.servers.map((server) => [server.name, server]));
-    this.router = config.routing === 'ketama' ? new KetamaRouter(this.servers, config) : new FailoverRouter(this.servers);
+    if (config.routing === 'cluster') {
+      this.#servers = [];
+      this.cluster = new ClusterTopology(
+        config,
+        {
+          createNode: (server: ServerConfig) => new ServerPool(server, config, this.codec, clock, log, this),
+          onRoutingChange: () => this.#scheduleResume(),
+        },
+        clock,
+        log,
+      );
+      this.router = this.cluster;
+    } else {
+      this.#servers = config.servers.map((server) => new ServerPool(server, config, this.codec, clock, log, this));
+      this.cluster = null;
+      this.router = config.routing === 'ketama' ? new KetamaRouter(this.#servers, config) : new FailoverRouter(this.#servers);
+    }
+    this.#serversByName = new Map(this.#servers.map((server) => [server.name, server]));
     this.#hash = hashFunction(config.ketama.hash);
     this.#hashTag = config.ketama.hashTag;
   }
@@ -186,11 +206,26 @@ export class Pool implements ServerPoolEvents {
       this.#sweep = this.#clock.setInterval(() => this.#onSweep(), sweepInterval(this.config));
       this.#sweep.unref();
     }
-    for (const server of this.servers) server.start();
+    if (this.cluster !== null) this.cluster.start();
+    for (const server of this.#servers) server.start();
   }
 
-  /** The continuum hash of one key (ketama pools). */
+  /**
+   * Every server of the pool: the configured ones, or a cluster pool's nodes as its topology knows
+   * them now (those being drained included). What the sweep, /stats and metrics read.
+   */
+  get servers(): readonly ServerPool[] {
+    return this.cluster !== null ? this.cluster.nodes : this.#servers;
+  }
+
+  /** Where a keyless broadcast goes: every server, or a cluster's primaries. */
+  broadcastTargets(): readonly ServerPool[] {
+    return this.cluster !== null ? this.cluster.primaries() : this.#servers;
+  }
+
+  /** The key's hash: the continuum hash (ketama pools), or the Redis Cluster hash slot (cluster pools). */
   hashKey(bytes: Buffer, start: number, end: number): number {
+    if (this.cluster !== null) return keySlot(bytes, start, end);
     return hashKey(this.#hash, bytes, start, end, this.#hashTag);
   }
 
@@ -201,6 +236,7 @@ export class Pool implements ServerPoolEvents {
 
   /** A server of this pool by its name (the config's, unique in the pool). */
   server(name: string): ServerPool | undefined {
+    if (this.cluster !== null) return this.cluster.node(name);
     return this.#serversByName.get(name);
   }
 
@@ -282,6 +318,7 @@ export class Pool implements ServerPoolEvents {
   }
 
   onConnectionReady(): void {
+    this.cluster?.onConnectionReady();
     this.#scheduleResume();
   }
 
@@ -290,8 +327,9 @@ export class Pool implements ServerPoolEvents {
     return true;
   }
 
-  onHealthChange(_server: ServerPool, before: ServerHealth, after: ServerHealth): void {
+  onHealthChange(server: ServerPool, before: ServerHealth, after: ServerHealth): void {
     if ((before.kind === 'ejected') !== (after.kind === 'ejected')) this.router.rebuild();
+    this.cluster?.onNodeHealth(server, after);
     // Waiters re-route: an ejected server's waiters move on or fail fast.
     this.#scheduleResume();
   }
@@ -316,7 +354,8 @@ export class Pool implements ServerPoolEvents {
     if (this.#sweep !== null) this.#clock.clearInterval(this.#sweep);
     this.#sweep = null;
     for (const entry of this.#waiters.drain()) entry.waiter.abandon('DRAINING', 'poolside is shutting down');
-    await Promise.all(this.servers.map((server) => server.close()));
+    await Promise.all(this.#servers.map((server) => server.close()));
+    if (this.cluster !== null) await this.cluster.close();
   }
 
   #scheduleResume(): void {
@@ -332,6 +371,7 @@ export class Pool implements ServerPoolEvents {
   #onSweep(): void {
     const now = this.#clock.now();
     for (const server of this.servers) server.tick(now);
+    this.cluster?.tick();
     const idleMs = this.config.clients.idleTimeoutMs;
     if (idleMs > 0 && now >= this.#nextIdleCheck) {
       // One pass over the clients, no timer per client: a client is closed at most a quarter of

@@ -9,6 +9,7 @@ import type { Router } from './router.js';
  */
 export class FailoverRouter implements Router {
   readonly keyed = false;
+  readonly keylessAnywhere = true;
   readonly #servers: readonly ServerPool[];
 
   constructor(servers: readonly ServerPool[]) {
@@ -26,6 +27,10 @@ export class FailoverRouter implements Router {
       if (server.hopeful) return server;
     }
     return null;
+  }
+
+  group(): ServerPool | null {
+    return this.route();
   }
 
   rebuild(): void {}

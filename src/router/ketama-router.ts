@@ -11,6 +11,7 @@ import type { Router } from './router.js';
  */
 export class KetamaRouter implements Router {
   readonly keyed = true;
+  readonly keylessAnywhere = false;
   readonly #servers: readonly ServerPool[];
   readonly #rehash: boolean;
   #continuum: KetamaContinuum | null = null;
@@ -29,6 +30,10 @@ export class KetamaRouter implements Router {
     // A keyless request (PING, ECHO…) goes to the server at the continuum's last point.
     const server = this.#members[continuum.serverFor((hash ?? -1) >>> 0)];
     return server.hopeful ? server : null;
+  }
+
+  group(hash: number): ServerPool | null {
+    return this.route(hash);
   }
 
   rebuild(): void {

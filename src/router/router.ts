@@ -8,6 +8,14 @@ import type { ServerPool } from '../pool/server-pool.js';
 export interface Router {
   readonly keyed: boolean;
   route(hash: number | null): ServerPool | null;
+  /**
+   * What keys must share to go in one request of a keyed pool: their server (ketama), or their
+   * hash slot (cluster: Redis refuses keys of different slots even on one node). A request whose
+   * keys fall in several groups is split per group, or refused.
+   */
+  group(hash: number): ServerPool | number | null;
+  /** A request without keys may go to any server (route(null)); false: it is refused (ketama). */
+  readonly keylessAnywhere: boolean;
   /** Server health changed: rebuild whatever depends on it. */
   rebuild(): void;
 }

@@ -226,7 +226,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         // Split from the request as the client sent it (a rewritten one has no ArgView: it stays whole, refused).
         const groups = keys.groups(spec, bytes, args);
         spread = { kind: 'split', requests: this.#codec.splitRequest(spec, bytes, args, groups.keys), ...groups };
-      } else if (keys.keys === 0 && spec.use === 'shared' && !this.#rules.anyServer(spec)) {
+      } else if (keys.keys === 0 && spec.use === 'shared' && !pool.router.keylessAnywhere && !this.#rules.anyServer(spec)) {
         const slot = new Slot(this, bytes, spec, null);
         this.#enqueue(slot);
         this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} has no key to route by in ketama pool ${pool.config.name}`);
@@ -238,7 +238,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (spread !== null) {
       slot.fanout =
         spread.kind === 'broadcast'
-          ? Fanout.broadcast(slot, pool.servers, pool.clientLimits.outputHardBytes)
+          ? Fanout.broadcast(slot, pool.broadcastTargets(), pool.clientLimits.outputHardBytes)
           : Fanout.split(slot, this.#keys?.keys ?? 0, spread.requests, spread.hashes, spread.keys, pool.clientLimits.outputHardBytes);
     }
     slot.crossServer = cross && spread === null;

@@ -1,6 +1,7 @@
 /**
- * Where a request's keys route in a sharded (ketama) pool: the hash of its first key, and whether
- * its keys land on more than one server. One object per session, reused for every request: the
+ * Where a request's keys route in a keyed pool (ketama, cluster): the hash of its first key, and
+ * whether its keys fall in more than one of the router's groups (servers for ketama, hash slots for
+ * cluster: Router.group). One object per session, reused for every request: the
  * key visitor is bound once, nothing is allocated per request.
  */
 import type { ArgView, CommandSpec } from '../codec/codec.js';
@@ -16,17 +17,17 @@ export class KeyRouting {
   keys = 0;
   /** After route(): the first key's hash, or null without keys. */
   hash: number | null = null;
-  /** After route(): its keys map to more than one server. */
+  /** After route(): its keys fall in more than one group (Router.group). */
   cross = false;
   #bytes: Buffer = EMPTY;
-  #server: ServerPool | null = null;
+  #group: ServerPool | number | null = null;
   readonly #visit = (start: number, end: number, source?: Buffer): void => {
     const hash = this.#pool.hashKey(source ?? this.#bytes, start, end);
-    const server = this.#pool.route(hash);
+    const group = this.#pool.router.group(hash);
     if (this.keys++ === 0) {
       this.hash = hash;
-      this.#server = server;
-    } else if (server !== this.#server) {
+      this.#group = group;
+    } else if (group !== this.#group) {
       this.cross = true;
     }
   };
@@ -37,24 +38,24 @@ export class KeyRouting {
   }
 
   /**
-   * The request's keys grouped by the server each maps to (the router's choice now: whatever
-   * places keys, ketama today), groups in the order of their first key, key indices in forEachKey
+   * The request's keys grouped by the router's group of each (its server for ketama, its slot for
+   * cluster), groups in the order of their first key, key indices in forEachKey
    * order; with the hash of each group's first key, by which its part is routed. For splitting a
    * request whose keys cross servers (rarely: it allocates).
    */
   groups(spec: CommandSpec, bytes: Buffer, args: ArgView): { hashes: number[]; keys: number[][] } {
     const pool = this.#pool;
-    const byServer = new Map<ServerPool | null, number>();
+    const byGroup = new Map<ServerPool | number | null, number>();
     const hashes: number[] = [];
     const keys: number[][] = [];
     let index = 0;
     this.#codec.forEachKey(spec, bytes, args, (start, end, source) => {
       const hash = pool.hashKey(source ?? bytes, start, end);
-      const server = pool.route(hash);
-      let group = byServer.get(server);
+      const key = pool.router.group(hash);
+      let group = byGroup.get(key);
       if (group === undefined) {
         group = keys.length;
-        byServer.set(server, group);
+        byGroup.set(key, group);
         hashes.push(hash);
         keys.push([]);
       }

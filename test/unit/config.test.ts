@@ -103,6 +103,7 @@ describe('parseConfig: a good config', () => {
       clientAuth: null,
       routing: d.routing,
       ketama: d.ketama,
+      cluster: d.cluster,
       connections: d.connections,
       exclusive: d.exclusive,
       lease: d.lease,
@@ -199,6 +200,7 @@ describe('parseConfig: a good config', () => {
       clientAuth: { username: 'app', password: 'letmein' },
       routing: 'ketama',
       ketama: { hash: 'murmur', onEjection: 'rehash', hashTag: '{}' },
+      cluster: DEFAULTS.pool.cluster,
       connections: { min: 0, max: 16 },
       exclusive: { max: 4, idleTimeoutMs: 30_000 },
       lease: 'exclusive',
@@ -483,10 +485,30 @@ describe('parseConfig: where problems point', () => {
   it('reports a bad enum value with a suggestion', () => {
     const text = pool('    routing: ketamma');
     expect(problems(text)).toEqual([
-      problem('pools.cache.routing', 'expected one of failover, ketama, got "ketamma"; did you mean ketama?', at(text, 'ketamma')),
+      problem('pools.cache.routing', 'expected one of failover, ketama, cluster, got "ketamma"; did you mean ketama?', at(text, 'ketamma')),
     ]);
   });
 
+
+  it('reads routing: cluster with its cluster section, and refuses what a cluster cannot have', () => {
+    const config = onlyPool(parse(pool('    routing: cluster', '    cluster: { refresh_interval: 2s, max_redirects: 3, read_from: prefer_replica }')));
+    expect(config.routing).toBe('cluster');
+    expect(config.cluster).toEqual({ refreshIntervalMs: 2000, maxRedirects: 3, readFrom: 'prefer_replica' });
+    expect(onlyPool(parse(pool('    routing: cluster'))).cluster).toEqual(DEFAULTS.pool.cluster);
+
+    const mc = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]', '    routing: cluster');
+    expect(problems(mc)).toEqual([problem('pools.mc.routing', 'routing: cluster is Redis Cluster: it needs protocol redis (this pool is memcached)', at(mc, 'cluster'))]);
+    const ketama = pool('    routing: cluster', '    ketama: { hash_tag: "{}" }');
+    expect(problems(ketama)).toEqual([
+      problem('pools.cache.ketama', 'ketama does not apply to routing: cluster (keys go by Redis Cluster hash slot, {hash tags} included)', at(ketama, '{ hash_tag')),
+    ]);
+    const db = yaml('pools:', '  cache:', '    protocol: redis', '    listen: 127.0.0.1:6380', '    routing: cluster', '    servers:', '      - { address: 127.0.0.1:7000, db: 2 }');
+    expect(problems(db)).toEqual([problem('pools.cache.servers[0].db', 'a Redis Cluster has only database 0: db must be 0 for routing: cluster', at(db, '2 }'))]);
+    const misplaced = pool('    cluster: { max_redirects: 2 }');
+    expect(problems(misplaced)).toEqual([problem('pools.cache.cluster', 'cluster applies only to routing: cluster (this pool routes by failover)', at(misplaced, '{ max_redirects'))]);
+    const bad = pool('    routing: cluster', '    cluster: { read_from: replicas }');
+    expect(problems(bad).map((p) => [p.path, p.message])).toEqual([['pools.cache.cluster.read_from', 'expected one of primary, replica, prefer_replica, got "replicas"; did you mean replica?']]);
+  });
 
   it('reads max_item_size for memcached pools and refuses what only redis pools have', () => {
     const ok = yaml('pools:', '  mc:', '    protocol: memcached', '    listen: 127.0.0.1:11212', '    servers: [127.0.0.1:11211]', '    max_item_size: 2mb');
