@@ -11,6 +11,7 @@ import { allSpecs, tableEntry } from '../../src/codec/redis/commands.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { startCluster } from '../helpers/cluster.js';
 import type { ClusterNode, RedisCluster } from '../helpers/cluster.js';
+import { phpFixture, requirePhpRedis, runPhp } from '../helpers/php.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import { poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
@@ -116,6 +117,14 @@ describe('keyspace-wide commands across the primaries', () => {
     const invalid = await client.call('SCAN', 'nope');
     expect(invalid).toBeInstanceOf(RespError);
     expect((invalid as RespError).message).toBe('ERR invalid cursor');
+  });
+
+  it('a PHP worker with a plain phpredis client sees the whole keyspace: DBSIZE, KEYS and its SCAN iterator', async () => {
+    requirePhpRedis();
+    const seen = await runPhp(phpFixture('redis-keyspace.php'), [String(portOf(proxy)), '500']);
+    expect(seen).toMatchObject({ dbsize: 500, keys: 500, scanned: 500, ping: true });
+    const perNode = await directKeys();
+    for (const mine of perNode) expect(mine.length).toBeGreaterThan(50);
   });
 
   it('FLUSHALL and FLUSHDB reach every primary', async () => {
