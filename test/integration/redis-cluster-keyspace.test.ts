@@ -30,7 +30,7 @@ beforeAll(async () => {
   cluster = await startCluster(cleanup, { primaries: 3, replicasPerPrimary: 1 });
   primaries = await cluster.primaries();
   proxy = cleanup.add(
-    await startProxy(cluster.nodes.map((n) => n.address), { routing: 'cluster', connections: { min: 1, max: 2 }, commands: { allow: ALLOW } }),
+    await startProxy(cluster.nodes.map((n) => n.address), { routing: 'cluster', cluster: { refresh_interval: '200ms' }, connections: { min: 1, max: 2 }, commands: { allow: ALLOW } }),
     (p) => p.close(),
   );
   client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
@@ -296,5 +296,39 @@ describe('multi-key commands across slots', () => {
       else if (text(through) !== direct.message) wrong.push(`${name}: poolside said ${text(through)}, the node ${direct.message}`);
     }
     expect(wrong).toEqual([]);
+  });
+});
+
+describe('SCAN across a resharding', () => {
+  it('loses no key that stayed put when the slot naming the node being scanned moves to a node already scanned', async () => {
+    const keys = await writeKeys(600);
+    // The primaries in slot order, and the node a scan visits second.
+    const firsts = await Promise.all(primaries.map(async (node) => ({ node, first: Math.min(...(await cluster.slotsOf(node))) })));
+    firsts.sort((a, b) => a.first - b.first);
+    const [scannedFirst, second] = firsts;
+    const seen = new Set<string>();
+    let cursor = '0';
+    // Into the second node's scan, not at its end.
+    for (;;) {
+      const [next, batch] = (await client.call('SCAN', cursor, 'COUNT', '10')) as [string, string[]];
+      for (const key of batch) seen.add(key);
+      cursor = next;
+      if (BigInt(next) % 16384n === BigInt(second.first) && BigInt(next) / 16384n !== 0n) break;
+      expect(cursor).not.toBe('0');
+    }
+    // Its first slot (and that slot's keys) moves to the node scanned before it; poolside learns it.
+    await cluster.migrateSlot(second.first, scannedFirst.node);
+    const pool = proxy.pools.get('p');
+    await waitFor(() => pool?.cluster?.nodeForSlot(second.first)?.name === scannedFirst.node.address, 'poolside to learn the new owner', 20_000, 50);
+    let rounds = 0;
+    while (cursor !== '0') {
+      const [next, batch] = (await client.call('SCAN', cursor, 'COUNT', '10')) as [string, string[]];
+      for (const key of batch) seen.add(key);
+      cursor = next;
+      expect(++rounds).toBeLessThan(2000);
+    }
+    expect(keys.filter((key) => !seen.has(key))).toEqual([]);
+    // Back where it was, for the tests after this one.
+    await cluster.migrateSlot(second.first, second.node);
   });
 });
