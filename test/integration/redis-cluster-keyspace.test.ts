@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Proxy } from '../../src/proxy.js';
+import { keySlot } from '../../src/cluster/slot.js';
 import { allSpecs, tableEntry } from '../../src/codec/redis/commands.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { startCluster } from '../helpers/cluster.js';
@@ -300,7 +301,7 @@ describe('multi-key commands across slots', () => {
 });
 
 describe('SCAN across a resharding', () => {
-  it('loses no key that stayed put when the slot naming the node being scanned moves to a node already scanned', async () => {
+  it('returns every key that stayed on its node when the slot naming the node being scanned moves away', async () => {
     const keys = await writeKeys(600);
     // The primaries in slot order, and the node a scan visits second.
     const firsts = await Promise.all(primaries.map(async (node) => ({ node, first: Math.min(...(await cluster.slotsOf(node))) })));
@@ -327,7 +328,10 @@ describe('SCAN across a resharding', () => {
       cursor = next;
       expect(++rounds).toBeLessThan(2000);
     }
-    expect(keys.filter((key) => !seen.has(key))).toEqual([]);
+    // The moved slot's keys may be missed (they went to a node already scanned); every other key stayed put.
+    const stayed = keys.filter((key) => keySlot(Buffer.from(key), 0, key.length) !== second.first);
+    expect(stayed.length).toBeGreaterThan(590);
+    expect(stayed.filter((key) => !seen.has(key))).toEqual([]);
     // Back where it was, for the tests after this one.
     await cluster.migrateSlot(second.first, second.node);
   });

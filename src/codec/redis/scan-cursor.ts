@@ -25,8 +25,6 @@ const MAX_SERVER_CURSOR = (1n << 64n) - 1n;
 export interface SlotStarts {
   /** The first slot of each primary, ascending (the slot-order of the nodes). */
   firstSlots(): readonly number[];
-  /** The first slot of the primary that owns `slot` now, or null while the slot's owner is unknown. */
-  firstSlotOf(slot: number): number | null;
 }
 
 /**
@@ -51,26 +49,6 @@ export class SlotOrder implements SlotStarts {
     }
     return out;
   }
-
-  firstSlotOf(slot: number): number | null {
-    const owner = this.#owner(slot);
-    if (owner === null) return null;
-    for (let s = 0; s < slot; s++) if (this.#owner(s) === owner) return s;
-    return slot;
-  }
-}
-
-/**
- * Where a client cursor goes now. The cursor names its node by the node's first slot; when that
- * slot is no longer the first slot of its owner (a resharding moved it, or gave its owner a lower
- * one), the node the cursor was scanning cannot be found by it any more, and its position means
- * nothing on another node: the scan restarts on the slot's owner from its beginning, in that
- * owner's place in the order. Keys that stayed on their node are then returned (some twice)
- * instead of lost; the order may step back, once per change of the topology, so a scan still ends.
- */
-export function scanTarget(position: ScanPosition, starts: SlotStarts): ScanPosition {
-  const first = starts.firstSlotOf(position.slot);
-  return first === null || first === position.slot ? position : { server: 0n, slot: first };
 }
 
 export interface ScanPosition {

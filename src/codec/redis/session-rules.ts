@@ -21,7 +21,7 @@ import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './transact
 import type { TxRole } from './transaction.js';
 import { encodeError } from './resp.js';
 import { clusterRule } from './cluster-keyspace.js';
-import { CLUSTER_SLOTS, parseCursor, replaceArg, scanReplyMap, scanTarget } from './scan-cursor.js';
+import { CLUSTER_SLOTS, parseCursor, replaceArg, scanReplyMap } from './scan-cursor.js';
 import type { SlotStarts } from './scan-cursor.js';
 import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
 
@@ -217,9 +217,8 @@ export class RedisSessionRules implements SessionRules {
     if (r === undefined) return null;
     if (r.how === 'scan') {
       if (args.count < 2) return { kind: 'answer', reply: SCAN_ARITY };
-      const parsed = parseCursor(bytes.toString('latin1', args.starts[1], args.ends[1]));
-      if (parsed === null) return { kind: 'answer', reply: INVALID_CURSOR };
-      const position = scanTarget(parsed, cluster);
+      const position = parseCursor(bytes.toString('latin1', args.starts[1], args.ends[1]));
+      if (position === null) return { kind: 'answer', reply: INVALID_CURSOR };
       return {
         kind: 'rewrite',
         bytes: replaceArg(bytes, args, 1, position.server.toString()),
