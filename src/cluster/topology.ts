@@ -53,6 +53,8 @@ export interface ClusterStats {
   redirections: Record<Redirection, number>;
   /** Unix time in seconds of the last refresh that succeeded (0 = never). */
   lastRefreshOk: number;
+  /** The refresh now: none, one due (gap or backoff), one waiting for a ready connection, or one asking. */
+  refresh: 'idle' | 'scheduled' | 'waiting' | 'running';
 }
 
 export interface ClusterNode {
@@ -208,16 +210,16 @@ export class ClusterTopology implements Router {
 
   /**
    * `-MOVED slot host:port`: the slot is the target's now (at once, before any refresh), and a
-   * refresh is asked for. Returns the target's node, created if it was unknown.
+   * refresh is asked for, unless the map already said so (the MOVEDs of requests that were in
+   * flight when the first came back tell nothing new). Returns the target's node, created if it
+   * was unknown.
    */
   moved(slot: number, host: string, port: number): ServerPool {
     this.#redirections.moved++;
     const node = this.nodeAt(host, port);
-    if (slot >= 0 && slot < SLOTS) {
-      const before = this.#slots[slot];
-      if (before === null) this.#covered++;
-      this.#slots[slot] = node;
-    }
+    if (slot < 0 || slot >= SLOTS || this.#slots[slot] === node) return node;
+    if (this.#slots[slot] === null) this.#covered++;
+    this.#slots[slot] = node;
     this.refresh('moved');
     return node;
   }
@@ -527,6 +529,7 @@ export class ClusterTopology implements Router {
       refreshesCoalesced: this.#coalesced,
       redirections: { ...this.#redirections },
       lastRefreshOk: this.#lastRefreshOk,
+      refresh: this.#refresh.kind,
     };
   }
 
