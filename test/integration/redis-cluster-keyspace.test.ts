@@ -184,6 +184,16 @@ describe('scripts and functions on every primary', () => {
 });
 
 describe('one node, a slot owner, or refused', () => {
+  it('applies the command policy first: FLUSHALL is denied by default, whatever the keyspace table says', async () => {
+    const strict = cleanup.add(await startProxy([primaries[0].address], { routing: 'cluster' }), (p) => p.close());
+    const other = cleanup.add(await RawClient.connect(portOf(strict)), (c) => c.destroy());
+    await writeKeys(10);
+    expect(reasonOf(await other.call('FLUSHALL'))).toBe('DENIED_COMMAND');
+    expect(reasonOf(await other.call('SCRIPT', 'KILL'))).toBe('DENIED_COMMAND');
+    expect(await client.call('DBSIZE')).toBe(10);
+    await waitFor(async () => (await other.call('DBSIZE')) === 10, 'the second pool to learn the cluster', 20_000, 50);
+  });
+
   it('answers PING, ECHO, TIME, INFO, CLUSTER INFO and KEYSLOT from a node, COUNTKEYSINSLOT from the slot owner', async () => {
     expect(await client.call('PING')).toBe('PONG');
     expect(await client.call('ECHO', 'hi')).toBe('hi');
