@@ -140,6 +140,16 @@ function elementsOf(bytes: Buffer): Buffer[] | null {
   return elements.length === count && !decoder.midFrame ? elements : null;
 }
 
+/** A whole RESP array (or RESP3 set) reply's element count and the bytes of its elements, or null. */
+function arrayBody(bytes: Buffer): { count: number; bytes: Buffer } | null {
+  if (bytes[0] !== 0x2a /* * */ && bytes[0] !== 0x7e /* ~ */) return null;
+  const headerEnd = bytes.indexOf('\r\n');
+  if (headerEnd < 0) return null;
+  const count = Number(bytes.toString('latin1', 1, headerEnd));
+  if (!Number.isInteger(count) || count < 0) return null;
+  return { count, bytes: bytes.subarray(headerEnd + 2) };
+}
+
 /** Where a bulk string (`$n`, `$-1`) or RESP3 null (`_`) starting at `at` ends; -1 for anything else. */
 function simpleElementEnd(bytes: Buffer, at: number): number {
   const type = bytes[at];
@@ -218,19 +228,29 @@ export function mergeReplies(
     case 'any-ok':
       // No part said +OK and none failed: a server answered something else.
       return unexpected('something else');
-    case 'concat':
+    case 'concat': {
+      // Each part is one whole array frame (the response decoder framed it): its elements are
+      // the bytes after its header, taken as they are, never framed one by one (KEYS: 100k keys).
+      let count = 0;
+      const bodies: Buffer[] = [];
+      for (const part of parts) {
+        const body = part.kind === 'reply' ? arrayBody(part.bytes) : null;
+        if (body === null) return unexpected('a reply of another shape');
+        count += body.count;
+        bodies.push(body.bytes);
+      }
+      return Buffer.concat([Buffer.from(`*${count}\r\n`, 'latin1'), ...bodies]);
+    }
     case 'union': {
       const all: Buffer[] = [];
-      const seen = merge === 'union' ? new Set<string>() : null;
+      const seen = new Set<string>();
       for (const part of parts) {
         const elements = part.kind === 'reply' ? elementsOf(part.bytes) : null;
         if (elements === null) return unexpected('a reply of another shape');
         for (const element of elements) {
-          if (seen !== null) {
-            const key = element.toString('latin1');
-            if (seen.has(key)) continue;
-            seen.add(key);
-          }
+          const key = element.toString('latin1');
+          if (seen.has(key)) continue;
+          seen.add(key);
           all.push(element);
         }
       }
