@@ -30,6 +30,11 @@ import { SLOTS } from './slot.js';
 
 /** Refreshes start at least this far apart, however many MOVEDs ask for one. */
 export const MIN_GAP_MS = 200;
+/**
+ * While a primary of the map is failing or ejected, the map is read again this often (from the
+ * sweep): the cluster promotes its replica within its node timeout, and nothing else may ask.
+ */
+export const DEGRADED_REFRESH_MS = 1000;
 
 export const REFRESH_TRIGGERS = ['start', 'periodic', 'moved', 'node_failure', 'clusterdown', 'retry'] as const;
 export type RefreshTrigger = (typeof REFRESH_TRIGGERS)[number];
@@ -351,9 +356,7 @@ export class ClusterTopology implements Router {
         },
         onFailure: (_reason, message) => fail(message),
       });
-      // A node that never answers (request_timeout 0, or a frozen one) must not hold the refresh.
-      state.guard = this.#clock.setTimeout(() => fail('no answer in time'), Math.max(this.#config.requestTimeoutMs, this.#config.connect.timeoutMs, 1000));
-      state.guard.unref();
+      this.#guard(state, () => fail('no answer in time'));
       return;
     }
     if (state.tried.size === 0) {
@@ -366,25 +369,43 @@ export class ClusterTopology implements Router {
     this.#fail(state, `all ${state.tried.size} nodes asked failed`);
   }
 
+  /**
+   * A node that never answers (request_timeout 0, or a frozen one) must not hold the refresh:
+   * after max(request_timeout, connect.timeout, 1s) the next node is asked.
+   */
+  #guard(state: Extract<RefreshState, { kind: 'running' }>, onTimeout: () => void): void {
+    if (state.guard !== null) this.#clock.clearTimeout(state.guard);
+    state.guard = this.#clock.setTimeout(onTimeout, Math.max(this.#config.requestTimeoutMs, this.#config.connect.timeoutMs, 1000));
+    state.guard.unref();
+  }
+
   /** CLUSTER SHARDS was unknown (Redis before 7): CLUSTER SLOTS on the same node. */
   #askSlots(server: ServerPool, generation: number, info: RespValue): void {
+    const state = this.#refresh;
     const conn = server.pickConnection();
-    if (conn === null) return this.#attempt();
+    if (state.kind !== 'running' || conn === null) return this.#attempt();
+    let settled = false;
+    const next = (): void => {
+      if (settled || this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
+      settled = true;
+      this.#attempt();
+    };
     conn.send(SLOTS_REQUEST, {
       onResponse: (bytes) => {
-        if (this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
+        if (settled || this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
         try {
           const reply = parseResp(bytes);
           if (reply instanceof RespError) throw new Error(reply.message);
-          this.#succeed(readSlots(reply), readEpoch(info));
+          const shards = readSlots(reply);
+          settled = true;
+          this.#succeed(shards, readEpoch(info));
         } catch {
-          this.#attempt();
+          next();
         }
       },
-      onFailure: () => {
-        if (this.#refresh.kind === 'running' && this.#refresh.generation === generation) this.#attempt();
-      },
+      onFailure: next,
     });
+    this.#guard(state, next);
   }
 
   /** Known primaries first, then the other nodes (seeds, redirect targets). */
@@ -505,8 +526,21 @@ export class ClusterTopology implements Router {
     this.#all = all;
   }
 
-  /** From the pool's sweep: nodes that left and have nothing in flight are closed. */
-  tick(): void {
+  /**
+   * From the pool's sweep: while a primary is failing or ejected the map is refreshed every
+   * DEGRADED_REFRESH_MS (to find its promoted replica); nodes that left and have nothing in flight
+   * are closed.
+   */
+  tick(now: number): void {
+    if (this.#refresh.kind === 'idle' && now - this.#lastStartAt >= DEGRADED_REFRESH_MS) {
+      for (const node of this.#primaries) {
+        const kind = node.health.kind;
+        if (kind === 'failing' || kind === 'ejected' || kind === 'probing') {
+          this.refresh('node_failure');
+          break;
+        }
+      }
+    }
     if (this.#leaving.size === 0) return;
     let changed = false;
     for (const server of this.#leaving) {

@@ -379,29 +379,35 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    */
   #redirected(slot: Slot, bytes: Buffer): boolean {
     const cluster = this.#pool.cluster;
-    if (cluster === null) return false;
-    const redirection = readRedirection(bytes);
-    if (redirection === null) return false;
-    const hopsLeft = slot.redirects < this.#pool.config.cluster.maxRedirects;
-    let target: ServerPool | null = null;
+    const redirection = cluster === null ? null : readRedirection(bytes);
+    if (cluster === null || redirection === null) return false;
+    const follow = !slot.pinned && slot.redirects < this.#pool.config.cluster.maxRedirects;
+    let target: { server: ServerPool; asking: boolean } | null = null;
     let delay = 0;
-    if (redirection.kind === 'moved' || redirection.kind === 'ask') {
-      // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
-      const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
-      if (redirection.kind === 'moved') target = cluster.moved(redirection.slot, host, redirection.port);
-      else if (slot.pinned || !hopsLeft) cluster.count('ask');
-      else {
-        cluster.count('ask');
-        target = cluster.nodeAt(host, redirection.port);
+    switch (redirection.kind) {
+      case 'moved':
+      case 'ask': {
+        // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
+        const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
+        if (redirection.kind === 'moved') {
+          // The map learns it whether or not this request follows it.
+          target = { server: cluster.moved(redirection.slot, host, redirection.port), asking: false };
+        } else {
+          cluster.count('ask');
+          if (follow) target = { server: cluster.nodeAt(host, redirection.port), asking: true };
+        }
+        break;
       }
-    } else {
-      cluster.count(redirection.kind);
-      delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** slot.redirects);
-      if (this.#pool.now() + delay > this.#redirectDeadline(slot)) return false;
+      case 'tryagain':
+      case 'clusterdown':
+        cluster.count(redirection.kind);
+        delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** slot.redirects);
+        if (this.#pool.now() + delay > this.#redirectDeadline(slot)) return false;
+        break;
     }
-    if (slot.pinned || !hopsLeft) return false;
+    if (!follow) return false;
     slot.redirects++;
-    slot.redirectTo = target === null ? null : { server: target, asking: redirection.kind === 'ask' };
+    slot.redirectTo = target;
     this.#settle(slot);
     this.#resend(slot, delay);
     return true;

@@ -561,3 +561,41 @@ function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<
     }),
   ]);
 }
+
+// The key → slot function of the Redis Cluster spec (CRC-16/XMODEM of the key or of its first
+// non-empty {hash tag}, mod 16384), written out here so tests can place keys without a round trip
+// and without poolside's own implementation; the harness test checks it against CLUSTER KEYSLOT.
+const CRC16_TABLE = (() => {
+  const table = new Uint16Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n << 8;
+    for (let k = 0; k < 8; k++) c = c & 0x8000 ? ((c << 1) ^ 0x1021) & 0xffff : (c << 1) & 0xffff;
+    table[n] = c;
+  }
+  return table;
+})();
+
+function crc16(bytes: Buffer): number {
+  let crc = 0;
+  for (const b of bytes) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ b) & 0xff];
+  return crc;
+}
+
+/** The slot of `key`: CRC16 of its first non-empty {hash tag}, or of the whole key. */
+export function keySlot(key: string | Buffer): number {
+  const bytes = Buffer.isBuffer(key) ? key : Buffer.from(key);
+  const open = bytes.indexOf('{');
+  if (open >= 0) {
+    const close = bytes.indexOf('}', open + 1);
+    if (close > open + 1) return crc16(bytes.subarray(open + 1, close)) % SLOTS;
+  }
+  return crc16(bytes) % SLOTS;
+}
+
+/** A short hash tag whose slot is `slot`: `{tag}anything` lands there. */
+export function tagForSlot(slot: number): string {
+  for (let n = 0; ; n++) {
+    const tag = n.toString(36);
+    if (keySlot(tag) === slot) return tag;
+  }
+}

@@ -2,11 +2,12 @@
  * The Redis Cluster harness itself (test/helpers/cluster.ts), directly against the nodes with no
  * poolside in between: a 3 + 3 cluster starts and agrees, a slot held mid-migration answers ASK
  * for a moved key and serves the others, finishing it moves the slot, and a manual failover swaps
- * the roles everywhere. How long start and failover took is printed for the record.
+ * the roles everywhere, redis-cli reshard moves slots, and a killed or frozen primary is replaced by
+ * its replica. How long start and failover took is printed for the record.
  */
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { Cleanup } from '../helpers/cleanup.js';
-import { SLOTS, startCluster } from '../helpers/cluster.js';
+import { SLOTS, keySlot, startCluster, tagForSlot } from '../helpers/cluster.js';
 import { RespError } from '../helpers/resp-client.js';
 
 const cleanup = new Cleanup();
@@ -31,6 +32,11 @@ it('starts 3 primaries with a replica each, migrates a slot by hand (ASK while h
     slots += (await cluster.slotsOf(primary)).length;
   }
   expect(slots).toBe(SLOTS);
+
+  // The harness's own key → slot function agrees with the server's, hash tags included.
+  const samples = ['', 'a', 'user:1000', '{user1000}.following', 'foo{}{bar}', 'foo{{bar}}zap', 'foo{bar}{zap}', '{}x', 'ü', `{${tagForSlot(12345)}}k`];
+  for (const key of samples) expect(keySlot(key), key).toBe(await cluster.slotOf(key));
+  expect(keySlot(`{${tagForSlot(12345)}}k`)).toBe(12345);
 
   // Three keys in one slot (a hash tag), written on their owner.
   const keys = ['{h}a', '{h}b', '{h}c'];
@@ -67,6 +73,15 @@ it('starts 3 primaries with a replica each, migrates a slot by hand (ASK while h
   expect(await cluster.roleOf(other)).toBe('replica');
   expect(await cluster.ownerOfSlot(slot)).toBe(replica);
   expect(await cluster.command(replica, 'GET', keys[1])).toBe(`v-${keys[1]}`);
+
+  // redis-cli --cluster reshard moves 10 slots, keys and all.
+  const third = primaries.find((p) => p !== from && p !== other);
+  if (third === undefined) throw new Error('two primaries only');
+  t = performance.now();
+  const moved = await cluster.reshard(10, replica, third);
+  measured['redis-cli reshard of 10 slots'] = `${(performance.now() - t).toFixed(0)}ms`;
+  expect(moved).toHaveLength(10);
+  for (const s of moved) expect(await cluster.ownerOfSlot(s)).toBe(third);
 });
 
 it('promotes a replica when a primary is killed, and the restarted node rejoins as its replica', async () => {
@@ -88,4 +103,14 @@ it('promotes a replica when a primary is killed, and the restarted node rejoins 
   measured['restart of the killed node -> replica, stable'] = `${(performance.now() - t).toFixed(0)}ms`;
   expect(await cluster.roleOf(victim)).toBe('replica');
   expect(await cluster.replicasOf(promoted)).toEqual([victim]);
+
+  // A frozen primary is failed over like a dead one; resumed, it finds itself a replica.
+  t = performance.now();
+  cluster.pause(promoted);
+  expect(await cluster.waitPromotion(promoted)).toBe(victim);
+  measured['frozen primary -> promotion, cluster_state:ok'] = `${(performance.now() - t).toFixed(0)}ms`;
+  cluster.resume(promoted);
+  await cluster.waitStable();
+  expect(await cluster.roleOf(promoted)).toBe('replica');
+  expect(await cluster.command(victim, 'GET', 'k')).toBe('before');
 });

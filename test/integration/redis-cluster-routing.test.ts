@@ -178,6 +178,10 @@ describe('routing: cluster', () => {
   it('sends keyless commands to a primary', async () => {
     expect(await client.call('PING')).toBe('PONG');
     expect(await client.call('ECHO', 'hi')).toBe('hi');
+    // Broadcast (spread: all): every primary, the sizes summed.
+    let total = 0;
+    for (const primary of await cluster.primaries()) total += Number(await cluster.command(primary, 'DBSIZE'));
+    expect(await client.call('DBSIZE')).toBe(total);
   });
 
   it('pins a blocking pop to its key\'s node', async () => {
@@ -225,4 +229,19 @@ describe('routing: cluster', () => {
     expect(pool.cluster?.stats().nodes).toBe(3);
     expect(await cluster.command(replica, 'GET', key)).toBe('after');
   });
+
+  it('finds a killed primary\'s promoted replica without a MOVED to tell it (refresh on node failure)', async () => {
+    const key = 'killed:k';
+    expect(await client.call('SET', key, 'kept')).toBe('OK');
+    const old = await cluster.ownerOfKey(key);
+    const [replica] = await cluster.replicasOf(old);
+    const onReplica = cleanup.add(await RawClient.connect(replica.port), (c) => c.destroy());
+    expect(await onReplica.call('READONLY')).toBe('OK');
+    await waitFor(async () => (await onReplica.call('GET', key)) === 'kept', 'the write to reach the replica');
+    const promoted = await cluster.killPrimary(old);
+    // Errors are allowed while the node is down (the failover window); then the key is served again.
+    await waitFor(async () => (await client.call('GET', key)) === 'kept', 'the key to be served by the promoted replica', 15_000, 50);
+    expect(pool.cluster?.primaries().map((s) => s.config.address.port)).toContain(promoted.port);
+    expect(pool.cluster?.stats().refreshes.ok.node_failure).toBeGreaterThan(0);
+  }, 30_000);
 });
