@@ -112,6 +112,8 @@ export class ClusterTopology implements Router {
   /** Primaries of the last map, for keyless requests (round robin). */
   #primaries: ServerPool[] = [];
   #next = 0;
+  /** Bumped whenever a slot changes owner in the map (see version). */
+  #version = 0;
   #refresh: RefreshState = { kind: 'idle' };
   #generation = 0;
   #lastStartAt = -Infinity;
@@ -133,6 +135,15 @@ export class ClusterTopology implements Router {
     this.#host = host;
     this.#clock = clock;
     this.#log = log;
+  }
+
+  /**
+   * Changes whenever a slot changes owner in the map. A session with requests in flight that were
+   * routed by an older map holds its next ones until those are answered: a GET routed to a slot's
+   * new owner must not overtake the SET still on its way to the old one (which answers MOVED).
+   */
+  get version(): number {
+    return this.#version;
   }
 
   /** Every node's ServerPool, routed to or being drained: the one list the pool's sweep, /stats and metrics read. */
@@ -225,6 +236,7 @@ export class ClusterTopology implements Router {
     if (slot < 0 || slot >= SLOTS || this.#slots[slot] === node) return node;
     if (this.#slots[slot] === null) this.#covered++;
     this.#slots[slot] = node;
+    this.#version++;
     this.refresh('moved');
     return node;
   }
@@ -419,6 +431,9 @@ export class ClusterTopology implements Router {
     this.#failed[state.trigger]++;
     this.#failures++;
     this.#log.warn('cluster topology refresh failed; the last map is kept', { pool: this.#config.name, trigger: state.trigger, failures: this.#failures, error: message });
+    // The seeds are asked too from now on (a seed the map does not name was drained: it comes
+    // back, and is drained again once a refresh succeeds), in case the nodes known are all gone.
+    this.#addSeeds();
     this.#schedule('retry', backoffDelay(this.#failures, this.#config.connect.backoff, this.#clock));
   }
 
@@ -444,7 +459,7 @@ export class ClusterTopology implements Router {
     const next = new Map<string, ClusterNode>();
     const primaries: ServerPool[] = [];
     let replicas = 0;
-    this.#slots.fill(null);
+    const slots = new Array<ServerPool | null>(SLOTS).fill(null);
     let covered = 0;
     for (const shard of shards) {
       const key = nodeKey(shard.primary.host, shard.primary.port);
@@ -457,11 +472,18 @@ export class ClusterTopology implements Router {
       }
       for (const [start, end] of shard.ranges) {
         for (let slot = start; slot <= end; slot++) {
-          if (this.#slots[slot] === null) covered++;
-          this.#slots[slot] = server;
+          if (slots[slot] === null) covered++;
+          slots[slot] = server;
         }
       }
     }
+    let changed = false;
+    for (let slot = 0; slot < SLOTS; slot++) {
+      if (this.#slots[slot] === slots[slot]) continue;
+      this.#slots[slot] = slots[slot];
+      changed = true;
+    }
+    if (changed) this.#version++;
     for (const [key, node] of this.#nodes) {
       if (next.has(key)) continue;
       // Left the topology (or a seed, or a redirect target the map does not name): drained.
