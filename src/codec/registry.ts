@@ -19,6 +19,11 @@ import type { Logger } from '../util/log.js';
 export interface PoolEnv {
   clock: Clock;
   log: Logger;
+  /**
+   * A cluster pool's slot map, read when a request needs it (its topology is built after the
+   * codec): the node that owns `slot` now, compared by identity only, or null. Absent on other pools.
+   */
+  slotOwner?: (slot: number) => object | null;
 }
 
 /**

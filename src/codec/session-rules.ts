@@ -70,8 +70,10 @@ export type Intake =
    * Route these bytes instead, by the keys of the request as the client sent it (Redis: TRACKING
    * REDIRECT with the id translated; memcached: `noreply` taken out so that every request on a
    * shared connection has exactly one reply). `reply`: what the client gets instead (ReplyMap).
+   * `hash`: routed as a key with this hash would be instead (a cluster pool's hash is the key's
+   * slot: SCAN's cursor names the node it scans by one of its slots).
    */
-  | { kind: 'rewrite'; bytes: Buffer; reply?: ReplyMap }
+  | { kind: 'rewrite'; bytes: Buffer; reply?: ReplyMap; hash?: number }
   /** Answered by poolside when its turn comes (after the requests before it): `local` is the rules' own. */
   | { kind: 'local'; local: unknown }
   /** Answered with these bytes (an error for the server) when its turn comes. */

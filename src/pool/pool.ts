@@ -178,7 +178,9 @@ export class Pool implements ServerPoolEvents {
   constructor(config: PoolConfig, codec: Codec, clock: Clock, log: Logger, counters: PoolCounters = newPoolCounters()) {
     this.config = config;
     this.counters = counters;
-    this.codec = codec.forPool(config, { clock, log });
+    // A cluster pool's codec reads the slot map (SCAN across primaries) once the topology exists.
+    const slotOwner = config.routing === 'cluster' ? (slot: number) => this.cluster?.nodeForSlot(slot) ?? null : undefined;
+    this.codec = codec.forPool(config, { clock, log, slotOwner });
     this.#clock = clock;
     this.#log = log;
     this.clientLimits = new ClientLimits(config, clock, log, this.counters);

@@ -226,7 +226,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     let cross = false;
     let spread: { kind: 'broadcast' } | { kind: 'split'; requests: Buffer[]; hashes: number[]; keys: number[][] } | null = null;
     const slotBytes = intake.kind === 'rewrite' ? intake.bytes : bytes;
-    if (pool.router.keyed) {
+    if (intake.kind === 'rewrite' && intake.hash !== undefined) {
+      hash = intake.hash;
+    } else if (pool.router.keyed) {
       const keys = (this.#keys ??= new KeyRouting(pool, this.#codec));
       keys.route(spec, bytes, args);
       hash = keys.hash;

@@ -8,6 +8,9 @@ import { RedisSessionRules } from './session-rules.js';
 import { commandSpec, forEachKey, selectIndex } from './commands.js';
 import { CommandPolicy } from './policy.js';
 import { mergeReplies, splitRequest } from './fanout.js';
+import { ClusterClassifier, clusterMerge } from './cluster-keyspace.js';
+import { SlotOrder } from './scan-cursor.js';
+import type { CommandSpec } from './commands.js';
 import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
 
 /**
@@ -52,12 +55,21 @@ export const redisCodec: RedisCodec = {
     // exclusive one: RESET turns it off) is READONLY, after AUTH and before the readiness PING.
     // Harmless on a primary, and a primary demoted by a failover keeps serving reads as a replica.
     const readOnly = config.routing === 'cluster' && config.cluster.readFrom !== 'primary';
+    const init = readOnly ? { initRequests: (username: string | null, password: string | null, db: number) => [...redisCodec.initRequests(username, password, db), READONLY_REQUEST] } : {};
+    const classify = (bytes: Buffer, args: ArgView): CommandSpec =>
+      policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args);
+    const slotOwner = env.slotOwner;
+    if (slotOwner === undefined) return { ...redisCodec, ...init, sessionRules: () => new RedisSessionRules(auth), classify };
+    // A cluster pool: keyless and keyspace-wide commands as its keyspace table says (cluster-keyspace.ts).
+    const cluster = new ClusterClassifier();
+    const starts = new SlotOrder(slotOwner);
+    const random = (): number => env.clock.random();
     return {
       ...redisCodec,
-      ...(readOnly ? { initRequests: (username: string | null, password: string | null, db: number) => [...redisCodec.initRequests(username, password, db), READONLY_REQUEST] } : {}),
-      sessionRules: () => new RedisSessionRules(auth),
-      classify: (bytes: Buffer, args: ArgView) =>
-        policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args),
+      ...init,
+      sessionRules: () => new RedisSessionRules(auth, starts),
+      classify: (bytes: Buffer, args: ArgView) => cluster.apply(classify(bytes, args)),
+      mergeReplies: (spec, _request, keyCount, parts) => mergeReplies(spec, keyCount, parts, redisCodec.errorReply, clusterMerge(spec), random),
     };
   },
   forEachKey: (spec, bytes, args, visit) => forEachKey(spec, bytes, args.starts, args.ends, args.count, visit),

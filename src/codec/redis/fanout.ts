@@ -17,8 +17,17 @@ import type { FailureReason } from '../../errors.js';
 import type { ArgView, CommandSpec, FanoutPart } from '../codec.js';
 import { RespResponseDecoder } from './resp-response.js';
 
-/** How a command's parts' replies merge. */
-type Merge = 'array' | 'sum' | 'all-ok';
+/**
+ * How a command's parts' replies merge: `array` (a split's values in the client's key order), `sum`
+ * of integers, `all-ok` (+OK only if every part said +OK); for a cluster pool's keyspace commands
+ * (cluster-keyspace.ts) also `concat` (the arrays one after another: KEYS), `union` (the same,
+ * each element once: PUBSUB CHANNELS), `same` (every part the same reply, which is the answer:
+ * SCRIPT LOAD's sha), `and` (arrays of 0/1, 1 where every part said 1: SCRIPT EXISTS), `random`
+ * (one non-nil reply picked at random, nil when all are: RANDOMKEY), `any-ok` (+OK when any part
+ * said +OK, else the first error: SCRIPT KILL, which only the node running the script obeys) and
+ * `pairs-sum` (name, count pairs with the counts summed: PUBSUB NUMSUB).
+ */
+export type Merge = 'array' | 'sum' | 'all-ok' | 'concat' | 'union' | 'same' | 'and' | 'random' | 'any-ok' | 'pairs-sum';
 
 const merges = new Map<string, Merge>([
   ['MGET', 'array'],
@@ -105,12 +114,16 @@ function integerOf(bytes: Buffer): number | null {
   return Number.isSafeInteger(n) ? n : null;
 }
 
-/** The elements of a RESP array reply (`*n` then n values), each whole, or null if it is no array. */
+/**
+ * The elements of a RESP array reply (`*n` then n values; also a RESP3 set `~n`, and a map `%n` as
+ * its 2n keys and values), each whole, or null if it is no array.
+ */
 function elementsOf(bytes: Buffer): Buffer[] | null {
-  if (bytes[0] !== 0x2a /* * */) return null;
+  const type = bytes[0];
+  if (type !== 0x2a /* * */ && type !== 0x7e /* ~ */ && type !== 0x25 /* % */) return null;
   const headerEnd = bytes.indexOf('\r\n');
   if (headerEnd < 0) return null;
-  const count = Number(bytes.toString('latin1', 1, headerEnd));
+  const count = Number(bytes.toString('latin1', 1, headerEnd)) * (type === 0x25 ? 2 : 1);
   if (!Number.isInteger(count) || count < 0) return null;
   const elements: Buffer[] = [];
   // MGET's elements are bulk strings and nulls: framed here; anything else by the response decoder.
@@ -125,6 +138,16 @@ function elementsOf(bytes: Buffer): Buffer[] | null {
   const decoder = new RespResponseDecoder({ onResponse: (element) => void elements.push(element) });
   decoder.push(bytes.subarray(at));
   return elements.length === count && !decoder.midFrame ? elements : null;
+}
+
+/** A whole RESP array (or RESP3 set) reply's element count and the bytes of its elements, or null. */
+function arrayBody(bytes: Buffer): { count: number; bytes: Buffer } | null {
+  if (bytes[0] !== 0x2a /* * */ && bytes[0] !== 0x7e /* ~ */) return null;
+  const headerEnd = bytes.indexOf('\r\n');
+  if (headerEnd < 0) return null;
+  const count = Number(bytes.toString('latin1', 1, headerEnd));
+  if (!Number.isInteger(count) || count < 0) return null;
+  return { count, bytes: bytes.subarray(headerEnd + 2) };
 }
 
 /** Where a bulk string (`$n`, `$-1`) or RESP3 null (`_`) starting at `at` ends; -1 for anything else. */
@@ -146,18 +169,32 @@ function simpleElementEnd(bytes: Buffer, at: number): number {
   return end;
 }
 
+/** The merge of a command's replies on a ketama pool (a cluster pool's keyspace table has its own). */
+export function ketamaMerge(spec: CommandSpec): Merge | undefined {
+  return merges.get(spec.name);
+}
+
+/**
+ * The one reply from the parts' replies. `merge`: how they combine (ketamaMerge, or the cluster
+ * keyspace table's); `random`: uniform in [0, 1), for `random` (the pool's clock).
+ */
 export function mergeReplies(
   spec: CommandSpec,
   keyCount: number,
   parts: readonly FanoutPart[],
   errorReply: (reason: FailureReason, message: string) => Buffer,
+  merge: Merge | undefined = merges.get(spec.name),
+  random: () => number = Math.random,
 ): Buffer {
+  // SCRIPT KILL: one node obeying is the answer; the others' NOTBUSY (or a failure) only when none did.
+  if (merge === 'any-ok') {
+    for (const part of parts) if (part.kind === 'reply' && part.bytes.equals(OK)) return OK;
+  }
   // The first part (in key order) that failed or was refused decides: never a partial answer.
   for (const part of parts) {
     if (part.kind === 'failed') return errorReply(part.reason, `${spec.name} across servers: ${part.message}`);
     if (isError(part.bytes)) return part.bytes;
   }
-  const merge = merges.get(spec.name);
   const unexpected = (what: string): Buffer => errorReply('SERVER_ERROR', `${spec.name} across servers: a server answered ${what} where poolside expected ${merge ?? 'nothing'}`);
   switch (merge) {
     case 'sum': {
@@ -188,7 +225,101 @@ export function mergeReplies(
       if (filled !== keyCount) return unexpected('too few values');
       return Buffer.concat([Buffer.from(`*${keyCount}\r\n`, 'latin1'), ...placed]);
     }
+    case 'any-ok':
+      // No part said +OK and none failed: a server answered something else.
+      return unexpected('something else');
+    case 'concat': {
+      // Each part is one whole array frame (the response decoder framed it): its elements are
+      // the bytes after its header, taken as they are, never framed one by one (KEYS: 100k keys).
+      let count = 0;
+      const bodies: Buffer[] = [];
+      for (const part of parts) {
+        const body = part.kind === 'reply' ? arrayBody(part.bytes) : null;
+        if (body === null) return unexpected('a reply of another shape');
+        count += body.count;
+        bodies.push(body.bytes);
+      }
+      return Buffer.concat([Buffer.from(`*${count}\r\n`, 'latin1'), ...bodies]);
+    }
+    case 'union': {
+      const all: Buffer[] = [];
+      const seen = new Set<string>();
+      for (const part of parts) {
+        const elements = part.kind === 'reply' ? elementsOf(part.bytes) : null;
+        if (elements === null) return unexpected('a reply of another shape');
+        for (const element of elements) {
+          const key = element.toString('latin1');
+          if (seen.has(key)) continue;
+          seen.add(key);
+          all.push(element);
+        }
+      }
+      return Buffer.concat([Buffer.from(`*${all.length}\r\n`, 'latin1'), ...all]);
+    }
+    case 'same': {
+      const first = parts[0];
+      if (first === undefined || first.kind !== 'reply') return unexpected('nothing');
+      for (const part of parts) {
+        if (part.kind !== 'reply' || !part.bytes.equals(first.bytes)) return unexpected('different replies');
+      }
+      return first.bytes;
+    }
+    case 'and': {
+      let flags: boolean[] | null = null;
+      for (const part of parts) {
+        const elements = part.kind === 'reply' ? elementsOf(part.bytes) : null;
+        if (elements === null || (flags !== null && elements.length !== flags.length)) return unexpected('a reply of another shape');
+        const these = elements.map((e) => integerOf(e));
+        if (these.some((n) => n === null)) return unexpected('something else');
+        flags = flags === null ? these.map((n) => n !== 0) : flags.map((f, i) => f && these[i] !== 0);
+      }
+      if (flags === null) return unexpected('nothing');
+      return Buffer.from(`*${flags.length}\r\n${flags.map((f) => (f ? ':1\r\n' : ':0\r\n')).join('')}`, 'latin1');
+    }
+    case 'random': {
+      const found: Buffer[] = [];
+      for (const part of parts) {
+        if (part.kind !== 'reply') return unexpected('nothing');
+        if (!isNil(part.bytes)) found.push(part.bytes);
+      }
+      if (found.length === 0) {
+        const first = parts[0];
+        return first !== undefined && first.kind === 'reply' ? first.bytes : unexpected('nothing');
+      }
+      return found[Math.min(found.length - 1, Math.floor(random() * found.length))];
+    }
+    case 'pairs-sum': {
+      let names: Buffer[] | null = null;
+      let counts: number[] = [];
+      let map = false;
+      for (const part of parts) {
+        const elements = part.kind === 'reply' ? elementsOf(part.bytes) : null;
+        if (elements === null || elements.length % 2 !== 0 || (names !== null && elements.length !== names.length * 2)) return unexpected('a reply of another shape');
+        map = part.kind === 'reply' && part.bytes[0] === 0x25; /* % (RESP3 map) */
+        const theseNames = elements.filter((_, i) => i % 2 === 0);
+        const theseCounts = elements.filter((_, i) => i % 2 === 1).map((e) => integerOf(e));
+        if (theseCounts.some((n) => n === null)) return unexpected('something else');
+        if (names === null) {
+          names = theseNames;
+          counts = theseCounts.map((n) => n ?? 0);
+        } else {
+          for (let i = 0; i < names.length; i++) {
+            if (!names[i].equals(theseNames[i])) return unexpected('names in another order');
+            counts[i] += theseCounts[i] ?? 0;
+          }
+        }
+      }
+      if (names === null) return unexpected('nothing');
+      const out: Buffer[] = [Buffer.from(map ? `%${names.length}\r\n` : `*${names.length * 2}\r\n`, 'latin1')];
+      for (let i = 0; i < names.length; i++) out.push(names[i], Buffer.from(`:${counts[i]}\r\n`, 'latin1'));
+      return Buffer.concat(out);
+    }
     case undefined:
       return errorReply('SERVER_ERROR', `${spec.name} has no merge of replies from several servers`);
   }
+}
+
+/** A RESP2 null bulk (`$-1`) or RESP3 null (`_`). */
+function isNil(bytes: Buffer): boolean {
+  return bytes[0] === 0x5f /* _ */ || (bytes[0] === 0x24 /* $ */ && bytes[1] === 0x2d /* - */);
 }

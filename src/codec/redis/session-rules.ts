@@ -20,6 +20,9 @@ import type { ClientCommand } from './client-commands.js';
 import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './transaction.js';
 import type { TxRole } from './transaction.js';
 import { encodeError } from './resp.js';
+import { clusterRule } from './cluster-keyspace.js';
+import { CLUSTER_SLOTS, parseCursor, replaceArg, scanReplyMap } from './scan-cursor.js';
+import type { SlotStarts } from './scan-cursor.js';
 import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
 
 /** Commands without keys that any server of a ketama pool can answer. */
@@ -30,6 +33,8 @@ const KEYLESS_ANYWHERE = new Set([
 ]);
 
 const OK = Buffer.from('+OK\r\n');
+const SCAN_ARITY = encodeError("ERR wrong number of arguments for 'scan' command");
+const INVALID_CURSOR = encodeError('ERR invalid cursor');
 const ZERO = Buffer.from(':0\r\n');
 const ONE = Buffer.from(':1\r\n');
 
@@ -90,9 +95,13 @@ export class RedisSessionRules implements SessionRules {
   #authenticated: boolean;
   #wrongPasswords = 0;
 
-  constructor(auth: ClientAuth | null) {
+  /** A cluster pool's primaries by slot (SCAN across them), or null: the pool is no cluster. */
+  readonly #cluster: SlotStarts | null;
+
+  constructor(auth: ClientAuth | null, cluster: SlotStarts | null = null) {
     this.#auth = auth;
     this.#authenticated = auth === null;
+    this.#cluster = cluster;
   }
 
   admit(spec: CommandSpec, bytes: Buffer, args: ArgView): Admission {
@@ -183,6 +192,10 @@ export class RedisSessionRules implements SessionRules {
       }
       return { kind: 'local', local: command };
     }
+    if (this.#cluster !== null && spec.use === 'shared') {
+      const routed = this.#clusterIntake(spec, bytes, args, this.#cluster);
+      if (routed !== null) return routed;
+    }
     if (spec.name === 'CLIENT TRACKING') {
       const rewritten = rewriteRedirect(bytes, args, (id) => {
         const target = view.client(id)?.pinnedOn();
@@ -193,6 +206,33 @@ export class RedisSessionRules implements SessionRules {
       return { kind: 'rewrite', bytes: rewritten as Buffer };
     }
     return ROUTE;
+  }
+
+  /**
+   * A cluster pool's keyless requests that go to one node chosen by an argument: SCAN by its
+   * cursor (scan-cursor.ts), CLUSTER COUNTKEYSINSLOT/GETKEYSINSLOT by their slot. null: as usual.
+   */
+  #clusterIntake(spec: CommandSpec, bytes: Buffer, args: ArgView, cluster: SlotStarts): Intake | null {
+    const r = clusterRule(spec.name);
+    if (r === undefined) return null;
+    if (r.how === 'scan') {
+      if (args.count < 2) return { kind: 'answer', reply: SCAN_ARITY };
+      const position = parseCursor(bytes.toString('latin1', args.starts[1], args.ends[1]));
+      if (position === null) return { kind: 'answer', reply: INVALID_CURSOR };
+      return {
+        kind: 'rewrite',
+        bytes: replaceArg(bytes, args, 1, position.server.toString()),
+        reply: scanReplyMap(position.slot, cluster),
+        hash: position.slot,
+      };
+    }
+    if (r.how === 'slot') {
+      // A slot the node cannot read goes to slot 0's owner, which refuses it in Redis's words.
+      const text = args.count > r.at ? bytes.toString('latin1', args.starts[r.at], args.ends[r.at]) : '';
+      const slot = /^[0-9]{1,5}$/.test(text) ? Number(text) : 0;
+      return { kind: 'rewrite', bytes, hash: slot < CLUSTER_SLOTS ? slot : 0 };
+    }
+    return null;
   }
 
   silentReply(): boolean {
