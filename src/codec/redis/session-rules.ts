@@ -20,7 +20,7 @@ import type { ClientCommand } from './client-commands.js';
 import { DISCARD_REQUEST, EXECABORT, RedisTransaction, txRole } from './transaction.js';
 import type { TxRole } from './transaction.js';
 import { encodeError } from './resp.js';
-import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
+import type { Admission, ClusterRules, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
 
 /** Commands without keys that any server of a ketama pool can answer. */
 const KEYLESS_ANYWHERE = new Set([
@@ -81,10 +81,27 @@ class RedisPinnedState implements PinnedState {
   }
 }
 
+/** Redis Cluster's own words for keys that cannot go together (cluster.c), byte for byte. */
+export const CROSSSLOT = Buffer.from("-CROSSSLOT Keys in request don't hash to the same slot\r\n");
+const EMPTY_ARRAY = Buffer.from('*0\r\n');
+
+/** Redis's answers in a cluster pool (docs/redis-cluster.md#stateful-commands). */
+const REDIS_CLUSTER_RULES: ClusterRules = {
+  crossSlot: CROSSSLOT,
+  closeDeferred(spec: CommandSpec, aborted: boolean): Buffer | null {
+    // MULTI with nothing queued: EXEC runs nothing (an empty array), unless a command of it was
+    // refused, which aborts it as Redis's failed-to-queue does; DISCARD just ends it.
+    if (spec.name === 'EXEC') return aborted ? EXECABORT : EMPTY_ARRAY;
+    if (spec.name === 'DISCARD') return OK;
+    return null;
+  },
+};
+
 const PASS: Admission = { kind: 'pass' };
 const ROUTE: Intake = { kind: 'route' };
 
 export class RedisSessionRules implements SessionRules {
+  readonly cluster: ClusterRules = REDIS_CLUSTER_RULES;
   /** client_auth of the pool, or null: clients need not authenticate to poolside. */
   readonly #auth: ClientAuth | null;
   #authenticated: boolean;
