@@ -887,8 +887,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (lease.relay) return null; // subscribed: everything goes to the server, which answers as Redis
       if (!lease.state.dirty && !lease.session) {
         // Pinned for a blocking command only: what would pin anew waits for it to end, then goes
-        // where its own key says (#sendPinnedOrWait does the same for keyed requests).
-        if (spec.use === 'pin-open' || spec.use === 'relay' || spec.use === 'pin-session') {
+        // where its own key says (#sendPinnedOrWait does the same for keyed requests). A pin just
+        // made for this very request has nothing in flight: the ordinary dispatch sends it there.
+        if (lease.outstanding > 0 && (spec.use === 'pin-open' || spec.use === 'relay' || spec.use === 'pin-session')) {
           this.#wait = 'idle';
           return false;
         }
