@@ -43,7 +43,10 @@ export function fdBudget(config: Config, limit: number, openNow: number): FdBudg
   if (config.admin !== null) reserve += 1 + ADMIN_MAX_CONNECTIONS;
   for (const pool of config.pools) {
     reserve += pool.listen.length;
-    reserve += pool.servers.length * (pool.connections.max + pool.exclusive.max);
+    // A cluster pool's nodes are discovered, not configured: at least the seeds, and at least the
+    // three primaries a Redis Cluster needs.
+    const servers = pool.routing === 'cluster' ? Math.max(pool.servers.length, 3) : pool.servers.length;
+    reserve += servers * (pool.connections.max + pool.exclusive.max);
   }
   return { limit, reserve, capacity: Math.max(0, limit - reserve) };
 }

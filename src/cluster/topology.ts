@@ -30,6 +30,11 @@ import { SLOTS } from './slot.js';
 
 /** Refreshes start at least this far apart, however many MOVEDs ask for one. */
 export const MIN_GAP_MS = 200;
+/**
+ * While a primary of the map is failing or ejected, the map is read again this often (from the
+ * sweep): the cluster promotes its replica within its node timeout, and nothing else may ask.
+ */
+export const DEGRADED_REFRESH_MS = 1000;
 
 export const REFRESH_TRIGGERS = ['start', 'periodic', 'moved', 'node_failure', 'clusterdown', 'retry'] as const;
 export type RefreshTrigger = (typeof REFRESH_TRIGGERS)[number];
@@ -53,6 +58,8 @@ export interface ClusterStats {
   redirections: Record<Redirection, number>;
   /** Unix time in seconds of the last refresh that succeeded (0 = never). */
   lastRefreshOk: number;
+  /** The refresh now: none, one due (gap or backoff), one waiting for a ready connection, or one asking. */
+  refresh: 'idle' | 'scheduled' | 'waiting' | 'running';
 }
 
 export interface ClusterNode {
@@ -208,16 +215,16 @@ export class ClusterTopology implements Router {
 
   /**
    * `-MOVED slot host:port`: the slot is the target's now (at once, before any refresh), and a
-   * refresh is asked for. Returns the target's node, created if it was unknown.
+   * refresh is asked for, unless the map already said so (the MOVEDs of requests that were in
+   * flight when the first came back tell nothing new). Returns the target's node, created if it
+   * was unknown.
    */
   moved(slot: number, host: string, port: number): ServerPool {
     this.#redirections.moved++;
     const node = this.nodeAt(host, port);
-    if (slot >= 0 && slot < SLOTS) {
-      const before = this.#slots[slot];
-      if (before === null) this.#covered++;
-      this.#slots[slot] = node;
-    }
+    if (slot < 0 || slot >= SLOTS || this.#slots[slot] === node) return node;
+    if (this.#slots[slot] === null) this.#covered++;
+    this.#slots[slot] = node;
     this.refresh('moved');
     return node;
   }
@@ -503,8 +510,21 @@ export class ClusterTopology implements Router {
     this.#all = all;
   }
 
-  /** From the pool's sweep: nodes that left and have nothing in flight are closed. */
-  tick(): void {
+  /**
+   * From the pool's sweep: while a primary is failing or ejected the map is refreshed every
+   * DEGRADED_REFRESH_MS (to find its promoted replica); nodes that left and have nothing in flight
+   * are closed.
+   */
+  tick(now: number): void {
+    if (this.#refresh.kind === 'idle' && now - this.#lastStartAt >= DEGRADED_REFRESH_MS) {
+      for (const node of this.#primaries) {
+        const kind = node.health.kind;
+        if (kind === 'failing' || kind === 'ejected' || kind === 'probing') {
+          this.refresh('node_failure');
+          break;
+        }
+      }
+    }
     if (this.#leaving.size === 0) return;
     let changed = false;
     for (const server of this.#leaving) {
@@ -527,6 +547,7 @@ export class ClusterTopology implements Router {
       refreshesCoalesced: this.#coalesced,
       redirections: { ...this.#redirections },
       lastRefreshOk: this.#lastRefreshOk,
+      refresh: this.#refresh.kind,
     };
   }
 

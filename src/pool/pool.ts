@@ -371,7 +371,7 @@ export class Pool implements ServerPoolEvents {
   #onSweep(): void {
     const now = this.#clock.now();
     for (const server of this.servers) server.tick(now);
-    this.cluster?.tick();
+    this.cluster?.tick(now);
     const idleMs = this.config.clients.idleTimeoutMs;
     if (idleMs > 0 && now >= this.#nextIdleCheck) {
       // One pass over the clients, no timer per client: a client is closed at most a quarter of

@@ -33,6 +33,8 @@ import { ClientOutput } from './output.js';
 import { ReplyQueue } from './reply-queue.js';
 import { Fanout } from './fanout.js';
 import { EMPTY, Slot, UNASKED } from './slot.js';
+import { ASKING_REQUEST, CROSSSLOT_REPLY, readRedirection } from '../cluster/redirect.js';
+import type { ResponseTarget } from '../pool/connection.js';
 
 
 type LeaseState =
@@ -78,6 +80,15 @@ const GOODBYE = {
   reload: 'poolside reloaded its config and replaced this pool; reconnect',
   idle: 'client closed by clients.idle_timeout; reconnect',
 } as const;
+
+/** ASKING's +OK (sent before a command that got ASK): never the client's. */
+const ASKING_TARGET: ResponseTarget = { onResponse() {}, onFailure() {} };
+
+/** routing: cluster: a request redirected to a node with no ready connection yet tries again this often. */
+const REDIRECT_RETRY_MS = 5;
+/** routing: cluster: TRYAGAIN / CLUSTERDOWN are retried after this, doubling per hop, at most REDIRECT_BACKOFF_MAX_MS. */
+const REDIRECT_BACKOFF_MS = 10;
+const REDIRECT_BACKOFF_MAX_MS = 200;
 
 /** A client socket's 'error' listener, one for all of them: 'close' follows, and handles it. */
 function ignoreError(): void {}
@@ -334,6 +345,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   /** `bytes`: what the state bookkeeping reads; `reply`: what is left to write (EMPTY once streamed). */
   #completeSlot(slot: Slot, bytes: Buffer, reply: Buffer): void {
+    if (this.#pool.cluster !== null && bytes.length > 0 && this.#redirected(slot, bytes)) return;
     const part = slot.part;
     if (part !== null) {
       this.#settle(slot);
@@ -358,6 +370,97 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     slot.done = true;
     this.#flush();
     this.#afterSettle();
+  }
+
+  // ── cluster redirections ────────────────────────────────────────────────────────────────────
+
+  /**
+   * routing: cluster: the reply says the command did not run on that node (MOVED, ASK, TRYAGAIN,
+   * CLUSTERDOWN). Followed (true): the slot is sent again where the cluster says, or after a
+   * backoff, while it has hops left (cluster.max_redirects) and time (its request deadline). Not
+   * followed (false): the error is the client's reply. A pinned request's MOVED only updates the
+   * map (what was pinned is the stateful rules' to redo).
+   */
+  #redirected(slot: Slot, bytes: Buffer): boolean {
+    const cluster = this.#pool.cluster;
+    const redirection = cluster === null ? null : readRedirection(bytes);
+    if (cluster === null || redirection === null) return false;
+    const follow = !slot.pinned && slot.redirects < this.#pool.config.cluster.maxRedirects;
+    let target: { server: ServerPool; asking: boolean } | null = null;
+    let delay = 0;
+    switch (redirection.kind) {
+      case 'moved':
+      case 'ask': {
+        // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
+        const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
+        if (redirection.kind === 'moved') {
+          // The map learns it whether or not this request follows it.
+          target = { server: cluster.moved(redirection.slot, host, redirection.port), asking: false };
+        } else {
+          cluster.count('ask');
+          if (follow) target = { server: cluster.nodeAt(host, redirection.port), asking: true };
+        }
+        break;
+      }
+      case 'tryagain':
+      case 'clusterdown':
+        cluster.count(redirection.kind);
+        delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** slot.redirects);
+        if (this.#pool.now() + delay > this.#redirectDeadline(slot)) return false;
+        break;
+    }
+    if (!follow) return false;
+    slot.redirects++;
+    slot.redirectTo = target;
+    this.#settle(slot);
+    this.#resend(slot, delay);
+    return true;
+  }
+
+  /** When a redirected request stops being retried: its request_timeout (else queue.timeout) from when it was read. */
+  #redirectDeadline(slot: Slot): number {
+    const startedAt = slot.part !== null ? slot.part.fanout.parent.startedAt : slot.startedAt;
+    const config = this.#pool.config;
+    return startedAt + (config.requestTimeoutMs > 0 ? config.requestTimeoutMs : config.queue.timeoutMs);
+  }
+
+  /**
+   * Sends a redirected slot again, now or after `delay`. While it waits it counts as in flight
+   * (the session changes no lease under it); a target with no ready connection yet (a node just
+   * learnt of) is tried again shortly, until the slot's deadline.
+   */
+  #resend(slot: Slot, delay: number): void {
+    if (this.#closed) return;
+    if (delay === 0 && this.#sendRedirected(slot)) return;
+    if (delay === 0 && this.#pool.now() >= this.#redirectDeadline(slot)) {
+      slot.conn = null;
+      this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${slot.spec.name} in pool ${this.#pool.config.name}`);
+      this.#afterSettle();
+      return;
+    }
+    this.#outstanding++;
+    // Later requests wait for it: one sent meanwhile to the slot's new node must not overtake it.
+    if (this.#wait === 'none') this.#wait = 'idle';
+    this.#pool.clock.setTimeout(() => {
+      this.#outstanding--;
+      if (this.#closed) return;
+      this.#resend(slot, 0);
+    }, delay > 0 ? delay : REDIRECT_RETRY_MS);
+  }
+
+  /** The send itself: to the redirect target (ASKING first for an ASK) or where its key routes; false without a ready connection. */
+  #sendRedirected(slot: Slot): boolean {
+    const target = slot.redirectTo;
+    const server = target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash);
+    if (server === null) return false;
+    const conn = this.#affinity.pick(server);
+    if (conn === null) return false;
+    this.#affinity.sent(server, conn);
+    slot.redirectTo = null;
+    // Back to back on one connection: nothing can come between them (one event-loop turn, one FIFO).
+    if (target !== null && target.asking) conn.send(ASKING_REQUEST, ASKING_TARGET);
+    this.#send(slot, conn, server);
+    return true;
   }
 
   /** A reply on the pinned connection said where the connection is now. */
@@ -665,6 +768,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #sendShared(slot: Slot, mayWait: boolean): boolean {
     const pool = this.#pool;
     if (slot.crossServer) {
+      if (pool.cluster !== null) {
+        // Redis's own refusal, as a cluster node gives it.
+        pool.fail('CROSS_SERVER', `keys of ${slot.spec.name} are in different hash slots`);
+        this.#answer(slot, CROSSSLOT_REPLY);
+        return true;
+      }
       this.#answerError(slot, 'CROSS_SERVER', `keys of ${slot.spec.name} map to different servers of pool ${pool.config.name}`);
       return true;
     }
@@ -804,6 +913,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       const message = `${spec.name} needs a connection of its own, which ketama pool ${pool.config.name} cannot give`;
       this.#rules.refusedPin(spec, 'UNSUPPORTED_COMMAND', message);
       this.#answerError(slot, 'UNSUPPORTED_COMMAND', message);
+      return true;
+    }
+    if (pool.cluster !== null && slot.crossServer) {
+      // A blocking command's keys in different slots: Redis's own refusal, before pinning anything.
+      this.#rules.refusedPin(spec, 'CROSS_SERVER', `keys of ${spec.name} are in different hash slots`);
+      pool.fail('CROSS_SERVER', `keys of ${spec.name} are in different hash slots`);
+      this.#answer(slot, CROSSSLOT_REPLY);
       return true;
     }
     // Requests already in flight on shared connections must run before anything on the new one.

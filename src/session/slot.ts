@@ -35,6 +35,10 @@ export class Slot implements ResponseTarget {
   /** It is one part of another slot's fan-out: never in the reply order, its outcome goes to the fanout. */
   part: PartOf | null = null;
   retried = false;
+  /** routing: cluster: redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) followed for it so far. */
+  redirects = 0;
+  /** routing: cluster: where its next send goes (after MOVED or ASK; ASKING first for an ASK); null: where its key routes. */
+  redirectTo: { server: ServerPool; asking: boolean } | null = null;
   /** For SELECT: the database it selects (null: unreadable, the server must judge it). */
   selectDb: number | null = null;
   /** Sent on the session's pinned connection: its reply goes through the pinned state first. */

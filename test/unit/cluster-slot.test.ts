@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crc16, keySlot } from '../../src/cluster/slot.js';
 import { parseResp } from '../../src/cluster/resp-value.js';
 import { readShards, readSlots } from '../../src/cluster/shards.js';
+import { readRedirection } from '../../src/cluster/redirect.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { RawClient } from '../helpers/resp-client.js';
 import { RedisServer } from '../helpers/servers.js';
@@ -72,5 +73,23 @@ describe('topology replies', () => {
       { ranges: [[0, 99], [200, 200]], primary: { host: '127.0.0.1', port: 7000, id: 'n0', health: null }, replicas: [{ host: '127.0.0.1', port: 7003, id: 'n3', health: null }] },
       { ranges: [[100, 16383]], primary: { host: '127.0.0.1', port: 7001, id: 'n1', health: null }, replicas: [] },
     ]);
+  });
+});
+
+describe('redirections', () => {
+  const read = (text: string) => readRedirection(Buffer.from(text));
+  it('reads MOVED and ASK with IPv4, IPv6, hostnames and an empty host', () => {
+    expect(read('-MOVED 3999 127.0.0.1:6381\r\n')).toEqual({ kind: 'moved', slot: 3999, host: '127.0.0.1', port: 6381 });
+    expect(read('-ASK 0 [::1]:7000\r\n')).toEqual({ kind: 'ask', slot: 0, host: '::1', port: 7000 });
+    expect(read('-MOVED 16383 redis-2.internal:6379\r\n')).toEqual({ kind: 'moved', slot: 16383, host: 'redis-2.internal', port: 6379 });
+    expect(read('-MOVED 12 :6380\r\n')).toEqual({ kind: 'moved', slot: 12, host: '', port: 6380 });
+  });
+
+  it('reads TRYAGAIN and CLUSTERDOWN, and nothing else', () => {
+    expect(read('-TRYAGAIN Multiple keys request during rehashing of slot\r\n')).toEqual({ kind: 'tryagain' });
+    expect(read('-CLUSTERDOWN The cluster is down\r\n')).toEqual({ kind: 'clusterdown' });
+    for (const other of ['+OK\r\n', '-ERR MOVED 1 a:1\r\n', '-MOVED\r\n', '-MOVED x 1.2.3.4:1\r\n', '-MOVED 1 host\r\n', '-ASK 1 h:0\r\n', '$5\r\nMOVED\r\n', '-CROSSSLOT Keys\r\n']) {
+      expect(read(other), other).toBeNull();
+    }
   });
 });

@@ -1,0 +1,543 @@
+/**
+ * Redis Cluster benchmark (issue 10): redis-benchmark through poolside (`routing: cluster`, one
+ * local port, a plain client) against `redis-benchmark --cluster` straight to the cluster's
+ * primaries, all in one run on a real 3 + 3 cluster started by this script
+ * (test/helpers/cluster.ts), so every number in the table was measured on the same machine at the
+ * same time.
+ *
+ *   npm run bench:cluster                  full run (~2-3 minutes)
+ *   npm run bench:cluster -- --quick       smoke check: small N, one repetition
+ *   npm run bench:cluster -- --help
+ *
+ * Besides ops/s (redis-benchmark's CSV), it reads poolside's CPU time and the cluster nodes'
+ * (utime + stime in /proc/<pid>/stat) before and after every run and prints CPU µs per request.
+ * See bench/README.md.
+ *
+ * Prints, never asserts: exit code 0 unless a process failed to start or a cluster node died
+ * mid-run (1), or a flag was bad (2).
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import { RedisCluster } from '../test/helpers/cluster.js';
+import { RawClient, RespError } from '../test/helpers/resp-client.js';
+import { freePort } from '../test/helpers/servers.js';
+
+type Op = 'set' | 'get';
+const OPS: readonly Op[] = ['set', 'get'];
+type Kind = 'direct' | 'poolside';
+
+interface Options {
+  quick: boolean;
+  pipelines: number[];
+  reps: number;
+  clients: number;
+  requests: Map<number, number>;
+  keyspace: number;
+  timeoutMs: number;
+}
+
+const HELP = `usage: npm run bench:cluster -- [options]
+
+  --quick            N/10 and one repetition (a smoke check, ~30 s)
+  --pipeline LIST    pipeline depths, e.g. 1,16 (default 1,16)
+  --reps K           repetitions per measurement, median reported (default 3; --quick: 1)
+  --clients C        redis-benchmark -c (default 50)
+  --requests P=N,... redis-benchmark -n per pipeline depth (default 1=200000,16=1000000;
+                     --quick: a tenth)
+  --keyspace R       redis-benchmark -r: keys spread over R random names, so over every slot
+                     and every primary (default 100000)
+  --timeout SECONDS  longest a single redis-benchmark run may take (default 120)
+`;
+
+class UsageError extends Error {}
+class StartError extends Error {}
+
+function parseList(flag: string, text: string): number[] {
+  const values = text.split(',').map((s) => Number(s.trim()));
+  if (values.length === 0 || values.some((v) => !Number.isInteger(v) || v < 1)) throw new UsageError(`${flag}: expected positive integers separated by commas, got ${text}`);
+  return values;
+}
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const opts: Options = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), keyspace: 100_000, timeoutMs: 120_000 };
+  let reps: number | null = null;
+  const explicit = new Map<number, number>();
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        return 'help';
+      case '--quick':
+        opts.quick = true;
+        break;
+      case '--pipeline':
+      case '--pipelines':
+        opts.pipelines = parseList(flag, value());
+        break;
+      case '--reps':
+        reps = parseList(flag, value())[0];
+        break;
+      case '--clients':
+        opts.clients = parseList(flag, value())[0];
+        break;
+      case '--keyspace':
+        opts.keyspace = parseList(flag, value())[0];
+        break;
+      case '--timeout':
+        opts.timeoutMs = parseList(flag, value())[0] * 1000;
+        break;
+      case '--requests':
+        for (const part of value().split(',')) {
+          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
+          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
+          explicit.set(Number(m[1]), Number(m[2]));
+        }
+        break;
+      default:
+        throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
+    }
+  }
+  opts.reps = reps ?? (opts.quick ? 1 : 3);
+  for (const p of opts.pipelines) {
+    // ~2-4 s per run on a 2-core machine.
+    const full = Math.min(200_000 * p, 1_000_000);
+    opts.requests.set(p, explicit.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
+  }
+  return opts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CLK_TCK = (() => {
+  try {
+    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+    return Number.isFinite(n) && n > 0 ? n : 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** utime + stime of a process, in microseconds; null once it is gone. */
+function cpuMicros(pid: number): number | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2 (comm) may contain spaces and parentheses: count fields after its last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return null;
+  }
+}
+
+function sumCpu(pids: number[]): number | null {
+  let total = 0;
+  for (const pid of pids) {
+    const us = cpuMicros(pid);
+    if (us === null) return null;
+    total += us;
+  }
+  return total;
+}
+
+let cluster: RedisCluster | null = null;
+let poolside: ChildProcess | null = null;
+let currentBenchmark: ChildProcess | null = null;
+let tempDir: string | null = null;
+
+function cleanupSync(): void {
+  currentBenchmark?.kill('SIGKILL');
+  poolside?.kill('SIGKILL');
+  // The cluster's redis-servers are killed by test/helpers/servers.ts's own exit hook.
+  if (tempDir !== null) fs.rmSync(tempDir, { recursive: true, force: true });
+  tempDir = null;
+}
+
+async function stopAll(): Promise<void> {
+  currentBenchmark?.kill('SIGKILL');
+  if (poolside !== null && poolside.exitCode === null && poolside.signalCode === null) {
+    const proc = poolside;
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  }
+  await cluster?.stop();
+  cluster = null;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function tail(file: string, lines: number): string {
+  try {
+    return fs
+      .readFileSync(file, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .slice(-lines)
+      .map((l) => `  | ${l}`)
+      .join('\n');
+  } catch {
+    return `  (no ${path.basename(file)})`;
+  }
+}
+
+/**
+ * Waits until poolside answers a GET for keys on every primary without an error: it has found
+ * the cluster's slot map (and connected to every node), not only its listener.
+ */
+async function waitForPoolside(port: number, log: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'not tried';
+  while (Date.now() < deadline) {
+    if (poolside?.exitCode !== null || poolside?.signalCode !== null) throw new StartError(`poolside exited before it was ready\n${tail(log, 30)}`);
+    try {
+      const client = await RawClient.connect(port);
+      try {
+        for (let i = 0; i < 32; i++) client.send('GET', `ready:${i}`);
+        const replies = await client.take(32, 2000);
+        const error = replies.find((r) => r instanceof RespError);
+        if (error === undefined) return;
+        last = String(error);
+      } finally {
+        client.destroy();
+      }
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await sleep(100);
+  }
+  throw new StartError(`poolside did not serve the cluster within ${timeoutMs / 1000}s (last: ${last})\n${tail(log, 30)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+interface Target {
+  name: string;
+  kind: Kind;
+  /** What redis-benchmark connects to: poolside's port, or one seed node (with --cluster). */
+  port: number;
+}
+
+interface Sample {
+  opsPerSec: number;
+  p50Ms: number;
+  poolsideCpuUs: number | null;
+  clusterCpuUs: number | null;
+}
+
+interface Measurement {
+  target: Target;
+  pipeline: number;
+  op: Op;
+  samples: Sample[];
+  problems: Map<string, number>;
+}
+
+interface BenchmarkResult {
+  code: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+function runBenchmark(target: Target, op: Op, pipeline: number, requests: number, opts: Options): Promise<BenchmarkResult> {
+  const args = [
+    ...(target.kind === 'direct' ? ['--cluster'] : []),
+    '-h', '127.0.0.1', '-p', String(target.port),
+    '-t', op, '-c', String(opts.clients), '-n', String(requests), '-P', String(pipeline), '-r', String(opts.keyspace), '-q', '--csv',
+  ];
+  return new Promise((resolve) => {
+    const proc = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    currentBenchmark = proc;
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    proc.stdout.setEncoding('utf8').on('data', (s: string) => {
+      if (stdout.length < 1 << 20) stdout += s;
+    });
+    proc.stderr.setEncoding('utf8').on('data', (s: string) => {
+      if (stderr.length < 1 << 20) stderr += s;
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      proc.kill('SIGKILL');
+    }, opts.timeoutMs);
+    proc.on('error', (err) => {
+      stderr += `redis-benchmark: ${err.message}\n`;
+    });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (currentBenchmark === proc) currentBenchmark = null;
+      resolve({ code, signal, timedOut, stdout, stderr });
+    });
+  });
+}
+
+function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | null {
+  for (const line of out.split(/\r?\n/)) {
+    const cells = line.split(',').map((c) => c.replace(/^"|"$/g, ''));
+    if ((cells[0] ?? '').toLowerCase() === op && cells.length >= 5) {
+      // 7.x columns: test, rps, avg, min, p50, p95, p99, max
+      const rps = Number(cells[1]);
+      if (Number.isFinite(rps)) return { rps, p50Ms: Number(cells[4]) };
+    }
+  }
+  return null;
+}
+
+/**
+ * Expected noise: poolside's default command policy denies CONFIG (redis-benchmark asks for it),
+ * and --cluster prints the primaries it found.
+ */
+const HARMLESS = [/^WARNING: Could not fetch server CONFIG$/, /^Cluster has \d+ master nodes:$/, /^Master \d+: [0-9a-f]{40} \S+$/];
+
+function otherLines(out: string): string[] {
+  return out
+    .split(/\r?\n/)
+    .map((l) => l.replace(/\r/g, '').trim())
+    .filter((l) => l !== '' && !l.startsWith('"') && !HARMLESS.some((re) => re.test(l)));
+}
+
+async function measure(m: Measurement, opts: Options, poolsidePid: number, nodePids: number[]): Promise<string[]> {
+  const requests = opts.requests.get(m.pipeline) ?? 0;
+  const pBefore = cpuMicros(poolsidePid);
+  const cBefore = sumCpu(nodePids);
+  const result = await runBenchmark(m.target, m.op, m.pipeline, requests, opts);
+  const pAfter = cpuMicros(poolsidePid);
+  const cAfter = sumCpu(nodePids);
+  const problems = [...otherLines(result.stdout), ...otherLines(result.stderr)];
+  if (result.timedOut) problems.push(`redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
+  else if (result.code !== 0) problems.push(`redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
+  for (const line of problems) {
+    const key = line.length > 300 ? `${line.slice(0, 300)}...` : line;
+    m.problems.set(key, (m.problems.get(key) ?? 0) + 1);
+  }
+  const parsed = parseBenchmark(result.stdout, m.op);
+  if (parsed === null || result.timedOut || result.code !== 0) return problems;
+  const per = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : (b - a) / requests);
+  m.samples.push({
+    opsPerSec: parsed.rps,
+    p50Ms: parsed.p50Ms,
+    poolsideCpuUs: m.target.kind === 'poolside' ? per(pBefore, pAfter) : null,
+    clusterCpuUs: per(cBefore, cAfter),
+  });
+  return problems;
+}
+
+function median(values: number[]): number | null {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+function medianOf(samples: Sample[], pick: (s: Sample) => number | null): number | null {
+  return median(samples.map(pick).filter((v): v is number => v !== null && Number.isFinite(v)));
+}
+
+const fmtInt = (n: number | null): string => (n === null ? '-' : Math.round(n).toLocaleString('en-US'));
+const fmt = (n: number | null, digits: number, suffix = ''): string => (n === null ? '-' : `${n.toFixed(digits)}${suffix}`);
+
+function table(header: string[], rows: string[][], right: boolean[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`;
+  return [line(header), `|${widths.map((w, i) => (right[i] ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+function report(measurements: Measurement[], opts: Options): { text: string; problems: boolean } {
+  const rows: string[][] = [];
+  for (const p of opts.pipelines) {
+    for (const op of OPS) {
+      const direct = measurements.find((m) => m.target.kind === 'direct' && m.pipeline === p && m.op === op);
+      const base = direct === undefined ? null : medianOf(direct.samples, (s) => s.opsPerSec);
+      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) {
+        const ops = medianOf(m.samples, (s) => s.opsPerSec);
+        rows.push([
+          m.target.name,
+          String(p),
+          op.toUpperCase(),
+          fmtInt(ops),
+          ops === null || base === null ? '-' : `${(ops / base).toFixed(2)}x`,
+          fmt(medianOf(m.samples, (s) => s.poolsideCpuUs), 2),
+          fmt(medianOf(m.samples, (s) => s.clusterCpuUs), 2),
+          fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
+          `${m.samples.length}/${opts.reps}`,
+        ]);
+      }
+    }
+  }
+  const out = [
+    table(
+      ['target', 'P', 'op', 'ops/s', 'vs direct', 'poolside CPU µs/req', 'cluster CPU µs/req', 'p50 ms', 'runs'],
+      rows,
+      [false, true, false, true, true, true, true, true, true],
+    ),
+  ];
+  let problems = false;
+  for (const m of measurements) {
+    if (m.problems.size === 0) continue;
+    problems = true;
+    out.push('', `PROBLEMS ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}:`);
+    for (const [text, count] of [...m.problems].slice(0, 8)) out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
+  }
+  return { text: out.join('\n'), problems };
+}
+
+function version(command: string, args: string[]): string {
+  const r = spawnSync(command, args, { encoding: 'utf8' });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] || `${command}: ?`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<number> {
+  let parsed: Options | 'help';
+  try {
+    parsed = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const opts = parsed;
+  const log = (s: string): void => {
+    process.stderr.write(`${s}\n`);
+  };
+  const mainJs = path.join(ROOT, 'dist', 'main.js');
+  if (!fs.existsSync(mainJs)) throw new StartError(`${mainJs} does not exist: run npm run build first (npm run bench:cluster does)`);
+  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-bench-cluster-'));
+
+  // 1. The cluster: 3 primaries + 3 replicas (replication is part of what a write costs).
+  const started = performance.now();
+  cluster = await RedisCluster.start({ primaries: 3, replicasPerPrimary: 1 });
+  const nodePids = cluster.nodes.map((n) => n.pid);
+  log(`bench: cluster of ${cluster.nodes.length} nodes up in ${((performance.now() - started) / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => n.address).join(' ')}`);
+
+  // 2. poolside: one cluster pool, every node a seed, otherwise the defaults.
+  const port = await freePort();
+  const adminPort = await freePort();
+  const conf = path.join(tempDir, 'poolside.yaml');
+  const logFile = path.join(tempDir, 'poolside.log');
+  const config = {
+    admin: { listen: `127.0.0.1:${adminPort}` },
+    log: { level: 'info' },
+    pools: { bench: { protocol: 'redis', listen: [`127.0.0.1:${port}`], servers: cluster.nodes.map((n) => n.address), routing: 'cluster' } },
+  };
+  fs.writeFileSync(conf, `# generated by bench/cluster.ts\n${YAML.stringify(config)}`);
+  const fd = fs.openSync(logFile, 'a');
+  poolside = spawn(process.execPath, [mainJs, '--config', conf], { cwd: ROOT, stdio: ['ignore', fd, fd] });
+  fs.closeSync(fd);
+  const poolsidePid = poolside.pid;
+  if (poolsidePid === undefined) throw new StartError('poolside could not be started');
+  await waitForPoolside(port, logFile);
+  log(`bench: poolside pid ${poolsidePid} on 127.0.0.1:${port}`);
+
+  const targets: Target[] = [
+    { name: 'direct --cluster', kind: 'direct', port: cluster.nodes[0].port },
+    { name: 'poolside', kind: 'poolside', port },
+  ];
+  const header = [
+    `poolside cluster bench: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `${version('redis-server', ['--version'])}; ${version('redis-benchmark', ['--version'])}; cluster of 3 primaries + 3 replicas on loopback`,
+    `redis-benchmark -c ${opts.clients} -r ${opts.keyspace} ${opts.pipelines.map((p) => `-P ${p} -n ${opts.requests.get(p)}`).join(' / ')}, -t set then get; ` +
+      `median of ${opts.reps} interleaved run${opts.reps === 1 ? '' : 's'}${opts.quick ? ' (QUICK: smoke check only)' : ''}`,
+    `direct: redis-benchmark --cluster (each client on one primary); poolside: routing: cluster, one local port, a plain client, defaults (connections {min: 2, max: 8} per node)`,
+  ];
+  log(header.join('\n'));
+
+  // Warm-up: JIT, connections, and a value behind every GET.
+  for (const t of targets) {
+    for (const p of opts.pipelines) {
+      const n = Math.min(opts.requests.get(p) ?? 0, opts.quick ? 5_000 * p : 20_000 * p);
+      await runBenchmark(t, 'set', p, n, opts);
+      await runBenchmark(t, 'get', p, n, opts);
+    }
+  }
+
+  const measurements: Measurement[] = [];
+  for (const p of opts.pipelines) for (const op of OPS) for (const target of targets) measurements.push({ target, pipeline: p, op, samples: [], problems: new Map() });
+  const total = opts.reps * opts.pipelines.length * targets.length * OPS.length;
+  let done = 0;
+  let nodeDied = false;
+  measuring: for (let rep = 0; rep < opts.reps; rep++) {
+    for (const p of opts.pipelines) {
+      const order = targets.map((_, i) => targets[(i + rep) % targets.length]);
+      for (const target of order) {
+        for (const op of OPS) {
+          const m = measurements.find((x) => x.target === target && x.pipeline === p && x.op === op);
+          if (m === undefined) continue;
+          const before = m.samples.length;
+          const problems = await measure(m, opts, poolsidePid, nodePids);
+          done++;
+          const last = m.samples.length > before ? m.samples.at(-1) : undefined;
+          log(
+            `bench: [${done}/${total}] rep ${rep + 1} P${p} ${op.toUpperCase()} ${target.name}: ` +
+              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.poolsideCpuUs, 2)} µs/req, cluster ${fmt(last.clusterCpuUs, 2)} µs/req`) +
+              (problems.length > 0 ? ` (problems: ${problems.join(' | ').slice(0, 300)})` : ''),
+          );
+          if (sumCpu(nodePids) === null) {
+            nodeDied = true;
+            break measuring;
+          }
+        }
+      }
+    }
+  }
+
+  const { text, problems } = report(measurements, opts);
+  process.stdout.write(`\n${header.join('\n')}\n\n${text}\n`);
+  if (nodeDied) process.stdout.write('\nABORTED: a cluster node died mid-run (not stopped by this script). The table holds only the runs before that.\n');
+  if (problems) {
+    const keep = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-bench-cluster-logs-'));
+    for (const f of fs.readdirSync(tempDir)) fs.copyFileSync(path.join(tempDir, f), path.join(keep, f));
+    process.stdout.write(`\nSomething went wrong: poolside's config and log kept in ${keep}\n`);
+  }
+  await stopAll();
+  return nodeDied ? 1 : 0;
+}
+
+process.on('exit', cleanupSync);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    process.stderr.write(`\nbench: ${signal}, stopping everything\n`);
+    void stopAll().finally(() => {
+      cleanupSync();
+      process.exit(signal === 'SIGINT' ? 130 : 143);
+    });
+  });
+}
+
+try {
+  process.exitCode = await main();
+} catch (err) {
+  process.stderr.write(`bench: ${err instanceof Error ? (err instanceof StartError || err instanceof UsageError ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
+  process.exitCode = err instanceof UsageError ? 2 : 1;
+  await stopAll();
+} finally {
+  cleanupSync();
+}
