@@ -5,8 +5,9 @@
  * (test/helpers/cluster.ts), so every number in the table was measured on the same machine at the
  * same time.
  *
- *   npm run bench:cluster                  full run (~2-3 minutes)
+ *   npm run bench:cluster                  full run (~3-5 minutes)
  *   npm run bench:cluster -- --quick       smoke check: small N, one repetition
+ *   npm run bench:cluster -- --single      + poolside in front of one standalone redis-server
  *   npm run bench:cluster -- --help
  *
  * Besides ops/s (redis-benchmark's CSV), it reads poolside's CPU time and the cluster nodes'
@@ -25,11 +26,12 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { RedisCluster } from '../test/helpers/cluster.js';
 import { RawClient, RespError } from '../test/helpers/resp-client.js';
-import { freePort } from '../test/helpers/servers.js';
+import { freePort, RedisServer } from '../test/helpers/servers.js';
 
 type Op = 'set' | 'get';
 const OPS: readonly Op[] = ['set', 'get'];
-type Kind = 'direct' | 'poolside';
+/** direct: redis-benchmark --cluster; poolside: through a cluster pool; single: through a pool on one standalone redis-server. */
+type Kind = 'direct' | 'poolside' | 'single';
 
 interface Options {
   quick: boolean;
@@ -39,6 +41,8 @@ interface Options {
   requests: Map<number, number>;
   keyspace: number;
   timeoutMs: number;
+  /** Also poolside in front of one standalone redis-server: what the cluster path adds to poolside's own cost. */
+  single: boolean;
 }
 
 const HELP = `usage: npm run bench:cluster -- [options]
@@ -52,6 +56,9 @@ const HELP = `usage: npm run bench:cluster -- [options]
   --keyspace R       redis-benchmark -r: keys spread over R random names, so over every slot
                      and every primary (default 100000)
   --timeout SECONDS  longest a single redis-benchmark run may take (default 120)
+  --single           one more target: poolside (routing: failover) in front of one standalone
+                     redis-server, so the table also shows what cluster routing adds to
+                     poolside's CPU per request
 `;
 
 class UsageError extends Error {}
@@ -64,7 +71,7 @@ function parseList(flag: string, text: string): number[] {
 }
 
 function parseOptions(argv: string[]): Options | 'help' {
-  const opts: Options = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), keyspace: 100_000, timeoutMs: 120_000 };
+  const opts: Options = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), keyspace: 100_000, timeoutMs: 120_000, single: false };
   let reps: number | null = null;
   const explicit = new Map<number, number>();
   for (let i = 0; i < argv.length; i++) {
@@ -80,6 +87,9 @@ function parseOptions(argv: string[]): Options | 'help' {
         return 'help';
       case '--quick':
         opts.quick = true;
+        break;
+      case '--single':
+        opts.single = true;
         break;
       case '--pipeline':
       case '--pipelines':
@@ -153,13 +163,14 @@ function sumCpu(pids: number[]): number | null {
 }
 
 let cluster: RedisCluster | null = null;
-let poolside: ChildProcess | null = null;
+let standalone: RedisServer | null = null;
+const poolsides: ChildProcess[] = [];
 let currentBenchmark: ChildProcess | null = null;
 let tempDir: string | null = null;
 
 function cleanupSync(): void {
   currentBenchmark?.kill('SIGKILL');
-  poolside?.kill('SIGKILL');
+  for (const proc of poolsides) proc.kill('SIGKILL');
   // The cluster's redis-servers are killed by test/helpers/servers.ts's own exit hook.
   if (tempDir !== null) fs.rmSync(tempDir, { recursive: true, force: true });
   tempDir = null;
@@ -167,16 +178,20 @@ function cleanupSync(): void {
 
 async function stopAll(): Promise<void> {
   currentBenchmark?.kill('SIGKILL');
-  if (poolside !== null && poolside.exitCode === null && poolside.signalCode === null) {
-    const proc = poolside;
-    const exited = new Promise((resolve) => proc.once('exit', resolve));
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  }
+  await Promise.all(
+    poolsides.map(async (proc) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((resolve) => proc.once('exit', resolve));
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }),
+  );
   await cluster?.stop();
   cluster = null;
+  await standalone?.stop();
+  standalone = null;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -201,11 +216,11 @@ function tail(file: string, lines: number): string {
  * Waits until poolside answers a GET for keys on every primary without an error: it has found
  * the cluster's slot map (and connected to every node), not only its listener.
  */
-async function waitForPoolside(port: number, log: string, timeoutMs = 20_000): Promise<void> {
+async function waitForPoolside(proc: ChildProcess, port: number, log: string, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'not tried';
   while (Date.now() < deadline) {
-    if (poolside?.exitCode !== null || poolside?.signalCode !== null) throw new StartError(`poolside exited before it was ready\n${tail(log, 30)}`);
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new StartError(`poolside exited before it was ready\n${tail(log, 30)}`);
     try {
       const client = await RawClient.connect(port);
       try {
@@ -222,7 +237,7 @@ async function waitForPoolside(port: number, log: string, timeoutMs = 20_000): P
     }
     await sleep(100);
   }
-  throw new StartError(`poolside did not serve the cluster within ${timeoutMs / 1000}s (last: ${last})\n${tail(log, 30)}`);
+  throw new StartError(`poolside did not serve its servers within ${timeoutMs / 1000}s (last: ${last})\n${tail(log, 30)}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,13 +248,17 @@ interface Target {
   kind: Kind;
   /** What redis-benchmark connects to: poolside's port, or one seed node (with --cluster). */
   port: number;
+  /** The poolside process measured (null for direct). */
+  poolsidePid: number | null;
+  /** The redis-servers behind the target: the cluster's six, or the standalone one. */
+  backendPids: number[];
 }
 
 interface Sample {
   opsPerSec: number;
   p50Ms: number;
   poolsideCpuUs: number | null;
-  clusterCpuUs: number | null;
+  redisCpuUs: number | null;
 }
 
 interface Measurement {
@@ -316,13 +335,14 @@ function otherLines(out: string): string[] {
     .filter((l) => l !== '' && !l.startsWith('"') && !HARMLESS.some((re) => re.test(l)));
 }
 
-async function measure(m: Measurement, opts: Options, poolsidePid: number, nodePids: number[]): Promise<string[]> {
+async function measure(m: Measurement, opts: Options): Promise<string[]> {
   const requests = opts.requests.get(m.pipeline) ?? 0;
-  const pBefore = cpuMicros(poolsidePid);
-  const cBefore = sumCpu(nodePids);
+  const { poolsidePid, backendPids } = m.target;
+  const pBefore = poolsidePid === null ? null : cpuMicros(poolsidePid);
+  const cBefore = sumCpu(backendPids);
   const result = await runBenchmark(m.target, m.op, m.pipeline, requests, opts);
-  const pAfter = cpuMicros(poolsidePid);
-  const cAfter = sumCpu(nodePids);
+  const pAfter = poolsidePid === null ? null : cpuMicros(poolsidePid);
+  const cAfter = sumCpu(backendPids);
   const problems = [...otherLines(result.stdout), ...otherLines(result.stderr)];
   if (result.timedOut) problems.push(`redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
   else if (result.code !== 0) problems.push(`redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
@@ -336,8 +356,8 @@ async function measure(m: Measurement, opts: Options, poolsidePid: number, nodeP
   m.samples.push({
     opsPerSec: parsed.rps,
     p50Ms: parsed.p50Ms,
-    poolsideCpuUs: m.target.kind === 'poolside' ? per(pBefore, pAfter) : null,
-    clusterCpuUs: per(cBefore, cAfter),
+    poolsideCpuUs: per(pBefore, pAfter),
+    redisCpuUs: per(cBefore, cAfter),
   });
   return problems;
 }
@@ -377,7 +397,7 @@ function report(measurements: Measurement[], opts: Options): { text: string; pro
           fmtInt(ops),
           ops === null || base === null ? '-' : `${(ops / base).toFixed(2)}x`,
           fmt(medianOf(m.samples, (s) => s.poolsideCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.clusterCpuUs), 2),
+          fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
           fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
           `${m.samples.length}/${opts.reps}`,
         ]);
@@ -386,7 +406,7 @@ function report(measurements: Measurement[], opts: Options): { text: string; pro
   }
   const out = [
     table(
-      ['target', 'P', 'op', 'ops/s', 'vs direct', 'poolside CPU µs/req', 'cluster CPU µs/req', 'p50 ms', 'runs'],
+      ['target', 'P', 'op', 'ops/s', 'vs direct', 'poolside CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
       rows,
       [false, true, false, true, true, true, true, true, true],
     ),
@@ -439,34 +459,45 @@ async function main(): Promise<number> {
   log(`bench: cluster of ${cluster.nodes.length} nodes up in ${((performance.now() - started) / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => n.address).join(' ')}`);
 
   // 2. poolside: one cluster pool, every node a seed, otherwise the defaults.
-  const port = await freePort();
-  const adminPort = await freePort();
-  const conf = path.join(tempDir, 'poolside.yaml');
-  const logFile = path.join(tempDir, 'poolside.log');
-  const config = {
-    admin: { listen: `127.0.0.1:${adminPort}` },
-    log: { level: 'info' },
-    pools: { bench: { protocol: 'redis', listen: [`127.0.0.1:${port}`], servers: cluster.nodes.map((n) => n.address), routing: 'cluster' } },
+  const dir = tempDir;
+  const startPoolside = async (name: string, pool: Record<string, unknown>): Promise<{ port: number; pid: number }> => {
+    const port = await freePort();
+    const config = {
+      admin: { listen: `127.0.0.1:${await freePort()}` },
+      log: { level: 'info' },
+      pools: { bench: { protocol: 'redis', listen: [`127.0.0.1:${port}`], ...pool } },
+    };
+    const conf = path.join(dir, `${name}.yaml`);
+    const logFile = path.join(dir, `${name}.log`);
+    fs.writeFileSync(conf, `# generated by bench/cluster.ts\n${YAML.stringify(config)}`);
+    const fd = fs.openSync(logFile, 'a');
+    const proc = spawn(process.execPath, [mainJs, '--config', conf], { cwd: ROOT, stdio: ['ignore', fd, fd] });
+    fs.closeSync(fd);
+    poolsides.push(proc);
+    if (proc.pid === undefined) throw new StartError(`${name} could not be started`);
+    await waitForPoolside(proc, port, logFile);
+    log(`bench: ${name} pid ${proc.pid} on 127.0.0.1:${port}`);
+    return { port, pid: proc.pid };
   };
-  fs.writeFileSync(conf, `# generated by bench/cluster.ts\n${YAML.stringify(config)}`);
-  const fd = fs.openSync(logFile, 'a');
-  poolside = spawn(process.execPath, [mainJs, '--config', conf], { cwd: ROOT, stdio: ['ignore', fd, fd] });
-  fs.closeSync(fd);
-  const poolsidePid = poolside.pid;
-  if (poolsidePid === undefined) throw new StartError('poolside could not be started');
-  await waitForPoolside(port, logFile);
-  log(`bench: poolside pid ${poolsidePid} on 127.0.0.1:${port}`);
-
+  const viaCluster = await startPoolside('poolside', { servers: cluster.nodes.map((n) => n.address), routing: 'cluster' });
   const targets: Target[] = [
-    { name: 'direct --cluster', kind: 'direct', port: cluster.nodes[0].port },
-    { name: 'poolside', kind: 'poolside', port },
+    { name: 'direct --cluster', kind: 'direct', port: cluster.nodes[0].port, poolsidePid: null, backendPids: nodePids },
+    { name: 'poolside', kind: 'poolside', port: viaCluster.port, poolsidePid: viaCluster.pid, backendPids: nodePids },
   ];
+  if (opts.single) {
+    // 3. --single: one standalone redis-server (no replica) and poolside's plain pool on it.
+    standalone = await RedisServer.start();
+    const viaSingle = await startPoolside('poolside-single', { servers: [standalone.address] });
+    targets.push({ name: 'poolside single redis', kind: 'single', port: viaSingle.port, poolsidePid: viaSingle.pid, backendPids: [standalone.pid] });
+  }
   const header = [
     `poolside cluster bench: node ${process.version}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
     `${version('redis-server', ['--version'])}; ${version('redis-benchmark', ['--version'])}; cluster of 3 primaries + 3 replicas on loopback`,
     `redis-benchmark -c ${opts.clients} -r ${opts.keyspace} ${opts.pipelines.map((p) => `-P ${p} -n ${opts.requests.get(p)}`).join(' / ')}, -t set then get; ` +
       `median of ${opts.reps} interleaved run${opts.reps === 1 ? '' : 's'}${opts.quick ? ' (QUICK: smoke check only)' : ''}`,
-    `direct: redis-benchmark --cluster (each client on one primary); poolside: routing: cluster, one local port, a plain client, defaults (connections {min: 2, max: 8} per node)`,
+    `direct: redis-benchmark --cluster (each client on one primary); poolside: routing: cluster, one local port, a plain client, defaults (connections {min: 2, max: 8} per node)` +
+      (opts.single ? '; poolside single redis: the same defaults, routing: failover, one standalone redis-server' : ''),
+    'redis CPU µs/req: the six cluster nodes together (replication included), or the standalone redis-server',
   ];
   log(header.join('\n'));
 
@@ -492,15 +523,15 @@ async function main(): Promise<number> {
           const m = measurements.find((x) => x.target === target && x.pipeline === p && x.op === op);
           if (m === undefined) continue;
           const before = m.samples.length;
-          const problems = await measure(m, opts, poolsidePid, nodePids);
+          const problems = await measure(m, opts);
           done++;
           const last = m.samples.length > before ? m.samples.at(-1) : undefined;
           log(
             `bench: [${done}/${total}] rep ${rep + 1} P${p} ${op.toUpperCase()} ${target.name}: ` +
-              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.poolsideCpuUs, 2)} µs/req, cluster ${fmt(last.clusterCpuUs, 2)} µs/req`) +
+              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.poolsideCpuUs, 2)} µs/req, redis ${fmt(last.redisCpuUs, 2)} µs/req`) +
               (problems.length > 0 ? ` (problems: ${problems.join(' | ').slice(0, 300)})` : ''),
           );
-          if (sumCpu(nodePids) === null) {
+          if (sumCpu(targets.flatMap((t) => t.backendPids)) === null) {
             nodeDied = true;
             break measuring;
           }
@@ -511,11 +542,11 @@ async function main(): Promise<number> {
 
   const { text, problems } = report(measurements, opts);
   process.stdout.write(`\n${header.join('\n')}\n\n${text}\n`);
-  if (nodeDied) process.stdout.write('\nABORTED: a cluster node died mid-run (not stopped by this script). The table holds only the runs before that.\n');
+  if (nodeDied) process.stdout.write('\nABORTED: a redis-server died mid-run (not stopped by this script). The table holds only the runs before that.\n');
   if (problems) {
     const keep = fs.mkdtempSync(path.join(os.tmpdir(), 'poolside-bench-cluster-logs-'));
     for (const f of fs.readdirSync(tempDir)) fs.copyFileSync(path.join(tempDir, f), path.join(keep, f));
-    process.stdout.write(`\nSomething went wrong: poolside's config and log kept in ${keep}\n`);
+    process.stdout.write(`\nSomething went wrong: poolside's configs and logs kept in ${keep}\n`);
   }
   await stopAll();
   return nodeDied ? 1 : 0;

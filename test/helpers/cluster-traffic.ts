@@ -72,6 +72,8 @@ export interface TrafficOptions {
 
 /** Something that is not a wrong answer but not a right one either. */
 export interface TrafficError {
+  /** performance.now() when the request was sent, and when its error (or its silence) was seen. */
+  sentAt: number;
   at: number;
   client: number;
   op: OpKind;
@@ -80,6 +82,7 @@ export interface TrafficError {
 }
 
 export interface WrongAnswer {
+  sentAt: number;
   at: number;
   client: number;
   op: OpKind;
@@ -164,7 +167,8 @@ class Client {
         try {
           this.#line = await this.#connect();
         } catch (err) {
-          this.#owner.error({ at: performance.now(), client: this.#index, op: 'get', args: ['(connect)'], error: (err as Error).message });
+          const now = performance.now();
+          this.#owner.error({ sentAt: now, at: now, client: this.#index, op: 'get', args: ['(connect)'], error: (err as Error).message });
           await new Promise((resolve) => setTimeout(resolve, 50));
           continue;
         }
@@ -239,16 +243,17 @@ class Client {
    */
   async #do(line: TrafficLine, op: OpKind, args: string[], check: (reply: RespValue) => boolean, failed?: () => void): Promise<void> {
     const expected = args.slice(1).map((k) => (op === 'set' ? '' : `${k}∈{${[...(this.#model.get(k) ?? [])].map((v) => JSON.stringify(v)).join(',')}}`)).join(' ');
+    const sentAt = performance.now();
     const reply = await line.call(args, this.#timeoutMs);
     const at = performance.now();
     if (reply instanceof NoReply || reply instanceof RespError) {
       failed?.();
       if (reply instanceof NoReply) this.#line = null;
-      this.#owner.error({ at, client: this.#index, op, args, error: reply instanceof NoReply ? `no reply: ${reply.reason}` : reply.message });
+      this.#owner.error({ sentAt, at, client: this.#index, op, args, error: reply instanceof NoReply ? `no reply: ${reply.reason}` : reply.message });
       return;
     }
     if (check(reply)) this.#owner.ok(op);
-    else this.#owner.wrongAnswer({ at, client: this.#index, op, args, got: JSON.stringify(reply), expected });
+    else this.#owner.wrongAnswer({ sentAt, at, client: this.#index, op, args, got: JSON.stringify(reply), expected });
   }
 }
 
