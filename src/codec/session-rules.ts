@@ -121,11 +121,6 @@ export type Admission =
  */
 export interface ClusterRules {
   /**
-   * The protocol's refusal of a request whose keys span slots, or lie on another node than the
-   * one the session's connection state is pinned to (Redis: `-CROSSSLOT …`).
-   */
-  readonly crossSlot: Buffer;
-  /**
    * A keyless pin-open request (Redis MULTI) is answered at once and opened on the node of the
    * first request after it. Before that, the reply for a request that closes it (EXEC: an empty
    * array, or EXECABORT when `aborted`: poolside refused a request inside it; DISCARD: OK); null:

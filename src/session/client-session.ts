@@ -1022,7 +1022,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         // Watching only: a request for another node's keys runs there, like any shared request.
         return slot.fanout !== null ? this.#sendFanout(slot, slot.fanout) : this.#sendShared(slot, true);
       }
-      return this.#refuseCrossSlot(slot, cluster);
+      return this.#refuseCrossSlot(slot);
     }
     const deferred = this.#deferred;
     if (deferred !== null) {
@@ -1046,7 +1046,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
           return true;
         default:
           // The first request of the transaction: its node is the transaction's (keyless: any primary).
-          if (split) return this.#refuseCrossSlot(slot, cluster);
+          if (split) return this.#refuseCrossSlot(slot);
           return this.#startPin(slot);
       }
     }
@@ -1060,27 +1060,31 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
           this.#answer(slot, this.#codec.okReply);
           return true;
         }
-        return split ? this.#refuseCrossSlot(slot, cluster) : null;
+        return split ? this.#refuseCrossSlot(slot) : null;
       case 'pin-once':
-        if (split) return this.#refuseCrossSlot(slot, cluster);
+        if (split) return this.#refuseCrossSlot(slot);
         if (slot.hash === null) {
           this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} outside a transaction or WATCH has no node to run on in cluster pool ${this.#pool.config.name}: the client's writes went to several nodes`);
           return true;
         }
         return null;
       case 'relay':
-        return split ? this.#refuseCrossSlot(slot, cluster) : null;
+        return split ? this.#refuseCrossSlot(slot) : null;
       default:
         return null;
     }
   }
 
-  /** Keys in several slots, or on another node than the session's pinned state: refused, and a transaction aborts. */
-  #refuseCrossSlot(slot: Slot, cluster: ClusterRules): boolean {
+  /**
+   * Keys in several slots, or on another node than the session's pinned state: Redis's own
+   * CROSSSLOT (counted as core's cross-slot refusals are), and a transaction being queued aborts.
+   */
+  #refuseCrossSlot(slot: Slot): boolean {
     const lease = this.#lease;
     if (lease.kind === 'pinned') lease.state.refusedInside();
     else if (this.#deferred !== null) this.#deferred.aborted = true;
-    this.#answer(slot, cluster.crossSlot);
+    this.#pool.fail('CROSS_SERVER', `keys of ${slot.spec.name} are in different hash slots, or not on the node its transaction, watch or subscription is on`);
+    this.#answer(slot, CROSSSLOT_REPLY);
     return true;
   }
 

@@ -81,13 +81,10 @@ class RedisPinnedState implements PinnedState {
   }
 }
 
-/** Redis Cluster's own words for keys that cannot go together (cluster.c), byte for byte. */
-export const CROSSSLOT = Buffer.from("-CROSSSLOT Keys in request don't hash to the same slot\r\n");
 const EMPTY_ARRAY = Buffer.from('*0\r\n');
 
 /** Redis's answers in a cluster pool (docs/redis-cluster.md#stateful-commands). */
 const REDIS_CLUSTER_RULES: ClusterRules = {
-  crossSlot: CROSSSLOT,
   closeDeferred(spec: CommandSpec, aborted: boolean): Buffer | null {
     // MULTI with nothing queued: EXEC runs nothing (an empty array), unless a command of it was
     // refused, which aborts it as Redis's failed-to-queue does; DISCARD just ends it.
