@@ -338,6 +338,9 @@ describe('a cluster pool when the topology changes under pinned clients', () => 
       await cluster.migrateSlot(slot, to);
       expect(await blocked.reply()).toEqual(new RespError(`MOVED ${slot} ${to.address}`));
       expect(await sub.reply()).toEqual(['sunsubscribe', channel, 0]);
+      // Passed on, not followed: the relaying connection is still the old node's, which refuses the channel now.
+      sub.send('SSUBSCRIBE', channel);
+      expect(await sub.reply()).toEqual(new RespError(`MOVED ${slot} ${to.address}`));
       // The blocked client carries on: its next pop goes to the slot's new owner.
       await waitFor(() => pool.cluster?.nodeForSlot(slot)?.name === to.address, 'poolside to learn the slot moved', 10_000);
       blocked.send('BLPOP', key, 0);
