@@ -112,6 +112,8 @@ export class ClusterTopology implements Router {
   /** Primaries of the last map, for keyless requests (round robin). */
   #primaries: ServerPool[] = [];
   #next = 0;
+  /** Bumped whenever a slot changes owner in the map (see version). */
+  #version = 0;
   #refresh: RefreshState = { kind: 'idle' };
   #generation = 0;
   #lastStartAt = -Infinity;
@@ -133,6 +135,15 @@ export class ClusterTopology implements Router {
     this.#host = host;
     this.#clock = clock;
     this.#log = log;
+  }
+
+  /**
+   * Changes whenever a slot changes owner in the map. A session with requests in flight that were
+   * routed by an older map holds its next ones until those are answered: a GET routed to a slot's
+   * new owner must not overtake the SET still on its way to the old one (which answers MOVED).
+   */
+  get version(): number {
+    return this.#version;
   }
 
   /** Every node's ServerPool, routed to or being drained: the one list the pool's sweep, /stats and metrics read. */
@@ -225,6 +236,7 @@ export class ClusterTopology implements Router {
     if (slot < 0 || slot >= SLOTS || this.#slots[slot] === node) return node;
     if (this.#slots[slot] === null) this.#covered++;
     this.#slots[slot] = node;
+    this.#version++;
     this.refresh('moved');
     return node;
   }
@@ -356,9 +368,7 @@ export class ClusterTopology implements Router {
         },
         onFailure: (_reason, message) => fail(message),
       });
-      // A node that never answers (request_timeout 0, or a frozen one) must not hold the refresh.
-      state.guard = this.#clock.setTimeout(() => fail('no answer in time'), Math.max(this.#config.requestTimeoutMs, this.#config.connect.timeoutMs, 1000));
-      state.guard.unref();
+      this.#guard(state, () => fail('no answer in time'));
       return;
     }
     if (state.tried.size === 0) {
@@ -371,25 +381,43 @@ export class ClusterTopology implements Router {
     this.#fail(state, `all ${state.tried.size} nodes asked failed`);
   }
 
+  /**
+   * A node that never answers (request_timeout 0, or a frozen one) must not hold the refresh:
+   * after max(request_timeout, connect.timeout, 1s) the next node is asked.
+   */
+  #guard(state: Extract<RefreshState, { kind: 'running' }>, onTimeout: () => void): void {
+    if (state.guard !== null) this.#clock.clearTimeout(state.guard);
+    state.guard = this.#clock.setTimeout(onTimeout, Math.max(this.#config.requestTimeoutMs, this.#config.connect.timeoutMs, 1000));
+    state.guard.unref();
+  }
+
   /** CLUSTER SHARDS was unknown (Redis before 7): CLUSTER SLOTS on the same node. */
   #askSlots(server: ServerPool, generation: number, info: RespValue): void {
+    const state = this.#refresh;
     const conn = server.pickConnection();
-    if (conn === null) return this.#attempt();
+    if (state.kind !== 'running' || conn === null) return this.#attempt();
+    let settled = false;
+    const next = (): void => {
+      if (settled || this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
+      settled = true;
+      this.#attempt();
+    };
     conn.send(SLOTS_REQUEST, {
       onResponse: (bytes) => {
-        if (this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
+        if (settled || this.#refresh.kind !== 'running' || this.#refresh.generation !== generation) return;
         try {
           const reply = parseResp(bytes);
           if (reply instanceof RespError) throw new Error(reply.message);
-          this.#succeed(readSlots(reply), readEpoch(info));
+          const shards = readSlots(reply);
+          settled = true;
+          this.#succeed(shards, readEpoch(info));
         } catch {
-          this.#attempt();
+          next();
         }
       },
-      onFailure: () => {
-        if (this.#refresh.kind === 'running' && this.#refresh.generation === generation) this.#attempt();
-      },
+      onFailure: next,
     });
+    this.#guard(state, next);
   }
 
   /** Known primaries first, then the other nodes (seeds, redirect targets). */
@@ -428,7 +456,7 @@ export class ClusterTopology implements Router {
     const next = new Map<string, ClusterNode>();
     const primaries: ServerPool[] = [];
     let replicas = 0;
-    this.#slots.fill(null);
+    const slots = new Array<ServerPool | null>(SLOTS).fill(null);
     let covered = 0;
     for (const shard of shards) {
       const key = nodeKey(shard.primary.host, shard.primary.port);
@@ -441,11 +469,18 @@ export class ClusterTopology implements Router {
       }
       for (const [start, end] of shard.ranges) {
         for (let slot = start; slot <= end; slot++) {
-          if (this.#slots[slot] === null) covered++;
-          this.#slots[slot] = server;
+          if (slots[slot] === null) covered++;
+          slots[slot] = server;
         }
       }
     }
+    let changed = false;
+    for (let slot = 0; slot < SLOTS; slot++) {
+      if (this.#slots[slot] === slots[slot]) continue;
+      this.#slots[slot] = slots[slot];
+      changed = true;
+    }
+    if (changed) this.#version++;
     for (const [key, node] of this.#nodes) {
       if (next.has(key)) continue;
       // Left the topology (or a seed, or a redirect target the map does not name): drained.

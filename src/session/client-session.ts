@@ -147,6 +147,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #busyAt = 0;
   /** Part of a request was read when the drain began: that request is still run (#admitBegun). */
   #begunBeforeDrain = false;
+  /** routing: cluster: the slot map's version its requests in flight were routed by (ClusterTopology.version). */
+  #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
   #keys: KeyRouting | null = null;
   /**
@@ -760,9 +762,26 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return this.#startPin(slot);
       default:
         if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
+        if (this.#mapChanged()) return false;
         if (slot.fanout !== null) return this.#sendFanout(slot, slot.fanout);
         return this.#sendShared(slot, true);
     }
+  }
+
+  /**
+   * routing: cluster: the slot map changed since the requests this session has in flight were
+   * routed: it waits for them (true) before routing more by the new map, so none of its requests
+   * overtakes an earlier one that will come back MOVED to the same node.
+   */
+  #mapChanged(): boolean {
+    const cluster = this.#pool.cluster;
+    if (cluster === null || cluster.version === this.#mapVersion) return false;
+    if (this.#outstanding > 0) {
+      this.#wait = 'idle';
+      return true;
+    }
+    this.#mapVersion = cluster.version;
+    return false;
   }
 
   #sendShared(slot: Slot, mayWait: boolean): boolean {
