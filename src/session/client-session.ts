@@ -1039,6 +1039,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       }
       if (!lease.state.queuing && !slot.crossServer && (spec.use === 'shared' || spec.use === 'select')) {
         // Watching only: a request for another node's keys runs there, like any shared request.
+        if (this.#mapChanged()) return false;
         return slot.fanout !== null ? this.#sendFanout(slot, slot.fanout) : this.#sendShared(slot, true);
       }
       return this.#refuseCrossSlot(slot);
