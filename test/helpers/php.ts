@@ -47,3 +47,11 @@ export function runPhp(script: string, args: string[], options: { ini?: Record<s
     });
   });
 }
+
+export function requirePhpRedis(): void {
+  requireBinary('php', 'php-cli');
+  const check = spawnSync('php', ['-r', 'exit(extension_loaded("redis") ? 0 : 1);'], { stdio: 'ignore' });
+  if (check.status !== 0) {
+    throw new Error('php has no redis extension (phpredis): the PHP Redis tests need it. Install it with: apt-get install -y php-redis');
+  }
+}

@@ -15,6 +15,7 @@ import { portOf, startProxy } from '../helpers/proxy.js';
 import { poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { waitFor } from '../helpers/servers.js';
+import { phpFixture, requirePhpRedis, runPhp } from '../helpers/php.js';
 
 const CROSSSLOT = new RespError("CROSSSLOT Keys in request don't hash to the same slot");
 const EXECABORT = new RespError('EXECABORT Transaction discarded because of previous errors.');
@@ -318,6 +319,23 @@ describe('connection state in a cluster pool', () => {
     } finally {
       await perTest.run();
     }
+  });
+});
+
+describe('a PHP worker on a plain phpredis client', () => {
+  it('runs its transactions, WATCH, blocking pop and SELECT through a cluster pool as against one Redis', async () => {
+    requirePhpRedis();
+    const out = (await runPhp(phpFixture('redis-cluster-stateful.php'), [String(port), tags[0].tag, tags[1].tag])) as Record<string, unknown>;
+    expect(out.tx).toEqual([true, 1, 'v1']);
+    expect(out.watch_broken).toBe(false);
+    expect(out.watch_ok).toEqual([true]);
+    expect(out.after_watch).toBe('mine');
+    expect(out.blpop).toEqual([`{${tags[1].tag}}php:list`, 'item']);
+    expect(out.select0).toBe(true);
+    expect(out.select1).toBe(false);
+    // phpredis 5.3's getLastError() shows one extra character after this message; the text is the node's.
+    expect(String(out.select_error)).toMatch(/^ERR SELECT is not allowed in cluster mode/);
+    expect(out.ping).toBe(true);
   });
 });
 
