@@ -590,7 +590,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       idleMs: now - this.#chunkAt,
       db: this.#db ?? (this.#pool.servers[0]?.config.db ?? 0),
       subscribed: pinned?.relay === true,
-      holding: pinned?.state.holding === true,
+      holding: pinned?.state.holding === true || this.#deferred !== null,
       blocked: pinned?.lease.blocking === true,
     };
     return this.#rules.describe(facts, this.#lastCommand);
@@ -1439,6 +1439,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (lease.lease.blocking) return 'blocking';
       if (lease.state.dirty) return 'transaction';
     }
+    // A cluster pool's MULTI not sent yet is an open transaction all the same.
+    if (this.#deferred !== null) return 'transaction';
     if (this.#busy()) return 'request';
     if (lease.kind === 'pinned') return 'connection';
     return null;
