@@ -431,6 +431,9 @@ export class ClusterTopology implements Router {
     this.#failed[state.trigger]++;
     this.#failures++;
     this.#log.warn('cluster topology refresh failed; the last map is kept', { pool: this.#config.name, trigger: state.trigger, failures: this.#failures, error: message });
+    // The seeds are asked too from now on (a seed the map does not name was drained: it comes
+    // back, and is drained again once a refresh succeeds), in case the nodes known are all gone.
+    this.#addSeeds();
     this.#schedule('retry', backoffDelay(this.#failures, this.#config.connect.backoff, this.#clock));
   }
 

@@ -19,13 +19,36 @@ afterEach(() => cleanup.run());
 
 type Mode = 'slots-only' | 'broken';
 
+const bulk = (text: string): string => `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
+
+interface ScriptedNode {
+  port: number;
+  mode: Mode;
+  /** CLUSTER subcommands asked, in order. */
+  asked: string[];
+  /** Key commands (SET/GET) received, in order, as `SET k`. */
+  keyed: string[];
+  /** The reply to a command, before the built-in ones (null: the built-in one); a promise holds it, and the replies behind it. */
+  hook: (args: string[]) => string | Promise<string> | null;
+}
+
 /** A node that owns every slot itself; `mode` says how it answers CLUSTER subcommands. */
-async function scriptedNode(): Promise<{ port: number; mode: Mode; asked: string[] }> {
-  const state = { port: 0, mode: 'slots-only' as Mode, asked: [] as string[] };
-  const bulk = (text: string): string => `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
-  const answer = (args: string[]): string => {
+async function scriptedNode(): Promise<ScriptedNode> {
+  const state: ScriptedNode = { port: 0, mode: 'slots-only', asked: [], keyed: [], hook: () => null };
+  const values = new Map<string, string>();
+  const answer = (args: string[]): string | Promise<string> => {
     const command = args.map((a) => a.toUpperCase()).slice(0, 2).join(' ');
     if (command.startsWith('CLUSTER')) state.asked.push(command);
+    if (args[0].toUpperCase() === 'SET' || (args[0].toUpperCase() === 'GET' && args[1] !== 'k' && args[1] !== 'loop')) {
+      state.keyed.push(`${args[0].toUpperCase()} ${args[1]}`);
+    }
+    const hooked = state.hook(args);
+    if (hooked !== null) return hooked;
+    if (args[0].toUpperCase() === 'SET') {
+      values.set(args[1], args[2]);
+      return '+OK\r\n';
+    }
+    if (args[0].toUpperCase() === 'GET' && values.has(args[1])) return bulk(values.get(args[1]) ?? '');
     if (command === 'PING') return '+PONG\r\n';
     if (command === 'GET K') return bulk('from-scripted');
     // A node that keeps redirecting to itself: only the hop limit ends it.
@@ -38,6 +61,8 @@ async function scriptedNode(): Promise<{ port: number; mode: Mode; asked: string
   };
   const server = net.createServer((socket) => {
     let buf = Buffer.alloc(0);
+    // Replies in request order, a held one holding those behind it, as on a real connection.
+    let replies = Promise.resolve();
     socket.on('error', () => {});
     socket.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
@@ -45,7 +70,10 @@ async function scriptedNode(): Promise<{ port: number; mode: Mode; asked: string
       for (let parsed = parseReply(buf, at); parsed !== null; parsed = parseReply(buf, at)) {
         at = parsed.end;
         const args = parsed.value as RespValue[];
-        socket.write(answer(args.map(String)));
+        const reply = answer(args.map(String));
+        replies = replies.then(async () => {
+          socket.write(await reply);
+        });
       }
       buf = buf.subarray(at);
     });
@@ -119,3 +147,32 @@ it('passes the last MOVED to the client after cluster.max_redirects hops', async
   expect(topology.stats().refreshes.ok.moved).toBe(0);
   expect(await client.call('GET', 'k')).toBe('from-scripted');
 });
+
+it('holds a request routed by a changed slot map until the requests routed by the old one are answered', async () => {
+  const a = await scriptedNode();
+  const b = await scriptedNode();
+  let release: (reply: string) => void = () => {};
+  const held = new Promise<string>((resolve) => {
+    release = resolve;
+  });
+  // A holds its answer to the SET; it will say MOVED to B.
+  a.hook = (args) => (args[0].toUpperCase() === 'SET' ? held : null);
+  const proxy = cleanup.add(await startProxy([`127.0.0.1:${a.port}`], { routing: 'cluster', cluster: { refresh_interval: 0 } }), (p) => p.close());
+  const pool = proxy.pools.get('p');
+  const topology = clusterOf(pool);
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  client.send('SET', 'x', 'v');
+  await waitFor(() => a.keyed.includes('SET x'), 'the SET on A');
+  // Another client's MOVED (as the topology hears it) moves x's slot to B while the SET is out.
+  const slot = 16287; // CLUSTER KEYSLOT x
+  topology.moved(slot, '127.0.0.1', b.port);
+  client.send('GET', 'x');
+  // The GET waits (it would reach B before the SET it follows), rather than go by the new map now.
+  await waitFor(() => pool?.waitingRequests === 1, 'the GET to be held');
+  expect(b.keyed).toEqual([]);
+  release(`-MOVED ${slot} 127.0.0.1:${b.port}\r\n`);
+  expect(await client.take(2)).toEqual(['OK', 'v']);
+  expect(b.keyed).toEqual(['SET x', 'GET x']);
+});
+

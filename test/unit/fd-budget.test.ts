@@ -31,4 +31,15 @@ describe('file descriptor budget', () => {
     expect(fdBudget(config, 1024, 20)).toEqual({ limit: 1024, reserve, capacity: 1024 - reserve });
     expect(fdBudget(config, 64, 20).capacity).toBe(0);
   });
+
+  it('counts a cluster pool as at least three nodes: its nodes are discovered, not configured', () => {
+    const cluster = (seeds: string[]) =>
+      parseConfig(
+        YAML.stringify({ admin: false, pools: { c: { protocol: 'redis', listen: ['127.0.0.1:0'], routing: 'cluster', servers: seeds, connections: { max: 4 }, exclusive: { max: 8 } } } }),
+        'test.yaml',
+      );
+    expect(fdBudget(cluster(['127.0.0.1:1']), 1024, 20).reserve).toBe(20 + FD_SLACK + 1 + 3 * (4 + 8));
+    const seeds = ['127.0.0.1:1', '127.0.0.1:2', '127.0.0.1:3', '127.0.0.1:4'];
+    expect(fdBudget(cluster(seeds), 1024, 20).reserve).toBe(20 + FD_SLACK + 1 + 4 * (4 + 8));
+  });
 });
