@@ -68,6 +68,11 @@ export interface TrafficOptions {
   crossSlotMget?: boolean;
   /** How long a client waits for a reply before it gives up on it and reconnects (default 10s). */
   replyTimeoutMs?: number;
+  /**
+   * Put in every key name (default ''): traffic that starts on a cluster an earlier traffic wrote
+   * to needs its own, since the model starts from every key missing.
+   */
+  namespace?: string;
 }
 
 /** Something that is not a wrong answer but not a right one either. */
@@ -111,27 +116,27 @@ interface KeyPlan {
 }
 
 /** Every key of one client, spread over slots: key i of client c is on slot (c * 7919 + i * 2053) mod 16384. */
-function planKeys(client: number, perClient: number, hotSlots: number[]): KeyPlan {
+function planKeys(ns: string, client: number, perClient: number, hotSlots: number[]): KeyPlan {
   const strings: string[] = [];
   const counters: string[] = [];
   const groups: string[][] = [];
   for (let i = 0; i < perClient; i++) {
     const tag = tagForSlot((client * 7919 + i * 2053) % SLOTS);
     if (i % 2 === 0) {
-      strings.push(`{${tag}}c${client}:s${i}`);
-      counters.push(`{${tag}}c${client}:n${i}`);
+      strings.push(`{${tag}}${ns}c${client}:s${i}`);
+      counters.push(`{${tag}}${ns}c${client}:n${i}`);
     } else {
-      const pair = [`{${tag}}c${client}:a${i}`, `{${tag}}c${client}:b${i}`];
+      const pair = [`{${tag}}${ns}c${client}:a${i}`, `{${tag}}${ns}c${client}:b${i}`];
       strings.push(...pair);
       groups.push(pair);
     }
   }
   for (const slot of hotSlots) {
     const tag = tagForSlot(slot);
-    const pair = [`{${tag}}c${client}:hot-a`, `{${tag}}c${client}:hot-b`];
+    const pair = [`{${tag}}${ns}c${client}:hot-a`, `{${tag}}${ns}c${client}:hot-b`];
     strings.push(...pair);
     groups.push(pair);
-    counters.push(`{${tag}}c${client}:hot-n`);
+    counters.push(`{${tag}}${ns}c${client}:hot-n`);
   }
   return { strings, counters, groups };
 }
@@ -147,7 +152,7 @@ class Client {
   #line: TrafficLine | null = null;
   #seq = 0;
 
-  constructor(index: number, owner: ClusterTraffic, plan: KeyPlan, options: Required<Omit<TrafficOptions, 'hotSlots' | 'clients'>>) {
+  constructor(index: number, owner: ClusterTraffic, plan: KeyPlan, options: Required<Omit<TrafficOptions, 'hotSlots' | 'clients' | 'namespace'>>) {
     this.#index = index;
     this.#owner = owner;
     this.#plan = plan;
@@ -278,7 +283,7 @@ export class ClusterTraffic {
       replyTimeoutMs: options.replyTimeoutMs ?? 10_000,
     };
     for (let i = 0; i < options.clients; i++) {
-      traffic.#clients.push(new Client(i, traffic, planKeys(i, rest.keysPerClient, options.hotSlots ?? []), rest));
+      traffic.#clients.push(new Client(i, traffic, planKeys(options.namespace ?? '', i, rest.keysPerClient, options.hotSlots ?? []), rest));
     }
     traffic.#loops = traffic.#clients.map((c) => c.run(() => traffic.#running));
     return traffic;
