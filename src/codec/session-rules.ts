@@ -117,7 +117,23 @@ export type Admission =
   /** Run `request` instead, as if the client had sent it (credentials taken out). */
   | { kind: 'replace'; request: Buffer };
 
+/**
+ * A protocol's own answers in a pool whose servers are one keyspace cut in slots (Redis Cluster),
+ * where state that lives on a connection lives on one node only: see docs/redis-cluster.md.
+ */
+export interface ClusterRules {
+  /**
+   * A keyless pin-open request (Redis MULTI) is answered at once and opened on the node of the
+   * first request after it. Before that, the reply for a request that closes it (EXEC: an empty
+   * array, or EXECABORT when `aborted`: poolside refused a request inside it; DISCARD: OK); null:
+   * not a closing request, it opens the pin like any other.
+   */
+  closeDeferred(spec: CommandSpec, aborted: boolean): Buffer | null;
+}
+
 export interface SessionRules {
+  /** Present for a protocol a cluster pool can serve (Redis). */
+  readonly cluster?: ClusterRules;
   /**
    * Admission to poolside (Redis: client_auth checks AUTH and HELLO … AUTH itself). Cheap when the
    * pool has no client authentication.

@@ -304,6 +304,8 @@ function readPool(walk: Walk, name: string, pool: Section): PoolConfig {
   const lease = walk.parse(leaseSlot, d.lease, oneOf(LEASES));
   const noExclusive = 'lease: exclusive needs exclusive.max of at least 1';
   walk.check(lease === 'shared' || exclusiveMax >= 1, [leaseSlot, exclusiveMaxSlot], noExclusive);
+  // A connection of its own is to one node; the client's keys live on every node (docs/redis-cluster.md).
+  walk.check(lease === 'shared' || routing !== 'cluster', [leaseSlot], 'lease: exclusive does not apply to routing: cluster (a connection of its own would be to one node; transactions, WATCH, blocking commands and subscriptions pin to their key\'s node by themselves)');
 
   const queue = pool.section('queue', ['max', 'timeout']);
   const connect = pool.section('connect', ['timeout', 'backoff']);

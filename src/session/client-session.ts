@@ -15,10 +15,10 @@
  * queue.timeout).
  */
 import type net from 'node:net';
-import type { ArgView, RequestDecoder, RequestSink } from '../codec/codec.js';
+import type { ArgView, CommandSpec, RequestDecoder, RequestSink } from '../codec/codec.js';
 import { ProtocolError } from '../codec/codec.js';
 import type { Codec } from '../codec/registry.js';
-import type { Admission, ClientHandle, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
+import type { Admission, ClientHandle, ClusterRules, DbChange, PinnedState, SessionRules, SessionView } from '../codec/session-rules.js';
 import type { FailureReason } from '../errors.js';
 import type { CloseReason, Connection } from '../pool/connection.js';
 import type { Lease, LeaseHolder } from '../pool/lease.js';
@@ -151,6 +151,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
   #keys: KeyRouting | null = null;
+  /**
+   * Cluster pools: a keyless pin-open request (MULTI) answered at once and not sent yet; it goes
+   * out on the node of the first request after it (#onLeased). `aborted`: poolside refused a
+   * request inside it, so its EXEC aborts.
+   */
+  #deferred: { bytes: Buffer; spec: CommandSpec; aborted: boolean } | null = null;
   /**
    * 'retiring' once a reload replaced its pool (closed as soon as it holds nothing, so it
    * reconnects to the new one); 'retired' from the retired pool's deadline (new requests answered
@@ -586,7 +592,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       idleMs: now - this.#chunkAt,
       db: this.#db ?? (this.#pool.servers[0]?.config.db ?? 0),
       subscribed: pinned?.relay === true,
-      holding: pinned?.state.holding === true,
+      holding: pinned?.state.holding === true || this.#deferred !== null,
       blocked: pinned?.lease.blocking === true,
     };
     return this.#rules.describe(facts, this.#lastCommand);
@@ -695,8 +701,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       // transaction must then abort, as a command that failed to queue makes Redis's.
       const lease = this.#lease;
       if (lease.kind === 'pinned') lease.state.refusedInside();
+      else if (this.#deferred !== null) this.#deferred.aborted = true;
       this.#answer(slot, slot.answerWith);
       return true;
+    }
+    const cluster = this.#pool.cluster !== null ? this.#rules.cluster : undefined;
+    if (cluster !== undefined) {
+      const served = this.#dispatchCluster(slot, cluster);
+      if (served !== null) return served;
     }
     if (this.#pool.config.lease === 'exclusive' && (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-close')) {
       // Session mode: the client's own connection for its whole life, state and all.
@@ -725,7 +737,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         const lease = this.#lease;
         // Subscribed, the server answers in order with the relayed frames (or refuses, as Redis does).
         if (lease.kind === 'pinned' && lease.relay) return this.#sendPinned(slot);
-        if (lease.kind === 'pinned' && lease.state.queuing) {
+        if ((lease.kind === 'pinned' && lease.state.queuing) || this.#deferred !== null) {
           // Inside MULTI Redis would queue it and answer in EXEC's result; poolside cannot run it
           // there, so it refuses, and the transaction aborts rather than run in part.
           this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} inside MULTI is not supported through poolside`);
@@ -917,7 +929,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #startPin(slot: Slot): boolean {
     const pool = this.#pool;
     const spec = slot.spec;
-    if (pool.router.keyed && (spec.use !== 'pin-once' || slot.hash === null)) {
+    // A cluster pool pins what #dispatchCluster let through, on its key's node (keyless: any primary).
+    if (pool.router.keyed && pool.cluster === null && (spec.use !== 'pin-once' || slot.hash === null)) {
       const message = `${spec.name} needs a connection of its own, which ketama pool ${pool.config.name} cannot give`;
       this.#rules.refusedPin(spec, 'UNSUPPORTED_COMMAND', message);
       this.#answerError(slot, 'UNSUPPORTED_COMMAND', message);
@@ -938,11 +951,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const server = pool.route(slot.hash);
     if (server === null) {
       const message = `no healthy server in pool ${pool.config.name}`;
-      this.#rules.refusedPin(spec, 'NO_HEALTHY_SERVER', message);
+      this.#refusedPin(spec, 'NO_HEALTHY_SERVER', message);
       this.#answerError(slot, 'NO_HEALTHY_SERVER', message);
       return true;
     }
-    const reason = pool.config.lease === 'exclusive' ? 'session_mode' : spec.note;
+    const reason = pool.config.lease === 'exclusive' ? 'session_mode' : (this.#deferred?.spec.note ?? spec.note);
     this.#lease = { kind: 'acquiring' };
     this.#wait = 'lease';
     server.acquireExclusive(this).then(
@@ -961,6 +974,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const session = this.#pool.config.lease === 'exclusive';
     this.#lease = { kind: 'pinned', lease, conn: lease.connection, server, outstanding: 0, state: this.#rules.pinned(), session, relay: false };
     this.#wait = 'none';
+    const deferred = this.#deferred;
+    if (deferred !== null) {
+      this.#deferred = null;
+      this.#openDeferred(deferred, server);
+    }
     this.#drainBacklog();
     // Nothing was sent on it (the request it was for is gone): give it back at once.
     this.#afterSettle();
@@ -974,10 +992,149 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (slot !== undefined) {
       this.#pool.waitingRequests--;
       const message = `no exclusive connection for ${slot.spec.name} in pool ${this.#pool.config.name}: ${err.message}`;
-      this.#rules.refusedPin(slot.spec, 'POOL_TIMEOUT', message);
+      this.#refusedPin(slot.spec, 'POOL_TIMEOUT', message);
       this.#answerError(slot, 'POOL_TIMEOUT', message);
     }
     this.#drainBacklog();
+  }
+
+  /** A pin poolside could not give: a deferred MULTI it was for fails what follows it, up to its EXEC. */
+  #refusedPin(spec: CommandSpec, reason: FailureReason, message: string): void {
+    const deferred = this.#deferred;
+    this.#deferred = null;
+    this.#rules.refusedPin(deferred?.spec ?? spec, reason, message);
+  }
+
+  // ── cluster pools: state that lives on one node (docs/redis-cluster.md#stateful-commands) ──
+
+  /**
+   * What a cluster pool does differently with a request, given the session's lease; null: the
+   * ordinary dispatch serves it. A transaction, a watch, a blocking command and a shard
+   * subscription live on the connection of one node: they pin to the node of their key (a
+   * keyless MULTI is answered here and sent with the first request after it, on that request's
+   * node), and a request whose keys cannot go there is refused as Redis Cluster refuses it.
+   * State that would have to follow the client's keys to every node (AUTH forwarded, HELLO 3,
+   * CLIENT SETNAME/TRACKING, RESET) cannot, and is refused.
+   */
+  #dispatchCluster(slot: Slot, cluster: ClusterRules): boolean | null {
+    const spec = slot.spec;
+    const lease = this.#lease;
+    const split = slot.crossServer || (slot.fanout !== null && slot.fanout.kind === 'split');
+    if (lease.kind === 'pinned') {
+      if (lease.relay) return null; // subscribed: everything goes to the server, which answers as Redis
+      if (!lease.state.dirty && !lease.session) {
+        // Pinned for a blocking command only: what would pin anew waits for it to end, then goes
+        // where its own key says (#sendPinnedOrWait does the same for keyed requests). A pin just
+        // made for this very request has nothing in flight: the ordinary dispatch sends it there.
+        if (lease.outstanding > 0 && (spec.use === 'pin-open' || spec.use === 'relay' || spec.use === 'pin-session')) {
+          this.#wait = 'idle';
+          return false;
+        }
+        return null;
+      }
+      if (spec.use === 'pin-session') return this.#refuseSessionState(slot);
+      const owner = slot.hash === null ? null : (this.#pool.cluster?.nodeForSlot(slot.hash) ?? null);
+      if (!split && (owner === null || owner === lease.server)) {
+        // Its node's: on the pinned connection, whole (a keyless broadcast runs on this node only, as in MULTI on Redis).
+        if (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-once' || spec.use === 'pin-open' || spec.use === 'pin-close') return this.#sendPinned(slot);
+        return null;
+      }
+      if (!lease.state.queuing && !slot.crossServer && (spec.use === 'shared' || spec.use === 'select')) {
+        // Watching only: a request for another node's keys runs there, like any shared request.
+        if (this.#mapChanged()) return false;
+        return slot.fanout !== null ? this.#sendFanout(slot, slot.fanout) : this.#sendShared(slot, true);
+      }
+      return this.#refuseCrossSlot(slot);
+    }
+    const deferred = this.#deferred;
+    if (deferred !== null) {
+      const close = cluster.closeDeferred(spec, deferred.aborted);
+      if (close !== null) {
+        this.#deferred = null;
+        this.#answer(slot, close);
+        return true;
+      }
+      switch (spec.use) {
+        case 'quit':
+        case 'ok':
+        case 'local':
+        case 'unsupported':
+        case 'denied':
+          return null; // answered (or refused, aborting the transaction) as inside any MULTI
+        case 'pin-session':
+          return this.#refuseSessionState(slot);
+        case 'relay':
+          this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} inside MULTI is not supported in cluster pool ${this.#pool.config.name}`);
+          return true;
+        default:
+          // The first request of the transaction: its node is the transaction's (keyless: any primary).
+          if (split) return this.#refuseCrossSlot(slot);
+          return this.#startPin(slot);
+      }
+    }
+    switch (spec.use) {
+      case 'pin-session':
+        return this.#refuseSessionState(slot);
+      case 'pin-open':
+        if (spec.keys.kind === 'none') {
+          // MULTI names no node: answered now, sent with the first request of the transaction.
+          this.#deferred = { bytes: slot.bytes, spec, aborted: false };
+          this.#answer(slot, this.#codec.okReply);
+          return true;
+        }
+        return split ? this.#refuseCrossSlot(slot) : null;
+      case 'pin-once':
+        if (split) return this.#refuseCrossSlot(slot);
+        if (slot.hash === null) {
+          this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} outside a transaction or WATCH has no node to run on in cluster pool ${this.#pool.config.name}: the client's writes went to several nodes`);
+          return true;
+        }
+        return null;
+      case 'relay':
+        return split ? this.#refuseCrossSlot(slot) : null;
+      default:
+        return null;
+    }
+  }
+
+  /**
+   * Keys in several slots, or on another node than the session's pinned state: Redis's own
+   * CROSSSLOT (counted as core's cross-slot refusals are), and a transaction being queued aborts.
+   */
+  #refuseCrossSlot(slot: Slot): boolean {
+    const lease = this.#lease;
+    if (lease.kind === 'pinned') lease.state.refusedInside();
+    else if (this.#deferred !== null) this.#deferred.aborted = true;
+    this.#pool.fail('CROSS_SERVER', `keys of ${slot.spec.name} are in different hash slots, or not on the node its transaction, watch or subscription is on`);
+    this.#answer(slot, CROSSSLOT_REPLY);
+    return true;
+  }
+
+  #refuseSessionState(slot: Slot): boolean {
+    const name = this.#pool.config.name;
+    this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${slot.spec.name} would keep this client's state on one node of cluster pool ${name}, whose keys are on every node; not supported in a cluster pool (client_auth checks AUTH in poolside)`);
+    return true;
+  }
+
+  /**
+   * Sends a deferred MULTI on the connection just pinned for the first request of its
+   * transaction. Nothing more goes until its reply: if the server refused it, what follows must
+   * not run outside a transaction, and fails instead, up to its EXEC (refusedPin).
+   */
+  #openDeferred(deferred: { bytes: Buffer; spec: CommandSpec; aborted: boolean }, server: ServerPool): void {
+    const lease = this.#lease;
+    if (lease.kind !== 'pinned') return;
+    const slot = new Slot(this, deferred.bytes, deferred.spec, null);
+    slot.mapReply = (reply) => {
+      if (this.#codec.isErrorResponse(reply)) {
+        const text = reply.toString('latin1', 1, Math.min(reply.length - 2, 200));
+        this.#rules.refusedPin(deferred.spec, 'SERVER_ERROR', `${deferred.spec.name} refused by ${server.name}: ${text}`);
+      }
+      return null; // the client had its answer when it sent it
+    };
+    this.#sendPinned(slot);
+    if (deferred.aborted) lease.state.refusedInside();
+    this.#wait = 'idle';
   }
 
   #sendPinned(slot: Slot): boolean {
@@ -1162,6 +1319,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     // Refused inside a transaction being queued: its EXEC must abort, as Redis's would.
     const lease = this.#lease;
     if (lease.kind === 'pinned') lease.state.refusedInside();
+    else if (this.#deferred !== null && slot.server === null) this.#deferred.aborted = true;
     this.#pool.fail(reason, message);
     const reply = this.#codec.errorReply(reason, message);
     // No error reply in this protocol: the client is closed at this reply's turn instead, and
@@ -1283,6 +1441,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (lease.lease.blocking) return 'blocking';
       if (lease.state.dirty) return 'transaction';
     }
+    // A cluster pool's MULTI not sent yet is an open transaction all the same.
+    if (this.#deferred !== null) return 'transaction';
     if (this.#busy()) return 'request';
     if (lease.kind === 'pinned') return 'connection';
     return null;

@@ -23,7 +23,7 @@ import { encodeError } from './resp.js';
 import { clusterRule } from './cluster-keyspace.js';
 import { CLUSTER_SLOTS, parseCursor, replaceArg, scanReplyMap } from './scan-cursor.js';
 import type { SlotStarts } from './scan-cursor.js';
-import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
+import type { Admission, ClusterRules, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, SessionFacts, SessionRules, SessionView } from '../session-rules.js';
 
 /** Commands without keys that any server of a ketama pool can answer. */
 const KEYLESS_ANYWHERE = new Set([
@@ -86,22 +86,36 @@ class RedisPinnedState implements PinnedState {
   }
 }
 
+const EMPTY_ARRAY = Buffer.from('*0\r\n');
+
+/** Redis's answers in a cluster pool (docs/redis-cluster.md#stateful-commands). */
+const REDIS_CLUSTER_RULES: ClusterRules = {
+  closeDeferred(spec: CommandSpec, aborted: boolean): Buffer | null {
+    // MULTI with nothing queued: EXEC runs nothing (an empty array), unless a command of it was
+    // refused, which aborts it as Redis's failed-to-queue does; DISCARD just ends it.
+    if (spec.name === 'EXEC') return aborted ? EXECABORT : EMPTY_ARRAY;
+    if (spec.name === 'DISCARD') return OK;
+    return null;
+  },
+};
+
 const PASS: Admission = { kind: 'pass' };
 const ROUTE: Intake = { kind: 'route' };
 
 export class RedisSessionRules implements SessionRules {
+  readonly cluster: ClusterRules = REDIS_CLUSTER_RULES;
   /** client_auth of the pool, or null: clients need not authenticate to poolside. */
   readonly #auth: ClientAuth | null;
   #authenticated: boolean;
   #wrongPasswords = 0;
 
   /** A cluster pool's primaries by slot (SCAN across them), or null: the pool is no cluster. */
-  readonly #cluster: SlotStarts | null;
+  readonly #scanStarts: SlotStarts | null;
 
-  constructor(auth: ClientAuth | null, cluster: SlotStarts | null = null) {
+  constructor(auth: ClientAuth | null, scanStarts: SlotStarts | null = null) {
     this.#auth = auth;
     this.#authenticated = auth === null;
-    this.#cluster = cluster;
+    this.#scanStarts = scanStarts;
   }
 
   admit(spec: CommandSpec, bytes: Buffer, args: ArgView): Admission {
@@ -192,8 +206,8 @@ export class RedisSessionRules implements SessionRules {
       }
       return { kind: 'local', local: command };
     }
-    if (this.#cluster !== null && spec.use === 'shared') {
-      const routed = this.#clusterIntake(spec, bytes, args, this.#cluster);
+    if (this.#scanStarts !== null && spec.use === 'shared') {
+      const routed = this.#clusterIntake(spec, bytes, args, this.#scanStarts);
       if (routed !== null) return routed;
     }
     if (spec.name === 'CLIENT TRACKING') {
