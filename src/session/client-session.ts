@@ -147,6 +147,15 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #busyAt = 0;
   /** Part of a request was read when the drain began: that request is still run (#admitBegun). */
   #begunBeforeDrain = false;
+  /** routing: cluster: redirected slots waiting to be sent again, in the order their redirections came back (#resend). */
+  readonly #redirectQueue: { slot: Slot; notBefore: number; backoff: boolean }[] = [];
+  /** A timer for #pumpRedirects is set. */
+  #redirectTimer = false;
+  /**
+   * A slot sent again after TRYAGAIN/CLUSTERDOWN's backoff, not answered yet: nothing else waiting
+   * in #redirectQueue goes until it is (it may be refused again and must stay first).
+   */
+  #backoffInFlight: Slot | null = null;
   /** routing: cluster: the slot map's version its requests in flight were routed by (ClusterTopology.version). */
   #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
@@ -408,8 +417,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (!follow) return false;
     slot.redirects++;
     slot.redirectTo = target;
+    // Refused again after its backoff: still the first of the session's retries.
+    const first = slot === this.#backoffInFlight;
     this.#settle(slot);
-    this.#resend(slot, delay);
+    this.#resend(slot, delay, first);
     return true;
   }
 
@@ -421,27 +432,56 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   /**
-   * Sends a redirected slot again, now or after `delay`. While it waits it counts as in flight
-   * (the session changes no lease under it); a target with no ready connection yet (a node just
-   * learnt of) is tried again shortly, until the slot's deadline.
+   * Sends a redirected slot again, now or after `delay`, behind any redirected slot of this session
+   * still waiting: they go out in the order their redirections came back, so a write retried after
+   * TRYAGAIN/CLUSTERDOWN's backoff is not overtaken by a later write of the same client whose own
+   * retry came due sooner (SET k 1; SET k 2 must leave 2). While a slot waits it counts as in
+   * flight (the session changes no lease under it, and later requests wait); a target with no
+   * ready connection yet (a node just learnt of) is tried again shortly, until the slot's deadline.
    */
-  #resend(slot: Slot, delay: number): void {
+  #resend(slot: Slot, delay: number, first: boolean): void {
     if (this.#closed) return;
-    if (delay === 0 && this.#sendRedirected(slot)) return;
-    if (delay === 0 && this.#pool.now() >= this.#redirectDeadline(slot)) {
-      slot.conn = null;
-      this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${slot.spec.name} in pool ${this.#pool.config.name}`);
-      this.#afterSettle();
-      return;
-    }
     this.#outstanding++;
     // Later requests wait for it: one sent meanwhile to the slot's new node must not overtake it.
     if (this.#wait === 'none') this.#wait = 'idle';
-    this.#pool.clock.setTimeout(() => {
+    const entry = { slot, notBefore: this.#pool.now() + delay, backoff: delay > 0 };
+    if (first) this.#redirectQueue.unshift(entry);
+    else this.#redirectQueue.push(entry);
+    this.#pumpRedirects();
+  }
+
+  /** Sends the waiting redirected slots that can go, in order; the first that cannot holds the rest. */
+  #pumpRedirects(): void {
+    const queue = this.#redirectQueue;
+    while (queue.length > 0 && !this.#closed && this.#backoffInFlight === null) {
+      const head = queue[0];
+      const now = this.#pool.now();
+      if (now < head.notBefore) return this.#armRedirectTimer(head.notBefore - now);
       this.#outstanding--;
-      if (this.#closed) return;
-      this.#resend(slot, 0);
-    }, delay > 0 ? delay : REDIRECT_RETRY_MS);
+      if (this.#sendRedirected(head.slot)) {
+        queue.shift();
+        if (head.backoff) this.#backoffInFlight = head.slot;
+        continue;
+      }
+      if (now >= this.#redirectDeadline(head.slot)) {
+        queue.shift();
+        head.slot.conn = null;
+        this.#answerError(head.slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${head.slot.spec.name} in pool ${this.#pool.config.name}`);
+        this.#afterSettle();
+        continue;
+      }
+      this.#outstanding++;
+      return this.#armRedirectTimer(REDIRECT_RETRY_MS);
+    }
+  }
+
+  #armRedirectTimer(ms: number): void {
+    if (this.#redirectTimer) return;
+    this.#redirectTimer = true;
+    this.#pool.clock.setTimeout(() => {
+      this.#redirectTimer = false;
+      if (!this.#closed) this.#pumpRedirects();
+    }, ms);
   }
 
   /** The send itself: to the redirect target (ASKING first for an ASK) or where its key routes; false without a ready connection. */
@@ -1110,6 +1150,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** Bookkeeping for a slot that got its response or failed. */
   #settle(slot: Slot): void {
     this.#outstanding--;
+    if (slot === this.#backoffInFlight) {
+      // Answered (or redirected again, and queued first): the retries behind it may go.
+      this.#backoffInFlight = null;
+      if (this.#redirectQueue.length > 0) this.#armRedirectTimer(0);
+    }
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       lease.outstanding--;
