@@ -106,3 +106,23 @@ it('retries a pipelined client\'s CLUSTERDOWN-refused writes in the order it sen
   expect(node.received.filter((c) => c.startsWith('SET')).slice(-2)).toEqual(['SET k 1', 'SET k 2']);
   expect(await client.call('GET', 'k')).toBe('2');
 });
+
+it('refuses a slot map whose ranges overlap (a hostile reply must not freeze the proxy assigning the same slots again and again)', async () => {
+  const node = await scriptedNode();
+  const proxy = cleanup.add(
+    await startProxy([`127.0.0.1:${node.port}`], { routing: 'cluster', cluster: { refresh_interval: 0 }, connect: { backoff: { initial: '1s', max: '1s' } } }),
+    (p) => p.close(),
+  );
+  const topology = clusterOf(proxy.pools.get('p'));
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  // 20,000 copies of [0, 16383] (0.6 MB): 330 million slot assignments if each is applied.
+  const entry = `*3\r\n:0\r\n:${SLOTS - 1}\r\n*2\r\n${bulk('127.0.0.1')}:${node.port}\r\n`;
+  const huge = `*20000\r\n${entry.repeat(20000)}`;
+  node.hook = (args) => (args[0].toUpperCase() === 'CLUSTER' && args[1].toUpperCase() === 'SLOTS' ? huge : null);
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  const failedBefore = topology.stats().refreshes.failed.periodic;
+  topology.refresh('periodic');
+  await waitFor(() => topology.stats().refreshes.failed.periodic === failedBefore + 1, 'the overlapping map refused');
+  expect(topology.stats().slotsCovered).toBe(SLOTS);
+  expect(await client.call('SET', 'a', '1')).toBe('OK');
+});
