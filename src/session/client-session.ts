@@ -450,29 +450,44 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#pumpRedirects();
   }
 
-  /** Sends the waiting redirected slots that can go, in order; the first that cannot holds the rest. */
+  /**
+   * Sends the waiting redirected slots that can go, in order. One due later (a backoff) holds all
+   * behind it; one whose node has no ready connection holds only those bound for the same node
+   * (a dead redirect target must not stall the session's requests to the others).
+   */
   #pumpRedirects(): void {
     const queue = this.#redirectQueue;
-    while (queue.length > 0 && !this.#closed && this.#backoffInFlight === null) {
-      const head = queue[0];
+    const blocked = new Set<ServerPool | null>();
+    for (let i = 0; i < queue.length && !this.#closed && this.#backoffInFlight === null; ) {
+      const entry = queue[i];
       const now = this.#pool.now();
-      if (now < head.notBefore) return this.#armRedirectTimer(head.notBefore - now);
-      this.#outstanding--;
-      if (this.#sendRedirected(head.slot)) {
-        queue.shift();
-        if (head.backoff) this.#backoffInFlight = head.slot;
+      if (now < entry.notBefore) {
+        this.#armRedirectTimer(entry.notBefore - now);
+        break;
+      }
+      const server = this.#redirectServer(entry.slot);
+      if (blocked.has(server)) {
+        i++;
         continue;
       }
-      if (now >= this.#redirectDeadline(head.slot)) {
-        queue.shift();
-        head.slot.conn = null;
-        this.#answerError(head.slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${head.slot.spec.name} in pool ${this.#pool.config.name}`);
+      this.#outstanding--;
+      if (this.#sendRedirected(entry.slot, server)) {
+        queue.splice(i, 1);
+        if (entry.backoff) this.#backoffInFlight = entry.slot;
+        continue;
+      }
+      if (now >= this.#redirectDeadline(entry.slot)) {
+        queue.splice(i, 1);
+        entry.slot.conn = null;
+        this.#answerError(entry.slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${entry.slot.spec.name} in pool ${this.#pool.config.name}`);
         this.#afterSettle();
         continue;
       }
       this.#outstanding++;
-      return this.#armRedirectTimer(REDIRECT_RETRY_MS);
+      blocked.add(server);
+      i++;
     }
+    if (blocked.size > 0) this.#armRedirectTimer(REDIRECT_RETRY_MS);
   }
 
   #armRedirectTimer(ms: number): void {
@@ -484,10 +499,15 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }, ms);
   }
 
-  /** The send itself: to the redirect target (ASKING first for an ASK) or where its key routes; false without a ready connection. */
-  #sendRedirected(slot: Slot): boolean {
+  /** Where a redirected slot goes next: its redirect target, or where its key routes now. */
+  #redirectServer(slot: Slot): ServerPool | null {
     const target = slot.redirectTo;
-    const server = target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash);
+    return target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash);
+  }
+
+  /** The send itself, to `server` (ASKING first for an ASK); false without a ready connection. */
+  #sendRedirected(slot: Slot, server: ServerPool | null): boolean {
+    const target = slot.redirectTo;
     if (server === null) return false;
     const conn = this.#affinity.pick(server);
     if (conn === null) return false;
