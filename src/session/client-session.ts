@@ -398,13 +398,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'ask': {
         // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
         const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
+        // The map learns a MOVED whether or not this request follows it.
+        let server: ServerPool | null = null;
         if (redirection.kind === 'moved') {
-          // The map learns it whether or not this request follows it.
-          target = { server: cluster.moved(redirection.slot, host, redirection.port), asking: false };
+          server = cluster.moved(redirection.slot, host, redirection.port);
         } else {
           cluster.count('ask');
-          if (follow) target = { server: cluster.nodeAt(host, redirection.port), asking: true };
+          if (follow) server = cluster.nodeAt(host, redirection.port);
         }
+        // No node for the target (too many unmapped ones open): the redirection is the client's.
+        if (server === null) return false;
+        target = { server, asking: redirection.kind === 'ask' };
         break;
       }
       case 'tryagain':

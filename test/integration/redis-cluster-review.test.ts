@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { afterEach, expect, it } from 'vitest';
+import { MAX_UNMAPPED_NODES } from '../../src/cluster/topology.js';
 import type { Pool } from '../../src/pool/pool.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { SLOTS } from '../helpers/cluster.js';
@@ -125,4 +126,34 @@ it('refuses a slot map whose ranges overlap (a hostile reply must not freeze the
   await waitFor(() => topology.stats().refreshes.failed.periodic === failedBefore + 1, 'the overlapping map refused');
   expect(topology.stats().slotsCovered).toBe(SLOTS);
   expect(await client.call('SET', 'a', '1')).toBe('OK');
+});
+
+it('opens at most MAX_UNMAPPED_NODES nodes for redirect targets the map does not name, however many addresses a node sends requests to', async () => {
+  const node = await scriptedNode();
+  const proxy = cleanup.add(
+    await startProxy([`127.0.0.1:${node.port}`], { routing: 'cluster', cluster: { refresh_interval: 0 }, request_timeout: '300ms' }),
+    (p) => p.close(),
+  );
+  const pool = proxy.pools.get('p');
+  const topology = clusterOf(pool);
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  // Every GET is sent to another address (nothing listens there): a broken or hostile node. Its
+  // map cannot be read meanwhile, so no refresh drains the nodes opened for them.
+  let next = 0;
+  let mapBroken = true;
+  node.hook = (args) => {
+    if (args[0] === 'GET') return `-MOVED 5 127.0.0.1:${20000 + next++}\r\n`;
+    return mapBroken && args[0].toUpperCase() === 'CLUSTER' ? '-ERR scripted failure\r\n' : null;
+  };
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  for (let i = 0; i < 300; i++) client.send('GET', `g${i}`);
+  const replies = await client.take(300, 20_000);
+  // Each is an error: the MOVED itself (no node opened for it) or no connection to the node it named.
+  for (const reply of replies) expect(String((reply as { message?: string }).message)).toMatch(/^(MOVED 5 127\.0\.0\.1:\d+|ERR poolside NO_HEALTHY_SERVER)/);
+  expect(topology.stats().redirections.moved).toBe(300);
+  // The node itself, plus the capped redirect targets.
+  expect(pool?.servers.length).toBe(1 + MAX_UNMAPPED_NODES);
+  mapBroken = false;
+  expect(await client.call('SET', 'a', '1')).toBe('OK');
+  await waitFor(() => pool?.servers.length === 1, 'the redirect targets closed once the map is read again');
 });
