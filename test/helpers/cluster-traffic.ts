@@ -15,14 +15,18 @@
  *   const report = await traffic.stop();
  *   expect(report.wrong).toEqual([]);
  */
-import { RawClient, RespError } from './resp-client.js';
+import { RawClient, RespError, encode } from './resp-client.js';
 import type { RespValue } from './resp-client.js';
 import { SLOTS, tagForSlot } from './cluster.js';
 
-/** One client's line to the system under test: one command at a time. */
+/** One client's line to the system under test. */
 export interface TrafficLine {
-  /** The reply, or null when none came within `timeoutMs` or the connection closed (the line is then closed). */
-  call(args: string[], timeoutMs: number): Promise<RespValue | NoReply>;
+  /**
+   * Sends a batch of commands in one write (one command: no pipelining) and resolves with their
+   * replies in order; a NoReply for each one that got none within `timeoutMs` or before the
+   * connection closed (the line is then broken: the client connects again).
+   */
+  send(batch: string[][], timeoutMs: number): Promise<(RespValue | NoReply)[]>;
   close(): void;
 }
 
@@ -38,17 +42,19 @@ export function respConnector(port: number): Connector {
     const client = await RawClient.connect(port);
     let broken = false;
     return {
-      async call(args, timeoutMs) {
-        if (broken || client.isClosed) return new NoReply('connection closed');
-        client.send(...args);
+      async send(batch, timeoutMs) {
+        if (broken || client.isClosed) return batch.map(() => new NoReply('connection closed'));
+        client.write(Buffer.concat(batch.map((args) => encode(...args))));
+        const replies: (RespValue | NoReply)[] = [];
         try {
-          return await client.reply(timeoutMs);
+          for (let i = 0; i < batch.length; i++) replies.push(await client.reply(timeoutMs));
         } catch (err) {
           // A late reply would be read as the next command's: this line is done.
           broken = true;
           client.destroy();
-          return new NoReply((err as Error).message);
+          while (replies.length < batch.length) replies.push(new NoReply((err as Error).message));
         }
+        return replies;
       },
       close: () => client.destroy(),
     };
@@ -68,6 +74,18 @@ export interface TrafficOptions {
   crossSlotMget?: boolean;
   /** How long a client waits for a reply before it gives up on it and reconnects (default 10s). */
   replyTimeoutMs?: number;
+  /**
+   * Every other client (the odd ones) sends this many commands in one write and then reads their
+   * replies (default 1: none pipelines). The model checks them in order, as Redis runs them: a
+   * proxy that lets a later command of a client overtake an earlier one (a redirected SET, then a
+   * GET of the same key) gives a wrong answer.
+   */
+  pipelineDepth?: number;
+  /**
+   * Put in every key name (default ''): traffic that starts on a cluster an earlier traffic wrote
+   * to needs its own, since the model starts from every key missing.
+   */
+  namespace?: string;
 }
 
 /** Something that is not a wrong answer but not a right one either. */
@@ -103,6 +121,15 @@ export interface TrafficReport {
 
 type Possible = Set<string | null>;
 
+interface PlannedOp {
+  op: OpKind;
+  args: string[];
+  /** Judges a reply that is not an error: true if the model allows it (and narrows the model to it). */
+  check: (reply: RespValue) => boolean;
+  /** A write that failed may have run: its outcome joins what the key may hold. */
+  failed?: () => void;
+}
+
 interface KeyPlan {
   strings: string[];
   counters: string[];
@@ -111,27 +138,27 @@ interface KeyPlan {
 }
 
 /** Every key of one client, spread over slots: key i of client c is on slot (c * 7919 + i * 2053) mod 16384. */
-function planKeys(client: number, perClient: number, hotSlots: number[]): KeyPlan {
+function planKeys(ns: string, client: number, perClient: number, hotSlots: number[]): KeyPlan {
   const strings: string[] = [];
   const counters: string[] = [];
   const groups: string[][] = [];
   for (let i = 0; i < perClient; i++) {
     const tag = tagForSlot((client * 7919 + i * 2053) % SLOTS);
     if (i % 2 === 0) {
-      strings.push(`{${tag}}c${client}:s${i}`);
-      counters.push(`{${tag}}c${client}:n${i}`);
+      strings.push(`{${tag}}${ns}c${client}:s${i}`);
+      counters.push(`{${tag}}${ns}c${client}:n${i}`);
     } else {
-      const pair = [`{${tag}}c${client}:a${i}`, `{${tag}}c${client}:b${i}`];
+      const pair = [`{${tag}}${ns}c${client}:a${i}`, `{${tag}}${ns}c${client}:b${i}`];
       strings.push(...pair);
       groups.push(pair);
     }
   }
   for (const slot of hotSlots) {
     const tag = tagForSlot(slot);
-    const pair = [`{${tag}}c${client}:hot-a`, `{${tag}}c${client}:hot-b`];
+    const pair = [`{${tag}}${ns}c${client}:hot-a`, `{${tag}}${ns}c${client}:hot-b`];
     strings.push(...pair);
     groups.push(pair);
-    counters.push(`{${tag}}c${client}:hot-n`);
+    counters.push(`{${tag}}${ns}c${client}:hot-n`);
   }
   return { strings, counters, groups };
 }
@@ -144,16 +171,18 @@ class Client {
   readonly #crossSlot: boolean;
   readonly #timeoutMs: number;
   readonly #connect: Connector;
+  readonly #depth: number;
   #line: TrafficLine | null = null;
   #seq = 0;
 
-  constructor(index: number, owner: ClusterTraffic, plan: KeyPlan, options: Required<Omit<TrafficOptions, 'hotSlots' | 'clients'>>) {
+  constructor(index: number, owner: ClusterTraffic, plan: KeyPlan, options: Required<Omit<TrafficOptions, 'hotSlots' | 'clients' | 'namespace' | 'pipelineDepth'>> & { depth: number }) {
     this.#index = index;
     this.#owner = owner;
     this.#plan = plan;
     this.#crossSlot = options.crossSlotMget;
     this.#timeoutMs = options.replyTimeoutMs;
     this.#connect = options.connect;
+    this.#depth = options.depth;
     for (const key of [...plan.strings, ...plan.counters]) this.#model.set(key, new Set([null]));
   }
 
@@ -182,38 +211,60 @@ class Client {
     return items[Math.floor(Math.random() * items.length)];
   }
 
-  async #step(line: TrafficLine): Promise<void> {
+  /** One command of the mix: what it is, and what its reply does to the model. */
+  #next(): PlannedOp {
     const roll = Math.random();
     if (roll < 0.3) {
       const key = this.#pick(this.#plan.strings);
       const value = `c${this.#index}-${++this.#seq}`;
-      await this.#do(line, 'set', ['SET', key, value], (reply) => {
-        if (reply !== 'OK') return false;
-        this.#model.set(key, new Set([value]));
-        return true;
-      }, () => this.#possible(key).add(value));
-    } else if (roll < 0.55) {
-      const key = this.#pick(this.#plan.strings);
-      await this.#do(line, 'get', ['GET', key], (reply) => this.#observe(key, reply));
-    } else if (roll < 0.8) {
-      const key = this.#pick(this.#plan.counters);
-      await this.#do(line, 'incr', ['INCR', key], (reply) => {
-        if (typeof reply !== 'number') return false;
-        const before = this.#possible(key);
-        if (![...before].some((v) => Number(v ?? 0) + 1 === reply)) return false;
-        this.#model.set(key, new Set([String(reply)]));
-        return true;
-      }, () => {
-        const before = this.#possible(key);
-        for (const v of [...before]) before.add(String(Number(v ?? 0) + 1));
-      });
-    } else if (roll < 0.92 || !this.#crossSlot) {
-      const keys = this.#pick(this.#plan.groups);
-      await this.#do(line, 'mget', ['MGET', ...keys], (reply) => this.#observeMany(keys, reply));
-    } else {
-      const keys = [this.#pick(this.#plan.strings), this.#pick(this.#plan.strings), this.#pick(this.#plan.strings)];
-      await this.#do(line, 'mget-cross', ['MGET', ...keys], (reply) => this.#observeMany(keys, reply));
+      return {
+        op: 'set',
+        args: ['SET', key, value],
+        check: (reply) => {
+          if (reply !== 'OK') return false;
+          this.#model.set(key, new Set([value]));
+          return true;
+        },
+        failed: () => this.#possible(key).add(value),
+      };
     }
+    if (roll < 0.55) {
+      const key = this.#pick(this.#plan.strings);
+      return { op: 'get', args: ['GET', key], check: (reply) => this.#observe(key, reply) };
+    }
+    if (roll < 0.8) {
+      const key = this.#pick(this.#plan.counters);
+      return {
+        op: 'incr',
+        args: ['INCR', key],
+        check: (reply) => {
+          if (typeof reply !== 'number') return false;
+          const before = this.#possible(key);
+          if (![...before].some((v) => Number(v ?? 0) + 1 === reply)) return false;
+          this.#model.set(key, new Set([String(reply)]));
+          return true;
+        },
+        failed: () => {
+          const before = this.#possible(key);
+          for (const v of [...before]) before.add(String(Number(v ?? 0) + 1));
+        },
+      };
+    }
+    if (roll < 0.92 || !this.#crossSlot) {
+      const keys = this.#pick(this.#plan.groups);
+      return { op: 'mget', args: ['MGET', ...keys], check: (reply) => this.#observeMany(keys, reply) };
+    }
+    const keys = [this.#pick(this.#plan.strings), this.#pick(this.#plan.strings), this.#pick(this.#plan.strings)];
+    return { op: 'mget-cross', args: ['MGET', ...keys], check: (reply) => this.#observeMany(keys, reply) };
+  }
+
+  async #step(line: TrafficLine): Promise<void> {
+    const ops = Array.from({ length: this.#depth }, () => this.#next());
+    const sentAt = performance.now();
+    const replies = await line.send(ops.map((o) => o.args), this.#timeoutMs);
+    const at = performance.now();
+    // In order: each reply is judged against the model as the ones before it left it.
+    ops.forEach((o, i) => this.#judge(o, replies[i], sentAt, at));
   }
 
   #possible(key: string): Possible {
@@ -238,21 +289,20 @@ class Client {
   }
 
   /**
-   * Sends `args`; a reply `check` accepts is ok, an error reply or no reply is an error (and
-   * `failed` widens the model: the write may have run), anything else is a wrong answer.
+   * A reply `check` accepts is right; an error reply or no reply is an error (and `failed` widens
+   * the model: the write may have run); anything else is a wrong answer.
    */
-  async #do(line: TrafficLine, op: OpKind, args: string[], check: (reply: RespValue) => boolean, failed?: () => void): Promise<void> {
-    const expected = args.slice(1).map((k) => (op === 'set' ? '' : `${k}∈{${[...(this.#model.get(k) ?? [])].map((v) => JSON.stringify(v)).join(',')}}`)).join(' ');
-    const sentAt = performance.now();
-    const reply = await line.call(args, this.#timeoutMs);
-    const at = performance.now();
-    if (reply instanceof NoReply || reply instanceof RespError) {
-      failed?.();
-      if (reply instanceof NoReply) this.#line = null;
-      this.#owner.error({ sentAt, at, client: this.#index, op, args, error: reply instanceof NoReply ? `no reply: ${reply.reason}` : reply.message });
+  #judge(o: PlannedOp, reply: RespValue | NoReply | undefined, sentAt: number, at: number): void {
+    const { op, args } = o;
+    if (reply === undefined || reply instanceof NoReply || reply instanceof RespError) {
+      o.failed?.();
+      if (!(reply instanceof RespError)) this.#line = null;
+      const error = reply instanceof RespError ? reply.message : `no reply: ${reply?.reason ?? 'missing'}`;
+      this.#owner.error({ sentAt, at, client: this.#index, op, args, error });
       return;
     }
-    if (check(reply)) this.#owner.ok(op);
+    const expected = args.slice(1).map((k) => (op === 'set' ? '' : `${k}∈{${[...(this.#model.get(k) ?? [])].map((v) => JSON.stringify(v)).join(',')}}`)).join(' ');
+    if (o.check(reply)) this.#owner.ok(op);
     else this.#owner.wrongAnswer({ sentAt, at, client: this.#index, op, args, got: JSON.stringify(reply), expected });
   }
 }
@@ -278,7 +328,8 @@ export class ClusterTraffic {
       replyTimeoutMs: options.replyTimeoutMs ?? 10_000,
     };
     for (let i = 0; i < options.clients; i++) {
-      traffic.#clients.push(new Client(i, traffic, planKeys(i, rest.keysPerClient, options.hotSlots ?? []), rest));
+      const depth = i % 2 === 1 ? (options.pipelineDepth ?? 1) : 1;
+      traffic.#clients.push(new Client(i, traffic, planKeys(options.namespace ?? '', i, rest.keysPerClient, options.hotSlots ?? []), { ...rest, depth }));
     }
     traffic.#loops = traffic.#clients.map((c) => c.run(() => traffic.#running));
     return traffic;
@@ -291,6 +342,11 @@ export class ClusterTraffic {
 
   get errorCount(): number {
     return this.#errors.length;
+  }
+
+  /** Errors so far from the `from`th on (errorCount before an event, to see what it caused). */
+  errorsSince(from: number): TrafficError[] {
+    return this.#errors.slice(from);
   }
 
   get wrongCount(): number {
