@@ -157,3 +157,41 @@ it('opens at most MAX_UNMAPPED_NODES nodes for redirect targets the map does not
   expect(await client.call('SET', 'a', '1')).toBe('OK');
   await waitFor(() => pool?.servers.length === 1, 'the redirect targets closed once the map is read again');
 });
+
+it('does not let a pipelined SET that got ASK overtake the client\'s earlier MGET that got TRYAGAIN', async () => {
+  // The harness's resharding case (h/harness d589ee1), scripted: {t} is MIGRATING from A to B; MGET {t}a {t}b is
+  // refused TRYAGAIN on A (its keys are split), the SET {t}b behind it in the same write gets ASK to B.
+  // A guard for the redirect queue's order: this scripted form did not fail on h/core either.
+  const a = await scriptedNode();
+  const b = await scriptedNode();
+  const order: string[] = [];
+  let mgets = 0;
+  a.hook = (args) => {
+    const name = args[0].toUpperCase();
+    if (name === 'MGET') {
+      order.push('MGET on A');
+      return mgets++ === 0 ? '-TRYAGAIN Multiple keys request during rehashing of slot\r\n' : '*2\r\n$-1\r\n$-1\r\n';
+    }
+    if (name === 'SET') return `-ASK 5 127.0.0.1:${b.port}\r\n`;
+    return null;
+  };
+  b.hook = (args) => {
+    if (args[0].toUpperCase() === 'SET') order.push('SET on B');
+    return null;
+  };
+  const proxy = cleanup.add(
+    await startProxy([`127.0.0.1:${a.port}`], { routing: 'cluster', cluster: { refresh_interval: 0 }, request_timeout: '5s' }),
+    (p) => p.close(),
+  );
+  const topology = clusterOf(proxy.pools.get('p'));
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  // B has a ready connection before the test: the SET could follow its ASK at once.
+  topology.nodeAt('127.0.0.1', b.port);
+  await waitFor(() => proxy.pools.get('p')?.server(`127.0.0.1:${b.port}`)?.usable === true, 'a connection to B');
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  client.send('MGET', '{t}a', '{t}b');
+  client.send('SET', '{t}b', 'new');
+  expect(await client.take(2)).toEqual([[null, null], 'OK']);
+  // The MGET's retry ran before the SET it precedes.
+  expect(order).toEqual(['MGET on A', 'MGET on A', 'SET on B']);
+});
