@@ -75,6 +75,19 @@ export function readShards(reply: RespValue, tls: boolean): Shard[] {
     }
     if (primary !== null && ranges.length > 0) shards.push({ ranges, primary, replicas });
   }
+  return disjoint(shards, 'CLUSTER SHARDS');
+}
+
+/**
+ * The shards, if no slot is in two ranges; throws otherwise. A node's view gives each slot one
+ * owner, so an overlap is a broken or hostile reply, and applying it would cost a pass over every
+ * range (20,000 copies of 0-16383, 0.6 MB, held the event loop ~3 s): refused, the next node is asked.
+ */
+function disjoint(shards: Shard[], what: string): Shard[] {
+  const ranges = shards.flatMap((shard) => shard.ranges).sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < ranges.length; i++) {
+    if (ranges[i][0] <= ranges[i - 1][1]) throw new Error(`${what}: slot ranges overlap (${ranges[i - 1].join('-')} and ${ranges[i].join('-')})`);
+  }
   return shards;
 }
 
@@ -100,7 +113,7 @@ export function readSlots(reply: RespValue): Shard[] {
     if (shard === undefined) byPrimary.set(key, { ranges: [[start, end]], primary, replicas });
     else shard.ranges.push([start, end]);
   }
-  return [...byPrimary.values()];
+  return disjoint([...byPrimary.values()], 'CLUSTER SLOTS');
 }
 
 /** `cluster_current_epoch` of a CLUSTER INFO reply, or null. */

@@ -37,6 +37,13 @@ export const MIN_GAP_MS = 200;
  * sweep): the cluster promotes its replica within its node timeout, and nothing else may ask.
  */
 export const DEGRADED_REFRESH_MS = 1000;
+/**
+ * Nodes opened for MOVED/ASK targets the last map does not name, at most, until the next map (or
+ * the map's primary count, if larger): a broken or hostile node that redirects each request to
+ * another address must not make poolside open pools without end. Past it the redirection is the
+ * client's reply.
+ */
+export const MAX_UNMAPPED_NODES = 16;
 
 export const REFRESH_TRIGGERS = ['start', 'periodic', 'moved', 'node_failure', 'clusterdown', 'retry'] as const;
 export type RefreshTrigger = (typeof REFRESH_TRIGGERS)[number];
@@ -116,6 +123,8 @@ export class ClusterTopology implements Router {
   #next = 0;
   /** Bumped whenever a slot changes owner in the map (see version). */
   #version = 0;
+  /** Nodes nodeAt opened since the last map (redirect targets it did not name). */
+  #unmapped = 0;
   #refresh: RefreshState = { kind: 'idle' };
   #generation = 0;
   #lastStartAt = -Infinity;
@@ -253,11 +262,15 @@ export class ClusterTopology implements Router {
    * `-MOVED slot host:port`: the slot is the target's now (at once, before any refresh), and a
    * refresh is asked for, unless the map already said so (the MOVEDs of requests that were in
    * flight when the first came back tell nothing new). Returns the target's node, created if it
-   * was unknown.
+   * was unknown; null past MAX_UNMAPPED_NODES (a refresh is asked for, the map is left alone).
    */
-  moved(slot: number, host: string, port: number): ServerPool {
+  moved(slot: number, host: string, port: number): ServerPool | null {
     this.#redirections.moved++;
     const node = this.nodeAt(host, port);
+    if (node === null) {
+      this.refresh('moved');
+      return null;
+    }
     if (slot < 0 || slot >= SLOTS || this.#slots[slot] === node) return node;
     if (this.#slots[slot] === null) this.#covered++;
     this.#slots[slot] = node;
@@ -272,13 +285,22 @@ export class ClusterTopology implements Router {
     if (kind === 'clusterdown') this.refresh('clusterdown');
   }
 
-  /** The node at `host:port`, created (and started) if the topology does not know it yet. */
-  nodeAt(host: string, port: number): ServerPool {
+  /**
+   * The node at `host:port`, created (and started) if the topology does not know it yet; null when
+   * MAX_UNMAPPED_NODES are open already, or once closed.
+   */
+  nodeAt(host: string, port: number): ServerPool | null {
     const key = nodeKey(host, port);
     const known = this.#nodes.get(key);
     if (known !== undefined) return known.server;
+    if (this.#closed) return null;
     // A replica promoted by a failover: the node it already has serves as the slot's owner.
-    const server = this.#replicas.find(key) ?? this.#revive(key) ?? this.#create(host, port, key);
+    const replica = this.#replicas.find(key);
+    if (replica === undefined) {
+      if (this.#unmapped >= Math.max(MAX_UNMAPPED_NODES, this.#primaries.length)) return null;
+      this.#unmapped++;
+    }
+    const server = replica ?? this.#revive(key) ?? this.#create(host, port, key);
     this.#nodes.set(key, { server, id: null, replicas: [] });
     this.#rebuildAll();
     return server;
@@ -527,6 +549,7 @@ export class ClusterTopology implements Router {
       this.#log.info('cluster replica left the topology; draining it', { pool: this.#config.name, server: server.name });
     }
     this.#primaries = primaries;
+    this.#unmapped = 0;
     this.#next = 0;
     this.#covered = covered;
     this.#replicaCount = replicas;

@@ -147,6 +147,15 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #busyAt = 0;
   /** Part of a request was read when the drain began: that request is still run (#admitBegun). */
   #begunBeforeDrain = false;
+  /** routing: cluster: redirected slots waiting to be sent again, in the order their redirections came back (#resend). */
+  readonly #redirectQueue: { slot: Slot; notBefore: number; backoff: boolean }[] = [];
+  /** A timer for #pumpRedirects is set. */
+  #redirectTimer = false;
+  /**
+   * A slot sent again after TRYAGAIN/CLUSTERDOWN's backoff, not answered yet: nothing else waiting
+   * in #redirectQueue goes until it is (it may be refused again and must stay first).
+   */
+  #backoffInFlight: Slot | null = null;
   /** routing: cluster: the slot map's version its requests in flight were routed by (ClusterTopology.version). */
   #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
@@ -397,13 +406,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'ask': {
         // `MOVED 3999 :6380`: a node that does not know its own IP means the address we used.
         const host = redirection.host !== '' ? redirection.host : (slot.server?.config.address.host ?? '127.0.0.1');
+        // The map learns a MOVED whether or not this request follows it.
+        let server: ServerPool | null = null;
         if (redirection.kind === 'moved') {
-          // The map learns it whether or not this request follows it.
-          target = { server: cluster.moved(redirection.slot, host, redirection.port), asking: false };
+          server = cluster.moved(redirection.slot, host, redirection.port);
         } else {
           cluster.count('ask');
-          if (follow) target = { server: cluster.nodeAt(host, redirection.port), asking: true };
+          if (follow) server = cluster.nodeAt(host, redirection.port);
         }
+        // No node for the target (too many unmapped ones open): the redirection is the client's.
+        if (server === null) return false;
+        target = { server, asking: redirection.kind === 'ask' };
         break;
       }
       case 'tryagain':
@@ -416,8 +429,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     if (!follow) return false;
     slot.redirects++;
     slot.redirectTo = target;
+    // Refused again after its backoff: still the first of the session's retries.
+    const first = slot === this.#backoffInFlight;
     this.#settle(slot);
-    this.#resend(slot, delay);
+    this.#resend(slot, delay, first);
     return true;
   }
 
@@ -429,33 +444,82 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   /**
-   * Sends a redirected slot again, now or after `delay`. While it waits it counts as in flight
-   * (the session changes no lease under it); a target with no ready connection yet (a node just
-   * learnt of) is tried again shortly, until the slot's deadline.
+   * Sends a redirected slot again, now or after `delay`, behind any redirected slot of this session
+   * still waiting: they go out in the order their redirections came back, so a write retried after
+   * TRYAGAIN/CLUSTERDOWN's backoff is not overtaken by a later write of the same client whose own
+   * retry came due sooner (SET k 1; SET k 2 must leave 2). While a slot waits it counts as in
+   * flight (the session changes no lease under it, and later requests wait); a target with no
+   * ready connection yet (a node just learnt of) is tried again shortly, until the slot's deadline.
    */
-  #resend(slot: Slot, delay: number): void {
+  #resend(slot: Slot, delay: number, first: boolean): void {
     if (this.#closed) return;
-    if (delay === 0 && this.#sendRedirected(slot)) return;
-    if (delay === 0 && this.#pool.now() >= this.#redirectDeadline(slot)) {
-      slot.conn = null;
-      this.#answerError(slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${slot.spec.name} in pool ${this.#pool.config.name}`);
-      this.#afterSettle();
-      return;
-    }
     this.#outstanding++;
     // Later requests wait for it: one sent meanwhile to the slot's new node must not overtake it.
     if (this.#wait === 'none') this.#wait = 'idle';
-    this.#pool.clock.setTimeout(() => {
-      this.#outstanding--;
-      if (this.#closed) return;
-      this.#resend(slot, 0);
-    }, delay > 0 ? delay : REDIRECT_RETRY_MS);
+    const entry = { slot, notBefore: this.#pool.now() + delay, backoff: delay > 0 };
+    if (first) this.#redirectQueue.unshift(entry);
+    else this.#redirectQueue.push(entry);
+    this.#pumpRedirects();
   }
 
-  /** The send itself: to the redirect target (ASKING first for an ASK) or where its key routes; false without a ready connection. */
-  #sendRedirected(slot: Slot): boolean {
+  /**
+   * Sends the waiting redirected slots that can go, in order. One due later (a backoff) holds all
+   * behind it; one whose node has no ready connection holds only those bound for the same node
+   * (a dead redirect target must not stall the session's requests to the others).
+   */
+  #pumpRedirects(): void {
+    const queue = this.#redirectQueue;
+    const blocked = new Set<ServerPool | null>();
+    for (let i = 0; i < queue.length && !this.#closed && this.#backoffInFlight === null; ) {
+      const entry = queue[i];
+      const now = this.#pool.now();
+      if (now < entry.notBefore) {
+        this.#armRedirectTimer(entry.notBefore - now);
+        break;
+      }
+      const server = this.#redirectServer(entry.slot);
+      if (blocked.has(server)) {
+        i++;
+        continue;
+      }
+      this.#outstanding--;
+      if (this.#sendRedirected(entry.slot, server)) {
+        queue.splice(i, 1);
+        if (entry.backoff) this.#backoffInFlight = entry.slot;
+        continue;
+      }
+      if (now >= this.#redirectDeadline(entry.slot)) {
+        queue.splice(i, 1);
+        entry.slot.conn = null;
+        this.#answerError(entry.slot, 'NO_HEALTHY_SERVER', `no ready connection to the cluster node for ${entry.slot.spec.name} in pool ${this.#pool.config.name}`);
+        this.#afterSettle();
+        continue;
+      }
+      this.#outstanding++;
+      blocked.add(server);
+      i++;
+    }
+    if (blocked.size > 0) this.#armRedirectTimer(REDIRECT_RETRY_MS);
+  }
+
+  #armRedirectTimer(ms: number): void {
+    if (this.#redirectTimer) return;
+    this.#redirectTimer = true;
+    this.#pool.clock.setTimeout(() => {
+      this.#redirectTimer = false;
+      if (!this.#closed) this.#pumpRedirects();
+    }, ms);
+  }
+
+  /** Where a redirected slot goes next: its redirect target, or where its key routes now. */
+  #redirectServer(slot: Slot): ServerPool | null {
     const target = slot.redirectTo;
-    const server = target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash, slot.spec.readOnly);
+    return target !== null ? target.server : slot.part !== null ? this.#partServer(slot) : this.#pool.route(slot.hash, slot.spec.readOnly);
+  }
+
+  /** The send itself, to `server` (ASKING first for an ASK); false without a ready connection. */
+  #sendRedirected(slot: Slot, server: ServerPool | null): boolean {
+    const target = slot.redirectTo;
     if (server === null) return false;
     const conn = this.#affinity.pick(server);
     if (conn === null) return false;
@@ -1269,6 +1333,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** Bookkeeping for a slot that got its response or failed. */
   #settle(slot: Slot): void {
     this.#outstanding--;
+    if (slot === this.#backoffInFlight) {
+      // Answered (or redirected again, and queued first): the retries behind it may go.
+      this.#backoffInFlight = null;
+      if (this.#redirectQueue.length > 0) this.#armRedirectTimer(0);
+    }
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       lease.outstanding--;

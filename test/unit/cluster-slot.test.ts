@@ -68,11 +68,14 @@ describe('topology replies', () => {
   it('reads CLUSTER SLOTS, one shard per primary however many ranges it has', () => {
     const entry = (start: number, end: number, ports: number[]): string =>
       `*${2 + ports.length}\r\n:${start}\r\n:${end}\r\n${ports.map((p) => `*3\r\n$9\r\n127.0.0.1\r\n:${p}\r\n$2\r\nn${p % 10}\r\n`).join('')}`;
-    const reply = '*3\r\n' + entry(0, 99, [7000, 7003]) + entry(100, 16383, [7001]) + entry(200, 200, [7000]);
+    const reply = '*3\r\n' + entry(0, 99, [7000, 7003]) + entry(100, 199, [7001]) + entry(200, 200, [7000]);
     expect(readSlots(parseResp(Buffer.from(reply)))).toEqual([
       { ranges: [[0, 99], [200, 200]], primary: { host: '127.0.0.1', port: 7000, id: 'n0', health: null }, replicas: [{ host: '127.0.0.1', port: 7003, id: 'n3', health: null }] },
-      { ranges: [[100, 16383]], primary: { host: '127.0.0.1', port: 7001, id: 'n1', health: null }, replicas: [] },
+      { ranges: [[100, 199]], primary: { host: '127.0.0.1', port: 7001, id: 'n1', health: null }, replicas: [] },
     ]);
+    // A slot in two ranges is no node's view: refused rather than applied.
+    const overlapping = '*2\r\n' + entry(0, 16383, [7000]) + entry(200, 200, [7001]);
+    expect(() => readSlots(parseResp(Buffer.from(overlapping)))).toThrow(/overlap/);
   });
 });
 
