@@ -156,6 +156,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * in #redirectQueue goes until it is (it may be refused again and must stay first).
    */
   #backoffInFlight: Slot | null = null;
+  /** Requests sent so far (Slot.sentSeq): whether anything went out after a given request. */
+  #sendSeq = 0;
   /** routing: cluster: the slot map's version its requests in flight were routed by (ClusterTopology.version). */
   #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
@@ -390,7 +392,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /**
    * routing: cluster: the reply says the command did not run on that node (MOVED, ASK, TRYAGAIN,
    * CLUSTERDOWN). Followed (true): the slot is sent again where the cluster says, or after a
-   * backoff, while it has hops left (cluster.max_redirects) and time (its request deadline). Not
+   * backoff, while it has hops left (MOVED/ASK: cluster.max_redirects) and time (its request deadline). Not
    * followed (false): the error is the client's reply. A pinned request's MOVED only updates the
    * map (what was pinned is the stateful rules' to redo).
    */
@@ -398,7 +400,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const cluster = this.#pool.cluster;
     const redirection = cluster === null ? null : readRedirection(bytes);
     if (cluster === null || redirection === null) return false;
-    const follow = !slot.pinned && slot.redirects < this.#pool.config.cluster.maxRedirects;
+    // MOVED/ASK hops are bounded by max_redirects (a loop between nodes must end); TRYAGAIN and
+    // CLUSTERDOWN only by the request's deadline: a migration or a failover takes the time it takes.
+    const retry = redirection.kind === 'tryagain' || redirection.kind === 'clusterdown';
+    const follow = !slot.pinned && (retry || slot.redirects < this.#pool.config.cluster.maxRedirects);
     let target: { server: ServerPool; asking: boolean } | null = null;
     let delay = 0;
     switch (redirection.kind) {
@@ -422,12 +427,20 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       case 'tryagain':
       case 'clusterdown':
         cluster.count(redirection.kind);
-        delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** slot.redirects);
+        delay = Math.min(REDIRECT_BACKOFF_MAX_MS, REDIRECT_BACKOFF_MS * 2 ** Math.min(slot.retries, 16));
         if (this.#pool.now() + delay > this.#redirectDeadline(slot)) return false;
         break;
     }
     if (!follow) return false;
-    slot.redirects++;
+    // A TRYAGAIN/CLUSTERDOWN retry runs later than the node's answer: if the session sent anything
+    // after this request, that may already have run (MGET {t}a {t}b refused with TRYAGAIN, then a
+    // pipelined SET {t}a the source node runs at once), and the retry would read or write across
+    // it. Then the client gets the node's error, as from the node itself; retried only when
+    // nothing of the session's went out after it. (MOVED and ASK are safe: the node ran nothing
+    // of that slot's keys it no longer holds, and the redirected requests go again in order.)
+    if (retry && slot.sentSeq !== this.#sendSeq) return false;
+    if (retry) slot.retries++;
+    else slot.redirects++;
     slot.redirectTo = target;
     // Refused again after its backoff: still the first of the session's retries.
     const first = slot === this.#backoffInFlight;
@@ -958,6 +971,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#affinity.sent(server, conn);
       this.#send(part, conn, server);
     }
+    // The parts go out together: none counts as sent after its siblings (a part's TRYAGAIN may be retried).
+    for (const part of parts) part.sentSeq = this.#sendSeq;
     return true;
   }
 
@@ -1290,6 +1305,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #sendOn(slot: Slot, bytes: Buffer, conn: Connection, server: ServerPool): void {
     slot.server = server;
     slot.conn = conn;
+    slot.sentSeq = ++this.#sendSeq;
     this.#outstanding++;
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned') {

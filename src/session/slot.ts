@@ -35,8 +35,12 @@ export class Slot implements ResponseTarget {
   /** It is one part of another slot's fan-out: never in the reply order, its outcome goes to the fanout. */
   part: PartOf | null = null;
   retried = false;
-  /** routing: cluster: redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) followed for it so far. */
+  /** routing: cluster: MOVED and ASK redirections followed for it so far (bounded by cluster.max_redirects). */
   redirects = 0;
+  /** Its place in the order the session sent requests in (the parts of one fan-out share the last one's). */
+  sentSeq = 0;
+  /** routing: cluster: TRYAGAIN/CLUSTERDOWN retries so far (its backoff; bounded by its deadline, not by max_redirects). */
+  retries = 0;
   /** routing: cluster: where its next send goes (after MOVED or ASK; ASKING first for an ASK); null: where its key routes. */
   redirectTo: { server: ServerPool; asking: boolean } | null = null;
   /** For SELECT: the database it selects (null: unreadable, the server must judge it). */

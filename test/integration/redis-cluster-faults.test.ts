@@ -211,11 +211,10 @@ async function failoverUnderTraffic(
 it('(a) reshards under traffic: a slot held MIGRATING (ASK), finished (MOVED), then redis-cli reshard — no error, no wrong answer', async () => {
   const { cluster, pool, port } = await setup();
   const hot = keySlot('hot-slot');
-  // Not pipelined (yet): poolside lets a pipelined command overtake an earlier one of the same
-  // client that got TRYAGAIN — MGET {t}a {t}b then SET {t}b in one write while {t} is MIGRATING:
-  // the MGET waits out its backoff, the SET follows its ASK at once, and the MGET's retry returns
-  // the SET's value. Reported to core; pipelining here finds it in about one run of three.
-  const traffic = startTraffic(port, [hot], 1);
+  // Pipelined: MGET {t}a {t}b then SET {t}b in one write while {t} is MIGRATING once let the SET
+  // (ASK, followed at once) overtake the MGET (TRYAGAIN, backing off); a session's redirected
+  // requests now go again in the order they came back, so the MGET never sees the later SET.
+  const traffic = startTraffic(port, [hot]);
   await traffic.flowing(500);
   const before = redirections(pool);
   const start = performance.now();
@@ -247,7 +246,11 @@ it('(a) reshards under traffic: a slot held MIGRATING (ASK), finished (MOVED), t
     errorKinds: describeErrors(report.errors, start),
   });
   expectNoWrongAnswers(report);
-  expect(report.errors.length, describeErrors(report.errors, start)).toBe(0);
+  // The one error allowed is Redis's own TRYAGAIN, to a multi-key read of a pipelining client
+  // (odd index) that had sent more after it: retrying it then could read a write sent after it,
+  // so poolside passes it on as the node gave it, exactly as a direct client would see it.
+  const unexpected = report.errors.filter((e) => !(e.error.startsWith('TRYAGAIN') && e.op.startsWith('mget') && e.client % 2 === 1));
+  expect(unexpected.length, describeErrors(unexpected, start)).toBe(0);
   expect(redirections(pool).moved).toBeGreaterThan(before.moved);
 });
 
