@@ -1032,6 +1032,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         }
         return null;
       }
+      if (spec.use === 'pin-open' && !lease.state.queuing && lease.outstanding > 0) {
+        // A MULTI or WATCH read while an EXEC/DISCARD (or a WATCH) is still in flight: whether the
+        // pin outlives those replies decides its node (a pipelined next transaction may be on
+        // another one), so it waits for them, then opens anew or joins the watch.
+        this.#wait = 'idle';
+        return false;
+      }
       if (spec.use === 'pin-session') return this.#refuseSessionState(slot);
       const owner = slot.hash === null ? null : (this.#pool.cluster?.nodeForSlot(slot.hash) ?? null);
       if (!split && (owner === null || owner === lease.server)) {

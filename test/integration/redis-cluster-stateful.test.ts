@@ -119,6 +119,37 @@ describe('transactions in a cluster pool', () => {
     }
   });
 
+  it('runs pipelined transactions back to back on different nodes, each on its own node', async () => {
+    try {
+      const c = await client();
+      const a = keyOn(0, 'tx:b2b');
+      const b = keyOn(1, 'tx:b2b');
+      const w = keyOn(2, 'tx:b2b');
+      // The second MULTI is read while the first EXEC is still in flight on node 0's pinned
+      // connection: it must open its own transaction on node 1, not queue on node 0's.
+      c.send('MULTI');
+      c.send('SET', a, '1');
+      c.send('EXEC');
+      c.send('MULTI');
+      c.send('SET', b, '2');
+      c.send('EXEC');
+      c.send('WATCH', w);
+      c.send('MULTI');
+      c.send('SET', w, '3');
+      c.send('EXEC');
+      c.send('MULTI');
+      c.send('GET', b);
+      c.send('DISCARD');
+      expect(await c.take(13)).toEqual(['OK', 'QUEUED', ['OK'], 'OK', 'QUEUED', ['OK'], 'OK', 'OK', 'QUEUED', ['OK'], 'OK', 'QUEUED', 'OK']);
+      expect(await direct(a, 'GET', a)).toBe('1');
+      expect(await direct(b, 'GET', b)).toBe('2');
+      expect(await direct(w, 'GET', w)).toBe('3');
+      await waitFor(() => pool.servers.every((s) => s.stats().exclusive.borrowed === 0), 'the pinned connections to be given back');
+    } finally {
+      await perTest.run();
+    }
+  });
+
   it('refuses a command on another slot with CROSSSLOT and aborts the transaction: nothing of it runs', async () => {
     try {
       const c = await client();
