@@ -1040,6 +1040,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return false;
       }
       if (spec.use === 'pin-session') return this.#refuseSessionState(slot);
+      if (spec.use === 'relay' && lease.state.queuing) {
+        // Queued, it would make this node's connection the session's relay after EXEC/DISCARD,
+        // and every later request for another node's key would get this node's MOVED.
+        this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} inside MULTI is not supported in cluster pool ${this.#pool.config.name}`);
+        return true;
+      }
       const owner = slot.hash === null ? null : (this.#pool.cluster?.nodeForSlot(slot.hash) ?? null);
       if (!split && (owner === null || owner === lease.server)) {
         // Its node's: on the pinned connection, whole (a keyless broadcast runs on this node only, as in MULTI on Redis).

@@ -298,6 +298,26 @@ describe('pub/sub in a cluster pool', () => {
     }
   });
 
+  it('refuses SUBSCRIBE queued inside a transaction on its node, so the session never relays one node for all its keys', async () => {
+    try {
+      const c = await client();
+      const a = keyOn(0, 'sub:tx');
+      const b = keyOn(1, 'sub:tx');
+      expect(await c.call('SET', b, 'b')).toBe('OK');
+      expect(await c.call('MULTI')).toBe('OK');
+      expect(await c.call('SET', a, 'a')).toBe('QUEUED');
+      // Queued, it would turn node 0's pinned connection into the session's relay after
+      // DISCARD/EXEC, and every later request for another node's key would get that node's MOVED.
+      expect(poolsideReason(await c.call('SUBSCRIBE', 'news'))).toBe('UNSUPPORTED_COMMAND');
+      expect(await c.call('EXEC')).toEqual(EXECABORT);
+      expect(await c.call('GET', b)).toBe('b');
+      expect(await c.call('GET', a)).toBeNull();
+      await waitFor(() => pool.servers.every((s) => s.stats().exclusive.borrowed === 0), 'the pinned connection to be given back');
+    } finally {
+      await perTest.run();
+    }
+  });
+
   it('SSUBSCRIBE goes to the shard channel’s owner and hears SPUBLISH through poolside; channels across slots get CROSSSLOT', async () => {
     try {
       const sub = await client();
