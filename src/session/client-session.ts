@@ -1067,6 +1067,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         this.#answer(slot, close);
         return true;
       }
+      const refused = cluster.refusedInsideDeferred(spec);
+      if (refused !== null) {
+        this.#answer(slot, refused);
+        return true;
+      }
       switch (spec.use) {
         case 'quit':
         case 'ok':

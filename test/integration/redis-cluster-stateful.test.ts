@@ -150,6 +150,24 @@ describe('transactions in a cluster pool', () => {
     }
   });
 
+  it('answers a nested MULTI and a WATCH inside MULTI as Redis does, without choosing the transaction’s node by them', async () => {
+    try {
+      const c = await client();
+      const a = keyOn(0, 'tx:nested');
+      const b = keyOn(1, 'tx:nested');
+      // Sent before the transaction's first command, neither may pin it (to any primary, or to b's node).
+      expect(await c.call('MULTI')).toBe('OK');
+      expect(await c.call('MULTI')).toEqual(new RespError('ERR MULTI calls can not be nested'));
+      expect(await c.call('WATCH', b)).toEqual(new RespError('ERR WATCH inside MULTI is not allowed'));
+      expect(await c.call('SET', a, 'n')).toBe('QUEUED');
+      expect(await c.call('EXEC')).toEqual(['OK']);
+      expect(await direct(a, 'GET', a)).toBe('n');
+      await waitFor(() => pool.servers.every((s) => s.stats().exclusive.borrowed === 0), 'the pinned connection to be given back');
+    } finally {
+      await perTest.run();
+    }
+  });
+
   it('refuses a command on another slot with CROSSSLOT and aborts the transaction: nothing of it runs', async () => {
     try {
       const c = await client();
