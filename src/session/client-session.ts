@@ -1047,7 +1047,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return true;
       }
       const owner = slot.hash === null ? null : (this.#pool.cluster?.nodeForSlot(slot.hash) ?? null);
-      if (!split && (owner === null || owner === lease.server)) {
+      // Watching only, a keyspace-wide command (DBSIZE, KEYS…) answers for the whole cluster, as
+      // outside the watch; inside MULTI it runs on the transaction's node, as MULTI there would.
+      const wide = slot.fanout !== null && slot.fanout.kind === 'broadcast' && !lease.state.queuing;
+      if (!split && !wide && (owner === null || owner === lease.server)) {
         // Its node's: on the pinned connection, whole (a keyless broadcast runs on this node only, as in MULTI on Redis).
         if (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-once' || spec.use === 'pin-open' || spec.use === 'pin-close') return this.#sendPinned(slot);
         return null;

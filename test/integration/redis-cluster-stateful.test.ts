@@ -239,6 +239,14 @@ describe('transactions in a cluster pool', () => {
       expect(await c.call('WATCH', k)).toBe('OK');
       // Outside MULTI, a key of another node is read where it lives.
       expect(await c.call('GET', elsewhere)).toBe('there');
+      // A keyspace-wide command while watching (not queued) answers for the whole cluster, as
+      // outside the watch: the same count as a fresh client's.
+      expect(await direct(keyOn(1, 'watch:z'), 'SET', keyOn(1, 'watch:z'), 'z')).toBe('OK');
+      const fresh = await client();
+      const total = await fresh.call('DBSIZE');
+      expect(total).toBeGreaterThanOrEqual(2);
+      expect(await c.call('DBSIZE')).toBe(total);
+      expect(((await c.call('KEYS', '*')) as RespValue[]).length).toBe(total);
       // WATCH of another node's key while watching: CROSSSLOT (Redis: MOVED).
       expect(await c.call('WATCH', elsewhere)).toEqual(CROSSSLOT);
       expect(await c.call('UNWATCH')).toBe('OK');
