@@ -129,6 +129,12 @@ export interface ClusterRules {
    * not a closing request, it opens the pin like any other.
    */
   closeDeferred(spec: CommandSpec, aborted: boolean): Buffer | null;
+  /**
+   * Before the deferred pin-open is sent: the server's own refusal for a request that may not come
+   * inside it and leaves it as it is (Redis: a nested MULTI, WATCH inside MULTI), or null. It must
+   * not pin the transaction to a node of its choosing.
+   */
+  refusedInsideDeferred(spec: CommandSpec): Buffer | null;
 }
 
 export interface SessionRules {

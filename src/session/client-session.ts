@@ -1111,9 +1111,25 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         }
         return null;
       }
+      if (spec.use === 'pin-open' && !lease.state.queuing && lease.outstanding > 0) {
+        // A MULTI or WATCH read while an EXEC/DISCARD (or a WATCH) is still in flight: whether the
+        // pin outlives those replies decides its node (a pipelined next transaction may be on
+        // another one), so it waits for them, then opens anew or joins the watch.
+        this.#wait = 'idle';
+        return false;
+      }
       if (spec.use === 'pin-session') return this.#refuseSessionState(slot);
+      if (spec.use === 'relay' && lease.state.queuing) {
+        // Queued, it would make this node's connection the session's relay after EXEC/DISCARD,
+        // and every later request for another node's key would get this node's MOVED.
+        this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} inside MULTI is not supported in cluster pool ${this.#pool.config.name}`);
+        return true;
+      }
       const owner = slot.hash === null ? null : (this.#pool.cluster?.nodeForSlot(slot.hash) ?? null);
-      if (!split && (owner === null || owner === lease.server)) {
+      // Watching only, a keyspace-wide command (DBSIZE, KEYS…) answers for the whole cluster, as
+      // outside the watch; inside MULTI it runs on the transaction's node, as MULTI there would.
+      const wide = slot.fanout !== null && slot.fanout.kind === 'broadcast' && !lease.state.queuing;
+      if (!split && !wide && (owner === null || owner === lease.server)) {
         // Its node's: on the pinned connection, whole (a keyless broadcast runs on this node only, as in MULTI on Redis).
         if (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-once' || spec.use === 'pin-open' || spec.use === 'pin-close') return this.#sendPinned(slot);
         return null;
@@ -1131,6 +1147,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       if (close !== null) {
         this.#deferred = null;
         this.#answer(slot, close);
+        return true;
+      }
+      const refused = cluster.refusedInsideDeferred(spec);
+      if (refused !== null) {
+        this.#answer(slot, refused);
         return true;
       }
       switch (spec.use) {

@@ -119,6 +119,55 @@ describe('transactions in a cluster pool', () => {
     }
   });
 
+  it('runs pipelined transactions back to back on different nodes, each on its own node', async () => {
+    try {
+      const c = await client();
+      const a = keyOn(0, 'tx:b2b');
+      const b = keyOn(1, 'tx:b2b');
+      const w = keyOn(2, 'tx:b2b');
+      // The second MULTI is read while the first EXEC is still in flight on node 0's pinned
+      // connection: it must open its own transaction on node 1, not queue on node 0's.
+      c.send('MULTI');
+      c.send('SET', a, '1');
+      c.send('EXEC');
+      c.send('MULTI');
+      c.send('SET', b, '2');
+      c.send('EXEC');
+      c.send('WATCH', w);
+      c.send('MULTI');
+      c.send('SET', w, '3');
+      c.send('EXEC');
+      c.send('MULTI');
+      c.send('GET', b);
+      c.send('DISCARD');
+      expect(await c.take(13)).toEqual(['OK', 'QUEUED', ['OK'], 'OK', 'QUEUED', ['OK'], 'OK', 'OK', 'QUEUED', ['OK'], 'OK', 'QUEUED', 'OK']);
+      expect(await direct(a, 'GET', a)).toBe('1');
+      expect(await direct(b, 'GET', b)).toBe('2');
+      expect(await direct(w, 'GET', w)).toBe('3');
+      await waitFor(() => pool.servers.every((s) => s.stats().exclusive.borrowed === 0), 'the pinned connections to be given back');
+    } finally {
+      await perTest.run();
+    }
+  });
+
+  it('answers a nested MULTI and a WATCH inside MULTI as Redis does, without choosing the transaction’s node by them', async () => {
+    try {
+      const c = await client();
+      const a = keyOn(0, 'tx:nested');
+      const b = keyOn(1, 'tx:nested');
+      // Sent before the transaction's first command, neither may pin it (to any primary, or to b's node).
+      expect(await c.call('MULTI')).toBe('OK');
+      expect(await c.call('MULTI')).toEqual(new RespError('ERR MULTI calls can not be nested'));
+      expect(await c.call('WATCH', b)).toEqual(new RespError('ERR WATCH inside MULTI is not allowed'));
+      expect(await c.call('SET', a, 'n')).toBe('QUEUED');
+      expect(await c.call('EXEC')).toEqual(['OK']);
+      expect(await direct(a, 'GET', a)).toBe('n');
+      await waitFor(() => pool.servers.every((s) => s.stats().exclusive.borrowed === 0), 'the pinned connection to be given back');
+    } finally {
+      await perTest.run();
+    }
+  });
+
   it('refuses a command on another slot with CROSSSLOT and aborts the transaction: nothing of it runs', async () => {
     try {
       const c = await client();
@@ -190,6 +239,14 @@ describe('transactions in a cluster pool', () => {
       expect(await c.call('WATCH', k)).toBe('OK');
       // Outside MULTI, a key of another node is read where it lives.
       expect(await c.call('GET', elsewhere)).toBe('there');
+      // A keyspace-wide command while watching (not queued) answers for the whole cluster, as
+      // outside the watch: the same count as a fresh client's.
+      expect(await direct(keyOn(1, 'watch:z'), 'SET', keyOn(1, 'watch:z'), 'z')).toBe('OK');
+      const fresh = await client();
+      const total = await fresh.call('DBSIZE');
+      expect(total).toBeGreaterThanOrEqual(2);
+      expect(await c.call('DBSIZE')).toBe(total);
+      expect(((await c.call('KEYS', '*')) as RespValue[]).length).toBe(total);
       // WATCH of another node's key while watching: CROSSSLOT (Redis: MOVED).
       expect(await c.call('WATCH', elsewhere)).toEqual(CROSSSLOT);
       expect(await c.call('UNWATCH')).toBe('OK');
@@ -262,6 +319,26 @@ describe('pub/sub in a cluster pool', () => {
       expect(await sub.take(3)).toEqual(primaries.map((_, i) => ['message', 'news', `m${i}`]));
       sub.send('UNSUBSCRIBE', 'news');
       expect(await sub.reply()).toEqual(['unsubscribe', 'news', 0]);
+    } finally {
+      await perTest.run();
+    }
+  });
+
+  it('refuses SUBSCRIBE queued inside a transaction on its node, so the session never relays one node for all its keys', async () => {
+    try {
+      const c = await client();
+      const a = keyOn(0, 'sub:tx');
+      const b = keyOn(1, 'sub:tx');
+      expect(await c.call('SET', b, 'b')).toBe('OK');
+      expect(await c.call('MULTI')).toBe('OK');
+      expect(await c.call('SET', a, 'a')).toBe('QUEUED');
+      // Queued, it would turn node 0's pinned connection into the session's relay after
+      // DISCARD/EXEC, and every later request for another node's key would get that node's MOVED.
+      expect(poolsideReason(await c.call('SUBSCRIBE', 'news'))).toBe('UNSUPPORTED_COMMAND');
+      expect(await c.call('EXEC')).toEqual(EXECABORT);
+      expect(await c.call('GET', b)).toBe('b');
+      expect(await c.call('GET', a)).toBeNull();
+      await waitFor(() => pool.servers.every((s) => s.stats().exclusive.borrowed === 0), 'the pinned connection to be given back');
     } finally {
       await perTest.run();
     }

@@ -87,6 +87,8 @@ class RedisPinnedState implements PinnedState {
 }
 
 const EMPTY_ARRAY = Buffer.from('*0\r\n');
+const NESTED_MULTI = Buffer.from('-ERR MULTI calls can not be nested\r\n');
+const WATCH_INSIDE_MULTI = Buffer.from('-ERR WATCH inside MULTI is not allowed\r\n');
 
 /** Redis's answers in a cluster pool (docs/redis-cluster.md#stateful-commands). */
 const REDIS_CLUSTER_RULES: ClusterRules = {
@@ -95,6 +97,12 @@ const REDIS_CLUSTER_RULES: ClusterRules = {
     // refused, which aborts it as Redis's failed-to-queue does; DISCARD just ends it.
     if (spec.name === 'EXEC') return aborted ? EXECABORT : EMPTY_ARRAY;
     if (spec.name === 'DISCARD') return OK;
+    return null;
+  },
+  refusedInsideDeferred(spec: CommandSpec): Buffer | null {
+    // Redis answers these without queuing them or aborting the transaction.
+    if (spec.name === 'MULTI') return NESTED_MULTI;
+    if (spec.name === 'WATCH') return WATCH_INSIDE_MULTI;
     return null;
   },
 };
