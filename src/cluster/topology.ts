@@ -329,6 +329,12 @@ export class ClusterTopology implements Router {
    */
   refresh(trigger: RefreshTrigger): void {
     if (this.#closed) return;
+    if (this.#refresh.kind === 'waiting' && trigger !== 'start') {
+      // No node has a ready connection to ask: this refresh fails (counted, so an alert on failed
+      // refreshes fires while every node is unreachable); the first connection that is ready asks.
+      this.#failed[trigger]++;
+      return;
+    }
     if (this.#refresh.kind !== 'idle') {
       this.#coalesced++;
       return;
@@ -421,7 +427,12 @@ export class ClusterTopology implements Router {
     }
     if (state.tried.size === 0) {
       // Nothing to ask yet (starting, or every node down): the seeds come back if the map had
-      // dropped them, and the first connection that is ready asks.
+      // dropped them, and the first connection that is ready asks. Past the start, that is a
+      // failed refresh (every node unreachable), counted as one.
+      if (state.trigger !== 'start') {
+        this.#failed[state.trigger]++;
+        this.#log.warn('cluster topology refresh failed: no node has a ready connection; waiting for one', { pool: this.#config.name, trigger: state.trigger });
+      }
       this.#refresh = { kind: 'waiting', trigger: state.trigger };
       this.#addSeeds();
       return;
@@ -532,11 +543,12 @@ export class ClusterTopology implements Router {
       changed = true;
     }
     if (changed) this.#version++;
+    const left: ServerPool[] = [];
     for (const [key, node] of this.#nodes) {
       if (next.has(key)) continue;
       // Left the topology (or a seed, or a redirect target the map does not name): drained.
       this.#leaving.add(node.server);
-      this.#log.info('cluster node left the topology; draining it', { pool: this.#config.name, server: node.server.name });
+      left.push(node.server);
     }
     this.#nodes.clear();
     for (const [key, node] of next) this.#nodes.set(key, node);
@@ -548,12 +560,17 @@ export class ClusterTopology implements Router {
       this.#leaving.add(server);
       this.#log.info('cluster replica left the topology; draining it', { pool: this.#config.name, server: server.name });
     }
+    // Logged after the replicas are placed: a primary demoted by a failover stays, as a replica.
+    for (const server of left) {
+      if (this.#leaving.has(server)) this.#log.info('cluster node left the topology; draining it', { pool: this.#config.name, server: server.name });
+    }
     this.#primaries = primaries;
     this.#unmapped = 0;
     this.#next = 0;
     this.#covered = covered;
     this.#replicaCount = replicas;
     this.#rebuildAll();
+    if (changed) this.#log.info('cluster slot map read', { pool: this.#config.name, primaries: primaries.length, replicas, slots_covered: covered, epoch: this.#epoch });
     this.#host.onRoutingChange();
   }
 

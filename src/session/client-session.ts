@@ -877,7 +877,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     }
     const server = pool.route(slot.hash, slot.spec.readOnly);
     if (server === null) {
-      this.#answerError(slot, 'NO_HEALTHY_SERVER', `no healthy server in pool ${pool.config.name}`);
+      this.#answerError(slot, 'NO_HEALTHY_SERVER', this.#noServerMessage(slot.hash));
       return true;
     }
     const conn = this.#affinity.pick(server);
@@ -888,6 +888,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#affinity.sent(server, conn);
     this.#send(slot, conn, server);
     return true;
+  }
+
+  /** Why nothing can take a request: in a cluster pool, which slot and which node (the other shards may be fine). */
+  #noServerMessage(hash: number | null): string {
+    const pool = this.#pool;
+    const owner = hash === null ? null : (pool.cluster?.nodeForSlot(hash) ?? null);
+    if (pool.cluster === null || hash === null) return `no healthy server in pool ${pool.config.name}`;
+    return owner === null
+      ? `no node serves hash slot ${hash} in pool ${pool.config.name} (the slot map does not cover it)`
+      : `no healthy server for hash slot ${hash} in pool ${pool.config.name}: its primary ${owner.name} is out of routing (down, or failing over)`;
   }
 
   /**

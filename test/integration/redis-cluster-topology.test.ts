@@ -12,7 +12,7 @@ import { SLOTS } from '../helpers/cluster.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import { RawClient, RespError, parseReply } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
-import { waitFor } from '../helpers/servers.js';
+import { freePort, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -133,6 +133,18 @@ it('falls back to CLUSTER SLOTS, keeps the last map when a refresh fails, and re
   topology.refresh('moved');
   await waitFor(() => topology.stats().refreshes.ok.moved === 1 && topology.stats().refresh === 'idle', 'the next refresh');
   expect(topology.stats().refreshes.failed.retry).toBe(retries);
+});
+
+it('counts a refresh as failed while no node can be reached (seeds refusing), so an alert on failed refreshes fires', async () => {
+  const dead = await freePort();
+  const proxy = cleanup.add(
+    await startProxy([`127.0.0.1:${dead}`], { routing: 'cluster', cluster: { refresh_interval: '50ms' }, connect: { backoff: { initial: '20ms', max: '40ms' } } }),
+    (p) => p.close(),
+  );
+  const topology = clusterOf(proxy.pools.get('p'));
+  await waitFor(() => topology.stats().refreshes.failed.periodic >= 2, 'failed periodic refreshes counted');
+  expect(topology.stats().slotsCovered).toBe(0);
+  expect(topology.stats().refresh).toBe('waiting');
 });
 
 it('passes the last MOVED to the client after cluster.max_redirects hops', async () => {
