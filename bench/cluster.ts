@@ -17,19 +17,39 @@
  * Prints, never asserts: exit code 0 unless a process failed to start or a cluster node died
  * mid-run (1), or a flag was bad (2).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { RedisCluster } from '../test/helpers/cluster.js';
 import { RawClient, RespError } from '../test/helpers/resp-client.js';
 import { freePort, RedisServer } from '../test/helpers/servers.js';
+import {
+  addProblem,
+  benchmarkProblems,
+  cpuMicros,
+  fmt,
+  fmtInt,
+  medianOf,
+  OPS,
+  parseBenchmark,
+  parseList,
+  problemLines,
+  ROOT,
+  runMain,
+  runRedisBenchmark,
+  sleep,
+  StartError,
+  sumCpu,
+  table,
+  tail,
+  UsageError,
+  version,
+} from './redis-benchmark.js';
+import type { BenchmarkResult, Op } from './redis-benchmark.js';
 
-type Op = 'set' | 'get';
-const OPS: readonly Op[] = ['set', 'get'];
 /** direct: redis-benchmark --cluster; poolside: through a cluster pool; single: through a pool on one standalone redis-server. */
 type Kind = 'direct' | 'poolside' | 'single';
 
@@ -60,15 +80,6 @@ const HELP = `usage: npm run bench:cluster -- [options]
                      redis-server, so the table also shows what cluster routing adds to
                      poolside's CPU per request
 `;
-
-class UsageError extends Error {}
-class StartError extends Error {}
-
-function parseList(flag: string, text: string): number[] {
-  const values = text.split(',').map((s) => Number(s.trim()));
-  if (values.length === 0 || values.some((v) => !Number.isInteger(v) || v < 1)) throw new UsageError(`${flag}: expected positive integers separated by commas, got ${text}`);
-  return values;
-}
 
 function parseOptions(argv: string[]): Options | 'help' {
   const opts: Options = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), keyspace: 100_000, timeoutMs: 120_000, single: false };
@@ -130,46 +141,12 @@ function parseOptions(argv: string[]): Options | 'help' {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLK_TCK = (() => {
-  try {
-    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-    return Number.isFinite(n) && n > 0 ? n : 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** utime + stime of a process, in microseconds; null once it is gone. */
-function cpuMicros(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 2 (comm) may contain spaces and parentheses: count fields after its last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
-  } catch {
-    return null;
-  }
-}
-
-function sumCpu(pids: number[]): number | null {
-  let total = 0;
-  for (const pid of pids) {
-    const us = cpuMicros(pid);
-    if (us === null) return null;
-    total += us;
-  }
-  return total;
-}
-
 let cluster: RedisCluster | null = null;
 let standalone: RedisServer | null = null;
 const poolsides: ChildProcess[] = [];
-let currentBenchmark: ChildProcess | null = null;
 let tempDir: string | null = null;
 
 function cleanupSync(): void {
-  currentBenchmark?.kill('SIGKILL');
   for (const proc of poolsides) proc.kill('SIGKILL');
   // The cluster's redis-servers are killed by test/helpers/servers.ts's own exit hook.
   if (tempDir !== null) fs.rmSync(tempDir, { recursive: true, force: true });
@@ -177,7 +154,6 @@ function cleanupSync(): void {
 }
 
 async function stopAll(): Promise<void> {
-  currentBenchmark?.kill('SIGKILL');
   await Promise.all(
     poolsides.map(async (proc) => {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
@@ -192,24 +168,6 @@ async function stopAll(): Promise<void> {
   cluster = null;
   await standalone?.stop();
   standalone = null;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function tail(file: string, lines: number): string {
-  try {
-    return fs
-      .readFileSync(file, 'utf8')
-      .trimEnd()
-      .split('\n')
-      .slice(-lines)
-      .map((l) => `  | ${l}`)
-      .join('\n');
-  } catch {
-    return `  (no ${path.basename(file)})`;
-  }
 }
 
 /**
@@ -269,57 +227,13 @@ interface Measurement {
   problems: Map<string, number>;
 }
 
-interface BenchmarkResult {
-  code: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  stdout: string;
-  stderr: string;
-}
-
 function runBenchmark(target: Target, op: Op, pipeline: number, requests: number, opts: Options): Promise<BenchmarkResult> {
   const args = [
     ...(target.kind === 'direct' ? ['--cluster'] : []),
     '-h', '127.0.0.1', '-p', String(target.port),
     '-t', op, '-c', String(opts.clients), '-n', String(requests), '-P', String(pipeline), '-r', String(opts.keyspace), '-q', '--csv',
   ];
-  return new Promise((resolve) => {
-    const proc = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    currentBenchmark = proc;
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    proc.stdout.setEncoding('utf8').on('data', (s: string) => {
-      if (stdout.length < 1 << 20) stdout += s;
-    });
-    proc.stderr.setEncoding('utf8').on('data', (s: string) => {
-      if (stderr.length < 1 << 20) stderr += s;
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      proc.kill('SIGKILL');
-    }, opts.timeoutMs);
-    proc.on('error', (err) => {
-      stderr += `redis-benchmark: ${err.message}\n`;
-    });
-    proc.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (currentBenchmark === proc) currentBenchmark = null;
-      resolve({ code, signal, timedOut, stdout, stderr });
-    });
-  });
-}
-
-function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | null {
-  for (const line of out.split(/\r?\n/)) {
-    const cells = line.split(',').map((c) => c.replace(/^"|"$/g, ''));
-    if ((cells[0] ?? '').toLowerCase() === op && cells.length >= 5) {
-      // 7.x columns: test, rps, avg, min, p50, p95, p99, max
-      const rps = Number(cells[1]);
-      if (Number.isFinite(rps)) return { rps, p50Ms: Number(cells[4]) };
-    }
-  }
-  return null;
+  return runRedisBenchmark(args, opts.timeoutMs);
 }
 
 /**
@@ -327,13 +241,6 @@ function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | n
  * and --cluster prints the primaries it found.
  */
 const HARMLESS = [/^WARNING: Could not fetch server CONFIG$/, /^Cluster has \d+ master nodes:$/, /^Master \d+: [0-9a-f]{40} \S+$/];
-
-function otherLines(out: string): string[] {
-  return out
-    .split(/\r?\n/)
-    .map((l) => l.replace(/\r/g, '').trim())
-    .filter((l) => l !== '' && !l.startsWith('"') && !HARMLESS.some((re) => re.test(l)));
-}
 
 async function measure(m: Measurement, opts: Options): Promise<string[]> {
   const requests = opts.requests.get(m.pipeline) ?? 0;
@@ -343,13 +250,8 @@ async function measure(m: Measurement, opts: Options): Promise<string[]> {
   const result = await runBenchmark(m.target, m.op, m.pipeline, requests, opts);
   const pAfter = poolsidePid === null ? null : cpuMicros(poolsidePid);
   const cAfter = sumCpu(backendPids);
-  const problems = [...otherLines(result.stdout), ...otherLines(result.stderr)];
-  if (result.timedOut) problems.push(`redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
-  else if (result.code !== 0) problems.push(`redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
-  for (const line of problems) {
-    const key = line.length > 300 ? `${line.slice(0, 300)}...` : line;
-    m.problems.set(key, (m.problems.get(key) ?? 0) + 1);
-  }
+  const problems = benchmarkProblems(result, HARMLESS, opts.timeoutMs);
+  for (const line of problems) addProblem(m.problems, line);
   const parsed = parseBenchmark(result.stdout, m.op);
   if (parsed === null || result.timedOut || result.code !== 0) return problems;
   const per = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : (b - a) / requests);
@@ -360,26 +262,6 @@ async function measure(m: Measurement, opts: Options): Promise<string[]> {
     redisCpuUs: per(cBefore, cAfter),
   });
   return problems;
-}
-
-function median(values: number[]): number | null {
-  if (values.length === 0) return null;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
-function medianOf(samples: Sample[], pick: (s: Sample) => number | null): number | null {
-  return median(samples.map(pick).filter((v): v is number => v !== null && Number.isFinite(v)));
-}
-
-const fmtInt = (n: number | null): string => (n === null ? '-' : Math.round(n).toLocaleString('en-US'));
-const fmt = (n: number | null, digits: number, suffix = ''): string => (n === null ? '-' : `${n.toFixed(digits)}${suffix}`);
-
-function table(header: string[], rows: string[][], right: boolean[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => `| ${cells.map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`;
-  return [line(header), `|${widths.map((w, i) => (right[i] ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
 function report(measurements: Measurement[], opts: Options): { text: string; problems: boolean } {
@@ -409,37 +291,23 @@ function report(measurements: Measurement[], opts: Options): { text: string; pro
       ['target', 'P', 'op', 'ops/s', 'vs direct', 'poolside CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
       rows,
       [false, true, false, true, true, true, true, true, true],
+      'markdown',
     ),
   ];
   let problems = false;
   for (const m of measurements) {
     if (m.problems.size === 0) continue;
     problems = true;
-    out.push('', `PROBLEMS ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}:`);
-    for (const [text, count] of [...m.problems].slice(0, 8)) out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
+    out.push(...problemLines(`${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}`, m.problems));
   }
   return { text: out.join('\n'), problems };
-}
-
-function version(command: string, args: string[]): string {
-  const r = spawnSync(command, args, { encoding: 'utf8' });
-  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] || `${command}: ?`;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Main
 
 async function main(): Promise<number> {
-  let parsed: Options | 'help';
-  try {
-    parsed = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`bench: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const parsed = parseOptions(process.argv.slice(2));
   if (parsed === 'help') {
     process.stdout.write(HELP);
     return 0;
@@ -552,23 +420,4 @@ async function main(): Promise<number> {
   return nodeDied ? 1 : 0;
 }
 
-process.on('exit', cleanupSync);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    process.stderr.write(`\nbench: ${signal}, stopping everything\n`);
-    void stopAll().finally(() => {
-      cleanupSync();
-      process.exit(signal === 'SIGINT' ? 130 : 143);
-    });
-  });
-}
-
-try {
-  process.exitCode = await main();
-} catch (err) {
-  process.stderr.write(`bench: ${err instanceof Error ? (err instanceof StartError || err instanceof UsageError ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
-  process.exitCode = err instanceof UsageError ? 2 : 1;
-  await stopAll();
-} finally {
-  cleanupSync();
-}
+await runMain(main, { stopAll, cleanupSync });
