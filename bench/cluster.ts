@@ -36,6 +36,7 @@ import {
   OPS,
   parseBenchmark,
   parseList,
+  parseRunOptions,
   problemLines,
   ROOT,
   runMain,
@@ -45,22 +46,15 @@ import {
   sumCpu,
   table,
   tail,
-  UsageError,
   version,
 } from './redis-benchmark.js';
-import type { BenchmarkResult, Op } from './redis-benchmark.js';
+import type { BenchmarkResult, Op, RunOptions } from './redis-benchmark.js';
 
 /** direct: redis-benchmark --cluster; poolside: through a cluster pool; single: through a pool on one standalone redis-server. */
 type Kind = 'direct' | 'poolside' | 'single';
 
-interface Options {
-  quick: boolean;
-  pipelines: number[];
-  reps: number;
-  clients: number;
-  requests: Map<number, number>;
+interface Options extends RunOptions {
   keyspace: number;
-  timeoutMs: number;
   /** Also poolside in front of one standalone redis-server: what the cluster path adds to poolside's own cost. */
   single: boolean;
 }
@@ -82,60 +76,21 @@ const HELP = `usage: npm run bench:cluster -- [options]
 `;
 
 function parseOptions(argv: string[]): Options | 'help' {
-  const opts: Options = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), keyspace: 100_000, timeoutMs: 120_000, single: false };
-  let reps: number | null = null;
-  const explicit = new Map<number, number>();
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  const more = { keyspace: 100_000, single: false };
+  // ~2-4 s per run on a 2-core machine.
+  const run = parseRunOptions(argv, HELP, { perPipeline: 200_000, cap: 1_000_000 }, (flag, value) => {
     switch (flag) {
-      case '-h':
-      case '--help':
-        return 'help';
-      case '--quick':
-        opts.quick = true;
-        break;
       case '--single':
-        opts.single = true;
-        break;
-      case '--pipeline':
-      case '--pipelines':
-        opts.pipelines = parseList(flag, value());
-        break;
-      case '--reps':
-        reps = parseList(flag, value())[0];
-        break;
-      case '--clients':
-        opts.clients = parseList(flag, value())[0];
-        break;
+        more.single = true;
+        return true;
       case '--keyspace':
-        opts.keyspace = parseList(flag, value())[0];
-        break;
-      case '--timeout':
-        opts.timeoutMs = parseList(flag, value())[0] * 1000;
-        break;
-      case '--requests':
-        for (const part of value().split(',')) {
-          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
-          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
-          explicit.set(Number(m[1]), Number(m[2]));
-        }
-        break;
+        more.keyspace = parseList(flag, value())[0] as number;
+        return true;
       default:
-        throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
+        return false;
     }
-  }
-  opts.reps = reps ?? (opts.quick ? 1 : 3);
-  for (const p of opts.pipelines) {
-    // ~2-4 s per run on a 2-core machine.
-    const full = Math.min(200_000 * p, 1_000_000);
-    opts.requests.set(p, explicit.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
-  }
-  return opts;
+  });
+  return run === 'help' ? 'help' : { ...run, ...more };
 }
 
 // ---------------------------------------------------------------------------------------------

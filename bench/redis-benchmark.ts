@@ -25,6 +25,80 @@ export function parseList(flag: string, text: string): number[] {
   return values;
 }
 
+/** The flags every redis-benchmark bench takes. */
+export interface RunOptions {
+  quick: boolean;
+  pipelines: number[];
+  /** Repetitions per measurement, the median reported. */
+  reps: number;
+  /** redis-benchmark -c. */
+  clients: number;
+  /** redis-benchmark -n per pipeline depth. */
+  requests: Map<number, number>;
+  /** Longest a single redis-benchmark run may take. */
+  timeoutMs: number;
+}
+
+/**
+ * Parses --help, --quick, --pipeline, --reps, --clients, --requests and --timeout, and hands
+ * every other flag to `more` (false: unknown, a UsageError with `help`). Without --requests, -n
+ * is perPipeline * P capped at cap, a tenth of that (at least 10,000) with --quick.
+ */
+export function parseRunOptions(
+  argv: string[],
+  help: string,
+  sizing: { perPipeline: number; cap: number },
+  more: (flag: string, value: () => string) => boolean,
+): RunOptions | 'help' {
+  const opts: RunOptions = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), timeoutMs: 120_000 };
+  let reps: number | null = null;
+  const explicitRequests = new Map<number, number>();
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i] as string;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${flag} needs a value`);
+      return v;
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        return 'help';
+      case '--quick':
+        opts.quick = true;
+        break;
+      case '--pipeline':
+      case '--pipelines':
+        opts.pipelines = parseList(flag, value());
+        break;
+      case '--reps':
+        reps = parseList(flag, value())[0] as number;
+        break;
+      case '--clients':
+        opts.clients = parseList(flag, value())[0] as number;
+        break;
+      case '--timeout':
+        opts.timeoutMs = (parseList(flag, value())[0] as number) * 1000;
+        break;
+      case '--requests':
+        for (const part of value().split(',')) {
+          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
+          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
+          explicitRequests.set(Number(m[1]), Number(m[2]));
+        }
+        break;
+      default:
+        if (!more(flag, value)) throw new UsageError(`unknown option ${flag}\n\n${help}`);
+    }
+  }
+  opts.reps = reps ?? (opts.quick ? 1 : 3);
+  for (const p of opts.pipelines) {
+    const full = Math.min(sizing.perPipeline * p, sizing.cap);
+    opts.requests.set(p, explicitRequests.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
+  }
+  return opts;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes
 

@@ -32,6 +32,7 @@ import {
   OPS,
   parseBenchmark,
   parseList,
+  parseRunOptions,
   problemLines,
   ROOT,
   runMain,
@@ -43,7 +44,7 @@ import {
   UsageError,
   version,
 } from './redis-benchmark.js';
-import type { BenchmarkResult, Op } from './redis-benchmark.js';
+import type { BenchmarkResult, Op, RunOptions } from './redis-benchmark.js';
 
 // ---------------------------------------------------------------------------------------------
 // Variants: every entry is one more poolside process in the run, with its own config.
@@ -192,17 +193,10 @@ function twemproxyConfig(listenPort: number, redisPort: number, serverConnection
 // ---------------------------------------------------------------------------------------------
 // Options
 
-interface Options {
-  quick: boolean;
-  pipelines: number[];
-  reps: number;
-  clients: number;
-  /** -n per pipeline depth. */
-  requests: Map<number, number>;
+interface Options extends RunOptions {
   twemproxyConns: number[];
   extraVariants: Variant[];
   logDir: string | null;
-  timeoutMs: number;
   /** Which benches run: Redis (this file) and memcached (bench/memcached.ts, after it). */
   protocols: ('redis' | 'memcached')[];
 }
@@ -232,61 +226,25 @@ const HELP = `usage: npm run bench -- [options]
 `;
 
 function parseOptions(argv: string[]): Options | 'help' {
-  const opts: Options = {
-    quick: false,
-    pipelines: [1, 16],
-    reps: 3,
-    clients: 50,
-    requests: new Map(),
+  const more = {
     twemproxyConns: [1, 2],
-    extraVariants: [],
-    logDir: null,
-    timeoutMs: 120_000,
-    protocols: ['redis', 'memcached'],
+    extraVariants: [] as Variant[],
+    logDir: null as string | null,
+    protocols: ['redis', 'memcached'] as ('redis' | 'memcached')[],
   };
-  let reps: number | null = null;
-  const explicitRequests = new Map<number, number>();
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i] as string;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  // ~3-5 s per proxy run on a 2-core machine (~100k ops/s at P1, ~500k at P16 through a proxy).
+  const run = parseRunOptions(argv, HELP, { perPipeline: 400_000, cap: 2_000_000 }, (flag, value) => {
     switch (flag) {
-      case '-h':
-      case '--help':
-        return 'help';
-      case '--quick':
-        opts.quick = true;
-        break;
-      case '--pipeline':
-      case '--pipelines':
-        opts.pipelines = parseList(flag, value());
-        break;
-      case '--reps':
-        reps = parseList(flag, value())[0] as number;
-        break;
-      case '--clients':
-        opts.clients = parseList(flag, value())[0] as number;
-        break;
       case '--twemproxy-conns':
-        opts.twemproxyConns = parseList(flag, value());
-        break;
-      case '--requests':
-        for (const part of value().split(',')) {
-          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
-          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
-          explicitRequests.set(Number(m[1]), Number(m[2]));
-        }
-        break;
+        more.twemproxyConns = parseList(flag, value());
+        return true;
       case '--with':
         for (const name of value().split(',').map((s) => s.trim())) {
           const preset = PRESETS[name];
           if (preset === undefined) throw new UsageError(`--with: no preset ${name} (presets: ${Object.keys(PRESETS).join(', ')})`);
-          opts.extraVariants.push(preset);
+          more.extraVariants.push(preset);
         }
-        break;
+        return true;
       case '--variant': {
         const text = value();
         const eq = text.indexOf('=');
@@ -295,33 +253,24 @@ function parseOptions(argv: string[]): Options | 'help' {
         const parsed: unknown = eq < 0 ? {} : YAML.parse(text.slice(eq + 1));
         const fragment = (parsed ?? {}) as YamlValue;
         if (!isMap(fragment)) throw new UsageError(`--variant ${name}: the fragment must be a YAML mapping, e.g. '{heartbeat: false}'`);
-        opts.extraVariants.push({ name, pool: fragment });
-        break;
+        more.extraVariants.push({ name, pool: fragment });
+        return true;
       }
       case '--logs':
-        opts.logDir = path.resolve(value());
-        break;
-      case '--timeout':
-        opts.timeoutMs = (parseList(flag, value())[0] as number) * 1000;
-        break;
+        more.logDir = path.resolve(value());
+        return true;
       case '--protocol':
       case '--protocols': {
         const names = value().split(',').map((s) => s.trim());
         for (const n of names) if (n !== 'redis' && n !== 'memcached') throw new UsageError(`--protocol: expected redis and/or memcached, got ${n}`);
-        opts.protocols = names as ('redis' | 'memcached')[];
-        break;
+        more.protocols = names as ('redis' | 'memcached')[];
+        return true;
       }
       default:
-        throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
+        return false;
     }
-  }
-  opts.reps = reps ?? (opts.quick ? 1 : 3);
-  for (const p of opts.pipelines) {
-    // ~3-5 s per proxy run on a 2-core machine (~100k ops/s at P1, ~500k at P16 through a proxy).
-    const full = Math.min(400_000 * p, 2_000_000);
-    opts.requests.set(p, explicitRequests.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
-  }
-  return opts;
+  });
+  return run === 'help' ? 'help' : { ...run, ...more };
 }
 
 // ---------------------------------------------------------------------------------------------
