@@ -37,7 +37,10 @@ import {
   parseBenchmark,
   parseList,
   parseRunOptions,
-  problemLines,
+  measuredRow,
+  problemSections,
+  rowHeader,
+  ROW_RIGHT_ALIGN,
   ROOT,
   runMain,
   runRedisBenchmark,
@@ -48,7 +51,7 @@ import {
   tail,
   version,
 } from './redis-benchmark.js';
-import type { BenchmarkResult, Op, RunOptions } from './redis-benchmark.js';
+import type { BenchmarkResult, Measured, Op, RunOptions } from './redis-benchmark.js';
 
 /** direct: redis-benchmark --cluster; poolside: through a cluster pool; single: through a pool on one standalone redis-server. */
 type Kind = 'direct' | 'poolside' | 'single';
@@ -167,19 +170,8 @@ interface Target {
   backendPids: number[];
 }
 
-interface Sample {
-  opsPerSec: number;
-  p50Ms: number;
-  poolsideCpuUs: number | null;
-  redisCpuUs: number | null;
-}
-
-interface Measurement {
+interface Measurement extends Measured {
   target: Target;
-  pipeline: number;
-  op: Op;
-  samples: Sample[];
-  problems: Map<string, number>;
 }
 
 function runBenchmark(target: Target, op: Op, pipeline: number, requests: number, opts: Options): Promise<BenchmarkResult> {
@@ -213,7 +205,7 @@ async function measure(m: Measurement, opts: Options): Promise<string[]> {
   m.samples.push({
     opsPerSec: parsed.rps,
     p50Ms: parsed.p50Ms,
-    poolsideCpuUs: per(pBefore, pAfter),
+    proxyCpuUs: per(pBefore, pAfter),
     redisCpuUs: per(cBefore, cAfter),
   });
   return problems;
@@ -225,49 +217,17 @@ function report(measurements: Measurement[], opts: Options): { text: string; pro
     for (const op of OPS) {
       const direct = measurements.find((m) => m.target.kind === 'direct' && m.pipeline === p && m.op === op);
       const base = direct === undefined ? null : medianOf(direct.samples, (s) => s.opsPerSec);
-      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) {
-        const ops = medianOf(m.samples, (s) => s.opsPerSec);
-        rows.push([
-          m.target.name,
-          String(p),
-          op.toUpperCase(),
-          fmtInt(ops),
-          ops === null || base === null ? '-' : `${(ops / base).toFixed(2)}x`,
-          fmt(medianOf(m.samples, (s) => s.poolsideCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
-          `${m.samples.length}/${opts.reps}`,
-        ]);
-      }
+      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) rows.push(measuredRow(m, base, opts.reps));
     }
   }
-  const out = [
-    table(
-      ['target', 'P', 'op', 'ops/s', 'vs direct', 'poolside CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
-      rows,
-      [false, true, false, true, true, true, true, true, true],
-      'markdown',
-    ),
-  ];
-  let problems = false;
-  for (const m of measurements) {
-    if (m.problems.size === 0) continue;
-    problems = true;
-    out.push(...problemLines(`${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}`, m.problems));
-  }
-  return { text: out.join('\n'), problems };
+  const problems = problemSections(measurements);
+  return { text: [table(rowHeader('direct', 'poolside'), rows, ROW_RIGHT_ALIGN, 'markdown'), ...problems].join('\n'), problems: problems.length > 0 };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Main
 
-async function main(): Promise<number> {
-  const parsed = parseOptions(process.argv.slice(2));
-  if (parsed === 'help') {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  const opts = parsed;
+async function main(opts: Options): Promise<number> {
   const log = (s: string): void => {
     process.stderr.write(`${s}\n`);
   };
@@ -351,7 +311,7 @@ async function main(): Promise<number> {
           const last = m.samples.length > before ? m.samples.at(-1) : undefined;
           log(
             `bench: [${done}/${total}] rep ${rep + 1} P${p} ${op.toUpperCase()} ${target.name}: ` +
-              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.poolsideCpuUs, 2)} µs/req, redis ${fmt(last.redisCpuUs, 2)} µs/req`) +
+              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.proxyCpuUs, 2)} µs/req, redis ${fmt(last.redisCpuUs, 2)} µs/req`) +
               (problems.length > 0 ? ` (problems: ${problems.join(' | ').slice(0, 300)})` : ''),
           );
           if (sumCpu(targets.flatMap((t) => t.backendPids)) === null) {
@@ -375,4 +335,4 @@ async function main(): Promise<number> {
   return nodeDied ? 1 : 0;
 }
 
-await runMain(main, { stopAll, cleanupSync });
+await runMain({ parse: parseOptions, help: HELP, main }, { stopAll, cleanupSync });

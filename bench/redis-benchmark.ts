@@ -249,20 +249,6 @@ export function addProblem(problems: Map<string, number>, text: string): void {
   problems.set(key, (problems.get(key) ?? 0) + 1);
 }
 
-/** The report's lines for one measurement's problems: the first 8 distinct ones, with counts. */
-export function problemLines(title: string, problems: Map<string, number>): string[] {
-  const out = ['', `PROBLEMS ${title}:`];
-  let shown = 0;
-  for (const [text, count] of problems) {
-    if (shown++ >= 8) {
-      out.push(`  ... ${problems.size - 8} more distinct lines`);
-      break;
-    }
-    out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Numbers and the report
 
@@ -276,6 +262,66 @@ export function median(values: number[]): number | null {
 /** The median of `pick` over the samples, leaving out nulls and NaNs. */
 export function medianOf<S>(samples: S[], pick: (s: S) => number | null): number | null {
   return median(samples.map(pick).filter((v): v is number => v !== null && Number.isFinite(v)));
+}
+
+/** One redis-benchmark run's numbers. */
+export interface Sample {
+  opsPerSec: number;
+  p50Ms: number;
+  /** CPU per request of the proxy measured; null without one, or when /proc could not be read. */
+  proxyCpuUs: number | null;
+  /** CPU per request of the redis-server(s) behind the target. */
+  redisCpuUs: number | null;
+}
+
+/** One row of the report: a target at one pipeline depth and op, over the repetitions. */
+export interface Measured<S extends Sample = Sample> {
+  target: { name: string };
+  pipeline: number;
+  op: Op;
+  samples: S[];
+  /** Non-CSV output, non-zero exits, timeouts, with counts. */
+  problems: Map<string, number>;
+}
+
+/** The header of the report table of measuredRow()s, naming the baseline and the proxy measured. */
+export function rowHeader(baseline: string, proxy: string): string[] {
+  return ['target', 'P', 'op', 'ops/s', `vs ${baseline}`, `${proxy} CPU µs/req`, 'redis CPU µs/req', 'p50 ms', 'runs'];
+}
+export const ROW_RIGHT_ALIGN = [false, true, false, true, true, true, true, true, true];
+
+/** A measurement's row: medians, and its ops/s against the baseline's (`base`). */
+export function measuredRow(m: Measured, base: number | null, reps: number): string[] {
+  const ops = medianOf(m.samples, (s) => s.opsPerSec);
+  return [
+    m.target.name,
+    String(m.pipeline),
+    m.op.toUpperCase(),
+    fmtInt(ops),
+    ops === null || base === null ? '-' : `${(ops / base).toFixed(2)}x`,
+    fmt(medianOf(m.samples, (s) => s.proxyCpuUs), 2),
+    fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
+    fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
+    `${m.samples.length}/${reps}`,
+  ];
+}
+
+/** The report's PROBLEMS sections: for each measurement that had any, the first 8 distinct lines, with counts. */
+export function problemSections(measurements: Measured[]): string[] {
+  const out: string[] = [];
+  for (const m of measurements) {
+    if (m.problems.size === 0) continue;
+    out.push('', `PROBLEMS ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}:`);
+    let shown = 0;
+    for (const [text, count] of m.problems) {
+      if (shown++ >= 8) {
+        out.push(`  ... ${m.problems.size - 8} more distinct lines`);
+        break;
+      }
+      out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
+    }
+  }
+  return out;
 }
 
 export function fmtInt(n: number | null): string {
@@ -303,12 +349,12 @@ export function table(header: string[], rows: string[][], rightAlign: boolean[],
 // Life cycle
 
 /**
- * Runs a bench's main(): exit code from main (2 for a UsageError, 1 for any other error, the
+ * Parses the flags (--help: prints `help`, exit code 0) and runs a bench's main(): exit code from main (2 for a UsageError, 1 for any other error, the
  * stack only for unexpected ones); on SIGINT/SIGTERM stops everything and exits 130/143;
  * cleanupSync on every exit. onAbort is told first, so the bench can stop reporting.
  */
-export async function runMain(
-  main: () => Promise<number>,
+export async function runMain<O>(
+  bench: { parse: (argv: string[]) => O | 'help'; help: string; main: (opts: O) => Promise<number> },
   hooks: { stopAll: () => Promise<void>; cleanupSync: () => void; onAbort?: () => void },
 ): Promise<void> {
   const cleanupSync = (): void => {
@@ -334,7 +380,9 @@ export async function runMain(
     });
   }
   try {
-    process.exitCode = await main();
+    const opts = bench.parse(process.argv.slice(2));
+    if (opts === 'help') process.stdout.write(bench.help);
+    process.exitCode = opts === 'help' ? 0 : await bench.main(opts);
   } catch (err) {
     if (err instanceof StartError || err instanceof UsageError) {
       process.stderr.write(`bench: ${err.message}\n`);

@@ -33,7 +33,10 @@ import {
   parseBenchmark,
   parseList,
   parseRunOptions,
-  problemLines,
+  measuredRow,
+  problemSections,
+  rowHeader,
+  ROW_RIGHT_ALIGN,
   ROOT,
   runMain,
   runRedisBenchmark,
@@ -44,7 +47,7 @@ import {
   UsageError,
   version,
 } from './redis-benchmark.js';
-import type { BenchmarkResult, Op, RunOptions } from './redis-benchmark.js';
+import type { BenchmarkResult, Measured, Op, RunOptions, Sample as BaseSample } from './redis-benchmark.js';
 
 // ---------------------------------------------------------------------------------------------
 // Variants: every entry is one more poolside process in the run, with its own config.
@@ -393,22 +396,12 @@ interface Target {
   adminPort: number | null;
 }
 
-interface Sample {
-  opsPerSec: number;
-  p50Ms: number;
-  /** null for direct redis, or when /proc could not be read. */
-  proxyCpuUs: number | null;
-  redisCpuUs: number | null;
+interface Sample extends BaseSample {
   wallMs: number;
 }
 
-interface Measurement {
+interface Measurement extends Measured<Sample> {
   target: Target;
-  pipeline: number;
-  op: Op;
-  samples: Sample[];
-  /** Non-CSV output, non-zero exits, timeouts: the first few, with counts. */
-  problems: Map<string, number>;
   notes: string[];
 }
 
@@ -471,37 +464,15 @@ function report(measurements: Measurement[], opts: Options, baselineName: string
   for (const p of opts.pipelines) {
     for (const op of OPS) {
       const base = ops(find(baselineName, p, op));
-      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) {
-        const o = ops(m);
-        rows.push([
-          m.target.name,
-          String(p),
-          op.toUpperCase(),
-          fmtInt(o),
-          o === null || base === null ? '-' : `${(o / base).toFixed(2)}x`,
-          fmt(medianOf(m.samples, (s) => s.proxyCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
-          `${m.samples.length}/${opts.reps}`,
-        ]);
-      }
+      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) rows.push(measuredRow(m, base, opts.reps));
     }
   }
-  out.push(
-    table(
-      ['target', 'P', 'op', 'ops/s', `vs ${baselineName}`, 'proxy CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
-      rows,
-      [false, true, false, true, true, true, true, true, true],
-    ),
-  );
+  out.push(table(rowHeader(baselineName, 'proxy'), rows, ROW_RIGHT_ALIGN));
 
   // Problems and notes.
-  let problems = false;
-  for (const m of measurements) {
-    if (m.problems.size === 0) continue;
-    problems = true;
-    out.push(...problemLines(`${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}`, m.problems));
-  }
+  const problemLines = problemSections(measurements);
+  out.push(...problemLines);
+  const problems = problemLines.length > 0;
   const notes = measurements.filter((m) => m.notes.length > 0);
   if (notes.length > 0) {
     out.push('', 'Side activities:');
@@ -542,13 +513,7 @@ function report(measurements: Measurement[], opts: Options, baselineName: string
 // ---------------------------------------------------------------------------------------------
 // Main
 
-async function main(): Promise<number> {
-  const parsed = parseOptions(process.argv.slice(2));
-  if (parsed === 'help') {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  const opts = parsed;
+async function main(opts: Options): Promise<number> {
   if (!opts.protocols.includes('redis')) return memcachedBench(opts);
   const variants = [...VARIANTS, ...opts.extraVariants];
   const names = new Set<string>();
@@ -715,7 +680,7 @@ async function memcachedBench(opts: Options): Promise<number> {
   });
 }
 
-await runMain(main, {
+await runMain({ parse: parseOptions, help: HELP, main }, {
   stopAll,
   cleanupSync,
   onAbort: () => {
