@@ -17,30 +17,47 @@
  * Prints, never asserts: exit code 0 unless a process failed to start or a cluster node died
  * mid-run (1), or a flag was bad (2).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { RedisCluster } from '../test/helpers/cluster.js';
 import { RawClient, RespError } from '../test/helpers/resp-client.js';
 import { freePort, RedisServer } from '../test/helpers/servers.js';
+import {
+  addProblem,
+  benchmarkProblems,
+  cpuMicros,
+  fmt,
+  fmtInt,
+  medianOf,
+  OPS,
+  parseBenchmark,
+  parseList,
+  parseRunOptions,
+  measuredRow,
+  problemSections,
+  rowHeader,
+  ROW_RIGHT_ALIGN,
+  ROOT,
+  runMain,
+  runRedisBenchmark,
+  sleep,
+  StartError,
+  sumCpu,
+  table,
+  tail,
+  version,
+} from './redis-benchmark.js';
+import type { BenchmarkResult, Measured, Op, RunOptions } from './redis-benchmark.js';
 
-type Op = 'set' | 'get';
-const OPS: readonly Op[] = ['set', 'get'];
 /** direct: redis-benchmark --cluster; poolside: through a cluster pool; single: through a pool on one standalone redis-server. */
 type Kind = 'direct' | 'poolside' | 'single';
 
-interface Options {
-  quick: boolean;
-  pipelines: number[];
-  reps: number;
-  clients: number;
-  requests: Map<number, number>;
+interface Options extends RunOptions {
   keyspace: number;
-  timeoutMs: number;
   /** Also poolside in front of one standalone redis-server: what the cluster path adds to poolside's own cost. */
   single: boolean;
 }
@@ -61,115 +78,33 @@ const HELP = `usage: npm run bench:cluster -- [options]
                      poolside's CPU per request
 `;
 
-class UsageError extends Error {}
-class StartError extends Error {}
-
-function parseList(flag: string, text: string): number[] {
-  const values = text.split(',').map((s) => Number(s.trim()));
-  if (values.length === 0 || values.some((v) => !Number.isInteger(v) || v < 1)) throw new UsageError(`${flag}: expected positive integers separated by commas, got ${text}`);
-  return values;
-}
-
 function parseOptions(argv: string[]): Options | 'help' {
-  const opts: Options = { quick: false, pipelines: [1, 16], reps: 3, clients: 50, requests: new Map(), keyspace: 100_000, timeoutMs: 120_000, single: false };
-  let reps: number | null = null;
-  const explicit = new Map<number, number>();
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  const more = { keyspace: 100_000, single: false };
+  // ~2-4 s per run on a 2-core machine.
+  const run = parseRunOptions(argv, HELP, { perPipeline: 200_000, cap: 1_000_000 }, (flag, value) => {
     switch (flag) {
-      case '-h':
-      case '--help':
-        return 'help';
-      case '--quick':
-        opts.quick = true;
-        break;
       case '--single':
-        opts.single = true;
-        break;
-      case '--pipeline':
-      case '--pipelines':
-        opts.pipelines = parseList(flag, value());
-        break;
-      case '--reps':
-        reps = parseList(flag, value())[0];
-        break;
-      case '--clients':
-        opts.clients = parseList(flag, value())[0];
-        break;
+        more.single = true;
+        return true;
       case '--keyspace':
-        opts.keyspace = parseList(flag, value())[0];
-        break;
-      case '--timeout':
-        opts.timeoutMs = parseList(flag, value())[0] * 1000;
-        break;
-      case '--requests':
-        for (const part of value().split(',')) {
-          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
-          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
-          explicit.set(Number(m[1]), Number(m[2]));
-        }
-        break;
+        more.keyspace = parseList(flag, value())[0] as number;
+        return true;
       default:
-        throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
+        return false;
     }
-  }
-  opts.reps = reps ?? (opts.quick ? 1 : 3);
-  for (const p of opts.pipelines) {
-    // ~2-4 s per run on a 2-core machine.
-    const full = Math.min(200_000 * p, 1_000_000);
-    opts.requests.set(p, explicit.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
-  }
-  return opts;
+  });
+  return run === 'help' ? 'help' : { ...run, ...more };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLK_TCK = (() => {
-  try {
-    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-    return Number.isFinite(n) && n > 0 ? n : 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** utime + stime of a process, in microseconds; null once it is gone. */
-function cpuMicros(pid: number): number | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 2 (comm) may contain spaces and parentheses: count fields after its last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLK_TCK;
-  } catch {
-    return null;
-  }
-}
-
-function sumCpu(pids: number[]): number | null {
-  let total = 0;
-  for (const pid of pids) {
-    const us = cpuMicros(pid);
-    if (us === null) return null;
-    total += us;
-  }
-  return total;
-}
-
 let cluster: RedisCluster | null = null;
 let standalone: RedisServer | null = null;
 const poolsides: ChildProcess[] = [];
-let currentBenchmark: ChildProcess | null = null;
 let tempDir: string | null = null;
 
 function cleanupSync(): void {
-  currentBenchmark?.kill('SIGKILL');
   for (const proc of poolsides) proc.kill('SIGKILL');
   // The cluster's redis-servers are killed by test/helpers/servers.ts's own exit hook.
   if (tempDir !== null) fs.rmSync(tempDir, { recursive: true, force: true });
@@ -177,7 +112,6 @@ function cleanupSync(): void {
 }
 
 async function stopAll(): Promise<void> {
-  currentBenchmark?.kill('SIGKILL');
   await Promise.all(
     poolsides.map(async (proc) => {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
@@ -192,24 +126,6 @@ async function stopAll(): Promise<void> {
   cluster = null;
   await standalone?.stop();
   standalone = null;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function tail(file: string, lines: number): string {
-  try {
-    return fs
-      .readFileSync(file, 'utf8')
-      .trimEnd()
-      .split('\n')
-      .slice(-lines)
-      .map((l) => `  | ${l}`)
-      .join('\n');
-  } catch {
-    return `  (no ${path.basename(file)})`;
-  }
 }
 
 /**
@@ -254,27 +170,8 @@ interface Target {
   backendPids: number[];
 }
 
-interface Sample {
-  opsPerSec: number;
-  p50Ms: number;
-  poolsideCpuUs: number | null;
-  redisCpuUs: number | null;
-}
-
-interface Measurement {
+interface Measurement extends Measured {
   target: Target;
-  pipeline: number;
-  op: Op;
-  samples: Sample[];
-  problems: Map<string, number>;
-}
-
-interface BenchmarkResult {
-  code: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  stdout: string;
-  stderr: string;
 }
 
 function runBenchmark(target: Target, op: Op, pipeline: number, requests: number, opts: Options): Promise<BenchmarkResult> {
@@ -283,43 +180,7 @@ function runBenchmark(target: Target, op: Op, pipeline: number, requests: number
     '-h', '127.0.0.1', '-p', String(target.port),
     '-t', op, '-c', String(opts.clients), '-n', String(requests), '-P', String(pipeline), '-r', String(opts.keyspace), '-q', '--csv',
   ];
-  return new Promise((resolve) => {
-    const proc = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    currentBenchmark = proc;
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    proc.stdout.setEncoding('utf8').on('data', (s: string) => {
-      if (stdout.length < 1 << 20) stdout += s;
-    });
-    proc.stderr.setEncoding('utf8').on('data', (s: string) => {
-      if (stderr.length < 1 << 20) stderr += s;
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      proc.kill('SIGKILL');
-    }, opts.timeoutMs);
-    proc.on('error', (err) => {
-      stderr += `redis-benchmark: ${err.message}\n`;
-    });
-    proc.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (currentBenchmark === proc) currentBenchmark = null;
-      resolve({ code, signal, timedOut, stdout, stderr });
-    });
-  });
-}
-
-function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | null {
-  for (const line of out.split(/\r?\n/)) {
-    const cells = line.split(',').map((c) => c.replace(/^"|"$/g, ''));
-    if ((cells[0] ?? '').toLowerCase() === op && cells.length >= 5) {
-      // 7.x columns: test, rps, avg, min, p50, p95, p99, max
-      const rps = Number(cells[1]);
-      if (Number.isFinite(rps)) return { rps, p50Ms: Number(cells[4]) };
-    }
-  }
-  return null;
+  return runRedisBenchmark(args, opts.timeoutMs);
 }
 
 /**
@@ -327,13 +188,6 @@ function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | n
  * and --cluster prints the primaries it found.
  */
 const HARMLESS = [/^WARNING: Could not fetch server CONFIG$/, /^Cluster has \d+ master nodes:$/, /^Master \d+: [0-9a-f]{40} \S+$/];
-
-function otherLines(out: string): string[] {
-  return out
-    .split(/\r?\n/)
-    .map((l) => l.replace(/\r/g, '').trim())
-    .filter((l) => l !== '' && !l.startsWith('"') && !HARMLESS.some((re) => re.test(l)));
-}
 
 async function measure(m: Measurement, opts: Options): Promise<string[]> {
   const requests = opts.requests.get(m.pipeline) ?? 0;
@@ -343,43 +197,18 @@ async function measure(m: Measurement, opts: Options): Promise<string[]> {
   const result = await runBenchmark(m.target, m.op, m.pipeline, requests, opts);
   const pAfter = poolsidePid === null ? null : cpuMicros(poolsidePid);
   const cAfter = sumCpu(backendPids);
-  const problems = [...otherLines(result.stdout), ...otherLines(result.stderr)];
-  if (result.timedOut) problems.push(`redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
-  else if (result.code !== 0) problems.push(`redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
-  for (const line of problems) {
-    const key = line.length > 300 ? `${line.slice(0, 300)}...` : line;
-    m.problems.set(key, (m.problems.get(key) ?? 0) + 1);
-  }
+  const problems = benchmarkProblems(result, HARMLESS, opts.timeoutMs);
+  for (const line of problems) addProblem(m.problems, line);
   const parsed = parseBenchmark(result.stdout, m.op);
   if (parsed === null || result.timedOut || result.code !== 0) return problems;
   const per = (a: number | null, b: number | null): number | null => (a === null || b === null ? null : (b - a) / requests);
   m.samples.push({
     opsPerSec: parsed.rps,
     p50Ms: parsed.p50Ms,
-    poolsideCpuUs: per(pBefore, pAfter),
+    proxyCpuUs: per(pBefore, pAfter),
     redisCpuUs: per(cBefore, cAfter),
   });
   return problems;
-}
-
-function median(values: number[]): number | null {
-  if (values.length === 0) return null;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
-function medianOf(samples: Sample[], pick: (s: Sample) => number | null): number | null {
-  return median(samples.map(pick).filter((v): v is number => v !== null && Number.isFinite(v)));
-}
-
-const fmtInt = (n: number | null): string => (n === null ? '-' : Math.round(n).toLocaleString('en-US'));
-const fmt = (n: number | null, digits: number, suffix = ''): string => (n === null ? '-' : `${n.toFixed(digits)}${suffix}`);
-
-function table(header: string[], rows: string[][], right: boolean[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => `| ${cells.map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`;
-  return [line(header), `|${widths.map((w, i) => (right[i] ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
 function report(measurements: Measurement[], opts: Options): { text: string; problems: boolean } {
@@ -388,63 +217,17 @@ function report(measurements: Measurement[], opts: Options): { text: string; pro
     for (const op of OPS) {
       const direct = measurements.find((m) => m.target.kind === 'direct' && m.pipeline === p && m.op === op);
       const base = direct === undefined ? null : medianOf(direct.samples, (s) => s.opsPerSec);
-      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) {
-        const ops = medianOf(m.samples, (s) => s.opsPerSec);
-        rows.push([
-          m.target.name,
-          String(p),
-          op.toUpperCase(),
-          fmtInt(ops),
-          ops === null || base === null ? '-' : `${(ops / base).toFixed(2)}x`,
-          fmt(medianOf(m.samples, (s) => s.poolsideCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
-          `${m.samples.length}/${opts.reps}`,
-        ]);
-      }
+      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) rows.push(measuredRow(m, base, opts.reps));
     }
   }
-  const out = [
-    table(
-      ['target', 'P', 'op', 'ops/s', 'vs direct', 'poolside CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
-      rows,
-      [false, true, false, true, true, true, true, true, true],
-    ),
-  ];
-  let problems = false;
-  for (const m of measurements) {
-    if (m.problems.size === 0) continue;
-    problems = true;
-    out.push('', `PROBLEMS ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}:`);
-    for (const [text, count] of [...m.problems].slice(0, 8)) out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
-  }
-  return { text: out.join('\n'), problems };
-}
-
-function version(command: string, args: string[]): string {
-  const r = spawnSync(command, args, { encoding: 'utf8' });
-  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] || `${command}: ?`;
+  const problems = problemSections(measurements);
+  return { text: [table(rowHeader('direct', 'poolside'), rows, ROW_RIGHT_ALIGN, 'markdown'), ...problems].join('\n'), problems: problems.length > 0 };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Main
 
-async function main(): Promise<number> {
-  let parsed: Options | 'help';
-  try {
-    parsed = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`bench: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  if (parsed === 'help') {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  const opts = parsed;
+async function main(opts: Options): Promise<number> {
   const log = (s: string): void => {
     process.stderr.write(`${s}\n`);
   };
@@ -528,7 +311,7 @@ async function main(): Promise<number> {
           const last = m.samples.length > before ? m.samples.at(-1) : undefined;
           log(
             `bench: [${done}/${total}] rep ${rep + 1} P${p} ${op.toUpperCase()} ${target.name}: ` +
-              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.poolsideCpuUs, 2)} µs/req, redis ${fmt(last.redisCpuUs, 2)} µs/req`) +
+              (last === undefined ? 'FAILED' : `${fmtInt(last.opsPerSec)} ops/s, poolside ${fmt(last.proxyCpuUs, 2)} µs/req, redis ${fmt(last.redisCpuUs, 2)} µs/req`) +
               (problems.length > 0 ? ` (problems: ${problems.join(' | ').slice(0, 300)})` : ''),
           );
           if (sumCpu(targets.flatMap((t) => t.backendPids)) === null) {
@@ -552,23 +335,4 @@ async function main(): Promise<number> {
   return nodeDied ? 1 : 0;
 }
 
-process.on('exit', cleanupSync);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    process.stderr.write(`\nbench: ${signal}, stopping everything\n`);
-    void stopAll().finally(() => {
-      cleanupSync();
-      process.exit(signal === 'SIGINT' ? 130 : 143);
-    });
-  });
-}
-
-try {
-  process.exitCode = await main();
-} catch (err) {
-  process.stderr.write(`bench: ${err instanceof Error ? (err instanceof StartError || err instanceof UsageError ? err.message : (err.stack ?? err.message)) : String(err)}\n`);
-  process.exitCode = err instanceof UsageError ? 2 : 1;
-  await stopAll();
-} finally {
-  cleanupSync();
-}
+await runMain({ parse: parseOptions, help: HELP, main }, { stopAll, cleanupSync });

@@ -15,14 +15,39 @@
  * Prints, never asserts: the exit code is 0 unless a process failed to start or the backend
  * redis-server died mid-run (1), or a flag was bad (2).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
+import {
+  addProblem,
+  benchmarkProblems,
+  cpuMicros,
+  fmt,
+  fmtInt,
+  medianOf,
+  OPS,
+  parseBenchmark,
+  parseList,
+  parseRunOptions,
+  measuredRow,
+  problemSections,
+  rowHeader,
+  ROW_RIGHT_ALIGN,
+  ROOT,
+  runMain,
+  runRedisBenchmark,
+  sleep,
+  StartError,
+  table,
+  tail,
+  UsageError,
+  version,
+} from './redis-benchmark.js';
+import type { BenchmarkResult, Measured, Op, RunOptions, Sample as BaseSample } from './redis-benchmark.js';
 
 // ---------------------------------------------------------------------------------------------
 // Variants: every entry is one more poolside process in the run, with its own config.
@@ -171,20 +196,10 @@ function twemproxyConfig(listenPort: number, redisPort: number, serverConnection
 // ---------------------------------------------------------------------------------------------
 // Options
 
-type Op = 'set' | 'get';
-const OPS: readonly Op[] = ['set', 'get'];
-
-interface Options {
-  quick: boolean;
-  pipelines: number[];
-  reps: number;
-  clients: number;
-  /** -n per pipeline depth. */
-  requests: Map<number, number>;
+interface Options extends RunOptions {
   twemproxyConns: number[];
   extraVariants: Variant[];
   logDir: string | null;
-  timeoutMs: number;
   /** Which benches run: Redis (this file) and memcached (bench/memcached.ts, after it). */
   protocols: ('redis' | 'memcached')[];
 }
@@ -213,70 +228,26 @@ const HELP = `usage: npm run bench -- [options]
                           Redis one with the same --quick, --reps and --clients
 `;
 
-class UsageError extends Error {}
-
-function parseList(flag: string, text: string): number[] {
-  const values = text.split(',').map((s) => Number(s.trim()));
-  if (values.length === 0 || values.some((v) => !Number.isInteger(v) || v < 1)) throw new UsageError(`${flag}: expected positive integers separated by commas, got ${text}`);
-  return values;
-}
-
 function parseOptions(argv: string[]): Options | 'help' {
-  const opts: Options = {
-    quick: false,
-    pipelines: [1, 16],
-    reps: 3,
-    clients: 50,
-    requests: new Map(),
+  const more = {
     twemproxyConns: [1, 2],
-    extraVariants: [],
-    logDir: null,
-    timeoutMs: 120_000,
-    protocols: ['redis', 'memcached'],
+    extraVariants: [] as Variant[],
+    logDir: null as string | null,
+    protocols: ['redis', 'memcached'] as ('redis' | 'memcached')[],
   };
-  let reps: number | null = null;
-  const explicitRequests = new Map<number, number>();
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i] as string;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  // ~3-5 s per proxy run on a 2-core machine (~100k ops/s at P1, ~500k at P16 through a proxy).
+  const run = parseRunOptions(argv, HELP, { perPipeline: 400_000, cap: 2_000_000 }, (flag, value) => {
     switch (flag) {
-      case '-h':
-      case '--help':
-        return 'help';
-      case '--quick':
-        opts.quick = true;
-        break;
-      case '--pipeline':
-      case '--pipelines':
-        opts.pipelines = parseList(flag, value());
-        break;
-      case '--reps':
-        reps = parseList(flag, value())[0] as number;
-        break;
-      case '--clients':
-        opts.clients = parseList(flag, value())[0] as number;
-        break;
       case '--twemproxy-conns':
-        opts.twemproxyConns = parseList(flag, value());
-        break;
-      case '--requests':
-        for (const part of value().split(',')) {
-          const m = /^\s*(\d+)\s*=\s*(\d+)\s*$/.exec(part);
-          if (m === null) throw new UsageError(`--requests: expected P=N pairs, got ${part}`);
-          explicitRequests.set(Number(m[1]), Number(m[2]));
-        }
-        break;
+        more.twemproxyConns = parseList(flag, value());
+        return true;
       case '--with':
         for (const name of value().split(',').map((s) => s.trim())) {
           const preset = PRESETS[name];
           if (preset === undefined) throw new UsageError(`--with: no preset ${name} (presets: ${Object.keys(PRESETS).join(', ')})`);
-          opts.extraVariants.push(preset);
+          more.extraVariants.push(preset);
         }
-        break;
+        return true;
       case '--variant': {
         const text = value();
         const eq = text.indexOf('=');
@@ -285,49 +256,28 @@ function parseOptions(argv: string[]): Options | 'help' {
         const parsed: unknown = eq < 0 ? {} : YAML.parse(text.slice(eq + 1));
         const fragment = (parsed ?? {}) as YamlValue;
         if (!isMap(fragment)) throw new UsageError(`--variant ${name}: the fragment must be a YAML mapping, e.g. '{heartbeat: false}'`);
-        opts.extraVariants.push({ name, pool: fragment });
-        break;
+        more.extraVariants.push({ name, pool: fragment });
+        return true;
       }
       case '--logs':
-        opts.logDir = path.resolve(value());
-        break;
-      case '--timeout':
-        opts.timeoutMs = (parseList(flag, value())[0] as number) * 1000;
-        break;
+        more.logDir = path.resolve(value());
+        return true;
       case '--protocol':
       case '--protocols': {
         const names = value().split(',').map((s) => s.trim());
         for (const n of names) if (n !== 'redis' && n !== 'memcached') throw new UsageError(`--protocol: expected redis and/or memcached, got ${n}`);
-        opts.protocols = names as ('redis' | 'memcached')[];
-        break;
+        more.protocols = names as ('redis' | 'memcached')[];
+        return true;
       }
       default:
-        throw new UsageError(`unknown option ${flag}\n\n${HELP}`);
+        return false;
     }
-  }
-  opts.reps = reps ?? (opts.quick ? 1 : 3);
-  for (const p of opts.pipelines) {
-    // ~3-5 s per proxy run on a 2-core machine (~100k ops/s at P1, ~500k at P16 through a proxy).
-    const full = Math.min(400_000 * p, 2_000_000);
-    opts.requests.set(p, explicitRequests.get(p) ?? (opts.quick ? Math.max(10_000, full / 10) : full));
-  }
-  return opts;
+  });
+  return run === 'help' ? 'help' : { ...run, ...more };
 }
 
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLK_TCK = readClockTicks();
-
-function readClockTicks(): number {
-  try {
-    const n = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-    return Number.isFinite(n) && n > 0 ? n : 100;
-  } catch {
-    return 100;
-  }
-}
 
 interface Managed {
   name: string;
@@ -341,7 +291,6 @@ interface Managed {
 
 const managed: Managed[] = [];
 let tempDir: string | null = null;
-let currentBenchmark: ChildProcess | null = null;
 /** Set by SIGINT/SIGTERM: the loop stops reporting while everything is being stopped. */
 let aborting = false;
 
@@ -371,33 +320,16 @@ async function stopProcess(m: Managed): Promise<void> {
 }
 
 async function stopAll(): Promise<void> {
-  currentBenchmark?.kill('SIGKILL');
   await Promise.all([...managed].reverse().map((m) => stopProcess(m)));
 }
 
 /** Last-resort cleanup on exit (synchronous: kill whatever still runs, remove the temp dir). */
 function cleanupSync(): void {
-  currentBenchmark?.kill('SIGKILL');
   for (const m of managed) {
     if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
   }
   if (tempDir !== null) fs.rmSync(tempDir, { recursive: true, force: true });
   tempDir = null;
-}
-
-/** utime + stime of a process, in microseconds; null once it is gone. */
-function cpuMicros(pid: number | undefined): number | null {
-  if (pid === undefined) return null;
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 2 (comm) may contain spaces and parentheses: count fields after its last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields[0] is field 3 (state): utime (14) and stime (15) are fields[11] and fields[12].
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return (ticks * 1e6) / CLK_TCK;
-  } catch {
-    return null;
-  }
 }
 
 function freePort(taken: Set<number>): Promise<number> {
@@ -439,8 +371,6 @@ function ping(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-class StartError extends Error {}
-
 async function waitForPing(m: Managed, port: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -449,24 +379,6 @@ async function waitForPing(m: Managed, port: number, timeoutMs = 15_000): Promis
     await sleep(100);
   }
   throw new StartError(`${m.name} did not answer PING on 127.0.0.1:${port} within ${timeoutMs / 1000}s\n${tail(m.log, 30)}`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function tail(file: string, lines: number): string {
-  try {
-    const text = fs.readFileSync(file, 'utf8').trimEnd();
-    if (text === '') return `  (${path.basename(file)} is empty)`;
-    return text
-      .split('\n')
-      .slice(-lines)
-      .map((l) => `  | ${l}`)
-      .join('\n');
-  } catch {
-    return `  (no ${path.basename(file)})`;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,94 +396,22 @@ interface Target {
   adminPort: number | null;
 }
 
-interface Sample {
-  opsPerSec: number;
-  p50Ms: number;
-  /** null for direct redis, or when /proc could not be read. */
-  proxyCpuUs: number | null;
-  redisCpuUs: number | null;
+interface Sample extends BaseSample {
   wallMs: number;
 }
 
-interface Measurement {
+interface Measurement extends Measured<Sample> {
   target: Target;
-  pipeline: number;
-  op: Op;
-  samples: Sample[];
-  /** Non-CSV output, non-zero exits, timeouts: the first few, with counts. */
-  problems: Map<string, number>;
   notes: string[];
-}
-
-interface BenchmarkResult {
-  code: number | null;
-  signal: string | null;
-  timedOut: boolean;
-  stdout: string;
-  stderr: string;
-  wallMs: number;
 }
 
 function runBenchmark(port: number, op: Op, pipeline: number, requests: number, clients: number, timeoutMs: number): Promise<BenchmarkResult> {
   const args = ['-h', '127.0.0.1', '-p', String(port), '-t', op, '-c', String(clients), '-n', String(requests), '-P', String(pipeline), '-q', '--csv'];
-  return new Promise((resolve) => {
-    const started = Date.now();
-    const proc = spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    currentBenchmark = proc;
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    proc.stdout.setEncoding('utf8').on('data', (s: string) => {
-      if (stdout.length < 1 << 20) stdout += s;
-    });
-    proc.stderr.setEncoding('utf8').on('data', (s: string) => {
-      if (stderr.length < 1 << 20) stderr += s;
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      proc.kill('SIGKILL');
-    }, timeoutMs);
-    proc.on('error', (err) => {
-      stderr += `redis-benchmark: ${err.message}\n`;
-    });
-    proc.on('close', (code, signal) => {
-      clearTimeout(timer);
-      if (currentBenchmark === proc) currentBenchmark = null;
-      resolve({ code, signal, timedOut, stdout, stderr, wallMs: Date.now() - started });
-    });
-  });
-}
-
-/** The CSV row for `op` ("SET","12345.67","0.123",...) and every line that is not CSV. */
-function parseBenchmark(out: string, op: Op): { rps: number; p50Ms: number } | null {
-  for (const line of out.split(/\r?\n/)) {
-    const cells = line.split(',').map((c) => c.replace(/^"|"$/g, ''));
-    if ((cells[0] ?? '').toLowerCase() === op && cells.length >= 2) {
-      const rps = Number(cells[1]);
-      // 7.x columns: test, rps, avg, min, p50, p95, p99, max
-      const p50Ms = Number(cells[4] ?? NaN);
-      if (Number.isFinite(rps)) return { rps, p50Ms };
-    }
-  }
-  return null;
+  return runRedisBenchmark(args, timeoutMs);
 }
 
 /** Expected noise: redis-benchmark asks for CONFIG, which twemproxy does not implement and poolside's default command policy denies. */
 const HARMLESS = [/^WARNING: Could not fetch server CONFIG$/];
-
-/** Every line that is neither CSV nor known noise: errors ("Error from server: ...", "Server closed the connection"). */
-function otherLines(out: string): string[] {
-  return out
-    .split(/\r?\n/)
-    .map((l) => l.replace(/\r/g, '').trim())
-    .filter((l) => l !== '' && !l.startsWith('"') && !HARMLESS.some((re) => re.test(l)));
-}
-
-function addProblem(m: Measurement, text: string): void {
-  // Identical lines (redis-benchmark -e repeats an error at most once a second) are counted.
-  const key = text.length > 300 ? `${text.slice(0, 300)}...` : text;
-  m.problems.set(key, (m.problems.get(key) ?? 0) + 1);
-}
 
 /** Runs redis-benchmark once for `m`; returns the problems this run added. */
 async function measure(m: Measurement, opts: Options, redisPid: number | undefined): Promise<string[]> {
@@ -596,11 +436,9 @@ async function measure(m: Measurement, opts: Options, redisPid: number | undefin
     const note = await stopSide();
     if (typeof note === 'string' && note !== '') m.notes.push(note);
   }
-  const problems = [...otherLines(result.stdout), ...otherLines(result.stderr)];
-  if (result.timedOut) problems.push(`redis-benchmark did not finish within ${opts.timeoutMs / 1000}s (killed)`);
-  else if (result.code !== 0) problems.push(`redis-benchmark exited with ${result.signal ?? `code ${result.code}`}`);
+  const problems = benchmarkProblems(result, HARMLESS, opts.timeoutMs);
   if (target.proc !== null && target.proc.exited !== null) problems.push(`${target.name} ${target.proc.exited} during this run`);
-  for (const line of problems) addProblem(m, line);
+  for (const line of problems) addProblem(m.problems, line);
   const parsed = parseBenchmark(result.stdout, op);
   // A run that hit an error exits early (redis-benchmark 7): its rate is not a measurement.
   if (parsed === null || result.timedOut || result.code !== 0) return problems;
@@ -615,37 +453,8 @@ async function measure(m: Measurement, opts: Options, redisPid: number | undefin
   return problems;
 }
 
-function median(values: number[]): number | null {
-  if (values.length === 0) return null;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
-
-function medianOf(samples: Sample[], pick: (s: Sample) => number | null): number | null {
-  return median(samples.map(pick).filter((v): v is number => v !== null && Number.isFinite(v)));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
-
-function fmtInt(n: number | null): string {
-  return n === null ? '-' : Math.round(n).toLocaleString('en-US');
-}
-
-function fmt(n: number | null, digits: number, suffix = ''): string {
-  return n === null ? '-' : `${n.toFixed(digits)}${suffix}`;
-}
-
-function table(header: string[], rows: string[][], rightAlign: boolean[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string =>
-    cells
-      .map((c, i) => (rightAlign[i] ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number)))
-      .join('  ')
-      .trimEnd();
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
 
 function report(measurements: Measurement[], opts: Options, baselineName: string): { text: string; problems: boolean } {
   const find = (name: string, p: number, op: Op): Measurement | undefined => measurements.find((m) => m.target.name === name && m.pipeline === p && m.op === op);
@@ -655,45 +464,15 @@ function report(measurements: Measurement[], opts: Options, baselineName: string
   for (const p of opts.pipelines) {
     for (const op of OPS) {
       const base = ops(find(baselineName, p, op));
-      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) {
-        const o = ops(m);
-        rows.push([
-          m.target.name,
-          String(p),
-          op.toUpperCase(),
-          fmtInt(o),
-          o === null || base === null ? '-' : `${(o / base).toFixed(2)}x`,
-          fmt(medianOf(m.samples, (s) => s.proxyCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.redisCpuUs), 2),
-          fmt(medianOf(m.samples, (s) => s.p50Ms), 3),
-          `${m.samples.length}/${opts.reps}`,
-        ]);
-      }
+      for (const m of measurements.filter((x) => x.pipeline === p && x.op === op)) rows.push(measuredRow(m, base, opts.reps));
     }
   }
-  out.push(
-    table(
-      ['target', 'P', 'op', 'ops/s', `vs ${baselineName}`, 'proxy CPU µs/req', 'redis CPU µs/req', 'p50 ms', 'runs'],
-      rows,
-      [false, true, false, true, true, true, true, true, true],
-    ),
-  );
+  out.push(table(rowHeader(baselineName, 'proxy'), rows, ROW_RIGHT_ALIGN));
 
   // Problems and notes.
-  let problems = false;
-  for (const m of measurements) {
-    if (m.problems.size === 0) continue;
-    problems = true;
-    out.push('', `PROBLEMS ${m.target.name} P${m.pipeline} ${m.op.toUpperCase()}:`);
-    let shown = 0;
-    for (const [text, count] of m.problems) {
-      if (shown++ >= 8) {
-        out.push(`  ... ${m.problems.size - 8} more distinct lines`);
-        break;
-      }
-      out.push(`  ${count > 1 ? `${count}x ` : ''}${text}`);
-    }
-  }
+  const problemLines = problemSections(measurements);
+  out.push(...problemLines);
+  const problems = problemLines.length > 0;
   const notes = measurements.filter((m) => m.notes.length > 0);
   if (notes.length > 0) {
     out.push('', 'Side activities:');
@@ -734,27 +513,7 @@ function report(measurements: Measurement[], opts: Options, baselineName: string
 // ---------------------------------------------------------------------------------------------
 // Main
 
-function version(command: string, args: string[]): string {
-  const r = spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return `${r.stdout ?? ''}${r.stderr ?? ''}`.trim().split('\n')[0] || `${command}: ?`;
-}
-
-async function main(): Promise<number> {
-  let parsed: Options | 'help';
-  try {
-    parsed = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`bench: ${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
-  if (parsed === 'help') {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  const opts = parsed;
+async function main(opts: Options): Promise<number> {
   if (!opts.protocols.includes('redis')) return memcachedBench(opts);
   const variants = [...VARIANTS, ...opts.extraVariants];
   const names = new Set<string>();
@@ -921,30 +680,10 @@ async function memcachedBench(opts: Options): Promise<number> {
   });
 }
 
-process.on('exit', cleanupSync);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (aborting) return;
+await runMain({ parse: parseOptions, help: HELP, main }, {
+  stopAll,
+  cleanupSync,
+  onAbort: () => {
     aborting = true;
-    process.stderr.write(`\nbench: ${signal}, stopping everything\n`);
-    void stopAll().finally(() => {
-      cleanupSync();
-      process.exit(signal === 'SIGINT' ? 130 : 143);
-    });
-  });
-}
-
-try {
-  process.exitCode = await main();
-} catch (err) {
-  if (err instanceof StartError || err instanceof UsageError) {
-    process.stderr.write(`bench: ${err.message}\n`);
-    process.exitCode = err instanceof UsageError ? 2 : 1;
-  } else {
-    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  }
-  await stopAll();
-} finally {
-  cleanupSync();
-}
+  },
+});

@@ -3,90 +3,19 @@
  * small RESP server that owns every slot and answers what the test says): redirected requests of
  * one client keep their order, hostile redirections end cleanly.
  */
-import net from 'node:net';
 import { afterEach, expect, it } from 'vitest';
 import { MAX_UNMAPPED_NODES } from '../../src/cluster/topology.js';
-import type { Pool } from '../../src/pool/pool.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { SLOTS } from '../helpers/cluster.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
-import { RawClient, parseReply } from '../helpers/resp-client.js';
-import type { RespValue } from '../helpers/resp-client.js';
+import { RawClient } from '../helpers/resp-client.js';
+import { bulk, clusterOf, scriptedClusterNode } from '../helpers/scripted-cluster-node.js';
 import { waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-const bulk = (text: string): string => `$${Buffer.byteLength(text)}\r\n${text}\r\n`;
-
-interface ScriptedNode {
-  port: number;
-  /** Every command received, in order, as its words joined by spaces. */
-  received: string[];
-  /** The reply to a command before the built-in ones (null: the built-in one). */
-  hook: (args: string[]) => string | null;
-  /** Connections accepted so far. */
-  accepted: number;
-}
-
-/** A node that owns every slot (CLUSTER SLOTS), keeps SET/GET/INCR values, and lets `hook` answer first. */
-async function scriptedNode(): Promise<ScriptedNode> {
-  const state: ScriptedNode = { port: 0, received: [], hook: () => null, accepted: 0 };
-  const values = new Map<string, string>();
-  const answer = (args: string[]): string => {
-    state.received.push(args.join(' '));
-    const hooked = state.hook(args);
-    if (hooked !== null) return hooked;
-    const name = args[0].toUpperCase();
-    const command = args.map((a) => a.toUpperCase()).slice(0, 2).join(' ');
-    if (name === 'SET') {
-      values.set(args[1], args[2]);
-      return '+OK\r\n';
-    }
-    if (name === 'GET') return values.has(args[1]) ? bulk(values.get(args[1]) ?? '') : '$-1\r\n';
-    if (name === 'INCR') {
-      const next = Number(values.get(args[1]) ?? '0') + 1;
-      values.set(args[1], String(next));
-      return `:${next}\r\n`;
-    }
-    if (name === 'PING') return '+PONG\r\n';
-    if (command === 'CLUSTER SHARDS') return "-ERR unknown subcommand 'SHARDS'. Try CLUSTER HELP.\r\n";
-    if (command === 'CLUSTER SLOTS') return `*1\r\n*3\r\n:0\r\n:${SLOTS - 1}\r\n*3\r\n${bulk('127.0.0.1')}:${state.port}\r\n${bulk('f'.repeat(40))}`;
-    if (command === 'CLUSTER INFO') return bulk('cluster_state:ok\r\ncluster_current_epoch:1\r\n');
-    return '+OK\r\n';
-  };
-  const connections = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    state.accepted++;
-    connections.add(socket);
-    socket.on('close', () => connections.delete(socket));
-    let buf = Buffer.alloc(0);
-    socket.on('error', () => {});
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      let at = 0;
-      for (let parsed = parseReply(buf, at); parsed !== null; parsed = parseReply(buf, at)) {
-        at = parsed.end;
-        socket.write(answer((parsed.value as RespValue[]).map(String)));
-      }
-      buf = buf.subarray(at);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  state.port = address.port;
-  cleanup.add(server, (s) => new Promise((resolve) => s.close(resolve)));
-  cleanup.defer(() => {
-    for (const socket of connections) socket.destroy();
-  });
-  return state;
-}
-
-function clusterOf(pool: Pool | undefined): NonNullable<Pool['cluster']> {
-  if (pool?.cluster == null) throw new Error('not a cluster pool');
-  return pool.cluster;
-}
+const scriptedNode = () => scriptedClusterNode(cleanup);
 
 it('never retries a pipelined client\'s CLUSTERDOWN-refused write after its later one: the first gets the node\'s error, the last is retried', async () => {
   const node = await scriptedNode();

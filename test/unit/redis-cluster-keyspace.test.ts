@@ -7,12 +7,10 @@ import { tableEntry } from '../../src/codec/redis/commands.js';
 import { mergeReplies } from '../../src/codec/redis/fanout.js';
 import type { Merge } from '../../src/codec/redis/fanout.js';
 import { redisCodec } from '../../src/codec/redis/codec.js';
-import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
+import { encodeCommand } from '../../src/codec/redis/resp.js';
 import { encodeCursor, nextStart, parseCursor, replaceArg, scanReplyMap, SlotOrder } from '../../src/codec/redis/scan-cursor.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { RawClient } from '../helpers/resp-client.js';
-import type { RespValue } from '../helpers/resp-client.js';
-import { RedisServer } from '../helpers/servers.js';
+import { framed, serverCommands } from '../helpers/redis-commands.js';
 
 /** The `how` column of docs/redis-cluster-keyspace.md and the rule each row stands for. */
 const DOC_ROWS: Record<string, string> = {
@@ -48,14 +46,6 @@ function documented(): Map<string, string> {
   }
   expect([...rows].sort()).toEqual(Object.keys(DOC_ROWS).sort());
   return found;
-}
-
-function framed<T>(args: string[], use: (bytes: Buffer, view: ArgView) => T): T {
-  let out: T | undefined;
-  const decoder = new RespRequestDecoder({ onRequest: (bytes, view) => (out = use(bytes, view)) });
-  decoder.push(encodeCommand(args));
-  if (out === undefined) throw new Error('no request framed');
-  return out;
 }
 
 describe('cluster keyspace table', () => {
@@ -99,26 +89,12 @@ function framedArgs(...args: string[]): [Buffer, ArgView] {
   return framed(args, (bytes, view) => [bytes, { count: view.count, starts: view.starts.slice(), ends: view.ends.slice() }] as [Buffer, ArgView]);
 }
 
-/** `COMMAND INFO` of a real redis-server, flattened to names with their first key position. */
-function serverCommands(info: RespValue): { name: string; firstKey: number }[] {
-  const out: { name: string; firstKey: number }[] = [];
-  const visit = (entry: RespValue): void => {
-    if (!Array.isArray(entry)) throw new Error(`unexpected COMMAND INFO entry ${String(entry)}`);
-    out.push({ name: String(entry[0]).toUpperCase().replace('|', ' '), firstKey: Number(entry[3]) });
-    for (const child of (entry[9] ?? []) as RespValue[]) visit(child);
-  };
-  for (const entry of info as RespValue[]) visit(entry);
-  return out;
-}
-
 describe('cluster keyspace table against a real redis-server', () => {
   const cleanup = new Cleanup();
   afterAll(() => cleanup.run());
   let commands: { name: string; firstKey: number }[] = [];
   beforeAll(async () => {
-    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-    const client = cleanup.add(await RawClient.connect(redis.port), (c) => c.destroy());
-    commands = serverCommands(await client.call('COMMAND', 'INFO'));
+    commands = (await serverCommands(cleanup)).map((c) => ({ name: c.sub === undefined ? c.name : `${c.name} ${c.sub}`, firstKey: c.firstKey }));
   });
 
   it('decides every keyless command poolside forwards (and every CLUSTER subcommand that only reads)', () => {

@@ -1,23 +1,11 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ArgView } from '../../src/codec/codec.js';
 import { redisCodec } from '../../src/codec/redis/codec.js';
 import { tableEntry } from '../../src/codec/redis/commands.js';
 import type { CommandSpec, LeaseUse } from '../../src/codec/redis/commands.js';
-import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { RawClient } from '../helpers/resp-client.js';
-import type { RespValue } from '../helpers/resp-client.js';
-import { RedisServer } from '../helpers/servers.js';
-
-/** Frames one command the way a session does and hands its bytes and args to `use`. */
-function framed<T>(args: string[], use: (bytes: Buffer, view: ArgView) => T): T {
-  let out: T | undefined;
-  const decoder = new RespRequestDecoder({ onRequest: (bytes, view) => (out = use(bytes, view)) });
-  decoder.push(encodeCommand(args));
-  if (out === undefined) throw new Error('no request framed');
-  return out;
-}
+import { framed, serverCommands } from '../helpers/redis-commands.js';
+import type { ServerCommand } from '../helpers/redis-commands.js';
 
 const spec = (...args: string[]): CommandSpec => framed(args, (bytes, view) => redisCodec.classify(bytes, view));
 
@@ -59,37 +47,12 @@ const DOC_ROWS: Record<string, LeaseUse> = {
   refused: 'unsupported',
 };
 
-/** `COMMAND INFO` of a real redis-server: every command and subcommand it knows, with its key positions. */
-interface ServerCommand {
-  name: string;
-  sub: string | undefined;
-  flags: string[];
-  firstKey: number;
-  lastKey: number;
-  step: number;
-}
-
-function serverCommands(info: RespValue): ServerCommand[] {
-  const out: ServerCommand[] = [];
-  const visit = (entry: RespValue): void => {
-    if (!Array.isArray(entry)) throw new Error(`unexpected COMMAND INFO entry ${String(entry)}`);
-    const [fullName, , flags, firstKey, lastKey, step] = entry;
-    const [name, sub] = String(fullName).toUpperCase().split('|');
-    out.push({ name, sub, flags: (flags as RespValue[]).map(String), firstKey: Number(firstKey), lastKey: Number(lastKey), step: Number(step) });
-    for (const child of (entry[9] ?? []) as RespValue[]) visit(child);
-  };
-  for (const entry of info as RespValue[]) visit(entry);
-  return out;
-}
-
 describe('redis command table against a real redis-server', () => {
   const cleanup = new Cleanup();
   afterAll(() => cleanup.run());
   let commands: ServerCommand[] = [];
   beforeAll(async () => {
-    const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
-    const client = cleanup.add(await RawClient.connect(redis.port), (c) => c.destroy());
-    commands = serverCommands(await client.call('COMMAND', 'INFO'));
+    commands = await serverCommands(cleanup);
   });
 
   it('classifies every command and subcommand the server knows explicitly', () => {

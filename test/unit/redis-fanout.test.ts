@@ -3,17 +3,10 @@
  * subset of the keys, and how the parts' replies become one reply.
  */
 import { describe, expect, it } from 'vitest';
-import type { ArgView, CommandSpec, FanoutPart } from '../../src/codec/codec.js';
+import type { CommandSpec, FanoutPart } from '../../src/codec/codec.js';
 import { redisCodec } from '../../src/codec/redis/codec.js';
-import { encodeCommand, RespRequestDecoder } from '../../src/codec/redis/resp.js';
-
-function framed<T>(args: string[], use: (bytes: Buffer, view: ArgView) => T): T {
-  let out: T | undefined;
-  const decoder = new RespRequestDecoder({ onRequest: (bytes, view) => (out = use(bytes, view)) });
-  decoder.push(encodeCommand(args));
-  if (out === undefined) throw new Error('no request framed');
-  return out;
-}
+import { RespRequestDecoder } from '../../src/codec/redis/resp.js';
+import { framed } from '../helpers/redis-commands.js';
 
 function split(args: string[], groups: number[][]): string[][] {
   return framed(args, (bytes, view) => {
