@@ -36,7 +36,7 @@ export const MIN_GAP_MS = 200;
  * While a primary of the map is failing or ejected, the map is read again this often (from the
  * sweep): the cluster promotes its replica within its node timeout, and nothing else may ask.
  */
-export const DEGRADED_REFRESH_MS = 1000;
+export const DEGRADED_REFRESH_MS = 250;
 /**
  * Nodes opened for MOVED/ASK targets the last map does not name, at most, until the next map (or
  * the map's primary count, if larger): a broken or hostile node that redirects each request to

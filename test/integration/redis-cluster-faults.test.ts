@@ -92,8 +92,8 @@ async function setup(): Promise<Setup> {
         // Failures are found by heartbeats within about a second, the periodic refresh is the backstop.
         heartbeat: { interval: '500ms', timeout: '250ms' },
         // TRYAGAIN and CLUSTERDOWN are retried with a backoff (10ms doubling, at most 200ms) until
-        // request_timeout (2s): enough hops to get there (the default 5 give up after ~310ms).
-        cluster: { refresh_interval: '2s', max_redirects: 16 },
+        // request_timeout (2s); max_redirects (default 5) bounds MOVED/ASK hops only.
+        cluster: { refresh_interval: '2s' },
       },
     ),
     (p) => p.close(),
@@ -273,7 +273,10 @@ it('(c) a killed primary is replaced by its replica: no wrong answer, errors onl
       await cluster.restart(victim);
       expect(await cluster.roleOf(victim)).toBe('replica');
       await traffic.flowing(500);
-      expect(traffic.errorCount, describeErrors(traffic.errorsSince(errors), rejoin)).toBe(errors);
+      // Requests sent inside the failover window may still fail after it (CLUSTERDOWN retried to
+      // their deadline): only what was sent once the node is back must all succeed.
+      const late = traffic.errorsSince(errors).filter((e) => e.sentAt >= rejoin);
+      expect(late.length, describeErrors(late, rejoin)).toBe(0);
     },
   );
 });
@@ -293,7 +296,10 @@ it('(d) a frozen primary (SIGSTOP) is failed over and traffic goes on; resumed, 
       await cluster.waitStable();
       expect(await cluster.roleOf(victim)).toBe('replica');
       await traffic.flowing(500);
-      expect(traffic.errorCount, describeErrors(traffic.errorsSince(errors), rejoin)).toBe(errors);
+      // Requests sent inside the failover window may still fail after it (CLUSTERDOWN retried to
+      // their deadline): only what was sent once the node is back must all succeed.
+      const late = traffic.errorsSince(errors).filter((e) => e.sentAt >= rejoin);
+      expect(late.length, describeErrors(late, rejoin)).toBe(0);
     },
   );
 });
