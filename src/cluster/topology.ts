@@ -37,6 +37,9 @@ export const MIN_GAP_MS = 200;
  * sweep): the cluster promotes its replica within its node timeout, and nothing else may ask.
  */
 export const DEGRADED_REFRESH_MS = 250;
+/** For this long after a primary of the map starts failing; after that (no replica promoted: a shard left down) every DEGRADED_SLOW_MS. */
+export const DEGRADED_FAST_FOR_MS = 30_000;
+export const DEGRADED_SLOW_MS = 1000;
 /**
  * Nodes opened for MOVED/ASK targets the last map does not name, at most, until the next map (or
  * the map's primary count, if larger): a broken or hostile node that redirects each request to
@@ -137,6 +140,8 @@ export class ClusterTopology implements Router {
   #replicaCount = 0;
   #lastRefreshOk = 0;
   #coalesced = 0;
+  /** Since when a primary of the map has been failing or ejected (tick), or null. */
+  #degradedSince: number | null = null;
   readonly #ok = zeroed(REFRESH_TRIGGERS);
   readonly #failed = zeroed(REFRESH_TRIGGERS);
   readonly #redirections = zeroed(REDIRECTIONS);
@@ -329,9 +334,9 @@ export class ClusterTopology implements Router {
    */
   refresh(trigger: RefreshTrigger): void {
     if (this.#closed) return;
-    if (this.#refresh.kind === 'waiting' && trigger !== 'start') {
-      // No node has a ready connection to ask: this refresh fails (counted, so an alert on failed
-      // refreshes fires while every node is unreachable); the first connection that is ready asks.
+    if (this.#refresh.kind === 'waiting' && trigger === 'periodic' && this.#unreachable()) {
+      // Every node is unreachable: each periodic refresh fails (counted, so an alert on failed
+      // refreshes fires for as long as it lasts); the first connection that is ready asks.
       this.#failed[trigger]++;
       return;
     }
@@ -429,7 +434,7 @@ export class ClusterTopology implements Router {
       // Nothing to ask yet (starting, or every node down): the seeds come back if the map had
       // dropped them, and the first connection that is ready asks. Past the start, that is a
       // failed refresh (every node unreachable), counted as one.
-      if (state.trigger !== 'start') {
+      if (state.trigger !== 'start' && this.#unreachable()) {
         this.#failed[state.trigger]++;
         this.#log.warn('cluster topology refresh failed: no node has a ready connection; waiting for one', { pool: this.#config.name, trigger: state.trigger });
       }
@@ -477,6 +482,19 @@ export class ClusterTopology implements Router {
       onFailure: next,
     });
     this.#guard(state, next);
+  }
+
+  /**
+   * No node to ask can be reached: every candidate is failing, ejected or probing. (One merely
+   * without a connection now, connections.min 0 after an idle spell, is not a failure: it connects
+   * and asks.)
+   */
+  #unreachable(): boolean {
+    for (const node of this.#candidates()) {
+      const kind = node.health.kind;
+      if (kind === 'up' || kind === 'starting') return false;
+    }
+    return true;
   }
 
   /** Known primaries first, then the other nodes (seeds, redirect targets). */
@@ -629,14 +647,20 @@ export class ClusterTopology implements Router {
    * are closed.
    */
   tick(now: number): void {
-    if (this.#refresh.kind === 'idle' && now - this.#lastStartAt >= DEGRADED_REFRESH_MS) {
-      for (const node of this.#primaries) {
-        const kind = node.health.kind;
-        if (kind === 'failing' || kind === 'ejected' || kind === 'probing') {
-          this.refresh('node_failure');
-          break;
-        }
+    let down = false;
+    for (const node of this.#primaries) {
+      const kind = node.health.kind;
+      if (kind === 'failing' || kind === 'ejected' || kind === 'probing') {
+        down = true;
+        break;
       }
+    }
+    if (!down) {
+      this.#degradedSince = null;
+    } else {
+      this.#degradedSince ??= now;
+      const every = now - this.#degradedSince < DEGRADED_FAST_FOR_MS ? DEGRADED_REFRESH_MS : DEGRADED_SLOW_MS;
+      if (this.#refresh.kind === 'idle' && now - this.#lastStartAt >= every) this.refresh('node_failure');
     }
     if (this.#leaving.size === 0) return;
     let changed = false;

@@ -1358,6 +1358,13 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #drainBacklog(): void {
+    if (this.#wait === 'none' && this.#backlog.length > 0 && (this.#redirectQueue.length > 0 || this.#backoffInFlight !== null)) {
+      // A redirected request is still to be sent again (or its retry answered): nothing behind it
+      // goes first, whatever the session waited for before (a connection to another node, a
+      // lease). It counts as outstanding, so the backlog drains once it is answered.
+      this.#wait = 'idle';
+      return;
+    }
     for (let slot = this.#backlog.peek(); slot !== undefined && this.#wait === 'none'; slot = this.#backlog.peek()) {
       if (this.#closed) return;
       if (!this.#dispatch(slot)) return;

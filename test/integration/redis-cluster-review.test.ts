@@ -6,11 +6,11 @@
 import { afterEach, expect, it } from 'vitest';
 import { MAX_UNMAPPED_NODES } from '../../src/cluster/topology.js';
 import { Cleanup } from '../helpers/cleanup.js';
-import { SLOTS } from '../helpers/cluster.js';
+import { SLOTS, tagForSlot } from '../helpers/cluster.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
 import { RawClient } from '../helpers/resp-client.js';
 import { bulk, clusterOf, scriptedClusterNode } from '../helpers/scripted-cluster-node.js';
-import { waitFor } from '../helpers/servers.js';
+import { freePort, waitFor } from '../helpers/servers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -133,4 +133,42 @@ it('does not retry a pipelined MGET refused TRYAGAIN after the SET sent behind i
   // Sent alone, a TRYAGAIN is retried within the deadline.
   mgets = 0;
   expect(await client.call('MGET', '{t}a', '{t}b')).toEqual([null, null]);
+});
+
+it('holds a pipelined request waiting for another node\'s connection behind an earlier request backing off after CLUSTERDOWN', async () => {
+  // A owns 8192-16383; B (0-8191) is an address nothing listens on. GET a (A) is refused
+  // CLUSTERDOWN until A has seen a SET; GET b waits for B's connection; SET a is behind it. When B
+  // is given up, the SET must still not run before GET a's retries end: a retry would read it.
+  const a = await scriptedClusterNode(cleanup);
+  const deadB = await freePort();
+  const half = SLOTS / 2;
+  let setSeen = false;
+  a.hook = (args) => {
+    const name = args.map((x) => x.toUpperCase()).slice(0, 2).join(' ');
+    if (name === 'CLUSTER SLOTS') {
+      return `*2\r\n*3\r\n:0\r\n:${half - 1}\r\n*3\r\n${bulk('127.0.0.1')}:${deadB}\r\n${bulk('b'.repeat(40))}*3\r\n:${half}\r\n:${SLOTS - 1}\r\n*3\r\n${bulk('127.0.0.1')}:${a.port}\r\n${bulk('a'.repeat(40))}`;
+    }
+    if (args[0] === 'SET') setSeen = true;
+    if (args[0] === 'GET' && !setSeen) return '-CLUSTERDOWN The cluster is down\r\n';
+    return null;
+  };
+  const proxy = cleanup.add(
+    await startProxy([`127.0.0.1:${a.port}`], { routing: 'cluster', cluster: { refresh_interval: 0 }, request_timeout: '1s', connect: { backoff: { initial: '300ms', max: '300ms' } } }),
+    (p) => p.close(),
+  );
+  const topology = clusterOf(proxy.pools.get('p'));
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  const keyA = `{${tagForSlot(half + 100)}}k`;
+  const keyB = `{${tagForSlot(100)}}k`;
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  client.send('GET', keyA);
+  client.send('GET', keyB);
+  client.send('SET', keyA, 'new');
+  const [getA, getB, set] = await client.take(3, 10_000);
+  // GET a never saw the later SET: its retries ran out (CLUSTERDOWN) before the SET was sent.
+  expect(String((getA as { message?: string }).message)).toMatch(/^CLUSTERDOWN /);
+  expect(String((getB as { message?: string }).message)).toMatch(/NO_HEALTHY_SERVER|POOL_TIMEOUT/);
+  expect(set).toBe('OK');
+  const commands = a.received.filter((c) => c.startsWith('GET') || c.startsWith('SET'));
+  expect(commands.at(-1)).toBe(`SET ${keyA} new`);
 });
