@@ -156,8 +156,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
    * in #redirectQueue goes until it is (it may be refused again and must stay first).
    */
   #backoffInFlight: Slot | null = null;
-  /** Requests sent so far (Slot.sentSeq): whether anything went out after a given request. */
-  #sendSeq = 0;
+  /** Requests the client sent so far (Slot.order), and the latest of them that went to a server. */
+  #orderSeq = 0;
+  #latestSent = 0;
   /** routing: cluster: the slot map's version its requests in flight were routed by (ClusterTopology.version). */
   #mapVersion = 0;
   /** Key routing of a sharded pool, made at its first request and reused for every one after (key-routing.ts). */
@@ -282,6 +283,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
 
   /** Puts a request's slot in reply order; its reply is dropped if the client asked not to get it. */
   #enqueue(slot: Slot): void {
+    slot.order = ++this.#orderSeq;
     slot.silent = this.#rules.silentReply();
     this.#replies.push(slot);
   }
@@ -432,13 +434,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         break;
     }
     if (!follow) return false;
-    // A TRYAGAIN/CLUSTERDOWN retry runs later than the node's answer: if the session sent anything
-    // after this request, that may already have run (MGET {t}a {t}b refused with TRYAGAIN, then a
-    // pipelined SET {t}a the source node runs at once), and the retry would read or write across
-    // it. Then the client gets the node's error, as from the node itself; retried only when
-    // nothing of the session's went out after it. (MOVED and ASK are safe: the node ran nothing
-    // of that slot's keys it no longer holds, and the redirected requests go again in order.)
-    if (retry && slot.sentSeq !== this.#sendSeq) return false;
+    // A TRYAGAIN/CLUSTERDOWN retry runs later than the node's answer: if a request the client sent
+    // after this one already went to a server, it may have run (MGET {t}a {t}b refused with
+    // TRYAGAIN, then a pipelined SET {t}a the source node runs at once), and the retry would read
+    // or write across it. Then the client gets the node's error, as from the node itself. Earlier
+    // requests sent again (after MOVED, or a sibling part of the same split) do not count: the
+    // retry still runs after them, in the client's order. (MOVED and ASK are always safe: the node
+    // ran nothing of that slot's keys it no longer holds, and the redirected requests go again in order.)
+    if (retry && this.#latestSent > this.#orderOf(slot)) return false;
     if (retry) slot.retries++;
     else slot.redirects++;
     slot.redirectTo = target;
@@ -447,6 +450,11 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#settle(slot);
     this.#resend(slot, delay, first);
     return true;
+  }
+
+  /** Where a request stands in the client's order: a fan-out's part stands where its parent does. */
+  #orderOf(slot: Slot): number {
+    return slot.part !== null ? slot.part.fanout.parent.order : slot.order;
   }
 
   /** When a redirected request stops being retried: its request_timeout (else queue.timeout) from when it was read. */
@@ -981,8 +989,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#affinity.sent(server, conn);
       this.#send(part, conn, server);
     }
-    // The parts go out together: none counts as sent after its siblings (a part's TRYAGAIN may be retried).
-    for (const part of parts) part.sentSeq = this.#sendSeq;
     return true;
   }
 
@@ -1336,7 +1342,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   #sendOn(slot: Slot, bytes: Buffer, conn: Connection, server: ServerPool): void {
     slot.server = server;
     slot.conn = conn;
-    slot.sentSeq = ++this.#sendSeq;
+    const order = this.#orderOf(slot);
+    if (order > this.#latestSent) this.#latestSent = order;
     this.#outstanding++;
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned') {

@@ -37,8 +37,8 @@ export class Slot implements ResponseTarget {
   retried = false;
   /** routing: cluster: MOVED and ASK redirections followed for it so far (bounded by cluster.max_redirects). */
   redirects = 0;
-  /** Its place in the order the session sent requests in (the parts of one fan-out share the last one's). */
-  sentSeq = 0;
+  /** Its place in the order the client sent its requests in (ClientSession's #enqueue); a fan-out's parts go by their parent's. */
+  order = 0;
   /** routing: cluster: TRYAGAIN/CLUSTERDOWN retries so far (its backoff; bounded by its deadline, not by max_redirects). */
   retries = 0;
   /** routing: cluster: where its next send goes (after MOVED or ASK; ASKING first for an ASK); null: where its key routes. */

@@ -172,3 +172,26 @@ it('holds a pipelined request waiting for another node\'s connection behind an e
   const commands = a.received.filter((c) => c.startsWith('GET') || c.startsWith('SET'));
   expect(commands.at(-1)).toBe(`SET ${keyA} new`);
 });
+
+it('retries a split MGET\'s part refused TRYAGAIN after its sibling\'s retry went out: the sibling is the same client request, not a later one', async () => {
+  const node = await scriptedClusterNode(cleanup);
+  let mgets = 0;
+  node.hook = (args) => {
+    if (args[0].toUpperCase() !== 'MGET') return null;
+    mgets++;
+    if (mgets === 1) return '-TRYAGAIN Multiple keys request during rehashing of slot\r\n';
+    // The second part's refusal comes late: its sibling's retry (10 ms backoff) is out by then.
+    if (mgets === 2) return new Promise((resolve) => setTimeout(() => resolve('-TRYAGAIN Multiple keys request during rehashing of slot\r\n'), 60));
+    return '*1\r\n$-1\r\n';
+  };
+  const proxy = cleanup.add(
+    await startProxy([`127.0.0.1:${node.port}`], { routing: 'cluster', cluster: { refresh_interval: 0 }, request_timeout: '5s' }),
+    (p) => p.close(),
+  );
+  const topology = clusterOf(proxy.pools.get('p'));
+  await waitFor(() => topology.stats().slotsCovered === SLOTS, 'the map');
+  const client = cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy());
+  // Two keys in different slots: split in two parts, both to the one node.
+  expect(await client.call('MGET', `{${tagForSlot(1)}}a`, `{${tagForSlot(2)}}b`)).toEqual([null, null]);
+  expect(mgets).toBe(4);
+});
