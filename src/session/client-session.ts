@@ -901,8 +901,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   /** Why nothing can take a request: in a cluster pool, which slot and which node (the other shards may be fine). */
   #noServerMessage(hash: number | null): string {
     const pool = this.#pool;
-    const owner = hash === null ? null : (pool.cluster?.nodeForSlot(hash) ?? null);
     if (pool.cluster === null || hash === null) return `no healthy server in pool ${pool.config.name}`;
+    const owner = pool.cluster.nodeForSlot(hash);
     return owner === null
       ? `no node serves hash slot ${hash} in pool ${pool.config.name} (the slot map does not cover it)`
       : `no healthy server for hash slot ${hash} in pool ${pool.config.name}: its primary ${owner.name} is out of routing (down, or failing over)`;
