@@ -545,6 +545,14 @@ export class Connection implements ResponseSink {
     return this.#ids === null ? this.#inflight.length : this.#byId.size;
   }
 
+  /**
+   * A large response is arriving in pieces (or its client's reads are held): a request sent now
+   * would wait behind the rest of it, so the pool sends elsewhere when it can.
+   */
+  get receivingLarge(): boolean {
+    return this.#part.kind !== 'none' || this.#readsHeld;
+  }
+
   /** Requests queued this turn, not yet written: they go out together in the turn's one write. */
   get unwritten(): number {
     return this.#queued - this.#flushedQueued;

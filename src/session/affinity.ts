@@ -1,7 +1,7 @@
 /**
  * Which shared connection a session's next request to a server goes on. While any of its requests
  * to that server is in flight, the next one goes on the same connection: Redis runs one
- * connection's requests in order, so the session always reads its own writes (least-in-flight
+ * connection's requests in order, so the session always reads its own writes (the pool's pick
  * alone could put a `SET` on one connection and the `GET` after it on another, which may run
  * first). Once none is in flight, the next request picks afresh.
  */

@@ -4,7 +4,7 @@
  *
  *   client bytes ─▶ request decoder ─▶ onRequest ─▶ Slot ─┬─▶ #replies (reply order, written from the head)
  *                                                        └─▶ #backlog (only while waiting) ─▶ #dispatch
- *   #dispatch ─▶ shared connection (least in flight; the same one while this session has
+ *   #dispatch ─▶ shared connection (packed: ServerPool.pickConnection; the same one while this session has
  *                requests on it, so a session's requests to one server run in the order sent)
  *            └─▶ pinned exclusive connection (MULTI…EXEC, WATCH, BLPOP, AUTH…, SUBSCRIBE)
  *   connection ─▶ Slot.onResponse ─▶ #flush: write every finished slot at the head
