@@ -197,6 +197,27 @@ describe('clients that do not read', () => {
     expect(failureCounts(proxy)).toEqual({});
   });
 
+  it('sends a request past a connection receiving a large reply when another connection is ready (packing skips it)', async () => {
+    const { redis, port } = await setup({ connections: { min: 2, max: 2 }, clients: { output_buffer: { soft_seconds: 10 } } });
+    const size = 16 * MB;
+    await bigValue(redis, 'big', size);
+    // A client that takes 1 MB of the reply, then nothing: the reply is held part way.
+    const slow = await raw(port);
+    slow.socket.on('data', () => {
+      if (slow.received >= MB) slow.socket.pause();
+    });
+    slow.send('GET', 'big');
+    await waitFor(() => slow.received >= MB, 'the slow reader under way', 10_000);
+    const other = await raw(port);
+    expect(await other.call('ECHO', 'packed-past')).toBe('packed-past');
+    // The ECHO ran on the other connection: the one carrying the large reply still shows GET last.
+    const clients = await redis.command('CLIENT', 'LIST');
+    const lines = clients.split('\n').filter((l) => / cmd=(get|echo) /.test(l));
+    expect(lines.filter((l) => l.includes(' cmd=get ')).length).toBe(1);
+    expect(lines.filter((l) => l.includes(' cmd=echo ')).length).toBe(1);
+    expect(slow.received).toBeLessThan(size / 2);
+  });
+
   it('reads on for a request behind a large reply to a client that takes none of it, and resets that client at soft_seconds', async () => {
     const { redis, proxy, port } = await setup(ONE_CONNECTION);
     await bigValue(redis, 'big', 20 * MB);

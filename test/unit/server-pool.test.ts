@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { codecFor } from '../../src/codec/registry.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { PoolConfig } from '../../src/config/schema.js';
-import type { ResponseTarget } from '../../src/pool/connection.js';
+import type { Connection, ResponseTarget } from '../../src/pool/connection.js';
 import type { ServerHealth } from '../../src/pool/health.js';
 import { ServerPool } from '../../src/pool/server-pool.js';
 import { Cleanup } from '../helpers/cleanup.js';
@@ -684,5 +684,37 @@ describe('ServerPool lifetime', () => {
     server.tick(clock.now());
     expect(server.counters.connectionsClosed.max_lifetime).toBe(1);
     expect(server.stats().connections).toEqual({ idle: 1, active: 0, connecting: 0 });
+  });
+});
+
+describe('ServerPool picking a shared connection', () => {
+  it('packs requests onto the first connection until it has 16 in flight, then the next; the pool grows only when every connection is that full', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0 });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 2, 'two ready connections');
+    fake.pause(); // nothing is answered: what is in flight stays in flight
+    const picked: Connection[] = [];
+    for (let i = 0; i < 33; i++) {
+      const conn = server.pickConnection();
+      if (conn === null) throw new Error('no ready connection');
+      picked.push(conn);
+      conn.send(Buffer.from(PING), ignore);
+    }
+    const first = picked[0] as Connection;
+    const second = picked[16] as Connection;
+    expect(second).not.toBe(first);
+    expect(picked.slice(0, 16).every((c) => c === first)).toBe(true);
+    expect(picked.slice(16, 32).every((c) => c === second)).toBe(true);
+    // Both full: the 33rd goes to the least busy on the wire, and a third connection is opened.
+    expect(server.stats().connections.connecting).toBe(1);
+    await waitFor(() => fake.pings >= 2 + 33, 'every request on the wire');
+    fake.resume();
+    await waitFor(() => server.stats().inflight === 0, 'all answered');
+    await waitFor(() => ready(server) === 3, 'the third connection ready');
+    // Idle again: the first connection takes requests first.
+    expect(server.pickConnection()).toBe(first);
   });
 });
