@@ -1,7 +1,7 @@
 /**
  * One persistent socket from poolside to a server.
  *
- *   send(bytes, target) ──▶ #out ──(setImmediate: writeBatch, one write per turn; at once from 8 KB)──▶ server
+ *   send(bytes, target) ──▶ #out ──(setImmediate: writeBatch, one write per turn)──▶ server
  *                      └──▶ #inflight FIFO: targets in the order their requests were written
  *   server ──▶ response decoder ──▶ onResponse(bytes) ──▶ #inflight.shift().onResponse(bytes)
  *                                  └─▶ onResponsePart(piece, end) ──▶ #inflight.peek().onResponsePart(piece, end)
@@ -26,12 +26,6 @@ import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
 import { writeBatch } from '../util/write-batch.js';
 import { WriteTimes } from './write-times.js';
-
-/**
- * A write batch this large goes out at once, before the turn ends. Well under what redis-server
- * reads at a time (16 KB), well over a turn of one-command-per-client traffic (50 clients x ~40 B).
- */
-const EARLY_WRITE_BYTES = 8 * 1024;
 
 /** Who receives the response to one request. */
 export interface ResponseTarget {
@@ -279,8 +273,6 @@ export class Connection implements ResponseSink {
   readonly #writes = new WriteTimes();
   #heartbeat: HeartbeatState = { kind: 'idle', dueAt: Infinity };
   #out: Buffer[] = [];
-  /** Bytes in #out: a batch this large goes out at once rather than at the end of the turn. */
-  #outBytes = 0;
   /** The other batch array, reused so that a write costs no array; null while a flush holds it. */
   #spareOut: Buffer[] | null = [];
   #flushScheduled = false;
@@ -692,14 +684,7 @@ export class Connection implements ResponseSink {
     // Before start() nothing could be written in order (setup must go first): a bug, made loud.
     if (this.#socket === null) throw new Error('Connection.sendRaw before start()');
     this.#out.push(bytes);
-    this.#outBytes += bytes.length;
-    if (this.#outBytes >= EARLY_WRITE_BYTES) {
-      // Enough for the server to start on while the rest of the turn is read: a deep pipeline
-      // from many clients (redis-benchmark -P 16 -c 50: ~24 KB a turn) then overlaps poolside's
-      // reading with the server's work instead of waiting for the turn's last client read. Small
-      // turns (one command per client) still leave in one write at the end of the turn.
-      this.#write();
-    } else if (!this.#flushScheduled) {
+    if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(this.#flush);
     }
@@ -732,7 +717,6 @@ export class Connection implements ResponseSink {
     this.#connectTimer = null;
     this.#socket?.destroy();
     this.#out = [];
-    this.#outBytes = 0;
     this.#relay = null;
     this.#pushSink = null;
     const stream = this.#stream;
@@ -990,16 +974,10 @@ export class Connection implements ResponseSink {
 
   #flushNow(): void {
     this.#flushScheduled = false;
-    this.#write();
-  }
-
-  /** Writes the batch gathered so far (the end of the turn, or EARLY_WRITE_BYTES reached). */
-  #write(): void {
     const out = this.#out;
     if (out.length === 0 || this.#state.kind === 'closed') return;
     this.#out = this.#spareOut ?? [];
     this.#spareOut = null;
-    this.#outBytes = 0;
     if (this.#queued !== this.#flushedQueued) {
       this.#flushedQueued = this.#queued;
       // Forget the batches already answered first: without a request deadline nobody else asks,
