@@ -83,6 +83,8 @@ export interface Variant {
   root?: YamlMap;
   /** Started just before each redis-benchmark run against this variant, stopped right after. */
   during?: (run: RunInfo) => StopActivity;
+  /** Another build's dist/ directory to run (--compare); default: this checkout's dist/. */
+  dist?: string;
 }
 
 /** A `during` hook: GET `adminUrl + urlPath` at the start and every `everyMs` while the benchmark runs. */
@@ -202,6 +204,10 @@ interface Options extends RunOptions {
   logDir: string | null;
   /** Which benches run: Redis (this file) and memcached (bench/memcached.ts, after it). */
   protocols: ('redis' | 'memcached')[];
+  /** Also run the Node floor relay (bench/short-lived.ts --role floor) as a target. */
+  floor: boolean;
+  /** Measure only these targets (null: all); the others are still started when needed (redis). */
+  only: Set<string> | null;
 }
 
 const HELP = `usage: npm run bench -- [options]
@@ -220,6 +226,13 @@ const HELP = `usage: npm run bench -- [options]
   --variant NAME=YAML     one more poolside process whose pool section is the base merged with
                           YAML (a flow mapping), e.g. --variant 'nohb={heartbeat: false}';
                           repeatable
+  --compare DIR           one more poolside, named "before", run from another build's dist/
+                          (e.g. cp -r dist dist-before, taken before a change): before and
+                          after in one interleaved run, the only comparison worth making here
+  --floor                 one more target, "floor": the minimal Node multiplexing relay of
+                          bench/short-lived.ts (--role floor: one backend connection, RESP
+                          framed by counting, replies in FIFO order): what Node's sockets cost
+  --only LIST             measure only these targets, e.g. twemproxy,poolside,before
   --logs DIR              keep configs and process logs in DIR (default: the temp dir, removed
                           at exit; copied out if something went wrong)
   --timeout SECONDS       longest a single redis-benchmark run may take (default 120)
@@ -234,6 +247,8 @@ function parseOptions(argv: string[]): Options | 'help' {
     extraVariants: [] as Variant[],
     logDir: null as string | null,
     protocols: ['redis', 'memcached'] as ('redis' | 'memcached')[],
+    floor: false,
+    only: null as Set<string> | null,
   };
   // ~3-5 s per proxy run on a 2-core machine (~100k ops/s at P1, ~500k at P16 through a proxy).
   const run = parseRunOptions(argv, HELP, { perPipeline: 400_000, cap: 2_000_000 }, (flag, value) => {
@@ -261,6 +276,18 @@ function parseOptions(argv: string[]): Options | 'help' {
       }
       case '--logs':
         more.logDir = path.resolve(value());
+        return true;
+      case '--compare': {
+        const dist = path.resolve(value());
+        if (!fs.existsSync(path.join(dist, 'main.js'))) throw new UsageError(`--compare: ${dist}/main.js does not exist (cp -r dist dist-before first)`);
+        more.extraVariants.push({ name: 'before', dist });
+        return true;
+      }
+      case '--floor':
+        more.floor = true;
+        return true;
+      case '--only':
+        more.only = new Set(value().split(',').map((s) => s.trim()));
         return true;
       case '--protocol':
       case '--protocols': {
@@ -384,7 +411,7 @@ async function waitForPing(m: Managed, port: number, timeoutMs = 15_000): Promis
 // ---------------------------------------------------------------------------------------------
 // Targets and runs
 
-type Kind = 'redis' | 'twemproxy' | 'poolside';
+type Kind = 'redis' | 'twemproxy' | 'poolside' | 'floor';
 
 interface Target {
   name: string;
@@ -516,6 +543,7 @@ function report(measurements: Measurement[], opts: Options, baselineName: string
 async function main(opts: Options): Promise<number> {
   if (!opts.protocols.includes('redis')) return memcachedBench(opts);
   const variants = [...VARIANTS, ...opts.extraVariants];
+  const measured = (name: string): boolean => opts.only === null || opts.only.has(name);
   const names = new Set<string>();
   for (const v of variants) {
     if (names.has(v.name)) throw new UsageError(`two variants are named ${v.name}`);
@@ -545,12 +573,13 @@ async function main(opts: Options): Promise<number> {
     path.join(logDir, 'redis.log'),
   );
   await waitForPing(redis, redisPort);
-  targets.push({ name: 'redis', kind: 'redis', port: redisPort, proc: null, variant: null, adminPort: null });
+  if (measured('redis')) targets.push({ name: 'redis', kind: 'redis', port: redisPort, proc: null, variant: null, adminPort: null });
   log(`bench: redis-server pid ${redis.proc.pid} on 127.0.0.1:${redisPort}`);
 
   // 2. twemproxy, one per server_connections value
   for (const conns of opts.twemproxyConns) {
     const name = conns === opts.twemproxyConns[0] ? 'twemproxy' : `twemproxy-c${conns}`;
+    if (!measured(name)) continue;
     const port = await freePort(taken);
     const statsPort = await freePort(taken);
     const conf = path.join(logDir, `${name}.yml`);
@@ -569,9 +598,10 @@ async function main(opts: Options): Promise<number> {
   }
 
   // 3. poolside, one per variant
-  const mainJs = path.join(ROOT, 'dist', 'main.js');
-  if (!fs.existsSync(mainJs)) throw new StartError(`${mainJs} does not exist: run npm run build first (npm run bench does)`);
   for (const variant of variants) {
+    if (!measured(variant.name)) continue;
+    const mainJs = path.join(variant.dist ?? path.join(ROOT, 'dist'), 'main.js');
+    if (!fs.existsSync(mainJs)) throw new StartError(`${mainJs} does not exist: run npm run build first (npm run bench does)`);
     const port = await freePort(taken);
     const adminPort = await freePort(taken);
     const conf = path.join(logDir, `${variant.name}.yaml`);
@@ -580,6 +610,20 @@ async function main(opts: Options): Promise<number> {
     await waitForPing(m, port);
     targets.push({ name: variant.name, kind: 'poolside', port, proc: m, variant, adminPort });
     log(`bench: ${variant.name} pid ${m.proc.pid} on 127.0.0.1:${port} (admin ${adminPort})`);
+  }
+
+  // 4. the Node floor: a minimal relay (one backend connection, FIFO), what Node's sockets cost
+  if (opts.floor && measured('floor')) {
+    const port = await freePort(taken);
+    const m = startProcess(
+      'floor',
+      process.execPath,
+      ['--import', 'tsx', path.join(ROOT, 'bench', 'short-lived.ts'), '--role', 'floor', String(port), path.join(tempDir, 'floor.sock'), String(redisPort)],
+      path.join(logDir, 'floor.log'),
+    );
+    await waitForPing(m, port);
+    targets.push({ name: 'floor', kind: 'floor', port, proc: m, variant: null, adminPort: null });
+    log(`bench: floor relay pid ${m.proc.pid} on 127.0.0.1:${port}`);
   }
 
   const baselineName = targets.find((t) => t.kind === 'twemproxy')?.name ?? 'redis';

@@ -17,20 +17,29 @@ export function writeBatch(stream: Writable, parts: readonly Buffer[]): void {
   }
   const merged: Buffer[] = [];
   let run = parts[0];
+  // `.buffer` is a call into V8's C++ (not an inlined load): read once per run, and for a part
+  // only when its offset already says it may continue the run.
+  let runBuffer = run.buffer;
+  let runEnd = run.byteOffset + run.length;
   let runLength = run.length;
   let total = runLength;
   for (let i = 1; i < parts.length; i++) {
     const part = parts[i];
-    total += part.length;
-    if (part.buffer === run.buffer && run.byteOffset + runLength === part.byteOffset) {
-      runLength += part.length;
+    const length = part.length;
+    total += length;
+    const offset = part.byteOffset;
+    if (offset === runEnd && part.buffer === runBuffer) {
+      runLength += length;
+      runEnd += length;
       continue;
     }
-    merged.push(runLength === run.length ? run : Buffer.from(run.buffer, run.byteOffset, runLength));
+    merged.push(runLength === run.length ? run : Buffer.from(runBuffer, run.byteOffset, runLength));
     run = part;
-    runLength = part.length;
+    runBuffer = part.buffer;
+    runEnd = offset + length;
+    runLength = length;
   }
-  merged.push(runLength === run.length ? run : Buffer.from(run.buffer, run.byteOffset, runLength));
+  merged.push(runLength === run.length ? run : Buffer.from(runBuffer, run.byteOffset, runLength));
   if (merged.length === 1) {
     stream.write(merged[0]);
   } else if (total <= CONCAT_LIMIT) {

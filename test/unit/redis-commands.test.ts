@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisCodec } from '../../src/codec/redis/codec.js';
-import { tableEntry } from '../../src/codec/redis/commands.js';
+import { allSpecs, tableEntry } from '../../src/codec/redis/commands.js';
 import type { CommandSpec, LeaseUse } from '../../src/codec/redis/commands.js';
 import { Cleanup } from '../helpers/cleanup.js';
 import { framed, serverCommands } from '../helpers/redis-commands.js';
@@ -149,6 +149,27 @@ describe('redis command table', () => {
     expect(spec('get', 'k').name).toBe('GET');
     expect(spec('MuLtI').use).toBe('pin-open');
     expect(spec('client', 'kill', 'id', '1').use).toBe('local');
+  });
+
+  it('gives the same spec however often a name is classified, in any case, whatever shares its cache entry', () => {
+    // Classification caches plain commands by their name's bytes: a hit must be the table's spec,
+    // and names that depend on their arguments, or that are not commands, must never be served from it.
+    const names = [...new Set(allSpecs().map((s) => s.name.split(' ')[0] as string))];
+    for (let round = 0; round < 3; round++) {
+      for (const name of names) {
+        const want = tableEntry(name);
+        expect(spec(name, 'k').name, name).toBe(want?.name ?? name);
+        expect(spec(name.toLowerCase(), 'k'), name).toBe(spec(name, 'k'));
+      }
+      expect(spec('HELLO', '3').use).toBe('pin-session');
+      expect(spec('HELLO').use).toBe('shared');
+      expect(spec('XREAD', 'BLOCK', '0', 'STREAMS', 's', '$').use).toBe('pin-once');
+      expect(spec('XREAD', 'STREAMS', 's', '0').use).toBe('shared');
+      expect(spec('GEt', 'k').name).toBe('GET');
+      expect(spec('GETX', 'k').name).toBe('GETX');
+      expect(spec('GE', 'k').name).toBe('GE');
+      expect(spec('G\u00c9T', 'k').name).not.toBe('GET');
+    }
   });
 
   it('marks keyed reads read-only, never writes, blocking forms or keyless commands', () => {

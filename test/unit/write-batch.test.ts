@@ -40,6 +40,23 @@ describe('writeBatch', () => {
     expect(writes[0].toString()).toBe('aaaabbbbaaaabbbb');
   });
 
+  it('never merges views of different buffers, even where their offsets would line up', () => {
+    const a = new Uint8Array(new ArrayBuffer(16)).fill(0x61);
+    const b = new Uint8Array(new ArrayBuffer(16)).fill(0x62);
+    const parts = [Buffer.from(a.buffer, 0, 8), Buffer.from(b.buffer, 8, 8), Buffer.from(a.buffer, 8, 8)];
+    const { stream, writes } = recorder();
+    writeBatch(stream, parts);
+    expect(Buffer.concat(writes).toString()).toBe('aaaaaaaabbbbbbbbaaaaaaaa');
+  });
+
+  it('merges a run after a part of another buffer', () => {
+    const read = Buffer.alloc(20, 'r');
+    const other = Buffer.from('xx');
+    const { stream, writes } = recorder();
+    writeBatch(stream, [other, read.subarray(0, 10), read.subarray(10, 20), other]);
+    expect(Buffer.concat(writes).toString()).toBe(`xx${'r'.repeat(20)}xx`);
+  });
+
   it('writes large batches piece by piece rather than copying them', () => {
     const a = Buffer.alloc(40_000, 'a');
     const b = Buffer.alloc(40_000, 'b');

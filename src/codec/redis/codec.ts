@@ -5,13 +5,13 @@ import type { Codec, PoolEnv } from '../registry.js';
 import { ClientAuth } from './client-auth.js';
 import { CLIENT_ID_REQUEST, parseIntegerReply } from './client-commands.js';
 import { RedisSessionRules } from './session-rules.js';
-import { commandSpec, forEachKey, selectIndex } from './commands.js';
+import { forEachKey, requestSpec, selectIndex } from './commands.js';
 import { CommandPolicy } from './policy.js';
 import { mergeReplies, splitRequest } from './fanout.js';
 import { ClusterClassifier, clusterMerge } from './cluster-keyspace.js';
 import { SlotOrder } from './scan-cursor.js';
 import type { CommandSpec } from './commands.js';
-import { RespRequestDecoder, RespResponseDecoder, commandName, encodeCommand, encodeError } from './resp.js';
+import { RespRequestDecoder, RespResponseDecoder, encodeCommand, encodeError } from './resp.js';
 
 /**
  * Error replies built once per text. Texts can quote client bytes (a command name, cut at
@@ -44,8 +44,7 @@ export const redisCodec: RedisCodec = {
   requestDecoder: (sink, maxRequestBytes) => new RespRequestDecoder(sink, { maxRequestBytes }),
   responseDecoder: (sink) => new RespResponseDecoder(sink),
   sessionRules: () => new RedisSessionRules(null),
-  classify: (bytes: Buffer, args: ArgView) =>
-    commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count),
+  classify: (bytes: Buffer, args: ArgView) => requestSpec(bytes, args),
   forPool(config: PoolConfig, env: PoolEnv): Codec {
     // Built once per pool: classify then refuses what the pool's command policy denies, and each
     // session's rules check client_auth.
@@ -57,7 +56,7 @@ export const redisCodec: RedisCodec = {
     const readOnly = config.routing === 'cluster' && config.cluster.readFrom !== 'primary';
     const init = readOnly ? { initRequests: (username: string | null, password: string | null, db: number) => [...redisCodec.initRequests(username, password, db), READONLY_REQUEST] } : {};
     const classify = (bytes: Buffer, args: ArgView): CommandSpec =>
-      policy.apply(commandSpec(commandName(bytes, args), bytes, args.starts, args.ends, args.count), bytes, args);
+      policy.apply(requestSpec(bytes, args), bytes, args);
     const slotOwner = env.slotOwner;
     if (slotOwner === undefined) return { ...redisCodec, ...init, sessionRules: () => new RedisSessionRules(auth), classify };
     // A cluster pool: keyless and keyspace-wide commands as its keyspace table says (cluster-keyspace.ts).

@@ -6,7 +6,8 @@
  */
 
 export type { CommandSpec, KeySpec, LeaseUse } from '../codec.js';
-import type { CommandSpec, KeySpec, LeaseUse } from '../codec.js';
+import type { ArgView, CommandSpec, KeySpec, LeaseUse } from '../codec.js';
+import { commandName } from './resp-request.js';
 import { SPREADS } from './fanout.js';
 
 const NONE: KeySpec = { kind: 'none' };
@@ -307,6 +308,56 @@ export function commandSpec(name: string, bytes: Buffer, starts: Int32Array, end
     if (unknownCache.size < UNKNOWN_CACHE_MAX && PLAUSIBLE_NAME.test(name)) unknownCache.set(name, unknown);
   }
   return unknown;
+}
+
+/**
+ * Specs of plain table commands by the bytes of their name, so that classifying a request costs
+ * no name string (built a byte at a time), no string hash and no Map lookup: a direct-mapped
+ * cache of 256 entries, indexed by the name's length and its first, second and last bytes (ASCII
+ * case folded), each entry checked byte by byte. Only commands whose spec does not depend on their
+ * arguments are kept (not HELLO, XREAD, XREADGROUP or containers), and only names in the tables,
+ * so what clients send cannot grow it.
+ */
+const CACHE_SIZE = 256;
+const cachedNames: string[] = new Array<string>(CACHE_SIZE).fill('');
+const cachedSpecs: (CommandSpec | null)[] = new Array<CommandSpec | null>(CACHE_SIZE).fill(null);
+
+function upper(b: number): number {
+  return b >= 0x61 && b <= 0x7a ? b - 0x20 : b;
+}
+
+function cacheIndex(bytes: Buffer, start: number, end: number): number {
+  const len = end - start;
+  return (len * 37 + upper(bytes[start]) * 7 + upper(bytes[start + (len > 1 ? 1 : 0)]) * 3 + upper(bytes[end - 1])) & (CACHE_SIZE - 1);
+}
+
+/**
+ * The spec of a request from its bytes (argument 0 the command name): commandSpec's answer,
+ * without building the name for the commands most requests are (see the cache above).
+ */
+export function requestSpec(bytes: Buffer, args: ArgView): CommandSpec {
+  const { starts, ends, count } = args;
+  if (count > 0) {
+    const start = starts[0];
+    const end = ends[0];
+    if (end > start) {
+      const at = cacheIndex(bytes, start, end);
+      const cachedName = cachedNames[at] as string;
+      if (cachedName.length === end - start) {
+        let i = 0;
+        while (i < cachedName.length && upper(bytes[start + i]) === cachedName.charCodeAt(i)) i++;
+        if (i === cachedName.length) return cachedSpecs[at] as CommandSpec;
+      }
+      const full = commandName(bytes, args);
+      const spec = commandSpec(full, bytes, starts, ends, count);
+      if (table.get(full) === spec && full !== 'HELLO' && full !== 'XREAD' && full !== 'XREADGROUP') {
+        cachedNames[at] = full;
+        cachedSpecs[at] = spec;
+      }
+      return spec;
+    }
+  }
+  return commandSpec(commandName(bytes, args), bytes, starts, ends, count);
 }
 
 /**

@@ -134,9 +134,16 @@ export class RespRequestDecoder implements RequestDecoder {
 
     while (i < n) {
       switch (this.#state) {
-        case State.Idle:
+        case State.Idle: {
           start = i;
           base = -i;
+          // The usual request, whole in this chunk: framed in one pass with locals.
+          const end = this.#limits === null ? this.#frameWhole(chunk, i, n) : -1;
+          if (end > 0) {
+            i = end;
+            this.#sink.onRequest(chunk.subarray(start, end), args);
+            break;
+          }
           if (chunk[i] === STAR) {
             i++;
             this.#startNumber();
@@ -145,6 +152,7 @@ export class RespRequestDecoder implements RequestDecoder {
             this.#state = State.Inline;
           }
           break;
+        }
 
         case State.Count: {
           const b = chunk[i++];
@@ -245,6 +253,53 @@ export class RespRequestDecoder implements RequestDecoder {
     }
 
     if (this.#state !== State.Idle && start < n) this.#hold(chunk, start, n, false);
+  }
+
+  /**
+   * Frames the multibulk request at `chunk[from]` when all of it is in the chunk and it is plain
+   * (digits without leading zeros, a count the argument view holds, within the limits): fills the
+   * argument view and returns where the request ends. Returns -1 for anything else, having
+   * changed nothing, and the state machine then reads the same bytes (and says what is wrong).
+   */
+  #frameWhole(chunk: Buffer, from: number, n: number): number {
+    if (chunk[from] !== STAR) return -1;
+    let i = from + 1;
+    let count = 0;
+    let digits = 0;
+    for (let b = chunk[i]; b >= ZERO && b <= NINE; b = chunk[++i]) {
+      if (digits > 0 && count === 0) return -1;
+      count = count * 10 + (b - ZERO);
+      if (++digits > 9) return -1;
+    }
+    if (digits === 0 || count === 0 || count > this.#maxArgs || i + 1 >= n || chunk[i] !== CR || chunk[i + 1] !== LF) return -1;
+    const args = this.#args;
+    if (count > args.starts.length) return -1;
+    const starts = args.starts;
+    const ends = args.ends;
+    const max = this.#maxRequestBytes;
+    i += 2;
+    for (let k = 0; k < count; k++) {
+      if (i >= n || chunk[i] !== DOLLAR) return -1;
+      i++;
+      let len = 0;
+      digits = 0;
+      for (let b = chunk[i]; b >= ZERO && b <= NINE; b = chunk[++i]) {
+        if (digits > 0 && len === 0) return -1;
+        len = len * 10 + (b - ZERO);
+        if (++digits > 9) return -1;
+      }
+      if (digits === 0 || i + 1 >= n || chunk[i] !== CR || chunk[i + 1] !== LF) return -1;
+      i += 2;
+      const argStart = i - from;
+      if (argStart + len + 2 > max) return -1;
+      i += len;
+      if (i + 1 >= n || chunk[i] !== CR || chunk[i + 1] !== LF) return -1;
+      starts[k] = argStart;
+      ends[k] = argStart + len;
+      i += 2;
+    }
+    args.count = count;
+    return i;
   }
 
   /**
