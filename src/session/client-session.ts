@@ -1711,7 +1711,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#closed = true;
     if (this.#wait === 'connection') this.#pool.cancelWait(this);
     this.#pool.waitingRequests -= this.#backlog.length;
-    this.#backlog.drain();
+    this.#backlog.clear();
     const lease = this.#lease;
     if (lease.kind === 'pinned') {
       this.#lease = SHARED;

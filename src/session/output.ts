@@ -416,11 +416,11 @@ export class ClientOutput {
   /** Forgets everything queued (the client is gone or being reset) so its memory is freed now. */
   #drop(): void {
     this.#state = 'closed';
-    this.#turn = [];
-    this.#queue.drain();
+    this.#turn.length = 0;
+    this.#queue.clear();
     this.#queued = 0;
     this.#headOffset = 0;
-    this.#streamed.drain();
+    this.#streamed.clear();
     this.#open = null;
     // The connection carries other clients' replies after this one: it reads again, and what is
     // left of this reply is read and dropped.
