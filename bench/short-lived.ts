@@ -357,6 +357,8 @@ interface Options {
   logs: string | null;
   /** Another build's dist/ to run beside this one (targets "<label> TCP/unix"), e.g. the code before a change. */
   compare: string | null;
+  /** Node flags for this build's poolside only (not --compare's, not the floor's): `--compare dist --node-options …` measures a flag. */
+  nodeOptions: string[];
   /** redis: phpredis against redis-server; memcached: PHP's Memcached extension against memcached. */
   protocol: 'redis' | 'memcached';
 }
@@ -375,12 +377,14 @@ const HELP = `usage: npm run bench:short-lived -- [options]
   --logs DIR        keep configs and process logs in DIR
   --compare DIR     also run another build's dist/ (e.g. a copy taken before a change) as
                     targets "before TCP" and "before unix", interleaved with the rest
+  --node-options F  node flags for this build's poolside only (space separated), e.g.
+                    --compare dist --node-options --max-semi-space-size=32 measures a V8 flag
   --protocol P      redis (default: php-redis, redis-server) or memcached (PHP's Memcached
                     extension: connect, 3 get, set with expiry, increment, quit; memcached)
 `;
 
 function parseOptions(argv: string[]): Options | 'help' {
-  const o: Options = { clients: 8, seconds: 3, churnSeconds: 2, reps: 3, remote: false, delayMs: 1, memory: false, churn: true, only: null, logs: null, compare: null, protocol: 'redis' };
+  const o: Options = { clients: 8, seconds: 3, churnSeconds: 2, reps: 3, remote: false, delayMs: 1, memory: false, churn: true, only: null, logs: null, compare: null, nodeOptions: [], protocol: 'redis' };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] as string;
     const num = (): number => {
@@ -400,6 +404,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     else if (flag === '--only') o.only = (argv[++i] ?? '').split(',');
     else if (flag === '--logs') o.logs = argv[++i] ?? null;
     else if (flag === '--compare') o.compare = path.resolve(argv[++i] ?? '');
+    else if (flag === '--node-options') o.nodeOptions = (argv[++i] ?? '').split(' ').filter((f) => f !== '');
     else if (flag === '--protocol') {
       const p = argv[++i];
       if (p !== 'redis' && p !== 'memcached') throw new Error(`--protocol: redis or memcached, not ${String(p)}`);
@@ -798,7 +803,7 @@ async function main(): Promise<number> {
         '',
       ].join('\n'),
     );
-    const ps = start('poolside', process.execPath, [mainJs, '--config', psConf], logDir);
+    const ps = start('poolside', process.execPath, [...opts.nodeOptions, mainJs, '--config', psConf], logDir);
     await waitPing(`127.0.0.1:${psPort}`, 'poolside');
     targets.push({ name: 'poolside TCP', address: `127.0.0.1:${psPort}`, proxyPid: ps.pid as number, kind: 'poolside' });
     targets.push({ name: 'poolside unix', address: `unix:${psSock}`, proxyPid: ps.pid as number, kind: 'poolside' });
@@ -834,7 +839,7 @@ async function main(): Promise<number> {
           `connect → 3 GET, SET EX, INCR → close`) +
         `; ${opts.seconds}s runs, median of ${opts.reps}, targets interleaved and rotated` +
         (opts.remote ? `; REMOTE: ${opts.delayMs} ms each way in front of ${memcached ? 'memcached' : 'redis-server'} (connect: one RTT + one way)` : '; local'),
-      `node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; nutcracker server_connections 1; poolside example defaults (connections min 2 max 8)`,
+      `node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; nutcracker server_connections 1; poolside example defaults (connections min 2 max 8)${opts.nodeOptions.length > 0 ? `; poolside (not before) runs with node ${opts.nodeOptions.join(' ')}` : ''}`,
     ];
     process.stderr.write(`${header.join('\n')}\n`);
     const results = await measureAll(chosen, 'req', opts, opts.seconds, phpFile, redisPid, relayPid);

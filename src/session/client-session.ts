@@ -201,10 +201,33 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#replies = new ReplyQueue(pool.counters.requestDuration, pool, this.#output, this.#input);
     this.#decoder.setLimits(this.#rules.requestLimits());
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
-    socket.on('end', () => this.#onEnd());
+    // One set of listeners for every session, finding theirs by the socket (the emitter is
+    // `this`): no closures and context per client.
+    ClientSession.#bySocket.set(socket, this);
+    socket.on('data', ClientSession.#socketData);
+    socket.on('end', ClientSession.#socketEnd);
     socket.on('error', ignoreError); // 'close' follows; a client's reset is not poolside's error
-    socket.on('close', () => this.#onClose());
+    socket.on('close', ClientSession.#socketClose);
+  }
+
+  /** The session listening on each client socket, until its 'close'. */
+  static readonly #bySocket = new WeakMap<net.Socket, ClientSession>();
+
+  static #socketData(this: net.Socket, chunk: Buffer): void {
+    const session = ClientSession.#bySocket.get(this);
+    if (session !== undefined) session.#onData(chunk);
+  }
+
+  static #socketEnd(this: net.Socket): void {
+    const session = ClientSession.#bySocket.get(this);
+    if (session !== undefined) session.#onEnd();
+  }
+
+  static #socketClose(this: net.Socket): void {
+    const session = ClientSession.#bySocket.get(this);
+    if (session === undefined) return;
+    ClientSession.#bySocket.delete(this);
+    session.#onClose();
   }
 
   onRequest(bytes: Buffer, args: ArgView): void {
@@ -1688,7 +1711,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#closed = true;
     if (this.#wait === 'connection') this.#pool.cancelWait(this);
     this.#pool.waitingRequests -= this.#backlog.length;
-    this.#backlog.drain();
+    this.#backlog.clear();
     const lease = this.#lease;
     if (lease.kind === 'pinned') {
       this.#lease = SHARED;

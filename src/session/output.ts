@@ -63,8 +63,8 @@ export class ClientOutput {
   #state: State = 'open';
   /** Replies written this turn. */
   #turn: Buffer[] = [];
-  /** The other turn array, reused so that a turn costs no array; null while a flush holds it. */
-  #spare: Buffer[] | null = [];
+  /** The other turn array, reused so that a turn costs no array; null while a flush holds it (and until the first flush). */
+  #spare: Buffer[] | null = null;
   /** Replies not yet handed to the socket, oldest first; the head may be partly handed over. */
   readonly #queue = new Fifo<Buffer>();
   #headOffset = 0;
@@ -80,8 +80,6 @@ export class ClientOutput {
   #open: { start: number; end: number } | null = null;
   /** Where the open streamed reply comes from. */
   #openSource: StreamSource | null = null;
-  /** Scratch for one chunk's pieces, reused. */
-  readonly #batch: Buffer[] = [];
   #pausedBy = 0;
   #closeAfterEnd = false;
   /** endLingering(): how long to keep reading after the FIN; null: end() as asked. */
@@ -100,6 +98,9 @@ export class ClientOutput {
    * an AsyncResource and a bound function per call (~270 bytes; a nextTick's object is a third of
    * that), and a client sending one command at a time gets one turn per reply.
    */
+  /** Scratch for one chunk's pieces, shared by every output: filled and emptied within one #pump. */
+  static readonly #batch: Buffer[] = [];
+
   static readonly #written: ClientOutput[] = [];
   static #flushQueued = false;
 
@@ -290,8 +291,9 @@ export class ClientOutput {
     const socket = this.#socket;
     if (this.#state === 'closed' || socket.destroyed) return;
     const queue = this.#queue;
-    const batch = this.#batch;
+    const batch = ClientOutput.#batch;
     while (this.#queued > 0 && socket.writableLength < CHUNK) {
+      batch.length = 0; // a write that threw left it filled
       let room = CHUNK;
       for (let head = queue.peek(); head !== undefined && room > 0; head = queue.peek()) {
         const offset = this.#headOffset;
@@ -414,11 +416,11 @@ export class ClientOutput {
   /** Forgets everything queued (the client is gone or being reset) so its memory is freed now. */
   #drop(): void {
     this.#state = 'closed';
-    this.#turn = [];
-    this.#queue.drain();
+    this.#turn.length = 0;
+    this.#queue.clear();
     this.#queued = 0;
     this.#headOffset = 0;
-    this.#streamed.drain();
+    this.#streamed.clear();
     this.#open = null;
     // The connection carries other clients' replies after this one: it reads again, and what is
     // left of this reply is read and dropped.

@@ -46,6 +46,13 @@ export class Fifo<T> {
     return out;
   }
 
+  /** Forgets every item and the ring itself (an owner that is closing): no array to return. */
+  clear(): void {
+    this.#items = NONE;
+    this.#head = 0;
+    this.#length = 0;
+  }
+
   *[Symbol.iterator](): IterableIterator<T> {
     for (let i = 0; i < this.#length; i++) yield this.#items[(this.#head + i) % this.#items.length] as T;
   }

@@ -35,4 +35,19 @@ describe('Fifo', () => {
     expect(a.shift()).toBe('x');
     expect(b.shift()).toBe('y');
   });
+
+  it('clear() forgets everything, and the queue works as new afterwards', () => {
+    const fifo = new Fifo<number>(2);
+    for (let i = 0; i < 5; i++) fifo.push(i);
+    fifo.shift();
+    fifo.clear();
+    expect(fifo.length).toBe(0);
+    expect(fifo.peek()).toBeUndefined();
+    expect([...fifo]).toEqual([]);
+    const other = new Fifo<number>();
+    fifo.push(7);
+    fifo.push(8);
+    expect(other.length).toBe(0);
+    expect(fifo.drain()).toEqual([7, 8]);
+  });
 });

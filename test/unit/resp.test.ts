@@ -288,6 +288,43 @@ describe('RespRequestDecoder', () => {
     expect(seen[2]).toBe(seen[0]);
   });
 
+
+  it('keeps each client’s half-read request apart while decoders share their scratch offsets', () => {
+    // Decoders frame into one process-wide ArgView and keep offsets of their own only while a
+    // request spans pushes; interleaved clients, and a push made from inside another decoder's
+    // onRequest, must never see each other's arguments.
+    const frames: string[][] = [];
+    const a = new RespRequestDecoder({ onRequest: (buf, args) => frames.push(['a', ...argsOf(buf, args)]) });
+    const c = new RespRequestDecoder({ onRequest: (buf, args) => frames.push(['c', ...argsOf(buf, args)]) });
+    const d = new RespRequestDecoder({ onRequest: (buf, args) => frames.push(['d', ...argsOf(buf, args)]) });
+    const b = new RespRequestDecoder({
+      onRequest: (buf, args) => {
+        const before = argsOf(buf, args);
+        d.push(bytes(multibulk(['GET', 'nested'])));
+        frames.push(['b', ...before], ['b-after', ...argsOf(buf, args)]);
+      },
+    });
+    const many = Array.from({ length: 40 }, (_, k) => `k${k}`);
+    const mset = multibulk(['MSET', ...many]);
+    a.push(bytes('*3\r\n$3\r\nSET\r\n$3\r\nkey\r\n$5\r\nva'));
+    b.push(bytes(mset.slice(0, 60)));
+    c.push(bytes(multibulk(['INCR', 'n']) + '*2\r\n$3\r\nGE'));
+    a.push(bytes('lue\r\n'));
+    b.push(bytes(mset.slice(60) + multibulk(['PING'])));
+    c.push(bytes('T\r\n$1\r\nz\r\n'));
+    expect(frames).toEqual([
+      ['c', 'INCR', 'n'],
+      ['a', 'SET', 'key', 'value'],
+      ['d', 'GET', 'nested'],
+      ['b', 'MSET', ...many],
+      ['b-after', 'MSET', ...many],
+      ['d', 'GET', 'nested'],
+      ['b', 'PING'],
+      ['b-after', 'PING'],
+      ['c', 'GET', 'z'],
+    ]);
+    for (const decoder of [a, b, c, d]) expect(decoder.buffered).toBe(0);
+  });
   it('re-encodes an inline command as a multibulk with offsets into it', () => {
     const out = decodeRequests([bytes('set k "v w"\r\n')]);
     expect(out.frames).toEqual([{ bytes: multibulk(['set', 'k', 'v w']), args: ['set', 'k', 'v w'] }]);

@@ -36,6 +36,20 @@ const MAX_NEGATIVE_COUNT = 9.3e18;
 const MIN_HELD = 64;
 const EMPTY = Buffer.alloc(0);
 
+/** First capacity of an ArgView (arguments); it doubles from there. */
+const MIN_ARGS = 16;
+/** Past this many arguments the scratch view goes back to MIN_ARGS after the push (one huge MSET does not keep its offsets). */
+const MAX_SCRATCH_ARGS = 1024;
+
+/**
+ * The argument offsets every decoder's push() frames into: a push runs to its end before any
+ * other starts (data events come one at a time), and the view is valid only during onRequest.
+ * A decoder keeps a view of its own only while a request's arguments span pushes, so an idle
+ * client costs no typed arrays.
+ */
+const SCRATCH: ArgView = newArgView(MIN_ARGS);
+let scratchInUse = false;
+
 const CR = 0x0d;
 const LF = 0x0a;
 const STAR = 0x2a;
@@ -99,11 +113,16 @@ export class RespRequestDecoder implements RequestDecoder {
   #numDigits = 0;
   #numNegative = false;
 
-  /** Arguments announced by `*<n>`; `#args.count` says how many have been read so far. */
+  /** Arguments announced by `*<n>`; the ArgView's `count` says how many have been read so far. */
   #argCount = 0;
   /** Payload bytes of the current argument not yet seen. */
   #payloadLeft = 0;
-  readonly #args: ArgView = { count: 0, starts: new Int32Array(16), ends: new Int32Array(16) };
+  /**
+   * This decoder's own ArgView, only while a request's arguments span pushes (or a push ran
+   * inside another decoder's); otherwise push() borrows the process's SCRATCH, so a client costs
+   * no typed arrays until it sends a request split across reads.
+   */
+  #args: ArgView | null = null;
 
   constructor(sink: RequestSink, options: RespRequestDecoderOptions = {}) {
     this.#sink = sink;
@@ -124,8 +143,37 @@ export class RespRequestDecoder implements RequestDecoder {
 
   push(chunk: Buffer): void {
     if (this.#state === State.Dead) throw new ProtocolError('Protocol error: stream already failed');
+    let args = this.#args;
+    if (args !== null || scratchInUse) {
+      // A request begun in an earlier push, or a push inside another decoder's (a sink that
+      // pushed): a view of its own, not the scratch another push is using.
+      args ??= this.#args = newArgView(MIN_ARGS);
+      this.#frame(chunk, args);
+      if (!this.#midMultibulk()) this.#args = null;
+      return;
+    }
+    scratchInUse = true;
+    try {
+      this.#frame(chunk, SCRATCH);
+    } finally {
+      scratchInUse = false;
+      // Only a multibulk's argument offsets outlive the push: they move to a view of its own.
+      if (this.#midMultibulk()) this.#args = copyArgView(SCRATCH);
+      if (SCRATCH.starts.length > MAX_SCRATCH_ARGS) {
+        SCRATCH.starts = new Int32Array(MIN_ARGS);
+        SCRATCH.ends = new Int32Array(MIN_ARGS);
+      }
+    }
+  }
+
+  /** Between a multibulk's count and its last argument: the offsets read so far are needed by the next push. */
+  #midMultibulk(): boolean {
+    return this.#state >= State.Dollar && this.#state <= State.PayloadLF;
+  }
+
+  /** The state machine over one chunk; `args` is where the current request's offsets go. */
+  #frame(chunk: Buffer, args: ArgView): void {
     const n = chunk.length;
-    const args = this.#args;
     let i = 0;
     // Where the current request starts in this chunk (0 when it began in an earlier one), and the
     // request-relative offset of chunk[0]: request offset of chunk[i] is `base + i`.
@@ -205,7 +253,7 @@ export class RespRequestDecoder implements RequestDecoder {
             throw this.#fail(`Protocol error: request larger than ${this.#maxRequestBytes} bytes`);
           }
           const k = args.count;
-          if (k === args.starts.length) this.#grow(k * 2);
+          if (k === args.starts.length) grow(args, k * 2);
           args.starts[k] = argStart;
           args.ends[k] = argStart + len;
           this.#payloadLeft = len;
@@ -246,7 +294,7 @@ export class RespRequestDecoder implements RequestDecoder {
           const line = this.#heldBytes === 0 ? chunk.subarray(start, lf) : this.#assemble(chunk, lf);
           i = lf + 1;
           this.#reset();
-          this.#inline(line);
+          this.#inline(line, args);
           break;
         }
       }
@@ -341,16 +389,16 @@ export class RespRequestDecoder implements RequestDecoder {
     }
   }
 
-  #inline(line: Buffer): void {
+  #inline(line: Buffer, args: ArgView): void {
     // The LF ends the line; a CR before it belongs to the line ending too.
     const end = line.length > 0 && line[line.length - 1] === CR ? line.length - 1 : line.length;
     const tokens = splitInline(line.subarray(0, end));
     if (tokens === null) throw this.#fail('Protocol error: unbalanced quotes in request');
     // Blank lines are how telnet users say nothing; Redis skips them.
     if (tokens.length === 0) return;
-    if (tokens.length > this.#args.starts.length) this.#grow(tokens.length);
-    const bytes = writeMultibulk(tokens, this.#args);
-    this.#sink.onRequest(bytes, this.#args);
+    if (tokens.length > args.starts.length) grow(args, tokens.length);
+    const bytes = writeMultibulk(tokens, args);
+    this.#sink.onRequest(bytes, args);
   }
 
   /**
@@ -385,17 +433,8 @@ export class RespRequestDecoder implements RequestDecoder {
     if (this.#num > max) throw this.#fail(message);
   }
 
-  #grow(capacity: number): void {
-    const args = this.#args;
-    const starts = new Int32Array(capacity);
-    const ends = new Int32Array(capacity);
-    starts.set(args.starts.subarray(0, args.count));
-    ends.set(args.ends.subarray(0, args.count));
-    args.starts = starts;
-    args.ends = ends;
-  }
-
   #fail(message: string): ProtocolError {
+    this.#args = null;
     this.#state = State.Dead;
     this.#held = EMPTY;
     this.#heldBytes = 0;
@@ -404,6 +443,29 @@ export class RespRequestDecoder implements RequestDecoder {
 }
 
 /** A command as a multibulk request, strings encoded as UTF-8. */
+function newArgView(capacity: number): ArgView {
+  return { count: 0, starts: new Int32Array(capacity), ends: new Int32Array(capacity) };
+}
+
+/** A copy of a view mid-request: its `count` arguments and the one being read (its offsets are written at its length line). */
+function copyArgView(from: ArgView): ArgView {
+  const view = newArgView(Math.max(MIN_ARGS, from.count + 1));
+  const written = Math.min(from.count + 1, from.starts.length);
+  view.starts.set(from.starts.subarray(0, written));
+  view.ends.set(from.ends.subarray(0, written));
+  view.count = from.count;
+  return view;
+}
+
+function grow(args: ArgView, capacity: number): void {
+  const starts = new Int32Array(capacity);
+  const ends = new Int32Array(capacity);
+  starts.set(args.starts.subarray(0, args.count));
+  ends.set(args.ends.subarray(0, args.count));
+  args.starts = starts;
+  args.ends = ends;
+}
+
 export function encodeCommand(args: readonly (string | Buffer)[]): Buffer {
   return writeMultibulk(args.map((arg) => (typeof arg === 'string' ? Buffer.from(arg, 'utf8') : arg)), null);
 }
