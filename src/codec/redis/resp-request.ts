@@ -186,7 +186,7 @@ export class RespRequestDecoder implements RequestDecoder {
           start = i;
           base = -i;
           // The usual request, whole in this chunk: framed in one pass with locals.
-          const end = this.#limits === null ? this.#frameWhole(chunk, i, n) : -1;
+          const end = this.#limits === null ? this.#frameWhole(chunk, i, n, args) : -1;
           if (end > 0) {
             i = end;
             this.#sink.onRequest(chunk.subarray(start, end), args);
@@ -309,7 +309,7 @@ export class RespRequestDecoder implements RequestDecoder {
    * argument view and returns where the request ends. Returns -1 for anything else, having
    * changed nothing, and the state machine then reads the same bytes (and says what is wrong).
    */
-  #frameWhole(chunk: Buffer, from: number, n: number): number {
+  #frameWhole(chunk: Buffer, from: number, n: number, args: ArgView): number {
     if (chunk[from] !== STAR) return -1;
     let i = from + 1;
     let count = 0;
@@ -320,7 +320,6 @@ export class RespRequestDecoder implements RequestDecoder {
       if (++digits > 9) return -1;
     }
     if (digits === 0 || count === 0 || count > this.#maxArgs || i + 1 >= n || chunk[i] !== CR || chunk[i + 1] !== LF) return -1;
-    const args = this.#args;
     if (count > args.starts.length) return -1;
     const starts = args.starts;
     const ends = args.ends;
