@@ -13,7 +13,8 @@
  * DELAY later as shutdown(SHUT_WR); an error or reset on one side DELAY later as a reset
  * (SO_LINGER 0 + close) on the other. Writes are non-blocking with EPOLLOUT backpressure; a
  * direction holding more than 4 MiB stops reading its source until it drains below 1 MiB.
- * Single-threaded epoll; one timerfd, armed (absolute, ns) for the earliest due chunk.
+ * Single-threaded: one epoll_pwait2 whose timeout (ns) is the earliest due chunk, so a delivery
+ * costs a wake-up and its writev, no timer syscalls.
  * With STATS_FILE, SIGUSR1 writes how late chunks went out against their due time (and how late
  * this process read them) since the previous SIGUSR1 to STATS_FILE (one JSON line, written to
  * STATS_FILE.tmp and renamed) and starts counting again.
@@ -42,7 +43,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -54,7 +54,7 @@
 #define IOV_BATCH 64
 #define HIST_US 21000 /* 1 µs buckets from -1 ms to 20 ms; the ends count what lies beyond */
 #define HIST_NEG 1000
-#define ADVANCE_STEP 1000    /* ns: the wake-up latency estimate moves by this much per timer expiry */
+#define ADVANCE_STEP 1000    /* ns: the advance moves by this much per delivery the timeout woke us for */
 #define ADVANCE_MAX 250000   /* ns */
 
 enum kind { DATA, FIN, RST };
@@ -105,12 +105,11 @@ typedef struct {
 } entry;
 
 static int64_t delay_ns;
-static int epfd, tfd, lfd, sfd = -1;
+static int epfd, lfd, sfd = -1;
 static struct sockaddr_in backend_addr;
 static entry *heap;
 static size_t heap_len, heap_cap;
-static int64_t armed = -1; /* the timerfd's expiry, or -1 */
-/* The timer is armed this much before the earliest due time, so that deliveries land on their due
+/* The wait ends this much before the earliest due time, so that deliveries land on their due
  * time in the median instead of one wake-up latency after it (on this VM ~50 µs from idle, timer
  * interrupt to write): every delivery made on a timer expiry moves it by ADVANCE_STEP, up when it
  * went out late, down when early (a running median). */
@@ -121,7 +120,7 @@ static const char *stats_path;
 static uint64_t late_hist[HIST_US + 1], lag_hist[HIST_US + 1];
 static uint64_t stat_chunks, stat_lag_samples, stat_accepts, stat_seq;
 static int64_t late_max, lag_max, late_min;
-static char tag_listen, tag_timer, tag_signal;
+static char tag_listen, tag_signal;
 
 static int64_t now_ns(clockid_t clock) {
   struct timespec ts;
@@ -167,18 +166,6 @@ static entry heap_pop(void) {
   }
   if (heap_len > 0) heap[i] = last;
   return top;
-}
-
-static void arm_timer(void) {
-  int64_t due = heap_len ? heap[0].due - advance_ns : 0;
-  if (due == armed) return;
-  struct itimerspec it = {0};
-  if (heap_len) {
-    it.it_value.tv_sec = due / 1000000000;
-    it.it_value.tv_nsec = due % 1000000000;
-  }
-  if (timerfd_settime(tfd, TFD_TIMER_ABSTIME, &it, NULL) < 0) die("timerfd_settime");
-  armed = due;
 }
 
 /* ---- statistics ---- */
@@ -590,12 +577,9 @@ static _Noreturn void relay(int port, int backend_port, double ms) {
   if (listen(lfd, 4096) < 0) die("listen");
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
-  tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-  if (epfd < 0 || tfd < 0) die("epoll/timerfd");
+  if (epfd < 0) die("epoll_create1");
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
   epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev);
-  ev.data.ptr = &tag_timer;
-  epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &ev);
   if (stats_path) {
     sigset_t set;
     sigemptyset(&set);
@@ -608,39 +592,39 @@ static _Noreturn void relay(int port, int backend_port, double ms) {
     write_stats();
   }
   fprintf(stderr, "delay-relay: 127.0.0.1:%d -> 127.0.0.1:%d, %.3f ms each way, %s scheduling, %s\n", port, backend_port, ms,
-          realtime ? "SCHED_FIFO" : "normal", adaptive ? "timer armed early by the median wake-up latency" : "timer armed at the due time");
+          realtime ? "SCHED_FIFO" : "normal", adaptive ? "waits end early by the median lateness" : "waits end at the due time");
 
   struct epoll_event events[256];
   for (;;) {
-    int n = epoll_wait(epfd, events, 256, -1);
+    struct timespec timeout, *wait = NULL;
+    if (heap_len) {
+      int64_t left = heap[0].due - advance_ns - now_ns(CLOCK_MONOTONIC);
+      if (left < 0) left = 0;
+      timeout.tv_sec = left / 1000000000;
+      timeout.tv_nsec = left % 1000000000;
+      wait = &timeout;
+    }
+    int n = epoll_pwait2(epfd, events, 256, wait, NULL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      die("epoll_wait");
+      die("epoll_pwait2 (Linux 5.11 or later)");
     }
     int64_t now = now_ns(CLOCK_MONOTONIC);
     real_minus_mono = now_ns(CLOCK_REALTIME) - now;
-    int timer = 0;
     for (int i = 0; i < n; i++) {
       void *tag = events[i].data.ptr;
-      if (tag == &tag_timer) timer = 1;
-      else if (tag == &tag_listen) on_accept(now);
+      if (tag == &tag_listen) on_accept(now);
       else if (tag == &tag_signal) {
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof si) == sizeof si) write_stats();
       } else on_event((end *)tag, events[i].events, now);
     }
-    if (timer) {
-      uint64_t ticks;
-      if (read(tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN) die("read timerfd");
-      armed = -1;
-    }
     /* Deliver whatever is due (also what a read just queued with a due time already past: data read
      * late, after its kernel timestamp + delay). */
-    timer_pass = timer;
+    timer_pass = n == 0; /* woken by the timeout: these deliveries steer the advance */
     on_timer();
     timer_pass = 0;
     reap_zombies();
-    arm_timer();
   }
 }
 
