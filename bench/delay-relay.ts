@@ -110,7 +110,7 @@ export function describeModel(delayMs: number, server: string, through: DelayChe
     ...(stats === null
       ? []
       : [
-          `  relay (${stats.sched === 'fifo' ? 'SCHED_FIFO' : 'normal priority'}, timer armed ${stats.advance_us} µs early): ${stats.chunks} deliveries during the check, ` +
+          `  relay (${stats.sched === 'fifo' ? 'SCHED_FIFO' : 'normal priority'}, waits ending ${stats.advance_us} µs early): ${stats.chunks} deliveries during the check, ` +
             `µs after their due time: p1 ${stats.late_us.p1}, p50 ${stats.late_us.p50}, p99 ${stats.late_us.p99}, max ${stats.late_us.max}`,
         ]),
   ];
