@@ -7,7 +7,8 @@
  * repetition, medians reported; proxy, redis-server and load-generator CPU from /proc and getrusage.
  *
  *   npm run bench:short-lived                      local (~2 min)
- *   npm run bench:short-lived -- --remote          a ~1 ms each way delay relay in front of redis
+ *   npm run bench:short-lived -- --remote          a 1 ms each way delay relay (bench/delay-relay.c, needs cc)
+ *                                                  in front of redis
  *   npm run bench:short-lived -- --memory          RSS with 1,000 / 10,000 idle clients, after a burst
  *   npm run bench:short-lived -- --protocol memcached   the same with memcached and PHP's Memcached
  *                                                       extension (connect, 3 get, set, increment, quit)
@@ -22,12 +23,15 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildDelayRelay, checkDelay, delayRelayArgs, describeModel, relayStats } from './delay-relay.js';
+import type { DelayCheck, RelayStats } from './delay-relay.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SELF = fileURLToPath(import.meta.url);
 
 // ---------------------------------------------------------------------------------------------
-// Roles run as separate processes from this same file: the floor relay and the delay relay.
+// Roles run as separate processes from this same file: the floor relays. (The --remote delay relay
+// is C: bench/delay-relay.c, built and checked by bench/delay-relay.ts.)
 
 /** Length of the RESP value starting at `from` in `buf`, or -1 if it is not complete yet. */
 function respLength(buf: Buffer, from: number): number {
@@ -208,46 +212,6 @@ function mcFloorRelay(listenTcp: number, listenUnix: string, backendPort: number
   net.createServer(onClient).listen(listenUnix);
 }
 
-/**
- * A remote server modelled on loopback: every chunk is delivered `ms` later in each direction, and
- * a new connection's first bytes reach the server one round trip plus one way after the connect.
- */
-function delayRelay(listenPort: number, backendPort: number, ms: number): void {
-  const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
-    const up = net.connect({ host: '127.0.0.1', port: backendPort, noDelay: true, allowHalfOpen: true });
-    let ready = false;
-    const held: (Buffer | null)[] = [];
-    setTimeout(() => {
-      ready = true;
-      for (const c of held) {
-        if (c === null) up.end();
-        else up.write(c);
-      }
-      held.length = 0;
-    }, 3 * ms);
-    const toUp = (c: Buffer | null): void => {
-      setTimeout(() => {
-        if (!ready) held.push(c);
-        else if (c === null) up.end();
-        else up.write(c);
-      }, ms);
-    };
-    client.on('data', (c: Buffer) => toUp(c));
-    client.on('end', () => toUp(null));
-    up.on('data', (c: Buffer) => setTimeout(() => client.write(c), ms));
-    up.on('end', () => setTimeout(() => client.end(), ms));
-    const kill = (): void => {
-      client.destroy();
-      up.destroy();
-    };
-    client.on('error', kill);
-    up.on('error', kill);
-    client.on('close', () => setTimeout(() => up.destroy(), ms + 1));
-    up.on('close', () => setTimeout(() => client.destroy(), ms + 1));
-  });
-  server.listen(listenPort, '127.0.0.1');
-}
-
 // ---------------------------------------------------------------------------------------------
 // The PHP client (one per process)
 
@@ -368,8 +332,9 @@ const HELP = `usage: npm run bench:short-lived -- [options]
   --clients K       client processes (php-cli + phpredis), default 8
   --seconds S       length of one measured run, default 3
   --reps N          repetitions (median reported), default 3
-  --remote          put a delay relay (--delay-ms each way, connect modelled) in front of redis
-  --delay-ms MS     default 1
+  --remote          put a delay relay (bench/delay-relay.c, compiled with cc: --delay-ms each way,
+                    connect modelled) in front of redis; the header shows its measured precision
+  --delay-ms MS     default 1 (fractional allowed)
   --no-churn        skip the connection-churn section (connect, SET, GET, close)
   --churn-seconds S default 2
   --memory          also measure RSS with 1,000 and 10,000 idle clients and after a burst
@@ -515,6 +480,12 @@ interface Target {
   serverPid?: number;
 }
 
+/** The --remote delay relay: its process, and the file its counters are written to on SIGUSR1. */
+interface Relay {
+  pid: number;
+  statsFile: string;
+}
+
 interface RunResult {
   reqPerSec: number;
   errors: number;
@@ -526,6 +497,8 @@ interface RunResult {
   proxyCpuPerReq: number | null;
   redisCpuPerReq: number;
   relayCpuPerReq: number | null;
+  /** The delay relay's deliveries during the run: µs after their due time (negative: early). */
+  relayLate: RelayStats['late_us'] | null;
   genCpuPerReq: number;
   done: number;
 }
@@ -551,7 +524,7 @@ async function runOnce(
   seconds: number,
   phpFile: string,
   redisPid: number,
-  relayPid: number | null,
+  relay: Relay | null,
 ): Promise<RunResult> {
   const startAt = Date.now() + 400 + clients * 30;
   const endAt = startAt + seconds * 1000;
@@ -567,14 +540,16 @@ async function runOnce(
       }),
     );
   }
-  const pids = [target.proxyPid, target.serverPid ?? redisPid, relayPid];
+  const pids = [target.proxyPid, target.serverPid ?? redisPid, relay?.pid ?? null];
   let cpuStart: (number | null)[] = [];
   let cpuEnd: (number | null)[] = [];
   const read = (): (number | null)[] => pids.map((pid) => (pid === null ? null : cpuUs(pid)));
+  if (relay !== null) await relayStats(relay.pid, relay.statsFile); // counts from here
   await sleep(startAt - Date.now());
   cpuStart = read();
   await sleep(endAt - Date.now());
   cpuEnd = read();
+  const late = relay === null ? null : ((await relayStats(relay.pid, relay.statsFile))?.late_us ?? null);
   const texts = await Promise.all(outs);
   let done = 0;
   let errors = 0;
@@ -616,6 +591,7 @@ async function runOnce(
     proxyCpuPerReq: delta(0),
     redisCpuPerReq: delta(1) ?? 0,
     relayCpuPerReq: delta(2),
+    relayLate: late,
     genCpuPerReq: done === 0 ? 0 : gen / done,
     done,
   };
@@ -635,15 +611,15 @@ async function measureAll(
   seconds: number,
   phpFile: string,
   redisPid: number,
-  relayPid: number | null,
+  relay: Relay | null,
 ): Promise<Map<string, RunResult[]>> {
   const results = new Map<string, RunResult[]>(targets.map((t) => [t.name, []]));
   // Warm-up (JIT, connections): one short unmeasured run per target.
-  for (const t of targets) await runOnce(t, mode, opts.clients, 1, phpFile, redisPid, relayPid);
+  for (const t of targets) await runOnce(t, mode, opts.clients, 1, phpFile, redisPid, relay);
   for (let rep = 0; rep < opts.reps; rep++) {
     const order = targets.map((_, i) => targets[(i + rep) % targets.length] as Target);
     for (const t of order) {
-      const r = await runOnce(t, mode, opts.clients, seconds, phpFile, redisPid, relayPid);
+      const r = await runOnce(t, mode, opts.clients, seconds, phpFile, redisPid, relay);
       (results.get(t.name) as RunResult[]).push(r);
       process.stderr.write(`  ${mode} rep ${rep + 1} ${t.name}: ${r.reqPerSec.toFixed(0)}/s, proxy ${r.proxyCpuPerReq?.toFixed(0) ?? '-'} µs/req, errors ${r.errors}\n`);
     }
@@ -763,11 +739,24 @@ async function main(): Promise<number> {
       unixServerPid = unixServer.pid;
     }
     let backendPort = redisPort;
-    let relay: ChildProcess | null = null;
+    let relay: Relay | null = null;
+    let model: string[] = [];
     if (opts.remote) {
+      const binary = buildDelayRelay(dir);
       backendPort = await freePort();
-      relay = start('delay-relay', process.execPath, ['--import', 'tsx', SELF, '--role', 'delay', String(backendPort), String(redisPort), String(opts.delayMs)], logDir);
+      const statsFile = path.join(dir, 'delay-relay.stats');
+      const child = start('delay-relay', binary, delayRelayArgs(backendPort, redisPort, opts.delayMs, statsFile), logDir);
+      relay = { pid: child.pid as number, statsFile };
       await waitPing(`127.0.0.1:${backendPort}`, 'delay relay');
+      // The model this run is made against, measured: through the relay and straight to the server.
+      process.stderr.write('checking the delay model\n');
+      const counts = [...new Set([1, opts.clients])];
+      checkDelay(binary, backendPort, opts.clients, 1, hello.request); // warm-up: the relay's early arming settles
+      await relayStats(relay.pid, statsFile);
+      const through: DelayCheck[] = counts.map((k) => checkDelay(binary, backendPort, k, 2, hello.request));
+      const stats = await relayStats(relay.pid, statsFile);
+      const direct: DelayCheck[] = counts.map((k) => checkDelay(binary, redisPort, k, 2, hello.request));
+      model = describeModel(opts.delayMs, memcached ? 'memcached' : 'redis-server', through, direct, stats);
     }
     const targets: Target[] = [];
     targets.push({ name: 'direct TCP', address: `127.0.0.1:${backendPort}`, proxyPid: null, kind: 'direct' });
@@ -830,7 +819,6 @@ async function main(): Promise<number> {
 
     const chosen = opts.only === null ? targets : targets.filter((t) => (opts.only as string[]).includes(t.name));
     const redisPid = redis.pid as number;
-    const relayPid = relay?.pid ?? null;
     const header = [
       (memcached
         ? `short-lived bench (memcached): ${opts.clients} php-cli processes (Memcached ${execFileSync('php', ['-r', 'echo phpversion("memcached");'], { encoding: 'utf8' })}, text protocol), ` +
@@ -840,9 +828,10 @@ async function main(): Promise<number> {
         `; ${opts.seconds}s runs, median of ${opts.reps}, targets interleaved and rotated` +
         (opts.remote ? `; REMOTE: ${opts.delayMs} ms each way in front of ${memcached ? 'memcached' : 'redis-server'} (connect: one RTT + one way)` : '; local'),
       `node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; nutcracker server_connections 1; poolside example defaults (connections min 2 max 8)${opts.nodeOptions.length > 0 ? `; poolside (not before) runs with node ${opts.nodeOptions.join(' ')}` : ''}`,
+      ...model,
     ];
     process.stderr.write(`${header.join('\n')}\n`);
-    const results = await measureAll(chosen, 'req', opts, opts.seconds, phpFile, redisPid, relayPid);
+    const results = await measureAll(chosen, 'req', opts, opts.seconds, phpFile, redisPid, relay);
     const med = (name: string, f: (r: RunResult) => number | null): number => median((results.get(name) ?? []).map((r) => f(r) ?? NaN));
     const direct = med('direct TCP', (r) => r.reqPerSec);
     const nutFor = (t: Target): number => med(t.address.startsWith('unix:') && !opts.remote ? 'nutcracker unix' : t.address.startsWith('unix:') ? 'nutcracker unix' : 'nutcracker TCP', (r) => r.reqPerSec);
@@ -864,24 +853,35 @@ async function main(): Promise<number> {
         fmt(cpu),
         t.kind === 'direct' ? '-' : `${fmt(cpu / floorFor(t), 2)}x`,
         fmt(med(t.name, (r) => r.redisCpuPerReq)),
-        ...(opts.remote ? [fmt(med(t.name, (r) => r.relayCpuPerReq))] : []),
+        ...(opts.remote
+          ? [fmt(med(t.name, (r) => r.relayCpuPerReq)), `${fmt(med(t.name, (r) => r.relayLate?.p50 ?? null))} / ${fmt(med(t.name, (r) => r.relayLate?.p99 ?? null))}`]
+          : []),
         fmt(med(t.name, (r) => r.genCpuPerReq)),
       ];
     });
     const out: string[] = [...header, ''];
     out.push(
       table(
-        ['target', 'req/s', 'vs direct TCP', 'vs nutcracker', 'req p50 ms', 'req p99 ms', 'cmd p50 ms', 'cmd p99 ms', 'errors', 'proxy CPU µs/req', 'vs floor', `${memcached ? 'memcached' : 'redis'} CPU µs/req`, ...(opts.remote ? ['delay relay µs/req'] : []), 'generator CPU µs/req'],
+        ['target', 'req/s', 'vs direct TCP', 'vs nutcracker', 'req p50 ms', 'req p99 ms', 'cmd p50 ms', 'cmd p99 ms', 'errors', 'proxy CPU µs/req', 'vs floor', `${memcached ? 'memcached' : 'redis'} CPU µs/req`, ...(opts.remote ? ['delay relay µs/req', 'relay late p50 / p99 µs'] : []), 'generator CPU µs/req'],
         rows,
       ),
     );
+    if (opts.remote) {
+      const d = opts.delayMs;
+      out.push(
+        '',
+        `the model's ceiling: a direct request waits ${fmt(4 * d, 1)} ms for its connect and first reply (one round trip for the handshake, then one for the command) ` +
+          `and ${fmt(2 * d, 1)} ms for each of the other 4 commands, ${fmt(12 * d, 1)} ms in all; through a proxy whose connections are open, 5 round trips, ${fmt(10 * d, 1)} ms: ` +
+          `vs direct TCP ≤ 1.20x, less what the local hops cost ("relay late": how far the relay's deliveries were from their due time during the runs).`,
+      );
+    }
     const errorNotes = chosen.flatMap((t) => (results.get(t.name) ?? []).filter((r) => r.errors > 0).map((r) => `  ${t.name}: ${r.errors} errors, last: ${r.lastError}`));
     if (errorNotes.length > 0) out.push('', 'errors:', ...new Set(errorNotes));
 
     if (opts.churn) {
       const churnTargets = chosen.filter((t) => !opts.remote || t.name !== 'direct unix');
       process.stderr.write(memcached ? 'churn: connect, set, get, quit\n' : 'churn: connect, SET, GET, close\n');
-      const churn = await measureAll(churnTargets, 'churn', opts, opts.churnSeconds, phpFile, redisPid, relayPid);
+      const churn = await measureAll(churnTargets, 'churn', opts, opts.churnSeconds, phpFile, redisPid, relay);
       const cm = (name: string, f: (r: RunResult) => number | null): number => median((churn.get(name) ?? []).map((r) => f(r) ?? NaN));
       const redisRate = (t: Target): number => cm(t.address.startsWith('unix:') && !opts.remote ? 'direct unix' : 'direct TCP', (r) => r.reqPerSec);
       out.push('', `connection churn (${memcached ? 'connect, set, get, quit' : 'connect, SET, GET, close'}; ${opts.clients} processes, ${opts.churnSeconds}s runs, median of ${opts.reps}):`, '');
@@ -918,7 +918,6 @@ if (roleAt >= 0) {
   const [role, a, b, c] = process.argv.slice(roleAt + 1);
   if (role === 'floor') floorRelay(Number(a), b as string, Number(c));
   else if (role === 'mc-floor') mcFloorRelay(Number(a), b as string, Number(c));
-  else if (role === 'delay') delayRelay(Number(a), Number(b), Number(c));
   else throw new Error(`unknown role ${role}`);
 } else {
   process.on('SIGINT', () => {

@@ -4,8 +4,8 @@
  * through poolside. Straight, each client pays TCP's handshake (and TLS's) to the server;
  * through poolside it pays a local accept, and the relay uses a connection poolside warmed before
  * the client came. The server is redis-server used as an opaque service (PING → +PONG), behind
- * bench/short-lived.ts's delay relay (--delay-ms each way, the connect modelled too), plain and
- * with TLS (redis-server's own). poolside runs as its own process (dist/main.js).
+ * the delay relay (bench/delay-relay.c, compiled with cc: --delay-ms each way, the connect modelled
+ * too), plain and with TLS (redis-server's own). poolside runs as its own process (dist/main.js).
  *
  *   npm run bench:tcp                        1 ms each way, 300 clients per target
  *   npm run bench:tcp -- --delay-ms 5 --clients 200
@@ -21,6 +21,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { makeCertificates } from '../test/helpers/tls.js';
+import { buildDelayRelay, checkDelay, delayRelayArgs } from './delay-relay.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const children: ChildProcess[] = [];
@@ -107,6 +108,7 @@ async function measure(target: Target, clients: number): Promise<number[]> {
 async function main(): Promise<void> {
   need('redis-server', 'redis-server');
   need('openssl', 'openssl');
+  need('cc', 'gcc');
   const mainJs = path.join(ROOT, 'dist', 'main.js');
   if (!fs.existsSync(mainJs)) throw new Error('dist/main.js missing: npm run build');
   const delayMs = option('--delay-ms', 1);
@@ -118,8 +120,9 @@ async function main(): Promise<void> {
     const redisArgs = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--maxclients', '10000'];
     start('redis-server', ['--port', String(plainPort), ...redisArgs], path.join(dir, 'redis.log'));
     start('redis-server', ['--port', '0', '--tls-port', String(tlsPort), '--tls-cert-file', certs.serverCertFile, '--tls-key-file', certs.serverKeyFile, '--tls-ca-cert-file', certs.caFile, '--tls-auth-clients', 'no', ...redisArgs], path.join(dir, 'redis-tls.log'));
+    const relayBinary = buildDelayRelay(dir);
     const relay = (listen: number, backend: number): void => {
-      start(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'short-lived.ts'), '--role', 'delay', String(listen), String(backend), String(delayMs)], path.join(dir, 'relay.log'));
+      start(relayBinary, delayRelayArgs(listen, backend, delayMs), path.join(dir, 'relay.log'));
     };
     relay(plainRelay, plainPort);
     relay(tlsRelay, tlsPort);
@@ -127,6 +130,10 @@ async function main(): Promise<void> {
     const directTls = client(() => tls.connect({ host: '127.0.0.1', port: tlsRelay, ca: fs.readFileSync(certs.caFile), servername: 'localhost' }), 'secureConnect');
     await waitFor('redis behind the delay relay', async () => (await direct()) > 0);
     await waitFor('redis with TLS behind the delay relay', async () => (await directTls()) > 0);
+    const check = checkDelay(relayBinary, plainRelay, 1, 2, 'PING\r\n');
+    const model =
+      `delay model, measured (one client, PING through the plain relay): round trip p50 ${check.rtt.p50?.toFixed(3) ?? '-'} ms, p99 ${check.rtt.p99?.toFixed(3) ?? '-'}; ` +
+      `connect + first reply p50 ${check.connect.p50?.toFixed(3) ?? '-'} ms, p99 ${check.connect.p99?.toFixed(3) ?? '-'} (the model alone: ${(2 * delayMs).toFixed(3)} and ${(4 * delayMs).toFixed(3)})`;
 
     // One poolside, four tcp pools: plain and TLS servers, each without and with a reset exchange.
     const ports = { plain: await freePort(), plainReset: await freePort(), tls: await freePort(), tlsReset: await freePort() };
@@ -174,6 +181,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       [
         `tcp relay: ${clients} sequential clients per target, each connect → PING → +PONG → close; server ${delayMs} ms away each way (delay relay, connect modelled)`,
+        model,
         '',
         '| target | p50 ms | p90 ms | p99 ms |',
         '|---|---|---|---|',
