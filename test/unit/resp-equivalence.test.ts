@@ -16,14 +16,17 @@ interface Outcome {
   held: number;
 }
 
-function decode(chunks: Buffer[], options: RespRequestDecoderOptions): Outcome {
+/** With `toggle`, the sink sets pre-AUTH-style limits after a request named SET and lifts them after GET, as AUTH and RESET do. */
+function decode(chunks: Buffer[], options: RespRequestDecoderOptions, toggle = false): Outcome {
   const frames: string[][] = [];
-  const decoder = new RespRequestDecoder(
+  const decoder: RespRequestDecoder = new RespRequestDecoder(
     {
       onRequest: (buf: Buffer, args: ArgView) => {
         const out = [text(buf)];
         for (let k = 0; k < args.count; k++) out.push(text(buf.subarray(args.starts[k], args.ends[k])));
         frames.push(out);
+        if (toggle && out[1] === 'SET') decoder.setLimits({ maxArgs: 3, maxArgBytes: 5 });
+        if (toggle && out[1] === 'GET') decoder.setLimits(null);
       },
     },
     options,
@@ -65,7 +68,7 @@ describe('RespRequestDecoder fast path (review, issue 12)', () => {
     // Near misses: leading zeros, negative and zero counts, counts past max, wrong lengths, bad CRLF, inline.
     const odd = fc.constantFrom(
       '*0\r\n', '*-1\r\n', '*-0\r\n', '*01\r\n$3\r\nGET\r\n', '*1\r\n$03\r\nGET\r\n', '*1\r\n$0\r\n\r\n', '*2\r\n$3\r\nGET\r\n$00\r\n\r\n',
-      '*1\r\n$3\r\nGETX\r\n', '*1\r\n$3\r\nGE\r\n', '*1\r\n$-1\r\n', '*1\r\n$3\nGET\r\n', '*1\n$3\r\nGET\r\n', '*1\r\n*3\r\n', '*\r\n',
+      '*1\r\n$3\r\nGETX\r\n', '*1\r\n$3\r\nSET\r\n', '*1\r\n$3\r\nGET\r\n', '*2\r\n$3\r\nSET\r\n$6\r\nabcdef\r\n', '*1\r\n$3\r\nGE\r\n', '*1\r\n$-1\r\n', '*1\r\n$3\nGET\r\n', '*1\n$3\r\nGET\r\n', '*1\r\n*3\r\n', '*\r\n',
       '*1234567890\r\n', '*1\r\n$1234567890\r\n', '*1\r\n$\r\n\r\n', '*3\r\n$3\r\nSET\r\n$1\r\nk\r\n', 'get k\r\n', 'set k "v w"\n',
       '\r\n', '\n', '*1\r\n$4\r\nPING\r\r', '*1x\r\n', '*1\r\n$3x\r\nGET\r\n', '*17\r\n', '*40\r\n', '*1\r\n$20\r\n', '*+1\r\n', '*1 \r\n',
     );
@@ -83,17 +86,17 @@ describe('RespRequestDecoder fast path (review, issue 12)', () => {
       return out;
     });
     fc.assert(
-      fc.property(stream, fc.array(fc.nat(), { maxLength: 8 }), options, (input, cuts, opts) => {
+      fc.property(stream, fc.array(fc.nat(), { maxLength: 8 }), options, fc.boolean(), (input, cuts, opts, toggle) => {
         let want: Outcome;
         try {
-          want = decode(bytewise(input), opts);
+          want = decode(bytewise(input), opts, toggle);
         } catch (error) {
           // An options combination the constructor refuses is not this property's business.
           if (error instanceof ProtocolError) throw error;
           return;
         }
-        expect(decode([input], opts)).toEqual(want);
-        expect(decode(cut(input, cuts), opts)).toEqual(want);
+        expect(decode([input], opts, toggle)).toEqual(want);
+        expect(decode(cut(input, cuts), opts, toggle)).toEqual(want);
       }),
       { numRuns: 3000 },
     );
