@@ -220,6 +220,7 @@ export class ServerPool implements ConnectionOwner {
     let connecting = 0;
     const shared = this.#shared;
     const stalled = this.#stalled;
+    let stalledOnly = false;
     for (let i = 0; i < shared.length; i++) {
       const conn = shared[i];
       if (!conn.ready) {
@@ -231,7 +232,11 @@ export class ServerPool implements ConnectionOwner {
         continue;
       }
       const inflight = conn.inflight;
-      if (inflight < PACK_DEPTH && !conn.receivingLarge && (stalled.size === 0 || !stalled.has(conn))) return conn;
+      if (inflight < PACK_DEPTH && !conn.receivingLarge) {
+        if (stalled.size === 0 || !stalled.has(conn)) return conn;
+        // Stalled, not full: another connection would wait on the same server, so none is opened for it.
+        stalledOnly = true;
+      }
       // Full: the least in flight on the wire; at a tie, the one already gathering this turn's write.
       if (best === null) {
         best = conn;
@@ -253,7 +258,7 @@ export class ServerPool implements ConnectionOwner {
       return retiring;
     }
     // Every ready connection is full: another one, for the requests after this one.
-    if (connecting === 0 && shared.length < this.#pool.connections.max) this.#open();
+    if (!stalledOnly && connecting === 0 && shared.length < this.#pool.connections.max) this.#open();
     return best;
   }
 

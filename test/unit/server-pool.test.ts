@@ -723,7 +723,7 @@ describe('ServerPool picking a shared connection (review)', () => {
   it('does not put a new request behind one the server has left unanswered past request_timeout/2 when another connection is idle', async () => {
     const fake = await pingServer();
     const clock = new FakeClock({ random: () => 0.5 });
-    const config = poolConfig(fake.port, { connections: { min: 2, max: 2 }, heartbeat: false, max_lifetime: 0, request_timeout: '1s' });
+    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0, request_timeout: '1s' });
     const { server } = serverPool(config, clock);
     server.start();
     await waitFor(() => ready(server) === 2, 'two ready connections');
@@ -736,6 +736,8 @@ describe('ServerPool picking a shared connection (review)', () => {
     // 600 ms into a request_timeout of 1 s: a request put behind it is evicted with it (SERVER_ERROR
     // for a write) when the deadline passes; before packing it went to the idle connection.
     expect(server.pickConnection()).not.toBe(stuck);
+    // A stalled connection is no reason to open another one.
+    expect(server.stats().connections.connecting).toBe(0);
     fake.resume();
     await waitFor(() => server.stats().inflight === 0, 'all answered');
   });
