@@ -108,6 +108,13 @@ export class ServerPool implements ConnectionOwner {
    * runs late after the loop was blocked cannot blame replies still waiting unread.
    */
   #suspects = new Set<Connection>();
+  /**
+   * Connections whose oldest request had no answer for half of request_timeout at the last sweep
+   * (a slow script, a stuck server): pickConnection puts nothing new behind them while another
+   * connection can take it, since an eviction at the deadline fails what is queued behind too.
+   * Rebuilt by every sweep.
+   */
+  #stalled = new Set<Connection>();
   #closed = false;
   /** protocol: tcp: every connection is exclusive, lent to one client for its life. */
   readonly #relay: boolean;
@@ -202,7 +209,9 @@ export class ServerPool implements ConnectionOwner {
    * proxy CPU per request with a server 1 ms away, and added latency. Redis runs one request at
    * a time whatever the connection, so a deeper pipeline on one connection costs no server time;
    * what a second connection does buy — a request not waiting behind a large reply in transit —
-   * is kept by skipping a connection receiving one. Only when every connection is that full does
+   * is kept by skipping a connection receiving one; and one whose oldest request has waited half
+   * of request_timeout (a slow script) is skipped too, as least-in-flight did, since evicting it at
+   * the deadline fails every request queued behind. Only when every connection is that full does
    * the least busy take it, and another connection is opened (up to max).
    */
   pickConnection(): Connection | null {
@@ -210,6 +219,8 @@ export class ServerPool implements ConnectionOwner {
     let retiring: Connection | null = null;
     let connecting = 0;
     const shared = this.#shared;
+    const stalled = this.#stalled;
+    let stalledOnly = false;
     for (let i = 0; i < shared.length; i++) {
       const conn = shared[i];
       if (!conn.ready) {
@@ -221,7 +232,11 @@ export class ServerPool implements ConnectionOwner {
         continue;
       }
       const inflight = conn.inflight;
-      if (inflight < PACK_DEPTH && !conn.receivingLarge) return conn;
+      if (inflight < PACK_DEPTH && !conn.receivingLarge) {
+        if (stalled.size === 0 || !stalled.has(conn)) return conn;
+        // Stalled, not full: another connection would wait on the same server, so none is opened for it.
+        stalledOnly = true;
+      }
       // Full: the least in flight on the wire; at a tie, the one already gathering this turn's write.
       if (best === null) {
         best = conn;
@@ -243,7 +258,7 @@ export class ServerPool implements ConnectionOwner {
       return retiring;
     }
     // Every ready connection is full: another one, for the requests after this one.
-    if (connecting === 0 && shared.length < this.#pool.connections.max) this.#open();
+    if (!stalledOnly && connecting === 0 && shared.length < this.#pool.connections.max) this.#open();
     return best;
   }
 
@@ -273,6 +288,7 @@ export class ServerPool implements ConnectionOwner {
     this.#exclusive.tick(now);
     const suspects = this.#suspects;
     this.#suspects = new Set();
+    if (this.#stalled.size > 0) this.#stalled = new Set();
     let idleAboveMin = this.#shared.length - connections.min;
     // Backwards: destroy() removes the connection from #shared through onClose.
     for (let i = this.#shared.length - 1; i >= 0; i--) {
@@ -298,7 +314,9 @@ export class ServerPool implements ConnectionOwner {
       }
       if (conn.inflight > 0) {
         // From when the oldest request was written (or last read), never from an idle-time mark.
-        if (requestTimeoutMs > 0 && conn.stalledFor(now) >= requestTimeoutMs) {
+        const stalledFor = requestTimeoutMs > 0 ? conn.stalledFor(now) : 0;
+        if (requestTimeoutMs > 0 && stalledFor * 2 >= requestTimeoutMs) this.#stalled.add(conn);
+        if (requestTimeoutMs > 0 && stalledFor >= requestTimeoutMs) {
           const message = `no response for ${requestTimeoutMs}ms`;
           // Matched by id, the stuck requests fail alone; in order, the connection is stuck behind them.
           if (suspects.has(conn)) {

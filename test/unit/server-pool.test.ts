@@ -718,3 +718,27 @@ describe('ServerPool picking a shared connection', () => {
     expect(server.pickConnection()).toBe(first);
   });
 });
+
+describe('ServerPool picking a shared connection (review)', () => {
+  it('does not put a new request behind one the server has left unanswered past request_timeout/2 when another connection is idle', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0, request_timeout: '1s' });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 2, 'two ready connections');
+    fake.pause(); // a slow script: nothing is answered
+    const stuck = server.pickConnection();
+    if (stuck === null) throw new Error('no ready connection');
+    stuck.send(Buffer.from(PING), ignore);
+    await waitFor(() => fake.pings >= 3, 'the slow request on the wire');
+    sweepAt(clock, server, clock.now() + 600);
+    // 600 ms into a request_timeout of 1 s: a request put behind it is evicted with it (SERVER_ERROR
+    // for a write) when the deadline passes; before packing it went to the idle connection.
+    expect(server.pickConnection()).not.toBe(stuck);
+    // A stalled connection is no reason to open another one.
+    expect(server.stats().connections.connecting).toBe(0);
+    fake.resume();
+    await waitFor(() => server.stats().inflight === 0, 'all answered');
+  });
+});
