@@ -202,7 +202,8 @@ export class ServerPool implements ConnectionOwner {
   /**
    * The shared connection for a request that has no connection of its own yet, or null when none
    * is ready. Requests are packed: the first ready connection (oldest first) with fewer than
-   * PACK_DEPTH requests in flight and no large response arriving takes it. Requests that arrive
+   * PACK_DEPTH requests on the wire and no large response arriving takes it (what this turn queued
+   * is not on the wire yet, so a turn's requests all go to one connection, in one write). Requests that arrive
    * together, or while earlier ones are on the wire, then leave in one write and come back in one
    * read (one server wakeup, one read syscall for many replies) instead of being dealt out one
    * per connection: on the short-lived workload, spreading over two connections cost ~40 % more
@@ -231,8 +232,10 @@ export class ServerPool implements ConnectionOwner {
         retiring = conn;
         continue;
       }
-      const inflight = conn.inflight;
-      if (inflight < PACK_DEPTH && !conn.receivingLarge) {
+      // On the wire: written and unanswered. What this turn has queued but not written yet does not
+      // count, so every request of one turn goes to the same connection, in one write.
+      const onWire = conn.inflight - conn.unwritten;
+      if (onWire < PACK_DEPTH && !conn.receivingLarge) {
         if (stalled.size === 0 || !stalled.has(conn)) return conn;
         // Stalled, not full: another connection would wait on the same server, so none is opened for it.
         stalledOnly = true;
@@ -242,7 +245,6 @@ export class ServerPool implements ConnectionOwner {
         best = conn;
         continue;
       }
-      const onWire = inflight - conn.unwritten;
       const bestOnWire = best.inflight - best.unwritten;
       if (onWire < bestOnWire || (onWire === bestOnWire && conn.unwritten > best.unwritten)) best = conn;
     }

@@ -634,13 +634,20 @@ describe('connection lifetime', () => {
     await waitFor(() => atMin(proxy, 2), 'the pool at min', 2000);
   });
 
-  /** Pipelined bursts from many clients until the pool has grown to at least `want` connections. */
+  /**
+   * Pipelined bursts from many clients until the pool has grown to at least `want` connections.
+   * The bursts are staggered: requests arriving in one turn all go to one connection (packing), so
+   * the pool grows only when later turns find every connection with 16 or more on the wire.
+   */
   async function growPool(proxy: Proxy, want: number): Promise<number> {
     const clients = await Promise.all(Array.from({ length: 12 }, async () => cleanup.add(await RawClient.connect(portOf(proxy)), (c) => c.destroy())));
     let peak = 0;
     const deadline = performance.now() + 5000;
     while (peak < want && performance.now() < deadline) {
-      for (const client of clients) for (let i = 0; i < 64; i++) client.send('GET', 'burst');
+      for (const client of clients) {
+        for (let i = 0; i < 64; i++) client.send('GET', 'burst');
+        await new Promise((resolve) => setImmediate(resolve));
+      }
       await Promise.all(clients.map((client) => client.take(64)));
       const { idle, active, connecting } = stats(proxy).connections;
       peak = Math.max(peak, idle + active + connecting);

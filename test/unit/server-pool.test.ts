@@ -604,11 +604,12 @@ describe('ServerPool request deadlines after a blocked event loop', () => {
 });
 
 describe('ServerPool lifetime', () => {
-  /** Opens one connection above min: the ready one gets 16 requests in flight, then a pick grows the pool. */
+  /** Opens one connection above min: the ready one gets 16 requests on the wire, then a pick grows the pool. */
   async function growToTwo(server: ServerPool): Promise<void> {
     const busy = server.pickConnection();
     if (busy === null) throw new Error('no ready connection');
     for (let i = 0; i < 16; i++) busy.send(Buffer.from(PING), ignore);
+    await new Promise((resolve) => setImmediate(resolve)); // written: on the wire
     server.pickConnection();
     expect(server.stats().connections.connecting).toBe(1);
     await waitFor(() => ready(server) === 2 && server.stats().inflight === 0, 'a second connection, ready and idle');
@@ -688,7 +689,7 @@ describe('ServerPool lifetime', () => {
 });
 
 describe('ServerPool picking a shared connection', () => {
-  it('packs requests onto the first connection until it has 16 in flight, then the next; the pool grows only when every connection is that full', async () => {
+  it('packs requests onto the first connection until it has 16 on the wire, then the next; the pool grows only when every connection is that full', async () => {
     const fake = await pingServer();
     const clock = new FakeClock({ random: () => 0.5 });
     const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0 });
@@ -702,6 +703,9 @@ describe('ServerPool picking a shared connection', () => {
       if (conn === null) throw new Error('no ready connection');
       picked.push(conn);
       conn.send(Buffer.from(PING), ignore);
+      // Written at the end of the turn: on the wire from then on. (Requests of one turn all go to
+      // one connection, whatever it has queued: the next test.)
+      await new Promise((resolve) => setImmediate(resolve));
     }
     const first = picked[0] as Connection;
     const second = picked[16] as Connection;
@@ -716,6 +720,25 @@ describe('ServerPool picking a shared connection', () => {
     await waitFor(() => ready(server) === 3, 'the third connection ready');
     // Idle again: the first connection takes requests first.
     expect(server.pickConnection()).toBe(first);
+  });
+
+  it('sends every request queued in one turn on one connection, in one write, however many there are', async () => {
+    const fake = await pingServer();
+    const clock = new FakeClock({ random: () => 0.5 });
+    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0 });
+    const { server } = serverPool(config, clock);
+    server.start();
+    await waitFor(() => ready(server) === 2, 'two ready connections');
+    const picked = new Set<Connection>();
+    for (let i = 0; i < 40; i++) {
+      const conn = server.pickConnection();
+      if (conn === null) throw new Error('no ready connection');
+      picked.add(conn);
+      conn.send(Buffer.from(PING), ignore);
+    }
+    expect(picked.size).toBe(1);
+    expect(server.stats().connections.connecting).toBe(0);
+    await waitFor(() => server.stats().inflight === 0, 'all answered');
   });
 });
 
