@@ -689,13 +689,19 @@ describe('ServerPool lifetime', () => {
 });
 
 describe('ServerPool picking a shared connection', () => {
-  it('packs requests onto the first connection until it has 16 on the wire, then the next; the pool grows only when every connection is that full', async () => {
+  /** Two ready connections (max 3) to a PING server, heartbeats and lifetimes off. */
+  async function twoReadyConnections(pool: Record<string, unknown> = {}): Promise<{ fake: PingServer; clock: FakeClock; server: ServerPool }> {
     const fake = await pingServer();
     const clock = new FakeClock({ random: () => 0.5 });
-    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0 });
+    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0, ...pool });
     const { server } = serverPool(config, clock);
     server.start();
     await waitFor(() => ready(server) === 2, 'two ready connections');
+    return { fake, clock, server };
+  }
+
+  it('packs requests onto the first connection until it has 16 on the wire, then the next; the pool grows only when every connection is that full', async () => {
+    const { fake, server } = await twoReadyConnections();
     fake.pause(); // nothing is answered: what is in flight stays in flight
     const picked: Connection[] = [];
     for (let i = 0; i < 33; i++) {
@@ -723,12 +729,7 @@ describe('ServerPool picking a shared connection', () => {
   });
 
   it('sends every request queued in one turn on one connection, in one write, however many there are', async () => {
-    const fake = await pingServer();
-    const clock = new FakeClock({ random: () => 0.5 });
-    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0 });
-    const { server } = serverPool(config, clock);
-    server.start();
-    await waitFor(() => ready(server) === 2, 'two ready connections');
+    const { server } = await twoReadyConnections();
     const picked = new Set<Connection>();
     for (let i = 0; i < 40; i++) {
       const conn = server.pickConnection();
@@ -740,16 +741,9 @@ describe('ServerPool picking a shared connection', () => {
     expect(server.stats().connections.connecting).toBe(0);
     await waitFor(() => server.stats().inflight === 0, 'all answered');
   });
-});
 
-describe('ServerPool picking a shared connection (review)', () => {
   it('does not put a new request behind one the server has left unanswered past request_timeout/2 when another connection is idle', async () => {
-    const fake = await pingServer();
-    const clock = new FakeClock({ random: () => 0.5 });
-    const config = poolConfig(fake.port, { connections: { min: 2, max: 3 }, heartbeat: false, max_lifetime: 0, request_timeout: '1s' });
-    const { server } = serverPool(config, clock);
-    server.start();
-    await waitFor(() => ready(server) === 2, 'two ready connections');
+    const { fake, clock, server } = await twoReadyConnections({ request_timeout: '1s' });
     fake.pause(); // a slow script: nothing is answered
     const stuck = server.pickConnection();
     if (stuck === null) throw new Error('no ready connection');
