@@ -92,15 +92,15 @@ export class ClientOutput {
   /** The 'drain' listener, added the first time the socket holds back bytes (most clients never make it). */
   #onDrain: (() => void) | null = null;
 
+  /** Scratch for one chunk's pieces, shared by every output: filled and emptied within one #pump. */
+  static readonly #batch: Buffer[] = [];
+
   /**
    * Outputs written to this turn, flushed by one process.nextTick for all of them, run when the
    * callback that wrote them returns (as a microtask would be). Not queueMicrotask: Node's costs
    * an AsyncResource and a bound function per call (~270 bytes; a nextTick's object is a third of
    * that), and a client sending one command at a time gets one turn per reply.
    */
-  /** Scratch for one chunk's pieces, shared by every output: filled and emptied within one #pump. */
-  static readonly #batch: Buffer[] = [];
-
   static readonly #written: ClientOutput[] = [];
   static #flushQueued = false;
 
