@@ -29,6 +29,7 @@ import { applySocketPermissions, formatAddress, listen } from './listener.js';
 import { packageVersion, registerMetrics } from './metrics.js';
 import type { ConfigStatus } from './metrics.js';
 import { Pool } from './pool/pool.js';
+import { sendQueuedWrites } from './util/turn-writes.js';
 import type { ClientInfo, PoolClient, PoolStats } from './pool/pool.js';
 import type { Clock, Timer } from './util/clock.js';
 import { systemClock } from './util/clock.js';
@@ -435,6 +436,8 @@ export class Proxy {
   }
 
   #accept(listener: ListenerRecord, socket: net.Socket): void {
+    // Setting up a client costs tens of µs: requests read earlier in this turn go out first.
+    sendQueuedWrites();
     const pool = listener.pool;
     if (pool.clients >= pool.config.clients.max) {
       pool.counters.clientsRejected++;

@@ -1,7 +1,7 @@
 /**
  * One persistent socket from poolside to a server.
  *
- *   send(bytes, target) ──▶ #out ──(setImmediate: writeBatch, one write per turn)──▶ server
+ *   send(bytes, target) ──▶ #out ──(end of turn, or sooner: util/turn-writes; one writeBatch)──▶ server
  *                      └──▶ #inflight FIFO: targets in the order their requests were written
  *   server ──▶ response decoder ──▶ onResponse(bytes) ──▶ #inflight.shift().onResponse(bytes)
  *                                  └─▶ onResponsePart(piece, end) ──▶ #inflight.peek().onResponsePart(piece, end)
@@ -24,6 +24,7 @@ import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
+import { flushAtEndOfTurn, sendQueuedWrites } from '../util/turn-writes.js';
 import { writeBatch } from '../util/write-batch.js';
 import { WriteTimes } from './write-times.js';
 
@@ -694,7 +695,7 @@ export class Connection implements ResponseSink {
     this.#out.push(bytes);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setImmediate(this.#flush);
+      flushAtEndOfTurn(this.#flush);
     }
   }
 
@@ -966,6 +967,8 @@ export class Connection implements ResponseSink {
   }
 
   #onData(chunk: Buffer): void {
+    // Requests read earlier in this turn go out before this read's replies are written to their clients.
+    sendQueuedWrites();
     this.#reads++;
     this.#lastReadAt = this.#clock.now();
     if (this.#settings.raw) {
