@@ -29,6 +29,7 @@ import { applySocketPermissions, formatAddress, listen } from './listener.js';
 import { packageVersion, registerMetrics } from './metrics.js';
 import type { ConfigStatus } from './metrics.js';
 import { Pool } from './pool/pool.js';
+import { Roster } from './util/roster.js';
 import { sendQueuedWrites } from './util/turn-writes.js';
 import type { ClientInfo, PoolClient, PoolStats } from './pool/pool.js';
 import type { Clock, Timer } from './util/clock.js';
@@ -109,7 +110,7 @@ export class Proxy {
   #config: Config;
   #pools = new Map<string, Pool>();
   #listeners: ListenerRecord[] = [];
-  readonly #sessions = new Set<Session>();
+  readonly #sessions = new Roster<Session>();
   /** Pools replaced or removed by a reload, until their last client leaves (or their deadline). */
   readonly #retiring = new Map<Pool, { deadline: Timer; check: Timer }>();
   readonly #log: Logger;
@@ -372,7 +373,7 @@ export class Proxy {
   /** Every session's onClose: one function for all of them, not a closure per client. */
   readonly #onSessionClosed = (session: Session, pool: Pool): void => {
     pool.removeClient(session);
-    this.#sessions.delete(session);
+    this.#sessions.remove(session.id);
     this.#afterClientLeft(pool);
   };
 
@@ -499,14 +500,14 @@ export class Proxy {
     }
     this.#retiring.clear();
     const pools = [...this.#pools.values(), ...retiring];
-    for (const session of this.#sessions) session.drain();
+    for (const session of this.#sessions.snapshot()) session.drain();
     if (this.#sessions.size > 0) {
       this.#log.info('shutting down: stopped accepting; waiting for clients to finish', { clients: this.#sessions.size, timeout_ms: Math.max(0, Math.round(deadline - clock.now())) });
     }
     while (this.#sessions.size > 0 && clock.now() < deadline) {
       await sleep(Math.min(DRAIN_CHECK_MS, Math.max(1, deadline - clock.now())));
       // Clients that finished their requests since, and went quiet, are closed now.
-      for (const session of this.#sessions) session.drain();
+      for (const session of this.#sessions.snapshot()) session.drain();
     }
     let cutOff = 0;
     const held: Record<string, number> = {};
@@ -524,7 +525,7 @@ export class Proxy {
       // They were ended between replies; give the last bytes a moment to leave, then drop what is left.
       const flushBy = clock.now() + 500;
       while (this.#sessions.size > 0 && clock.now() < flushBy) await sleep(10);
-      for (const session of this.#sessions) session.close();
+      for (const session of this.#sessions.snapshot()) session.close();
     }
     if (cutOff > 0) this.#log.warn('shutdown: clients cut off at shutdown.timeout', { reason: 'shutdown', clients: cutOff, ...held });
     await Promise.all(pools.map((pool) => pool.close()));

@@ -23,6 +23,7 @@ import { Fifo } from '../util/fifo.js';
 import { Histogram, REQUEST_BUCKETS, WAIT_BUCKETS } from '../util/histogram.js';
 import type { Logger } from '../util/log.js';
 import { ClientLimits } from '../session/limits.js';
+import { Roster } from '../util/roster.js';
 import type { ServerHealth } from './health.js';
 import { ServerPool } from './server-pool.js';
 import type { ServerPoolEvents, ServerStats } from './server-pool.js';
@@ -156,7 +157,7 @@ export class Pool implements ServerPoolEvents {
   readonly counters: PoolCounters;
   /** What each client may make poolside hold (clients.output_buffer, clients.input_buffer). */
   readonly clientLimits: ClientLimits;
-  readonly #clients = new Map<number, PoolClient>();
+  readonly #clients = new Roster<PoolClient>();
   /** Requests held by waiting sessions (for /stats; queue.max bounds the sessions, not these). */
   waitingRequests = 0;
   /** The configured servers (failover, ketama); a cluster pool's nodes are its topology's. */
@@ -285,11 +286,11 @@ export class Pool implements ServerPoolEvents {
   }
 
   addClient(client: PoolClient): void {
-    this.#clients.set(client.id, client);
+    this.#clients.add(client);
   }
 
   removeClient(client: PoolClient): void {
-    this.#clients.delete(client.id);
+    this.#clients.remove(client.id);
   }
 
   /** A connected client of this pool by its poolside id. */
@@ -297,8 +298,9 @@ export class Pool implements ServerPoolEvents {
     return this.#clients.get(id);
   }
 
-  connectedClients(): IterableIterator<PoolClient> {
-    return this.#clients.values();
+  /** The clients connected now (a copy: the caller may close them as it goes). */
+  connectedClients(): PoolClient[] {
+    return this.#clients.snapshot();
   }
 
   /**
@@ -388,7 +390,7 @@ export class Pool implements ServerPoolEvents {
       // One pass over the clients, no timer per client: a client is closed at most a quarter of
       // idle_timeout (and never more than a second) late.
       this.#nextIdleCheck = now + Math.min(1000, Math.max(10, idleMs / 4));
-      for (const client of this.#clients.values()) {
+      for (const client of this.#clients.snapshot()) {
         if (client.closeIfIdle(now, idleMs)) this.counters.clientsIdleClosed++;
       }
     }

@@ -1,0 +1,66 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Roster } from '../../src/util/roster.js';
+
+interface Member {
+  readonly id: number;
+}
+
+describe('Roster', () => {
+  it('adds, finds and removes by id; removing fills the gap with the last member', () => {
+    const roster = new Roster<Member>();
+    const [a, b, c] = [{ id: 1 }, { id: 2 }, { id: 3 }];
+    roster.add(a);
+    roster.add(b);
+    roster.add(c);
+    expect(roster.size).toBe(3);
+    expect(roster.remove(1)).toBe(true);
+    expect(roster.remove(1)).toBe(false);
+    expect(roster.get(1)).toBeUndefined();
+    expect(roster.get(3)).toBe(c);
+    expect(roster.get(2)).toBe(b);
+    expect(roster.snapshot()).toEqual([c, b]);
+    expect(roster.size).toBe(2);
+  });
+
+  it('refuses an id that is already a member', () => {
+    const roster = new Roster<Member>();
+    roster.add({ id: 7 });
+    expect(() => roster.add({ id: 7 })).toThrow('id 7 is already a member');
+  });
+
+  it('a loop over the snapshot may remove members', () => {
+    const roster = new Roster<Member>();
+    for (let id = 1; id <= 5; id++) roster.add({ id });
+    const seen: number[] = [];
+    for (const member of roster.snapshot()) {
+      seen.push(member.id);
+      roster.remove(member.id);
+    }
+    expect(seen.sort()).toEqual([1, 2, 3, 4, 5]);
+    expect(roster.size).toBe(0);
+  });
+
+  it('behaves like a Map from id to member under any adds and removes', () => {
+    const op = fc.oneof(fc.record({ add: fc.integer({ min: 1, max: 40 }) }), fc.record({ remove: fc.integer({ min: 1, max: 40 }) }));
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+        const roster = new Roster<Member>();
+        const model = new Map<number, Member>();
+        for (const o of ops) {
+          if ('add' in o) {
+            if (model.has(o.add)) continue;
+            const member = { id: o.add };
+            roster.add(member);
+            model.set(o.add, member);
+          } else {
+            expect(roster.remove(o.remove)).toBe(model.delete(o.remove));
+          }
+          expect(roster.size).toBe(model.size);
+        }
+        for (let id = 1; id <= 40; id++) expect(roster.get(id)).toBe(model.get(id));
+        expect(new Set(roster.snapshot())).toEqual(new Set(model.values()));
+      }),
+    );
+  });
+});
