@@ -42,6 +42,21 @@ describe('client identity', () => {
     expect(((await a.call('CLIENT', 'LIST', 'ID', String(idB))) as string).trim().split('\n')).toHaveLength(1);
   });
 
+  it('lists clients in the order they connected, as Redis does, also after one in the middle left', async () => {
+    const { port } = await startRedisAndProxy(cleanup);
+    const clients = [await raw(port), await raw(port), await raw(port), await raw(port)];
+    const ids: number[] = [];
+    for (const c of clients) ids.push((await c.call('CLIENT', 'ID')) as number);
+    const listed = async (): Promise<number[]> => {
+      const list = (await clients[0].call('CLIENT', 'LIST')) as string;
+      return list.trim().split('\n').map((line) => Number(/^id=(\d+) /.exec(line)?.[1]));
+    };
+    expect(await listed()).toEqual(ids);
+    clients[1].destroy();
+    await waitFor(async () => (await listed()).length === 3, 'the closed client to leave CLIENT LIST');
+    expect(await listed()).toEqual([ids[0], ids[2], ids[3]]);
+  });
+
   it('kills a client of this pool by its poolside id and refuses the filters it cannot honour', async () => {
     const { port } = await startRedisAndProxy(cleanup);
     const a = await raw(port);

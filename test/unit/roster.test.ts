@@ -7,7 +7,7 @@ interface Member {
 }
 
 describe('Roster', () => {
-  it('adds, finds and removes by id; removing fills the gap with the last member', () => {
+  it('adds, finds and removes by id; the others keep the order they were added in', () => {
     const roster = new Roster<Member>();
     const [a, b, c] = [{ id: 1 }, { id: 2 }, { id: 3 }];
     roster.add(a);
@@ -19,7 +19,7 @@ describe('Roster', () => {
     expect(roster.get(1)).toBeUndefined();
     expect(roster.get(3)).toBe(c);
     expect(roster.get(2)).toBe(b);
-    expect(roster.snapshot()).toEqual([c, b]);
+    expect(roster.snapshot()).toEqual([b, c]);
     expect(roster.size).toBe(2);
   });
 
@@ -44,7 +44,7 @@ describe('Roster', () => {
   it('behaves like a Map from id to member under any adds and removes', () => {
     const op = fc.oneof(fc.record({ add: fc.integer({ min: 1, max: 40 }) }), fc.record({ remove: fc.integer({ min: 1, max: 40 }) }));
     fc.assert(
-      fc.property(fc.array(op, { maxLength: 200 }), (ops) => {
+      fc.property(fc.array(op, { maxLength: 400 }), (ops) => {
         const roster = new Roster<Member>();
         const model = new Map<number, Member>();
         for (const o of ops) {
@@ -59,8 +59,32 @@ describe('Roster', () => {
           expect(roster.size).toBe(model.size);
         }
         for (let id = 1; id <= 40; id++) expect(roster.get(id)).toBe(model.get(id));
-        expect(new Set(roster.snapshot())).toEqual(new Set(model.values()));
+        // In insertion order, as the Map iterates (CLIENT LIST lists the oldest client first).
+        expect(roster.snapshot()).toEqual([...model.values()]);
       }),
     );
+  });
+});
+
+describe('Roster under churn', () => {
+  it('keeps the order and finds every member while most of them come and go', () => {
+    const roster = new Roster<Member>();
+    const model = new Map<number, Member>();
+    let next = 1;
+    for (let round = 0; round < 5000; round++) {
+      const member = { id: next++ };
+      roster.add(member);
+      model.set(member.id, member);
+      // Mostly the oldest leave (short-lived clients), sometimes one in the middle or the newest.
+      const ids = [...model.keys()];
+      const leaving = round % 7 === 0 ? ids[ids.length - 1] : round % 3 === 0 ? ids[ids.length >> 1] : ids[0];
+      if (model.size > 20 || round % 5 === 0) {
+        expect(roster.remove(leaving)).toBe(true);
+        model.delete(leaving);
+      }
+    }
+    expect(roster.size).toBe(model.size);
+    expect(roster.snapshot()).toEqual([...model.values()]);
+    for (const [id, member] of model) expect(roster.get(id)).toBe(member);
   });
 });
