@@ -16,6 +16,8 @@
 /** The flushes queued this turn, in the order their connections first queued bytes. */
 const queued: (() => void)[] = [];
 let endOfTurnScheduled = false;
+/** sendQueuedWrites() is running its list now. */
+let running = false;
 
 function endOfTurn(): void {
   endOfTurnScheduled = false;
@@ -34,9 +36,17 @@ export function flushAtEndOfTurn(flush: () => void): void {
   }
 }
 
-/** Runs every queued flush now: before work in a turn that a request read earlier should not wait behind. */
+/**
+ * Runs every queued flush now: before work in a turn that a request read earlier should not wait behind.
+ * Called again from inside a flush (a write that set off work calling it), it returns at once: the
+ * call already running runs everything queued, also what is queued after it began. Running the
+ * list from both calls would have the outer one splice away flushes queued after the inner one
+ * finished, never run, their connections' "scheduled" flags set for good (they would write nothing
+ * again).
+ */
 export function sendQueuedWrites(): void {
-  if (queued.length === 0) return;
+  if (queued.length === 0 || running) return;
+  running = true;
   // By index: a flush that leads to another connection queueing bytes appends to this same list.
   let done = 0;
   try {
@@ -47,6 +57,7 @@ export function sendQueuedWrites(): void {
     }
   } finally {
     // A flush that threw is not run again; the ones behind it still are, at the end of the turn.
+    running = false;
     queued.splice(0, done);
     if (queued.length > 0 && !endOfTurnScheduled) {
       endOfTurnScheduled = true;

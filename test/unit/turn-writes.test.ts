@@ -51,3 +51,49 @@ describe('turn writes', () => {
     expect(ran).toEqual(['b']);
   });
 });
+
+/** A connection's side of the contract: one flush queued per batch, its flag cleared when it runs. */
+class FakeConnection {
+  #scheduled = false;
+  #out: string[] = [];
+  readonly written: string[] = [];
+  /** Runs inside the next flush, once (what a write might set off synchronously). */
+  duringFlush: (() => void) | null = null;
+
+  send(bytes: string): void {
+    this.#out.push(bytes);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      flushAtEndOfTurn(this.#flush);
+    }
+  }
+
+  readonly #flush = (): void => {
+    this.#scheduled = false;
+    this.written.push(...this.#out);
+    this.#out = [];
+    const during = this.duringFlush;
+    this.duringFlush = null;
+    during?.();
+  };
+}
+
+describe('turn writes re-entered', () => {
+  it('sendQueuedWrites called from inside a flush strands no connection queued after it', async () => {
+    const [a, b, c] = [new FakeConnection(), new FakeConnection(), new FakeConnection()];
+    a.send('a1');
+    b.send('b1');
+    a.duringFlush = () => {
+      sendQueuedWrites();
+      c.send('c1');
+    };
+    sendQueuedWrites();
+    await endOfTurn();
+    expect([a.written, b.written, c.written]).toEqual([['a1'], ['b1'], ['c1']]);
+    // And c's next batch is written too: its "scheduled" flag did not stay set.
+    c.send('c2');
+    await endOfTurn();
+    expect(c.written).toEqual(['c1', 'c2']);
+  });
+
+});
