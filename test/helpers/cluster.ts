@@ -74,8 +74,8 @@ export class ClusterNode {
   }
 
   /** @internal */
-  pause(): void {
-    this.#server.signal('SIGSTOP');
+  async pause(): Promise<void> {
+    await this.#server.freeze();
     this.#state = 'paused';
   }
 
@@ -344,9 +344,9 @@ export class RedisCluster {
     await this.waitStable();
   }
 
-  /** SIGSTOP: the node keeps its sockets and answers nothing, as a frozen host would. */
-  pause(node: ClusterNode): void {
-    node.pause();
+  /** SIGSTOP: the node keeps its sockets and answers nothing, as a frozen host would (stopped on return). */
+  async pause(node: ClusterNode): Promise<void> {
+    await node.pause();
   }
 
   /** SIGCONT: does not wait; call waitStable() to wait for the node to catch up. */

@@ -57,6 +57,33 @@ export async function waitFor(check: () => boolean | Promise<boolean>, what: str
 }
 
 /**
+ * SIGSTOPs a child and waits until every one of its threads is stopped. kill() returns once the
+ * signal is queued: the kernel wakes one thread to start the group stop, and on a loaded machine
+ * that thread can wait in the run queue while the others (memcached's workers) go on answering.
+ * A test that freezes a server and at once sends it a request needs the freeze to have happened.
+ */
+export async function freezeProcess(child: ChildProcess | null): Promise<void> {
+  const pid = child?.pid;
+  if (child === null || pid === undefined || child.exitCode !== null || child.signalCode !== null) {
+    throw new Error('cannot freeze a process that is not running');
+  }
+  child.kill('SIGSTOP');
+  const taskDir = `/proc/${pid}/task`;
+  const stopped = (tid: string): boolean => {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(path.join(taskDir, tid, 'stat'), 'utf8');
+    } catch {
+      return true; // the thread exited
+    }
+    // The state is the first field after the command name, which is in parentheses and may hold spaces.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state === 'T' || state === 't';
+  };
+  await waitFor(() => fs.readdirSync(taskDir).every(stopped), `pid ${pid}'s threads to stop (SIGSTOP)`, 5000, 1);
+}
+
+/**
  * A redis-server that speaks only TLS: `--tls-port` on the server's port, `--port 0`. PEM files
  * (test/helpers/tls.ts makes them); `authClients` is redis's `tls-auth-clients`.
  */
@@ -116,6 +143,11 @@ export class RedisServer {
 
   signal(sig: NodeJS.Signals): void {
     this.#child?.kill(sig);
+  }
+
+  /** SIGSTOP, and wait until the server's every thread is stopped: see freezeProcess. */
+  async freeze(): Promise<void> {
+    await freezeProcess(this.#child);
   }
 
   /** Kills the process (SIGKILL) and waits for it to be gone. */
@@ -246,6 +278,11 @@ export class MemcachedServer {
 
   signal(sig: NodeJS.Signals): void {
     this.#child?.kill(sig);
+  }
+
+  /** SIGSTOP, and wait until the server's every thread is stopped: see freezeProcess. */
+  async freeze(): Promise<void> {
+    await freezeProcess(this.#child);
   }
 
   /** Kills the process (SIGKILL) and waits for it to be gone. */

@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { freePort, requireBinary, tempDir, waitFor } from './servers.js';
+import { freePort, freezeProcess, requireBinary, tempDir, waitFor } from './servers.js';
 
 const running = new Set<ChildProcess>();
 process.once('exit', () => {
@@ -191,6 +191,11 @@ export class ThriftServer {
 
   signal(sig: NodeJS.Signals): void {
     this.#child?.kill(sig);
+  }
+
+  /** SIGSTOP, and wait until the server's every thread is stopped: see freezeProcess. */
+  async freeze(): Promise<void> {
+    await freezeProcess(this.#child);
   }
 
   async kill(): Promise<void> {

@@ -121,7 +121,7 @@ describe('/metrics after real traffic', () => {
 
     // A frozen server keeps the request in flight: one connection is active until it thaws.
     const c = await client(proxy);
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     const reply = c.get('metrics:frozen');
     try {
       m = await untilMetrics(proxy, 'one active connection', (x) => connections(x, 'active') === 1);

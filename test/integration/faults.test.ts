@@ -258,7 +258,7 @@ describe('a frozen server (SIGSTOP)', () => {
     expect(await client.set('frozen:before', '1')).toBe('OK');
     expect(await first.command('EXISTS', 'frozen:before')).toBe(':1\r\n');
 
-    first.signal('SIGSTOP');
+    await first.freeze();
     const evicted = await waitFor(
       () => stats(proxy, 0).counters.connectionsClosed.heartbeat_failed >= 2,
       'both idle connections evicted by heartbeat',
@@ -299,7 +299,7 @@ describe('a frozen server (SIGSTOP)', () => {
     await waitFor(() => atMin(proxy, 2, 0) && atMin(proxy, 2, 1), 'both servers at min');
     const client = await connectRedis(cleanup, portOf(proxy));
 
-    first.signal('SIGSTOP');
+    await first.freeze();
     await waitFor(() => stats(proxy, 0).health.kind === 'ejected', 'first server ejected', detectionBound + 3000);
     const health = stats(proxy, 0).health;
     if (health.kind !== 'ejected') throw new Error('not ejected');

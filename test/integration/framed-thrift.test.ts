@@ -70,7 +70,7 @@ describe('framed: Apache Thrift (TFramedTransport, Python)', () => {
     const proxy = await proxyFor(server, { connections: { min: 2, max: 2 } });
     await waitFor(() => server0(proxy).counters.lastHeartbeatSuccess > 0, 'a ping() heartbeat answered', 5000);
     expect(server0(proxy).counters.heartbeatFailures).toEqual({ timeout: 0, error: 0 });
-    server.signal('SIGSTOP');
+    await server.freeze();
     await waitFor(() => server0(proxy).counters.connectionsClosed.heartbeat_failed >= 1, 'a heartbeat_failed eviction', 10_000);
     expect(server0(proxy).counters.heartbeatFailures.timeout).toBeGreaterThanOrEqual(2);
     server.signal('SIGCONT');

@@ -180,7 +180,7 @@ describe('ketama fan-out (memcached)', () => {
     await setAll(setup, { [a]: 'A', [b]: 'B', [cKey]: 'C' });
 
     const frozen = servers[2];
-    frozen.signal('SIGSTOP');
+    await frozen.freeze();
     cleanup.add(frozen, (s) => s.signal('SIGCONT'));
     const client = await connectMc(cleanup, portOf(proxy));
     const other = await connectMc(cleanup, portOf(proxy));

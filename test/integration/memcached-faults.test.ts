@@ -76,7 +76,7 @@ describe('memcached faults', () => {
     await roundTrip(client, 'before', 'x');
     expect(await first.command('get before\r\n')).toBe('VALUE before 0 1\r\nx\r\nEND\r\n');
 
-    first.signal('SIGSTOP');
+    await first.freeze();
     await waitFor(() => stats(proxy, 0).counters.connectionsClosed.heartbeat_failed >= 2, 'both connections evicted by heartbeat', 5000);
     await waitFor(() => stats(proxy, 0).health.kind === 'ejected', 'first server ejected', 3000);
     for (let i = 0; i < 20; i++) await roundTrip(client, `frozen:${i}`, `v${i}`);
@@ -126,7 +126,7 @@ describe('memcached faults', () => {
     await waitFor(() => atMin(proxy, 1), 'one ready connection');
     const client = await connectMc(cleanup, portOf(proxy));
     await roundTrip(client, 'k', 'v');
-    memcached.signal('SIGSTOP');
+    await memcached.freeze();
     client.write('mg k v q\r\nset k 0 0 1 noreply\r\nx\r\nget k\r\n');
     // The oldest request in flight timed out; the others fail with the connection it evicted.
     const replies = await client.take(2, 5000);

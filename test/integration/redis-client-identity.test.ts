@@ -133,7 +133,7 @@ describe('WAIT', () => {
     const a = await raw(portOf(proxy));
     expect(await a.call('SET', 'w', '1')).toBe('OK');
     expect(await a.call('WAIT', '1', '2000')).toBe(1);
-    replica.signal('SIGSTOP');
+    await replica.freeze();
     expect(await a.call('SET', 'w', '2')).toBe('OK');
     expect(await a.call('WAIT', '1', '300')).toBe(0);
     replica.signal('SIGCONT');

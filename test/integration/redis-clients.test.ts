@@ -239,7 +239,7 @@ describe('bad input', () => {
   it('runs nothing sent after QUIT even when the requests before it were waiting for a connection', async () => {
     const redis = cleanup.add(await RedisServer.start(), (s) => s.stop());
     // Frozen: poolside's first connection cannot become ready, so requests wait.
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     cleanup.defer(() => redis.signal('SIGCONT'));
     const proxy = cleanup.add(await startProxy([redis.address], { queue: { timeout: '3s' } }), (p) => p.close());
     const client = await raw(portOf(proxy));
@@ -263,7 +263,7 @@ describe('client lifecycle', () => {
     expect(await other.call('SET', 'big', 'x'.repeat(10_000))).toBe('OK');
 
     // Freeze the server so the requests are surely in flight when the client leaves.
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     cleanup.defer(() => redis.signal('SIGCONT'));
     const leaving = await raw(port);
     for (let i = 0; i < 1000; i++) leaving.send(i % 2 === 0 ? 'GET' : 'INCR', i % 2 === 0 ? 'big' : 'leaving:n');

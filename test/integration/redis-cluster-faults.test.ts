@@ -286,7 +286,7 @@ it('(d) a frozen primary (SIGSTOP) is failed over and traffic goes on; resumed, 
     '(d) frozen primary, promotion',
     async (cluster, victim) => {
       cleanup.defer(() => cluster.resume(victim));
-      cluster.pause(victim);
+      await cluster.pause(victim);
       return cluster.waitPromotion(victim);
     },
     async (cluster, victim, traffic) => {

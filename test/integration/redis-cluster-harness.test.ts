@@ -108,7 +108,7 @@ it('promotes a replica when a primary is killed, and the restarted node rejoins 
 
   // A frozen primary is failed over like a dead one; resumed, it finds itself a replica.
   t = performance.now();
-  cluster.pause(promoted);
+  await cluster.pause(promoted);
   expect(await cluster.waitPromotion(promoted)).toBe(victim);
   measured['frozen primary -> promotion, cluster_state:ok'] = `${(performance.now() - t).toFixed(0)}ms`;
   cluster.resume(promoted);

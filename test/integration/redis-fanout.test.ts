@@ -193,7 +193,7 @@ describe('ketama fan-out (Redis)', () => {
     const client = await raw(portOf(proxy));
     expect(await client.call('MSET', a, 'A', c, 'C')).toBe('OK');
     // One part held up on a frozen server while the drain begins.
-    servers[2].signal('SIGSTOP');
+    await servers[2].freeze();
     cleanup.add(servers[2], (s) => s.signal('SIGCONT'));
     client.send('MGET', a, c);
     await waitFor(() => proxy.clientList().clients.some((x) => x.inflight > 0), 'the split MGET in flight');
@@ -248,7 +248,7 @@ describe('ketama fan-out (Redis)', () => {
     expect(await setup.call('MSET', a, 'A', b, 'B', c, 'C')).toBe('OK');
 
     const frozen = servers[2];
-    frozen.signal('SIGSTOP');
+    await frozen.freeze();
     cleanup.add(frozen, (s) => s.signal('SIGCONT'));
     const client = await raw(portOf(proxy));
     const other = await raw(portOf(proxy));

@@ -139,7 +139,7 @@ describe('exclusive slots', () => {
     await waitReady(proxy);
     const a = await raw(portOf(proxy));
     expect(await a.call('MULTI')).toBe('OK');
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     a.destroy();
     await waitFor(() => exclusive(proxy).borrowed === 0, 'the unanswered reset’s slot freed', 5000);
     await proxy.close(); // would wait forever for the borrowed slot before

@@ -365,7 +365,7 @@ describe('SELECT', () => {
     expect(await a.call('SELECT', '2')).toBe('OK');
     const inflight = (): number => proxy.stats()[0].servers[0].inflight;
 
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     cleanup.defer(() => redis.signal('SIGCONT'));
     a.send('SELECT', '99');
     await waitFor(() => inflight() >= 1, 'SELECT 99 written');

@@ -76,7 +76,7 @@ describe('waiting for a connection', () => {
     await redis.command('SET', 'k', 'v');
     // Frozen before poolside connects: the kernel accepts the connection, but its set-up
     // (SELECT for db 1, the readiness PING) is never answered, so requests wait for it.
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     const proxy = cleanup.add(
       await startProxy([], {
         servers: [{ address: redis.address, db: 1 }],
@@ -105,7 +105,7 @@ describe('waiting for a connection', () => {
   // answers every request of a pipeline, and refusing its middle would break a transaction.
   it("answers every request of one client's pipeline however long, and refuses sessions past queue.max", async () => {
     const redis = await startRedis();
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     const proxy = cleanup.add(
       await startProxy([], {
         servers: [{ address: redis.address, db: 1 }],
@@ -153,7 +153,7 @@ describe('waiting for a reply', () => {
     const client = await raw(portOf(proxy));
     expect(await client.call('SET', 'k', 'v')).toBe('OK');
 
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     const { reply, ms } = await timed(client, 2000, 'INCR', 'frozen:n');
     expect(reasonOf(reply)).toBe('REQUEST_TIMEOUT');
     expect(ms).toBeGreaterThanOrEqual(190);
@@ -187,7 +187,7 @@ describe('waiting for a reply', () => {
     );
     const client = await raw(portOf(proxy));
     expect(await client.call('SET', 'k', 'first')).toBe('OK');
-    first.signal('SIGSTOP');
+    await first.freeze();
     const errors: string[] = [];
     const detection = await waitFor(
       async () => {
@@ -211,7 +211,7 @@ describe('waiting for a reply', () => {
 describe('sessions that leave while waiting', () => {
   it('no longer count against queue.max', async () => {
     const redis = await startRedis();
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     const proxy = cleanup.add(
       await startProxy([], { servers: [redis.address], connections: { min: 1, max: 1 }, queue: { max: 2, timeout: '5s' }, connect: { timeout: '5s' } }),
       (p) => p.close(),

@@ -185,7 +185,7 @@ describe('heartbeat durations', () => {
     await sleep(400); // a few heartbeats before the pause
     const before = stats(proxy).counters.heartbeatDuration.count;
     expect(before).toBeGreaterThan(0);
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     await sleep(PAUSE_MS);
     redis.signal('SIGCONT');
     await sleep(500);

@@ -187,7 +187,7 @@ describe('large replies streamed through', () => {
     const size = 20 * MB;
     await bigValue(fast, fastKey, size);
 
-    slow.signal('SIGSTOP');
+    await slow.freeze();
     cleanup.defer(() => slow.signal('SIGCONT'));
     const reader = new StreamChecker(port, Buffer.concat([encode('GET', slowKey), encode('GET', fastKey)]), [
       Buffer.from(`$${slowKey.length}\r\n${slowKey}\r\n`),
@@ -244,7 +244,7 @@ describe('large replies streamed through', () => {
     const setter = await raw(port);
     expect(await setter.call('SET', slowKey, slowKey)).toBe('OK');
 
-    slow.signal('SIGSTOP');
+    await slow.freeze();
     cleanup.defer(() => slow.signal('SIGCONT'));
     const reader = new StreamChecker(port, Buffer.concat([encode('GET', slowKey), encode('GET', fastKey)]), [
       Buffer.from(`$${slowKey.length}\r\n${slowKey}\r\n`),

@@ -349,7 +349,7 @@ describe('heartbeats', () => {
     });
     await waitFor(() => server(proxy).idle === 2, 'two warm connections');
     await waitFor(() => proxy.stats()[0].servers[0].counters.lastHeartbeatSuccess > 0, 'a heartbeat answered');
-    redis.signal('SIGSTOP');
+    await redis.freeze();
     cleanup.defer(() => redis.signal('SIGCONT'));
     await waitFor(() => server(proxy).closed.heartbeat_failed >= 2, 'both idle connections evicted');
     redis.signal('SIGCONT');
