@@ -24,6 +24,7 @@ import type { ResponseDecoder, ResponseSink } from '../codec/codec.js';
 import type { FailureReason } from '../errors.js';
 import type { Clock, Timer } from '../util/clock.js';
 import { Fifo } from '../util/fifo.js';
+import { Roster } from '../util/roster.js';
 import { flushAtEndOfTurn, sendQueuedWrites } from '../util/turn-writes.js';
 import { writeBatch } from '../util/write-batch.js';
 import { WriteTimes } from './write-times.js';
@@ -93,6 +94,7 @@ export type { HeartbeatReply } from '../codec/registry.js';
  */
 class Tagged {
   constructor(
+    readonly id: number,
     readonly target: ResponseTarget,
     readonly original: Buffer,
     readonly seq: number,
@@ -254,11 +256,13 @@ export class Connection implements ResponseSink {
   readonly #decoder: ResponseDecoder;
   readonly #inflight = new Fifo<ResponseTarget>(64);
   /**
-   * With Codec.requestIds: requests in flight by the id poolside gave them, oldest first (a Map keeps
-   * insertion order); #inflight is unused. Without: empty.
+   * With Codec.requestIds: requests in flight by the id poolside gave them, oldest first (a roster
+   * keeps insertion order); #inflight is unused. Without: empty. Not a Map: with an entry per
+   * request, the tables a Map discards kept every request's target alive through scavenges
+   * (src/util/roster.ts).
    */
   readonly #ids: RequestIds | null;
-  readonly #byId = new Map<number, Tagged>();
+  readonly #byId = new Roster<Tagged>();
   /**
    * With Codec.requestIds: ids of requests failed alone for request_timeout (expireStalled), kept
    * out of use until the server's late reply comes (then dropped), so it can never answer a new
@@ -592,13 +596,11 @@ export class Connection implements ResponseSink {
     const ids = this.#ids;
     if (ids === null || this.#decoder.midFrame) return false;
     while (this.#byId.size > 0 && this.stalledFor(now) >= timeoutMs) {
-      const oldest = this.#byId.entries().next();
-      if (oldest.done === true) break;
-      const [id, tagged] = oldest.value;
-      this.#byId.delete(id);
-      this.#expired.add(id);
-      const next = this.#byId.values().next();
-      this.#answered = next.done === true ? this.#queued : next.value.seq;
+      const tagged = this.#byId.first();
+      if (tagged === undefined) break;
+      this.#byId.remove(tagged.id);
+      this.#expired.add(tagged.id);
+      this.#answered = this.#byId.first()?.seq ?? this.#queued;
       try {
         tagged.target.onFailure('REQUEST_TIMEOUT', message, false);
       } catch (err) {
@@ -646,7 +648,7 @@ export class Connection implements ResponseSink {
         queueMicrotask(() => target.onFailure('SERVER_ERROR', message, true));
         return;
       }
-      this.#byId.set(id, new Tagged(target, ids.original(bytes), this.#queued));
+      this.#byId.add(new Tagged(id, target, ids.original(bytes), this.#queued));
       out = ids.tag(bytes, id);
     } else {
       this.#inflight.push(target);
@@ -663,7 +665,7 @@ export class Connection implements ResponseSink {
     let id = this.#lastId;
     do {
       id = id + 1 >= ids.space ? 1 : id + 1;
-    } while (this.#byId.has(id) || this.#expired.has(id));
+    } while (this.#byId.get(id) !== undefined || this.#expired.has(id));
     this.#lastId = id;
     return id;
   }
@@ -738,7 +740,7 @@ export class Connection implements ResponseSink {
     // Matched by id, a response half read may be anyone's.
     const torn = this.#decoder.midFrame;
     const anyTorn = torn && this.#ids !== null;
-    const tagged = [...this.#byId.values()];
+    const tagged = this.#byId.snapshot();
     this.#byId.clear();
     this.#expired.clear();
     let first = true;
@@ -808,11 +810,10 @@ export class Connection implements ResponseSink {
       this.#unasked(`a response arrived with request id ${id < 0 ? '(not one poolside gives)' : id}, which no request in flight has`);
       return;
     }
-    this.#byId.delete(id);
+    this.#byId.remove(id);
     ids.restore(bytes, tagged.original);
-    // The oldest request still unanswered (the request deadline runs from its write): the map's first.
-    const oldest = this.#byId.values().next();
-    this.#answered = oldest.done === true ? this.#queued : oldest.value.seq;
+    // The oldest request still unanswered (the request deadline runs from its write): the roster's first.
+    this.#answered = this.#byId.first()?.seq ?? this.#queued;
     try {
       tagged.target.onResponse(bytes);
     } catch (err) {

@@ -1,6 +1,7 @@
 /**
- * The members of a group that churns (the clients connected to a pool, or to poolside), by their
- * id, without a Map or a Set.
+ * The members of a group that churns (the clients connected to a pool, or to poolside; a framed
+ * connection's requests in flight, by the id poolside gave them), by their id, without a Map or a
+ * Set.
  *
  * V8 gives a Map or Set a new table as entries come and go, and leaves the old table pointing at
  * its successor (for iterators still walking it). Once one of those dead tables has been promoted
@@ -21,6 +22,8 @@ export class Roster<T extends { readonly id: number }> {
   /** The members in the order they were added, with holes where members were removed. */
   #slots: (T | undefined)[] = [];
   #size = 0;
+  /** Every slot before this one is a hole: first() starts here, so it is O(1) amortized. */
+  #head = 0;
   /** id → position in #slots; numbers only (see above). */
   readonly #position: Record<number, number> = Object.create(null) as Record<number, number>;
 
@@ -49,6 +52,7 @@ export class Roster<T extends { readonly id: number }> {
       let end = at;
       while (end > 0 && slots[end - 1] === undefined) end--;
       slots.length = end;
+      if (this.#head > end) this.#head = end;
     }
     if (this.#size < slots.length >> 1) this.#compact();
     return true;
@@ -57,6 +61,21 @@ export class Roster<T extends { readonly id: number }> {
   get(id: number): T | undefined {
     const at = this.#position[id];
     return at === undefined ? undefined : this.#slots[at];
+  }
+
+  /** The member added first of those still in the roster. */
+  first(): T | undefined {
+    const slots = this.#slots;
+    while (this.#head < slots.length && slots[this.#head] === undefined) this.#head++;
+    return slots[this.#head];
+  }
+
+  /** Removes every member. */
+  clear(): void {
+    for (const member of this.#slots) if (member !== undefined) delete this.#position[member.id];
+    this.#slots = [];
+    this.#size = 0;
+    this.#head = 0;
   }
 
   /** The members now, oldest first, as a copy: a loop over it may remove members (closing a client does). */
@@ -78,5 +97,6 @@ export class Roster<T extends { readonly id: number }> {
       to++;
     }
     slots.length = to;
+    this.#head = 0;
   }
 }

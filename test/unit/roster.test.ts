@@ -42,7 +42,11 @@ describe('Roster', () => {
   });
 
   it('behaves like a Map from id to member under any adds and removes', () => {
-    const op = fc.oneof(fc.record({ add: fc.integer({ min: 1, max: 40 }) }), fc.record({ remove: fc.integer({ min: 1, max: 40 }) }));
+    const op = fc.oneof(
+      { arbitrary: fc.record({ add: fc.integer({ min: 1, max: 40 }) }), weight: 10 },
+      { arbitrary: fc.record({ remove: fc.integer({ min: 1, max: 40 }) }), weight: 10 },
+      { arbitrary: fc.constant({ clear: true as const }), weight: 1 },
+    );
     fc.assert(
       fc.property(fc.array(op, { maxLength: 400 }), (ops) => {
         const roster = new Roster<Member>();
@@ -53,10 +57,15 @@ describe('Roster', () => {
             const member = { id: o.add };
             roster.add(member);
             model.set(o.add, member);
-          } else {
+          } else if ('remove' in o) {
             expect(roster.remove(o.remove)).toBe(model.delete(o.remove));
+          } else {
+            roster.clear();
+            model.clear();
           }
           expect(roster.size).toBe(model.size);
+          // The oldest member (a framed connection's oldest request in flight), as the Map's first.
+          expect(roster.first()).toBe(model.values().next().value);
         }
         for (let id = 1; id <= 40; id++) expect(roster.get(id)).toBe(model.get(id));
         // In insertion order, as the Map iterates (CLIENT LIST lists the oldest client first).
