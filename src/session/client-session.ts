@@ -861,10 +861,12 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         return true;
       case 'pin-once':
         // The client already sent its FIN: like Redis at EOF, a blocking command is not started
-        // for a client that may be gone (it could hold an exclusive connection forever).
+        // for a client that may be gone (it could hold an exclusive connection forever). It stays
+        // held, and what is behind it with it: once the replies before it are written, #flush
+        // ends the client at it.
         if (this.#halfClosed) {
-          this.close();
-          return true;
+          this.#flush();
+          return false;
         }
         if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
         return this.#startPin(slot);
@@ -1489,10 +1491,10 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   }
 
   #flush(): void {
-    if (this.#replies.flush(!this.#closed)) {
-      // A request poolside could not answer in the client's protocol: the replies before it are
-      // written, then the connection ends, so the client's library sees a failed call, never a
-      // reply that belongs to another request.
+    if (this.#replies.flush(!this.#closed, this.#halfClosed)) {
+      // A request poolside could not answer in the client's protocol, or a blocking command of a
+      // client that sent its FIN: the replies before it are written, then the connection ends, so
+      // the client's library sees a failed call, never a reply that belongs to another request.
       this.#stopReading();
       this.#output.end(true);
       return;
@@ -1697,10 +1699,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#quitting = true;
     this.#halfClosed = true;
     // A FIN may as well be a client that is gone: a blocking command it waits on may never
-    // return, so, like Redis at EOF, drop it rather than hold its exclusive connection.
-    const lease = this.#lease;
-    if (lease.kind === 'pinned' && lease.lease.blocking) this.close();
-    else this.#flush();
+    // return, so, like Redis at EOF, it is dropped rather than hold its exclusive connection,
+    // once the replies to the requests before that command are written (#flush ends it there).
+    this.#flush();
   }
 
   #closeAfterReplies(): void {

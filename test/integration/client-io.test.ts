@@ -366,6 +366,37 @@ describe('half-closed clients', () => {
     await waitFor(() => proxy.clients === 0 && proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'the session and its exclusive connection gone');
   });
 
+  // Redis runs and answers what came before a blocking command, blocks, and drops the client at
+  // EOF: the replies before it arrive, it and everything behind it are not run. Before this,
+  // poolside dropped the client at once, the replies to the requests before BLPOP with it (found
+  // by the attack4 churn harness: ECHO; BLPOP; ECHO, then FIN, lost all three replies).
+  it('a client that half-closes behind a blocking command gets the replies before it, then is dropped', async () => {
+    const { redis, proxy, port } = await setup();
+    for (let round = 0; round < 20; round++) {
+      const client = await raw(port);
+      client.write(
+        Buffer.concat([encode('ECHO', `a${round}`), encode('SET', `k${round}`, 'v'), encode('BLPOP', 'nothing', 0), encode('SET', `after${round}`, '1')]),
+      );
+      client.socket.end();
+      expect(await client.take(2)).toEqual([`a${round}`, 'OK']);
+      expect(await client.closesWithin(2000)).toBe(true);
+    }
+    await waitFor(() => proxy.clients === 0 && proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'the sessions and their exclusive connections gone');
+    const direct = await raw(redis.port);
+    expect(await direct.call('EXISTS', ...Array.from({ length: 20 }, (_, i) => `after${i}`))).toBe(0);
+  });
+
+  it('a half-closed client whose blocking command waits behind slow requests gets their replies, then is dropped', async () => {
+    const { proxy, port } = await setup();
+    const client = await raw(port);
+    // The BLPOP cannot pin before the EVAL's reply: it is still held when the FIN is read.
+    client.write(Buffer.concat([encode('EVAL', 'local t = redis.call("TIME") while true do local n = redis.call("TIME") if (n[1] - t[1]) * 1000000 + n[2] - t[2] > 200000 then return "slow" end end', 0), encode('BLPOP', 'nothing', 0), encode('ECHO', 'never')]));
+    client.socket.end();
+    expect(await client.take(1)).toEqual(['slow']);
+    expect(await client.closesWithin(2000)).toBe(true);
+    await waitFor(() => proxy.clients === 0 && proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'the session gone');
+  });
+
   it('ends a half-closed client that owes nothing at once', async () => {
     const { proxy, port } = await setup();
     const client = await raw(port);
