@@ -150,6 +150,13 @@ export interface SessionRules {
   /** Before routing: route, answer here, or keep for a local answer. */
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake;
   /**
+   * Instead of intake, for a request refused unrun (DRAINING): what the client's protocol makes of
+   * poolside's error reply to it (memcached: a binary request's binary error, nothing for
+   * `noreply`), or null to write the error as it is. Changes no session state, except that
+   * silentReply() then answers for this request as after its intake.
+   */
+  refusalReply(spec: CommandSpec, bytes: Buffer, args: ArgView): ReplyMap | null;
+  /**
    * Asked once per request, in request order, right after its intake: true when the client asked
    * not to get its reply (Redis CLIENT REPLY OFF / SKIP). The reply is still framed, then dropped.
    */

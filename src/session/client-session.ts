@@ -244,6 +244,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       // closes once the replies it is owed are written. The request is not run.
       const message = leaving.state !== 'no' ? leaving.message : shutdown === 'retired' ? GOODBYE.reload : GOODBYE.shutdown;
       const slot = new Slot(this, EMPTY, UNASKED, null);
+      // In the client's own protocol: a binary memcached client gets a binary error, a noreply request nothing.
+      slot.mapReply = this.#rules.refusalReply(this.#codec.classify(bytes, args), bytes, args);
       this.#enqueue(slot);
       this.#answerError(slot, 'DRAINING', message);
       this.#leave(message);

@@ -34,6 +34,10 @@ export class FramedSessionRules implements SessionRules {
     return ROUTE;
   }
 
+  refusalReply(): null {
+    return null;
+  }
+
   silentReply(): boolean {
     return false;
   }

@@ -110,6 +110,16 @@ export class McSessionRules implements SessionRules {
     return null;
   }
 
+  /**
+   * Taken in as if it were to run (intake keeps no state here but the noreply flag, which is what
+   * a refusal needs too): a binary request gets its binary map, a `noreply` one is silent, and a
+   * quiet meta request's map passes errors as memcached does.
+   */
+  refusalReply(spec: CommandSpec, bytes: Buffer, args: ArgView): ReplyMap | null {
+    const intake = this.intake(spec, bytes, args);
+    return intake.kind === 'rewrite' ? (intake.reply ?? null) : null;
+  }
+
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView): Intake {
     if (isBinaryRequest(bytes, args)) return binaryIntake(bytes);
     const command = commandOf(spec);

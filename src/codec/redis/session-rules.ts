@@ -181,6 +181,11 @@ export class RedisSessionRules implements SessionRules {
     return aborted;
   }
 
+  /** A refusal is a RESP error as it is; CLIENT REPLY OFF / SKIP still apply (silentReply). */
+  refusalReply(): null {
+    return null;
+  }
+
   intake(spec: CommandSpec, bytes: Buffer, args: ArgView, view: SessionView): Intake {
     switch (spec.name) {
       case 'MULTI':

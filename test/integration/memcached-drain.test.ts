@@ -1,0 +1,61 @@
+/**
+ * A memcached client's requests refused while poolside drains (SIGTERM, or a reload that replaced
+ * its pool): the DRAINING refusal must reach the client in the client's own protocol. A binary
+ * client gets a binary error with its opaque, never a text line; a text `noreply` request gets
+ * nothing, as memcached hides errors under noreply. Found by the attack4 harness
+ * (/tmp/attack4/mc-reload.mjs): across a reload, binary clients read "SERVER_ERROR poolside
+ * DRAINING …" text, and 16 `set … noreply` + 16 `mg` drew 32 error lines.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Op, Status, binaryRequest } from '../../src/codec/memcached/binary-protocol.js';
+import { Cleanup } from '../helpers/cleanup.js';
+import { connectMcBinary } from '../helpers/mc-binary-client.js';
+import { connectMc, mcPoolsideReason } from '../helpers/mc-client.js';
+import { failureCounts, startMemcachedAndProxy } from '../helpers/proxy.js';
+import { waitFor } from '../helpers/servers.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+describe('memcached requests refused while draining', () => {
+  it('a binary client gets DRAINING as a binary error carrying its opaque', async () => {
+    const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
+    const client = await connectMcBinary(cleanup, port);
+    // A request in flight on a frozen server keeps the client busy, so the drain does not close it.
+    await memcached.freeze();
+    cleanup.defer(() => memcached.signal('SIGCONT'));
+    client.write(binaryRequest({ opcode: Op.GET, opaque: 1, key: 'before' }));
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the GET in flight');
+    const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+    client.write(binaryRequest({ opcode: Op.GET, opaque: 0x5eed, key: 'after' }));
+    await waitFor(() => failureCounts(proxy).DRAINING === 1, 'the second GET refused');
+    memcached.signal('SIGCONT');
+    const [first, refused] = await client.take(2);
+    expect([first.opaque, first.status]).toEqual([1, Status.KEY_ENOENT]);
+    expect(refused.opcode).toBe(Op.GET);
+    expect(refused.opaque).toBe(0x5eed);
+    expect(refused.status).toBe(Status.ETMPFAIL);
+    expect(refused.value.toString()).toMatch(/^poolside DRAINING /);
+    await drained;
+  });
+
+  it('a text noreply request refused while draining is answered nothing', async () => {
+    const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
+    const client = await connectMc(cleanup, port);
+    await memcached.freeze();
+    cleanup.defer(() => memcached.signal('SIGCONT'));
+    client.write('get before\r\n');
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the get in flight');
+    const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+    client.write('set k 0 0 1 noreply\r\nx\r\nget k\r\n');
+    await waitFor(() => failureCounts(proxy).DRAINING === 2, 'both refused');
+    memcached.signal('SIGCONT');
+    const [first, refused] = await client.take(2);
+    expect(first).toBe('END\r\n');
+    expect(mcPoolsideReason(refused)).toBe('DRAINING');
+    // Nothing else: the noreply set's refusal is not written.
+    expect(await client.closesWithin(2000)).toBe(true);
+    expect(client.pending).toBe(0);
+    await drained;
+  });
+});
