@@ -850,7 +850,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         const lease = this.#lease;
         // Subscribed, the server answers in order with the relayed frames (or refuses, as Redis does).
         if (lease.kind === 'pinned' && lease.relay) return this.#sendPinned(slot);
-        if ((lease.kind === 'pinned' && lease.state.queuing) || this.#deferred !== null) {
+        if (this.#inTransaction()) {
           // Inside MULTI Redis would queue it and answer in EXEC's result; poolside cannot run it
           // there, so it refuses, and the transaction aborts rather than run in part.
           this.#answerError(slot, 'UNSUPPORTED_COMMAND', `${spec.name} inside MULTI is not supported through poolside`);
@@ -866,7 +866,9 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         // for a client that may be gone (it could hold an exclusive connection forever). It stays
         // held, and what is behind it with it: once the replies before it are written, #flush
         // ends the client at it.
-        if (this.#halfClosed) {
+        // Inside MULTI it is only queued (EXEC runs it without blocking): it goes like any other.
+        if (this.#halfClosed && !this.#inTransaction()) {
+          slot.blocking = true;
           this.#flush();
           return false;
         }
@@ -1343,9 +1345,17 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     return true;
   }
 
+  /** Whether requests now are queued in a transaction (MULTI sent, or deferred until a key picks its server). */
+  #inTransaction(): boolean {
+    const lease = this.#lease;
+    return (lease.kind === 'pinned' && lease.state.queuing) || this.#deferred !== null;
+  }
+
   /** Writes the slot on `conn`, first replaying this session's database if the connection is elsewhere. */
   #send(slot: Slot, conn: Connection, server: ServerPool, queuing = false): void {
     const lease = this.#lease;
+    // Queued inside MULTI, a blocking command answers QUEUED at once; EXEC runs it without blocking.
+    slot.blocking = slot.spec.use === 'pin-once' && !queuing;
     // Inside a transaction being queued poolside adds nothing: a SELECT there would be queued too.
     if (!queuing) {
       const db = this.#db ?? server.config.db;
@@ -1378,7 +1388,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned') {
       // A blocking command may legitimately wait longer than request_timeout.
-      lease.lease.send(bytes, slot, slot.spec.use === 'pin-once');
+      lease.lease.send(bytes, slot, slot.blocking);
     } else {
       conn.send(bytes, slot);
     }
@@ -1432,7 +1442,7 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     const lease = this.#lease;
     if (slot.pinned && lease.kind === 'pinned' && slot.conn === lease.conn) {
       lease.outstanding--;
-      if (slot.spec.use === 'pin-once') lease.lease.blockingDone();
+      if (slot.blocking) lease.lease.blockingDone();
     } else if (slot.server !== null) {
       this.#affinity.settled(slot.server, slot.conn);
     }

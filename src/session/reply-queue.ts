@@ -47,15 +47,15 @@ export class ReplyQueue {
   /**
    * Writes every done slot at the head; `writing` false: the client is gone, replies are dropped.
    * Returns true when the head is a slot that closes the client (Slot.closes), or, with
-   * `endAtBlocking` (the client sent its FIN), an unanswered blocking command (sent or not): as
-   * Redis at EOF, the client gets the replies before it, then is dropped; nothing behind it is
-   * written, ever.
+   * `endAtBlocking` (the client sent its FIN), an unanswered blocking command (Slot.blocking: not
+   * one queued inside MULTI): as Redis at EOF, the client gets the replies before it, then is
+   * dropped; nothing behind it is written, ever.
    */
   flush(writing: boolean, endAtBlocking: boolean): boolean {
     const slots = this.#slots;
     let now = 0;
     for (let head = slots.peek(); head !== undefined; head = slots.peek()) {
-      if (!head.done) return endAtBlocking && head.spec.use === 'pin-once';
+      if (!head.done) return endAtBlocking && head.blocking;
       if (head.closes) return true;
       slots.shift();
       this.#input.release(head.held);

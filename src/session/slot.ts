@@ -47,6 +47,11 @@ export class Slot implements ResponseTarget {
   selectDb: number | null = null;
   /** Sent on the session's pinned connection: its reply goes through the pinned state first. */
   pinned = false;
+  /**
+   * A blocking command that blocks (sent outside MULTI, or held for a client that sent its FIN):
+   * its reply may take as long as the client asked, and a half-closed client is dropped at it.
+   */
+  blocking = false;
   /** The pinned state's token for it (what its reply means there). */
   token: unknown = null;
   /** Answered with this when its turn comes (an error the rules give for the server). */

@@ -397,6 +397,30 @@ describe('half-closed clients', () => {
     await waitFor(() => proxy.clients === 0 && proxy.stats()[0].servers[0].exclusive.borrowed === 0, 'the session gone');
   });
 
+  // Inside MULTI a blocking command is only queued, and EXEC runs it without blocking: a client
+  // that half-closes after EXEC gets every reply, as from Redis (both builds before this dropped
+  // it: at once, or after MULTI's +OK).
+  it('a client that half-closes after MULTI; BLPOP; EXEC gets every reply, as from Redis', async () => {
+    const { redis, port } = await setup();
+    const slow = encode('EVAL', 'local t = redis.call("TIME") while true do local n = redis.call("TIME") if (n[1] - t[1]) * 1000000 + n[2] - t[2] > 100000 then return "slow" end end', 0);
+    const transaction = Buffer.concat([encode('MULTI'), encode('BLPOP', 'nothing', 0), encode('EXEC'), encode('ECHO', 'after')]);
+    // Sent at once, and behind a slow request (the transaction still held when the FIN is read).
+    for (const [bytes, replies] of [
+      [transaction, 4],
+      [Buffer.concat([slow, transaction]), 5],
+    ] as const) {
+      const answers = [];
+      for (const target of [redis.port, port]) {
+        const client = await raw(target);
+        client.write(bytes);
+        client.socket.end();
+        answers.push(await client.take(replies));
+        expect(await client.closesWithin(2000)).toBe(true);
+      }
+      expect(answers[1]).toEqual(answers[0]);
+    }
+  });
+
   it('ends a half-closed client that owes nothing at once', async () => {
     const { proxy, port } = await setup();
     const client = await raw(port);
