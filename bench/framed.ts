@@ -19,6 +19,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freePort, waitFor } from '../test/helpers/servers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const HEADER = 16;
@@ -87,19 +88,10 @@ async function startServer(): Promise<{ port: number; child: ChildProcess }> {
   return { port, child };
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
+/** Until poolside accepts a connection on `port` (or it exits, or 10 s pass). */
 async function waitListening(port: number, child: ChildProcess, log: () => string): Promise<void> {
-  const deadline = performance.now() + 10_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
+  const accepts = (): Promise<boolean> =>
+    new Promise((resolve) => {
       const s = net.connect(port, '127.0.0.1');
       s.on('connect', () => {
         s.destroy();
@@ -107,10 +99,10 @@ async function waitListening(port: number, child: ChildProcess, log: () => strin
       });
       s.on('error', () => resolve(false));
     });
-    if (ok) return;
-    if (child.exitCode !== null || performance.now() > deadline) throw new Error(`poolside did not listen on ${port}:\n${log()}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitFor(async () => {
+    if (child.exitCode !== null) throw new Error(`poolside exited (${child.exitCode}):\n${log()}`);
+    return accepts();
+  }, `poolside to listen on ${port}`, 10_000, 25);
 }
 
 /** user + system CPU of a process so far, in µs (/proc/PID/stat, clock ticks of 10 ms). */
