@@ -119,6 +119,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
   readonly #input: InputBudget;
   /** The client shut down its write side: its replies are still written, then the FIN. */
   #halfClosed = false;
+  /** #endAtBlockingSoon's end-of-turn check is scheduled. */
+  #blockingEndDue = false;
   /** QUIT went to a relaying connection: the client ends when the server closes it, after the last relayed frame. */
   #quitRelayed = false;
   readonly #backlog = new Fifo<Slot>();
@@ -1502,8 +1504,14 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
     this.#answer(slot, reply ?? EMPTY);
   }
 
-  #flush(): void {
-    if (this.#replies.flush(!this.#closed, this.#halfClosed)) {
+  /** `endAtBlocking`: a half-closed client's unanswered blocking command at the head ends it now (see #endAtBlockingSoon). */
+  #flush(endAtBlocking = false): void {
+    const stop = this.#replies.flush(!this.#closed, this.#halfClosed);
+    if (stop === 'blocking' && !endAtBlocking) {
+      this.#endAtBlockingSoon();
+      return;
+    }
+    if (stop !== 'idle') {
       // A request poolside could not answer in the client's protocol, or a blocking command of a
       // client that sent its FIN: the replies before it are written, then the connection ends, so
       // the client's library sees a failed call, never a reply that belongs to another request.
@@ -1520,6 +1528,22 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#quitting = true;
       this.#output.endLingering(CLOSE_LINGER_MS);
     }
+  }
+
+  /**
+   * A half-closed client's blocking command is unanswered at the head of its replies: the client is
+   * ended there at the end of this turn, not now. One already sent may have run (BLPOP on a
+   * non-empty list) and its reply be in the very read being handled, behind the reply just
+   * written (WATCH; EVAL; BLPOP answered in one write): ending now would drop that reply and lose
+   * the element it popped, where Redis answers it. (A reply still on the wire is not waited for.)
+   */
+  #endAtBlockingSoon(): void {
+    if (this.#blockingEndDue) return;
+    this.#blockingEndDue = true;
+    setImmediate(() => {
+      this.#blockingEndDue = false;
+      if (!this.#closed) this.#flush(true);
+    });
   }
 
   /**

@@ -10,6 +10,9 @@ import type { InputBudget } from './input-budget.js';
 import { Fifo } from '../util/fifo.js';
 import type { Slot } from './slot.js';
 
+/** Where ReplyQueue.flush stopped (see there). */
+export type FlushStop = 'idle' | 'closes' | 'blocking';
+
 export class ReplyQueue {
   /** Most clients (PHP-FPM) have one request out at a time: a small first ring, grown when pipelining. */
   readonly #slots = new Fifo<Slot>(4);
@@ -46,17 +49,17 @@ export class ReplyQueue {
 
   /**
    * Writes every done slot at the head; `writing` false: the client is gone, replies are dropped.
-   * Returns true when the head is a slot that closes the client (Slot.closes), or, with
-   * `endAtBlocking` (the client sent its FIN), an unanswered blocking command (Slot.blocking: not
-   * one queued inside MULTI): as Redis at EOF, the client gets the replies before it, then is
-   * dropped; nothing behind it is written, ever.
+   * Says where it stopped: 'closes' at a slot that closes the client (Slot.closes): nothing
+   * behind it is written, ever; with `endAtBlocking` (the client sent its FIN), 'blocking' at an
+   * unanswered blocking command (Slot.blocking: not one queued inside MULTI), where, as Redis at
+   * EOF, the client is to be dropped after the replies before it; else 'idle'.
    */
-  flush(writing: boolean, endAtBlocking: boolean): boolean {
+  flush(writing: boolean, endAtBlocking: boolean): FlushStop {
     const slots = this.#slots;
     let now = 0;
     for (let head = slots.peek(); head !== undefined; head = slots.peek()) {
-      if (!head.done) return endAtBlocking && head.blocking;
-      if (head.closes) return true;
+      if (!head.done) return endAtBlocking && head.blocking ? 'blocking' : 'idle';
+      if (head.closes) return 'closes';
       slots.shift();
       this.#input.release(head.held);
       if (head.startedAt > 0) {
@@ -69,6 +72,6 @@ export class ReplyQueue {
       }
       if (writing && !head.silent && head.response.length > 0) this.#output.write(head.response);
     }
-    return false;
+    return 'idle';
   }
 }

@@ -421,6 +421,32 @@ describe('half-closed clients', () => {
     }
   });
 
+  // A blocking command already sent when the FIN is read may have run: here its reply (BLPOP on a
+  // non-empty list) comes in the same read as the reply before it. Ending the client at that
+  // earlier reply's flush dropped it, and the element it popped was lost, where Redis answers it.
+  it('a half-closed client whose blocking command already ran gets its reply, not a lost pop', async () => {
+    const { redis, proxy, port } = await setup();
+    const direct = await raw(redis.port);
+    const slow = encode('EVAL', 'local t = redis.call("TIME") while true do local n = redis.call("TIME") if (n[1] - t[1]) * 1000000 + n[2] - t[2] > 400000 then return "slow" end end', 0);
+    const answers = [];
+    const list = 'popped';
+    for (const target of [redis.port, port]) {
+      expect(await direct.call('RPUSH', list, 'x')).toBe(1);
+      const client = await raw(target);
+      // WATCH pins: the EVAL and the BLPOP go out behind it on the same connection, and Redis
+      // answers all three in one write, after the FIN is read.
+      client.write(Buffer.concat([encode('WATCH', 'w'), slow, encode('BLPOP', list, 0)]));
+      if (target === port) await waitFor(() => proxy.stats()[0].servers[0].exclusive.borrowed === 1, 'the requests on the pinned connection');
+      client.socket.end();
+      answers.push(await client.take(3).catch((err: unknown) => [String(err)]));
+      expect(await client.closesWithin(2000)).toBe(true);
+      // The BLPOP ran (the list is empty): its reply, with the element, must have reached the client.
+      expect(await direct.call('LLEN', list)).toBe(0);
+    }
+    expect(answers[1]).toEqual(answers[0]);
+    expect(answers[0]).toEqual(['OK', 'slow', ['popped', 'x']]);
+  });
+
   it('ends a half-closed client that owes nothing at once', async () => {
     const { proxy, port } = await setup();
     const client = await raw(port);
