@@ -12,7 +12,7 @@ import { Cleanup } from '../helpers/cleanup.js';
 import { SLOTS, startCluster, tagForSlot } from '../helpers/cluster.js';
 import type { ClusterNode, RedisCluster } from '../helpers/cluster.js';
 import { portOf, startProxy } from '../helpers/proxy.js';
-import { poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
+import { encode, poolsideReason, RawClient, RespError } from '../helpers/resp-client.js';
 import type { RespValue } from '../helpers/resp-client.js';
 import { waitFor } from '../helpers/servers.js';
 import { phpFixture, requirePhpRedis, runPhp } from '../helpers/php.js';
@@ -287,6 +287,26 @@ describe('blocking commands in a cluster pool', () => {
       expect(await direct(dst, 'LRANGE', dst, 0, -1)).toEqual(['m']);
       const id = await pusher.call('XADD', stream, '*', 'f', 'v');
       expect(await blocked[1].reply()).toEqual([[stream, [[id, ['f', 'v']]]]]);
+    } finally {
+      await perTest.run();
+    }
+  });
+
+  // As outside a cluster pool (docs/architecture.md, half-close): after the FIN no blocking
+  // command is started. Watching, it used to go to the watch's node all the same.
+  it('starts no blocking command for a watching client that half-closed', async () => {
+    try {
+      const c = await client();
+      const list = keyOn(0, 'bl:fin');
+      expect(await direct(list, 'RPUSH', list, 'x')).toBe(1);
+      const slow = ['EVAL', 'local t = redis.call("TIME") while true do local n = redis.call("TIME") if (n[1] - t[1]) * 1000000 + n[2] - t[2] > 300000 then return "slow" end end', 1, keyOn(0, 'bl:w1')] as const;
+      // The second WATCH waits for the EVAL's reply, and the BLPOP behind it: both are still held when the FIN is read.
+      c.write(Buffer.concat([encode('WATCH', keyOn(0, 'bl:w1')), encode(...slow), encode('WATCH', keyOn(0, 'bl:w2')), encode('BLPOP', list, 0)]));
+      c.socket.end();
+      expect(await c.take(3)).toEqual(['OK', 'slow', 'OK']);
+      expect(await c.closesWithin(2000)).toBe(true);
+      expect(c.pending).toBe(0);
+      expect(await direct(list, 'LLEN', list)).toBe(1);
     } finally {
       await perTest.run();
     }
