@@ -39,6 +39,29 @@ describe('memcached requests refused while draining', () => {
     await drained;
   });
 
+  // libmemcached ends a binary multi-get with NOOP (GETKQ…, NOOP): poolside answers NOOP itself,
+  // and its refusal had no binary map, so the client read the text line where a binary response was due.
+  it('a binary request poolside answers itself (NOOP, an unknown opcode) gets DRAINING as a binary error too', async () => {
+    const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
+    const client = await connectMcBinary(cleanup, port);
+    await memcached.freeze();
+    cleanup.defer(() => memcached.signal('SIGCONT'));
+    client.write(binaryRequest({ opcode: Op.GET, opaque: 1, key: 'before' }));
+    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the GET in flight');
+    const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+    client.write(Buffer.concat([binaryRequest({ opcode: Op.GETKQ, opaque: 2, key: 'after' }), binaryRequest({ opcode: Op.NOOP, opaque: 3 }), binaryRequest({ opcode: 0x42, opaque: 4 })]));
+    await waitFor(() => failureCounts(proxy).DRAINING === 3, 'the three refused');
+    memcached.signal('SIGCONT');
+    const [first, ...refused] = await client.take(4);
+    expect([first.opaque, first.status]).toEqual([1, Status.KEY_ENOENT]);
+    expect(refused.map((r) => [r.opcode, r.opaque, r.status])).toEqual([
+      [Op.GETKQ, 2, Status.ETMPFAIL],
+      [Op.NOOP, 3, Status.ETMPFAIL],
+      [0x42, 4, Status.ETMPFAIL],
+    ]);
+    await drained;
+  });
+
   it('a text noreply request refused while draining is answered nothing', async () => {
     const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
     const client = await connectMc(cleanup, port);

@@ -16,10 +16,10 @@
  * - NOOP, unknown opcodes, SASL: answered by poolside in their turn.
  */
 import type { ArgView, CommandSpec, KeySpec, RequestDecoder, RequestLimits, RequestSink } from '../codec.js';
-import type { Intake } from '../session-rules.js';
+import type { Intake, ReplyMap } from '../session-rules.js';
 import { HEADER_BYTES, Op, REQUEST_MAGIC } from './binary-protocol.js';
 import { BinaryRequestDecoder } from './binary-request.js';
-import { opcodeName, shapeError, translateBinary } from './binary-translate.js';
+import { opcodeName, refusalResponse, shapeError, translateBinary } from './binary-translate.js';
 import type { McExpect } from './commands.js';
 import { commandTable } from './commands.js';
 
@@ -143,6 +143,17 @@ for (let opcode = 0; opcode < 256; opcode++) {
 export function classifyBinary(bytes: Buffer): CommandSpec {
   const opcode = bytes[1];
   return shapeError(bytes) === null ? SPECS[opcode] : (CLOSING.get(opcode) as CommandSpec);
+}
+
+/**
+ * What a binary client gets for a request refused unrun (DRAINING): its intake's map (the
+ * translated requests', or a closing request's own answer), and for one poolside answers itself
+ * (NOOP, an opcode it refuses) the refusal as a binary error, never the text line.
+ */
+export function binaryRefusal(bytes: Buffer): ReplyMap {
+  const intake = binaryIntake(bytes);
+  if (intake.kind === 'rewrite' && intake.reply !== undefined) return intake.reply;
+  return refusalResponse(bytes);
 }
 
 /** Intake of a binary request: its meta translation and the map back, or poolside's answer. */

@@ -322,6 +322,16 @@ function statsResponse(opcode: number, opaque: number, reply: Buffer): Buffer {
   return Buffer.concat(packets);
 }
 
+/**
+ * For a request poolside refuses unrun (DRAINING): its error line as a binary error with the
+ * request's opcode and opaque, whatever translateBinary would have made of the request (NOOP and
+ * the opcodes poolside refuses are answered here, with no map for an error line).
+ */
+export function refusalResponse(request: Buffer): (reply: Buffer) => Buffer {
+  const h = readRequestHeader(request);
+  return (reply) => errorResponse(h.opcode, h.opaque, reply);
+}
+
 /** An error line (the server's, or poolside's own `SERVER_ERROR poolside REASON …`) as a binary error. */
 function errorResponse(opcode: number, opaque: number, reply: Buffer): Buffer {
   const line = lineOf(reply);

@@ -17,7 +17,7 @@
 import type { FailureReason } from '../../errors.js';
 import type { ArgView, CommandSpec, RequestLimits } from '../codec.js';
 import type { Admission, DbChange, Intake, LocalAnswer, PinnedSend, PinnedState, ReplyMap, SessionFacts, SessionRules } from '../session-rules.js';
-import { binaryIntake, isBinaryRequest } from './binary-codec.js';
+import { binaryIntake, binaryRefusal, isBinaryRequest } from './binary-codec.js';
 import { commandOf, storageLine } from './commands.js';
 import type { McKind } from './commands.js';
 import { KEY_MAX_BYTES, LF, META_MAX_TOKENS, parseInt32, tokenIs } from './text.js';
@@ -112,10 +112,12 @@ export class McSessionRules implements SessionRules {
 
   /**
    * Taken in as if it were to run (intake keeps no state here but the noreply flag, which is what
-   * a refusal needs too): a binary request gets its binary map, a `noreply` one is silent, and a
-   * quiet meta request's map passes errors as memcached does.
+   * a refusal needs too): a binary request gets its binary map (binaryRefusal: one poolside
+   * answers itself, NOOP included, a binary error too), a `noreply` one is silent, and a quiet
+   * meta request's map passes errors as memcached does.
    */
   refusalReply(spec: CommandSpec, bytes: Buffer, args: ArgView): ReplyMap | null {
+    if (isBinaryRequest(bytes, args)) return binaryRefusal(bytes);
     const intake = this.intake(spec, bytes, args);
     return intake.kind === 'rewrite' ? (intake.reply ?? null) : null;
   }
