@@ -820,17 +820,6 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       this.#answer(slot, slot.answerWith);
       return true;
     }
-    if (spec.use === 'pin-once' && this.#halfClosed && !this.#inTransaction()) {
-      // The client already sent its FIN: like Redis at EOF, a blocking command is not started
-      // for a client that may be gone (it could hold an exclusive connection forever). It stays
-      // held, and what is behind it with it: once the replies before it are written, #flush
-      // ends the client at it. Before the cluster dispatch too: a watching client's would go
-      // to its watch's node there.
-      // Inside MULTI it is only queued (EXEC runs it without blocking): it goes like any other.
-      slot.blocking = true;
-      this.#flush();
-      return false;
-    }
     const cluster = this.#pool.cluster !== null ? this.#rules.cluster : undefined;
     if (cluster !== undefined) {
       const served = this.#dispatchCluster(slot, cluster);
@@ -875,6 +864,16 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
         this.#answerError(slot, 'DENIED_COMMAND', `${spec.name} ${spec.note}`);
         return true;
       case 'pin-once':
+        // The client already sent its FIN: like Redis at EOF, a blocking command is not started
+        // for a client that may be gone (it could hold an exclusive connection forever). It stays
+        // held, and what is behind it with it: once the replies before it are written, #flush
+        // ends the client at it.
+        // Inside MULTI it is only queued (EXEC runs it without blocking): it goes like any other.
+        if (this.#halfClosed && !this.#inTransaction()) {
+          slot.blocking = true;
+          this.#flush();
+          return false;
+        }
         if (this.#lease.kind === 'pinned') return this.#sendPinnedOrWait(slot);
         return this.#startPin(slot);
       case 'pin-open':
@@ -1181,6 +1180,8 @@ export class ClientSession implements RequestSink, Waiter, LeaseHolder, SessionV
       // outside the watch; inside MULTI it runs on the transaction's node, as MULTI there would.
       const wide = slot.fanout !== null && slot.fanout.kind === 'broadcast' && !lease.state.queuing;
       if (!split && !wide && (owner === null || owner === lease.server)) {
+        // A blocking command after the client's FIN, watching: not started (the ordinary dispatch holds it).
+        if (spec.use === 'pin-once' && this.#halfClosed && !lease.state.queuing) return null;
         // Its node's: on the pinned connection, whole (a keyless broadcast runs on this node only, as in MULTI on Redis).
         if (spec.use === 'shared' || spec.use === 'select' || spec.use === 'pin-once' || spec.use === 'pin-open' || spec.use === 'pin-close') return this.#sendPinned(slot);
         return null;
