@@ -17,19 +17,30 @@ import { waitFor } from '../helpers/servers.js';
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
+/**
+ * poolside in front of a frozen memcached with one request of the client's in flight (so the drain
+ * does not close the client), then draining: what the client sends next is refused.
+ */
+async function drainingWithOneInFlight<C extends { write(bytes: Buffer | string): void }>(
+  connect: (port: number) => Promise<C>,
+  inFlight: Buffer | string,
+): Promise<{ client: C; proxy: Awaited<ReturnType<typeof startMemcachedAndProxy>>['proxy']; thaw: () => void; drained: Promise<unknown> }> {
+  const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
+  const client = await connect(port);
+  await memcached.freeze();
+  cleanup.defer(() => memcached.signal('SIGCONT'));
+  client.write(inFlight);
+  await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the first request in flight');
+  const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+  return { client, proxy, thaw: () => memcached.signal('SIGCONT'), drained };
+}
+
 describe('memcached requests refused while draining', () => {
   it('a binary client gets DRAINING as a binary error carrying its opaque', async () => {
-    const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
-    const client = await connectMcBinary(cleanup, port);
-    // A request in flight on a frozen server keeps the client busy, so the drain does not close it.
-    await memcached.freeze();
-    cleanup.defer(() => memcached.signal('SIGCONT'));
-    client.write(binaryRequest({ opcode: Op.GET, opaque: 1, key: 'before' }));
-    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the GET in flight');
-    const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+    const { client, proxy, thaw, drained } = await drainingWithOneInFlight((port) => connectMcBinary(cleanup, port), binaryRequest({ opcode: Op.GET, opaque: 1, key: 'before' }));
     client.write(binaryRequest({ opcode: Op.GET, opaque: 0x5eed, key: 'after' }));
     await waitFor(() => failureCounts(proxy).DRAINING === 1, 'the second GET refused');
-    memcached.signal('SIGCONT');
+    thaw();
     const [first, refused] = await client.take(2);
     expect([first.opaque, first.status]).toEqual([1, Status.KEY_ENOENT]);
     expect(refused.opcode).toBe(Op.GET);
@@ -42,16 +53,10 @@ describe('memcached requests refused while draining', () => {
   // libmemcached ends a binary multi-get with NOOP (GETKQ…, NOOP): poolside answers NOOP itself,
   // and its refusal had no binary map, so the client read the text line where a binary response was due.
   it('a binary request poolside answers itself (NOOP, an unknown opcode) gets DRAINING as a binary error too', async () => {
-    const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
-    const client = await connectMcBinary(cleanup, port);
-    await memcached.freeze();
-    cleanup.defer(() => memcached.signal('SIGCONT'));
-    client.write(binaryRequest({ opcode: Op.GET, opaque: 1, key: 'before' }));
-    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the GET in flight');
-    const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+    const { client, proxy, thaw, drained } = await drainingWithOneInFlight((port) => connectMcBinary(cleanup, port), binaryRequest({ opcode: Op.GET, opaque: 1, key: 'before' }));
     client.write(Buffer.concat([binaryRequest({ opcode: Op.GETKQ, opaque: 2, key: 'after' }), binaryRequest({ opcode: Op.NOOP, opaque: 3 }), binaryRequest({ opcode: 0x42, opaque: 4 })]));
     await waitFor(() => failureCounts(proxy).DRAINING === 3, 'the three refused');
-    memcached.signal('SIGCONT');
+    thaw();
     const [first, ...refused] = await client.take(4);
     expect([first.opaque, first.status]).toEqual([1, Status.KEY_ENOENT]);
     expect(refused.map((r) => [r.opcode, r.opaque, r.status])).toEqual([
@@ -63,16 +68,10 @@ describe('memcached requests refused while draining', () => {
   });
 
   it('a text noreply request refused while draining is answered nothing', async () => {
-    const { memcached, proxy, port } = await startMemcachedAndProxy(cleanup, { request_timeout: '20s' });
-    const client = await connectMc(cleanup, port);
-    await memcached.freeze();
-    cleanup.defer(() => memcached.signal('SIGCONT'));
-    client.write('get before\r\n');
-    await waitFor(() => proxy.stats()[0].servers[0].inflight === 1, 'the get in flight');
-    const drained = proxy.drain({ delayMs: 0, timeoutMs: 10_000 });
+    const { client, proxy, thaw, drained } = await drainingWithOneInFlight((port) => connectMc(cleanup, port), 'get before\r\n');
     client.write('set k 0 0 1 noreply\r\nx\r\nget k\r\n');
     await waitFor(() => failureCounts(proxy).DRAINING === 2, 'both refused');
-    memcached.signal('SIGCONT');
+    thaw();
     const [first, refused] = await client.take(2);
     expect(first).toBe('END\r\n');
     expect(mcPoolsideReason(refused)).toBe('DRAINING');
